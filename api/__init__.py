@@ -1,0 +1,1 @@
+"""kvconf REST API (FastAPI)."""

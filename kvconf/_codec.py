@@ -1,0 +1,113 @@
+"""Encoding and decoding, pure: the storage layout in one place.
+
+The write script composes stored records by concatenating JSON fragments the
+client encoded, so the layouts below are fixed: every record ends with its
+value (``..., "value": <json>}``), which lets the script find a record's value
+with a plain substring search (a ``,"value":`` with an unescaped quote can only
+occur structurally, never inside an encoded string).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from .exceptions import InvalidValue, Unavailable, ValueTooLarge
+from .models import ChangeEvent, Entry, Schema, Version
+
+_encoder = msgspec.json.Encoder()
+encode = _encoder.encode
+_entry_decoder = msgspec.json.Decoder(Entry)
+_version_decoder = msgspec.json.Decoder(Version)
+_event_decoder = msgspec.json.Decoder(ChangeEvent)
+_schema_decoder = msgspec.json.Decoder(Schema)
+_any_decoder = msgspec.json.Decoder()
+
+_SCALARS = (str, bool, int, type(None))
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 with milliseconds and a ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _check_json(value: Any, key: str, depth: int = 0) -> None:
+    if depth > 64:
+        raise InvalidValue(key, "nested deeper than 64 levels")
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise InvalidValue(key, "NaN and infinity are not JSON")
+        return
+    if kind is list:
+        for item in value:
+            _check_json(item, key, depth + 1)
+        return
+    if kind is dict:
+        for k, item in value.items():
+            if type(k) is not str:
+                raise InvalidValue(key, "object keys must be strings")
+            _check_json(item, key, depth + 1)
+        return
+    raise InvalidValue(key, f"{kind.__name__} is not a JSON value")
+
+
+def encode_value(key: str, value: Any, limit: int) -> bytes:
+    """Encode one value as JSON, refusing non-JSON values and oversize ones."""
+    if type(value) not in _SCALARS:
+        _check_json(value, key)
+    data = _encoder.encode(value)
+    if len(data) > limit:
+        raise ValueTooLarge(key, len(data), limit)
+    return data
+
+
+def decode_value(data: bytes | str) -> Any:
+    """Decode a JSON value."""
+    return _any_decoder.decode(data)
+
+
+def _corrupt(what: str, exc: Exception) -> Unavailable:
+    return Unavailable(f"corrupt {what} in Redis: {exc}", reason="corrupt_state")
+
+
+def decode_entry(data: bytes) -> Entry:
+    """Decode a namespace hash field (raises Unavailable on foreign data)."""
+    try:
+        return _entry_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _corrupt("entry", exc) from exc
+
+
+def decode_version(data: bytes) -> Version:
+    """Decode a per-key history record."""
+    try:
+        return _version_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _corrupt("history record", exc) from exc
+
+
+def decode_event(data: bytes | str) -> ChangeEvent:
+    """Decode a change event from the log or the channel."""
+    try:
+        return _event_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _corrupt("change event", exc) from exc
+
+
+def decode_schema(data: bytes | str) -> Schema:
+    """Decode a stored schema document."""
+    try:
+        return _schema_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _corrupt("schema", exc) from exc
+
+
+def to_builtins(obj: Any) -> Any:
+    """Structs and datetimes to plain JSON-ready Python values."""
+    return msgspec.to_builtins(obj)

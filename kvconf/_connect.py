@@ -1,0 +1,54 @@
+"""Opening Redis clients: a URL, a Cluster URL, or the embedded default."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import fakeredis
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
+
+__all__ = ["connect", "embedded_server", "is_cluster_url"]
+
+_lock = threading.Lock()
+_servers: dict[str, fakeredis.FakeServer] = {}
+
+
+def embedded_server(name: str = "default") -> fakeredis.FakeServer:
+    """The process-wide in-memory server behind the embedded default.
+
+    Every Store and Watcher opened without a URL in one process shares it, so
+    a watcher sees the writes of a store in the same process.
+    """
+    with _lock:
+        server = _servers.get(name)
+        if server is None:
+            server = _servers[name] = fakeredis.FakeServer()
+        return server
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for ``redis+cluster://`` URLs or ``?cluster=true``."""
+    parts = urlsplit(url)
+    flag = parse_qs(parts.query).get("cluster", [""])[0].lower()
+    return parts.scheme in ("redis+cluster", "rediss+cluster") or flag in ("1", "true", "yes")
+
+
+def connect(url: str | None, **options: Any) -> Any:
+    """An asyncio Redis client for ``url`` (None: the embedded default).
+
+    ``redis+cluster://host:port`` (or ``?cluster=true``) opens a Cluster
+    client; ``memory://NAME`` opens a named embedded server.
+    """
+    if url is None or url.startswith("memory://"):
+        name = "default" if url is None else (url.removeprefix("memory://") or "default")
+        return fakeredis.FakeAsyncRedis(server=embedded_server(name), **options)
+    if is_cluster_url(url):
+        parts = urlsplit(url)
+        scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
+        query = "&".join(f"{k}={v[0]}" for k, v in parse_qs(parts.query).items() if k != "cluster")
+        plain = f"{scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
+        return RedisCluster.from_url(plain, **options)
+    return aredis.Redis.from_url(url, **options)

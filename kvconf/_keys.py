@@ -1,0 +1,103 @@
+"""Every Redis key and channel name kvconf uses, and name validation.
+
+Tenant isolation is auditable here: every per-tenant name is built by
+:class:`TenantKeys` and carries the ``{tenant}`` hash tag, so all of a tenant's
+state sits in one Cluster slot and one script may touch all of it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from .exceptions import InvalidName
+
+PREFIX: Final = "kvconf"
+DEFAULTS_NAMESPACE: Final = "_defaults"
+#: Global set of live tenant names (the only key outside any tenant's slot).
+TENANTS_KEY: Final = f"{PREFIX}:tenants"
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+MAX_NAME_LENGTH: Final = 128
+
+
+def validate_name(kind: str, name: object) -> str:
+    """Return ``name`` if it is a valid tenant, namespace or key name.
+
+    Names are 1 to 128 characters of ``A-Z a-z 0-9 _ . -`` and do not start
+    with ``.``. Raises :class:`InvalidName` saying which rule broke.
+    """
+    if not isinstance(name, str):
+        raise InvalidName(kind, name, "must be a string")
+    if not name:
+        raise InvalidName(kind, name, "must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(kind, name[:40] + "...", f"longer than {MAX_NAME_LENGTH} characters")
+    if name.startswith("."):
+        raise InvalidName(kind, name, "must not start with '.'")
+    if not _NAME.fullmatch(name):
+        raise InvalidName(kind, name, "only A-Z a-z 0-9 _ . - are allowed")
+    return name
+
+
+def validate_tenant(name: object) -> str:
+    """Validate a tenant name."""
+    return validate_name("tenant", name)
+
+
+def validate_namespace(name: object) -> str:
+    """Validate a namespace name (``_defaults`` is allowed: it is the reserved one)."""
+    return validate_name("namespace", name)
+
+
+def validate_key(name: object) -> str:
+    """Validate a key name."""
+    return validate_name("key", name)
+
+
+class TenantKeys:
+    """The Redis names of one tenant's state (all in one hash slot)."""
+
+    __slots__ = ("base", "epoch", "log", "meta", "namespaces", "rev", "schema", "tenant")
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.base = f"{PREFIX}:{{{tenant}}}"
+        self.rev = f"{self.base}:rev"
+        self.epoch = f"{self.base}:epoch"
+        self.log = f"{self.base}:log"
+        self.meta = f"{self.base}:meta"
+        self.namespaces = f"{self.base}:nss"
+        self.schema = f"{self.base}:schema"
+
+    def ns(self, namespace: str) -> str:
+        """Hash of a namespace's current values."""
+        return f"{self.base}:ns:{namespace}"
+
+    def hist(self, namespace: str, key: str) -> str:
+        """Sorted set of one key's versions."""
+        return f"{self.base}:hist:{namespace}:{key}"
+
+    @property
+    def hist_pattern(self) -> str:
+        """SCAN pattern for every history key of the tenant."""
+        return f"{self.base}:hist:*"
+
+    @property
+    def changes_channel(self) -> str:
+        """(Sharded) pub/sub channel of the tenant's change events."""
+        return f"{self.base}:changes"
+
+    @property
+    def fleet(self) -> str:
+        """Hash of watcher instances reporting their applied revision."""
+        return f"{self.base}:fleet"
+
+
+def tenant_from_key(key: str) -> str | None:
+    """The tenant a kvconf key belongs to, or None for foreign keys."""
+    head = f"{PREFIX}:{{"
+    if not key.startswith(head):
+        return None
+    end = key.find("}", len(head))
+    return key[len(head) : end] if end > 0 else None

@@ -1,0 +1,180 @@
+"""Typed schemas: checking values against key specs. Pure, no I/O.
+
+A namespace's effective schema merges, per key, the namespace's own spec over
+the tenant's (the schema set on ``_defaults``).
+
+>>> spec = KeySpec(type="int", min=1, max=600)
+>>> check_value("stale_timeout", 30, spec)
+[]
+>>> [p.rule for p in check_value("stale_timeout", 0, spec)]
+['min']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from ._keys import DEFAULTS_NAMESPACE, validate_key
+from .exceptions import InvalidName, InvalidSchema, SchemaProblem, SchemaViolation
+from .models import KeySpec, Schema
+
+__all__ = [
+    "MASK",
+    "check_value",
+    "check_values",
+    "coerce_text",
+    "decode_schema_document",
+    "effective_specs",
+    "mask_value",
+    "validate_schema",
+]
+
+#: What a sensitive value reads as for callers without the secrets right.
+MASK = "***"
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+}
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "json":
+        return True
+    if kind != "bool" and isinstance(value, bool):
+        return False
+    return isinstance(value, _PY_TYPES[kind])
+
+
+def check_value(key: str, value: Any, spec: KeySpec) -> list[SchemaProblem]:
+    """Every rule of ``spec`` that ``value`` breaks (empty list: valid)."""
+    if not _type_ok(value, spec.type):
+        found = type(value).__name__ if value is not None else "null"
+        return [SchemaProblem(key, "type", f"expected {spec.type}, got {found}")]
+    problems: list[SchemaProblem] = []
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if spec.min is not None and value < spec.min:
+            problems.append(SchemaProblem(key, "min", f"{value} is below the minimum {spec.min}"))
+        if spec.max is not None and value > spec.max:
+            problems.append(SchemaProblem(key, "max", f"{value} is above the maximum {spec.max}"))
+    if (
+        spec.max_length is not None
+        and isinstance(value, str | list | dict)
+        and len(value) > spec.max_length
+    ):
+        problems.append(
+            SchemaProblem(
+                key, "max_length", f"length {len(value)} is over the limit {spec.max_length}"
+            )
+        )
+    if spec.choices is not None and value not in spec.choices:
+        problems.append(SchemaProblem(key, "choices", f"{value!r} is not one of {spec.choices}"))
+    return problems
+
+
+def effective_specs(schemas: Mapping[str, Schema], namespace: str) -> dict[str, KeySpec]:
+    """Per-key specs for ``namespace``: its own over the tenant's ``_defaults``."""
+    merged: dict[str, KeySpec] = {}
+    base = schemas.get(DEFAULTS_NAMESPACE)
+    if base is not None:
+        merged.update(base.keys)
+    own = schemas.get(namespace)
+    if own is not None and namespace != DEFAULTS_NAMESPACE:
+        merged.update(own.keys)
+    return merged
+
+
+def check_values(specs: Mapping[str, KeySpec], values: Mapping[str, Any]) -> None:
+    """Raise one :class:`SchemaViolation` listing every problem in ``values``."""
+    if not specs:
+        return
+    problems: list[SchemaProblem] = []
+    for key, value in values.items():
+        spec = specs.get(key)
+        if spec is not None:
+            problems.extend(check_value(key, value, spec))
+    if problems:
+        raise SchemaViolation(problems)
+
+
+def validate_schema(schema: Schema) -> Schema:
+    """Refuse a self-contradictory schema (raises :class:`InvalidSchema`)."""
+    problems: list[str] = []
+    for key, spec in schema.keys.items():
+        try:
+            validate_key(key)
+        except InvalidName as exc:
+            problems.append(exc.message)
+            continue
+        if spec.min is not None and spec.max is not None and spec.min > spec.max:
+            problems.append(f"{key}: min {spec.min} is above max {spec.max}")
+        if spec.max_length is not None and spec.max_length < 0:
+            problems.append(f"{key}: max_length must not be negative")
+        for choice in spec.choices or []:
+            problems.extend(
+                f"{key}: choice {p.message}"
+                for p in check_value(key, choice, spec)
+                if p.rule == "type"
+            )
+        if spec.default is not msgspec.UNSET:
+            problems.extend(
+                f"{key}: default {p.message}" for p in check_value(key, spec.default, spec)
+            )
+    if problems:
+        raise InvalidSchema("invalid schema: " + "; ".join(problems), problems=problems)
+    return schema
+
+
+def decode_schema_document(data: bytes | str | Mapping[str, Any]) -> Schema:
+    """A :class:`Schema` from JSON text or a mapping, validated."""
+    try:
+        if isinstance(data, bytes | str):
+            schema = msgspec.json.decode(data, type=Schema)
+        else:
+            schema = msgspec.convert(data, Schema)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidSchema(f"invalid schema: {exc}", problems=[str(exc)]) from exc
+    return validate_schema(schema)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def coerce_text(text: str, spec: KeySpec | None) -> Any:
+    """A value from text (an environment variable, a CLI argument, a form field).
+
+    With a spec the text is converted to its type (``"25"`` → 25 for ``int``);
+    without one, JSON is tried and plain text is the fallback. Raises
+    ``ValueError`` when the text cannot be the spec's type.
+    """
+    kind = spec.type if spec is not None else None
+    if kind == "str":
+        return text
+    if kind == "int":
+        return int(text.strip())
+    if kind == "float":
+        return float(text.strip())
+    if kind == "bool":
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"{text!r} is not a boolean")
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        if kind == "json":
+            raise ValueError(f"{text!r} is not JSON") from None
+        return text
+
+
+def mask_value(value: Any, spec: KeySpec | None) -> Any:
+    """``MASK`` for sensitive keys, the value otherwise."""
+    return MASK if spec is not None and spec.sensitive else value

@@ -1,0 +1,668 @@
+"""Store: the async core. Reads, atomic versioned writes, CAS, history, layers.
+
+>>> async with Store() as store:                      # embedded default
+...     await store.set("acme", "ai-12", "stale_timeout", 30, actor="ops")
+...     entry = await store.get("acme", "ai-12", "stale_timeout")
+...     entry.value, entry.version
+(30, 1)
+
+Every write goes through one server-side script (``lua/write.lua``) that
+checks all preconditions, writes values and history, bumps the tenant
+revision, logs and publishes the change event: one round trip, all or nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from redis.exceptions import RedisError
+
+from . import _codec
+from ._connect import connect
+from ._keys import DEFAULTS_NAMESPACE, TENANTS_KEY, TenantKeys, validate_key, validate_namespace
+from ._keys import validate_tenant as _validate_tenant
+from ._scripts import Scripts
+from .config import Settings
+from .exceptions import (
+    EmptyChangeSet,
+    HistoryTrimmed,
+    InvalidInput,
+    KeyConflict,
+    KeyNotFound,
+    TenantExists,
+    TenantNotFound,
+    Unavailable,
+    VersionConflict,
+    VersionNotFound,
+)
+from .layers import effective_keys, resolve
+from .models import (
+    ChangeEvent,
+    Entry,
+    Explanation,
+    KeySpec,
+    Schema,
+    TenantInfo,
+    TenantState,
+    Version,
+    WriteResult,
+)
+from .schema import check_values, effective_specs, validate_schema
+
+__all__ = ["Store"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_MAX_ACTOR = 256
+_MAX_REASON = 1024
+
+
+def _redis_errors(
+    fn: Callable[Concatenate[Store, P], Awaitable[R]],
+) -> Callable[Concatenate[Store, P], Awaitable[R]]:
+    """Turn redis-py errors into :class:`Unavailable` at the store boundary."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(self, *args, **kwargs)
+        except RedisError as exc:
+            raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
+
+    return wrapper
+
+
+@functools.lru_cache(maxsize=4096)
+def tenant_keys(tenant: str) -> TenantKeys:
+    """Validated key names of ``tenant`` (cached: this is on every hot path)."""
+    return TenantKeys(_validate_tenant(tenant))
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _pairs(flat: Sequence[Any]) -> Iterable[tuple[str, bytes]]:
+    it = iter(flat)
+    return ((_text(k), v) for k, v in zip(it, it, strict=True))
+
+
+class _TenantSchemas:
+    """One tenant's schemas at one generation, with merged specs per namespace."""
+
+    __slots__ = ("_specs", "gen", "schemas")
+
+    def __init__(self, gen: int, schemas: dict[str, Schema]) -> None:
+        self.gen = gen
+        self.schemas = schemas
+        self._specs: dict[str, dict[str, KeySpec]] = {}
+
+    def specs(self, namespace: str) -> dict[str, KeySpec]:
+        found = self._specs.get(namespace)
+        if found is None:
+            found = self._specs[namespace] = effective_specs(self.schemas, namespace)
+        return found
+
+
+class Store:
+    """Async client of a kvconf store.
+
+    ``Store()`` opens the embedded default (fakeredis in-process, shared by the
+    process); ``Store("redis://host:6379/0")`` a Redis server;
+    ``Store("redis+cluster://host:7000")`` a Redis Cluster. Use it as an async
+    context manager or call :meth:`aclose`.
+
+    ``environ`` is the environment layer of effective reads (default:
+    ``os.environ``, read live).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        client: Any = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings(redis_url=url)
+        if url is None:
+            url = self.settings.redis_url
+        self.url = url
+        self.redis: Any = client if client is not None else connect(url)
+        self._scripts = Scripts(self.redis)
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._schemas: dict[str, _TenantSchemas] = {}
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.redis.aclose()
+
+    # -- reads ---------------------------------------------------------------
+
+    @_redis_errors
+    async def get(self, tenant: str, namespace: str, key: str) -> Entry:
+        """The current entry of one key; :class:`KeyNotFound` if it has none."""
+        tk = tenant_keys(tenant)
+        raw = await self.redis.hget(tk.ns(validate_namespace(namespace)), validate_key(key))
+        if raw is None:
+            await self._require_tenant(tk)
+            raise KeyNotFound(tenant, namespace, [key])
+        return _codec.decode_entry(raw)
+
+    @_redis_errors
+    async def get_namespace(self, tenant: str, namespace: str) -> dict[str, Entry]:
+        """Every current entry of a namespace (empty if it has none)."""
+        tk = tenant_keys(tenant)
+        raw = await self.redis.hgetall(tk.ns(validate_namespace(namespace)))
+        if not raw:
+            await self._require_tenant(tk)
+        return {_text(k): _codec.decode_entry(v) for k, v in raw.items()}
+
+    @_redis_errors
+    async def tenants(self) -> list[str]:
+        """Names of every live tenant, sorted."""
+        return sorted(_text(t) for t in await self.redis.smembers(TENANTS_KEY))
+
+    @_redis_errors
+    async def namespaces(self, tenant: str) -> list[str]:
+        """Names of a tenant's namespaces that were ever written, sorted."""
+        tk = tenant_keys(tenant)
+        names = await self.redis.smembers(tk.namespaces)
+        if not names:
+            await self._require_tenant(tk)
+        return sorted(_text(n) for n in names)
+
+    @_redis_errors
+    async def revision(self, tenant: str) -> int:
+        """The tenant's current revision (0 before its first write)."""
+        tk = tenant_keys(tenant)
+        raw = await self.redis.get(tk.rev)
+        if raw is None:
+            await self._require_tenant(tk)
+            return 0
+        return int(raw)
+
+    @_redis_errors
+    async def info(self, tenant: str) -> TenantInfo:
+        """A tenant's revision, epoch, namespaces and creation time."""
+        tk = tenant_keys(tenant)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(tk.meta, "created_at", "deleted_at")
+            pipe.get(tk.rev)
+            pipe.get(tk.epoch)
+            pipe.smembers(tk.namespaces)
+            (created, deleted), rev, epoch, names = await pipe.execute()
+        if created is None or deleted is not None:
+            raise TenantNotFound(tenant)
+        return TenantInfo(
+            tenant=tenant,
+            revision=int(rev or 0),
+            epoch=_text(epoch or b""),
+            namespaces=sorted(_text(n) for n in names),
+            created_at=datetime.fromisoformat(_text(created)),
+        )
+
+    @_redis_errors
+    async def read_state(self, tenant: str, namespaces: Iterable[str] | None = None) -> TenantState:
+        """A tenant's state read atomically at one revision.
+
+        ``namespaces`` limits the namespaces read (default: all of them).
+        """
+        tk = tenant_keys(tenant)
+        names = [validate_namespace(n) for n in namespaces] if namespaces is not None else []
+        reply = await self._scripts(
+            "read_state", [tk.rev, tk.epoch, tk.meta, tk.namespaces], [tk.ns(""), *names]
+        )
+        if reply[0] != 1:
+            raise TenantNotFound(tenant)
+        spaces: dict[str, dict[str, Entry]] = {}
+        for i in range(4, len(reply), 2):
+            spaces[_text(reply[i])] = {k: _codec.decode_entry(v) for k, v in _pairs(reply[i + 1])}
+        return TenantState(
+            tenant=tenant,
+            epoch=_text(reply[2]),
+            revision=int(reply[1]),
+            namespaces=spaces,
+            schema_gen=int(reply[3]),
+        )
+
+    @_redis_errors
+    async def changes_since(
+        self, tenant: str, revision: int, *, limit: int = 1000
+    ) -> list[ChangeEvent]:
+        """Change events after ``revision``, oldest first, at most ``limit``.
+
+        Raises :class:`HistoryTrimmed` when the log no longer holds
+        ``revision + 1``: the caller must resynchronise from full state.
+        """
+        tk = tenant_keys(tenant)
+        if revision < 0 or limit < 1:
+            raise InvalidInput("revision must be >= 0 and limit >= 1")
+        reply = await self._scripts("read_log", [tk.rev, tk.log, tk.meta], [revision, limit])
+        if reply[0] != 1:
+            raise TenantNotFound(tenant)
+        current, oldest = int(reply[1]), int(reply[2])
+        if revision < current and (oldest == 0 or oldest > revision + 1):
+            raise HistoryTrimmed(tenant, revision, oldest)
+        return [_codec.decode_event(e) for e in reply[3:]]
+
+    @_redis_errors
+    async def history(
+        self,
+        tenant: str,
+        namespace: str,
+        key: str,
+        *,
+        limit: int = 20,
+        before: int | None = None,
+    ) -> list[Version]:
+        """Versions of a key, newest first; page with ``before=<oldest seen>``."""
+        tk = tenant_keys(tenant)
+        hist = tk.hist(validate_namespace(namespace), validate_key(key))
+        if limit < 1 or (before is not None and before < 1):
+            raise InvalidInput("limit must be >= 1 and before >= 1")
+        top = "+inf" if before is None else f"({before}"
+        raw = await self.redis.zrevrangebyscore(hist, top, "-inf", start=0, num=limit)
+        if not raw and before is None:
+            await self._require_tenant(tk)
+            raise KeyNotFound(tenant, namespace, [key])
+        return [_codec.decode_version(r) for r in raw]
+
+    @_redis_errors
+    async def version(self, tenant: str, namespace: str, key: str, version: int) -> Version:
+        """One version of a key from its history."""
+        tk = tenant_keys(tenant)
+        hist = tk.hist(validate_namespace(namespace), validate_key(key))
+        raw = await self.redis.zrangebyscore(hist, version, version)
+        if not raw:
+            await self._require_tenant(tk)
+            raise VersionNotFound(tenant, namespace, key, version)
+        return _codec.decode_version(raw[0])
+
+    # -- effective reads -------------------------------------------------------
+
+    async def explain(self, tenant: str, namespace: str) -> dict[str, Explanation]:
+        """Every effective key of a namespace with its winning layer and shadows."""
+        state = await self.read_state(tenant, [namespace, DEFAULTS_NAMESPACE])
+        specs = (await self._tenant_schemas(tenant_keys(tenant), state.schema_gen)).specs(namespace)
+        own = {k: e.value for k, e in state.namespaces.get(namespace, {}).items()}
+        defaults: dict[str, Any] = {}
+        if namespace != DEFAULTS_NAMESPACE:
+            defaults = {k: e.value for k, e in state.namespaces.get(DEFAULTS_NAMESPACE, {}).items()}
+        prefix = self.settings.defaults_env_prefix
+        return {
+            key: resolve(key, own, defaults, self._environ, prefix, specs)
+            for key in effective_keys(own, defaults, specs)
+        }
+
+    async def explain_key(self, tenant: str, namespace: str, key: str) -> Explanation:
+        """The effective value of one key, with its winning layer and shadows."""
+        validate_key(key)
+        state = await self.read_state(tenant, [namespace, DEFAULTS_NAMESPACE])
+        specs = (await self._tenant_schemas(tenant_keys(tenant), state.schema_gen)).specs(namespace)
+        own = {k: e.value for k, e in state.namespaces.get(namespace, {}).items()}
+        defaults: dict[str, Any] = {}
+        if namespace != DEFAULTS_NAMESPACE:
+            defaults = {k: e.value for k, e in state.namespaces.get(DEFAULTS_NAMESPACE, {}).items()}
+        return resolve(key, own, defaults, self._environ, self.settings.defaults_env_prefix, specs)
+
+    async def effective(self, tenant: str, namespace: str) -> dict[str, Any]:
+        """The effective value of every key of a namespace (see :mod:`kvconf.layers`)."""
+        return {k: e.value for k, e in (await self.explain(tenant, namespace)).items()}
+
+    # -- writes ----------------------------------------------------------------
+
+    async def set(
+        self,
+        tenant: str,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        expect_version: int | None = None,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> WriteResult:
+        """Write one key. ``expect_version`` (0: must not exist) makes it a CAS."""
+        expect = None if expect_version is None else {key: expect_version}
+        return await self.commit(
+            tenant, namespace, {key: value}, expect=expect, actor=actor, reason=reason
+        )
+
+    async def set_many(
+        self,
+        tenant: str,
+        namespace: str,
+        values: Mapping[str, Any],
+        *,
+        expect: Mapping[str, int] | None = None,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> WriteResult:
+        """Write several keys of one namespace as one change set (one revision)."""
+        return await self.commit(
+            tenant, namespace, values, expect=expect, actor=actor, reason=reason
+        )
+
+    async def delete(
+        self,
+        tenant: str,
+        namespace: str,
+        keys: str | Iterable[str],
+        *,
+        expect: Mapping[str, int] | None = None,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> WriteResult:
+        """Delete keys (each gets a tombstone version); all must exist."""
+        names = [keys] if isinstance(keys, str) else list(keys)
+        return await self.commit(
+            tenant, namespace, {}, deletes=names, expect=expect, actor=actor, reason=reason
+        )
+
+    async def rollback(
+        self,
+        tenant: str,
+        namespace: str,
+        key: str,
+        to_version: int,
+        *,
+        expect_version: int | None = None,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> WriteResult:
+        """Make ``to_version``'s value current again, as a new version.
+
+        Rolling back to a tombstone deletes the key. The old value is checked
+        against today's schema like any other write.
+        """
+        target = await self.version(tenant, namespace, key, to_version)
+        reason = reason or f"rollback to version {to_version}"
+        expect = None if expect_version is None else {key: expect_version}
+        if target.deleted:
+            return await self.commit(
+                tenant, namespace, {}, deletes=[key], expect=expect, actor=actor, reason=reason
+            )
+        return await self.commit(
+            tenant, namespace, {key: target.value}, expect=expect, actor=actor, reason=reason
+        )
+
+    @_redis_errors
+    async def commit(
+        self,
+        tenant: str,
+        namespace: str,
+        values: Mapping[str, Any],
+        *,
+        deletes: Sequence[str] = (),
+        expect: Mapping[str, int] | None = None,
+        actor: str | None = None,
+        reason: str = "",
+        create: bool = True,
+    ) -> WriteResult:
+        """Commit one change set: set ``values`` and delete ``deletes`` atomically.
+
+        ``expect`` maps keys of the change set to the version each must have
+        (0: must not exist); any mismatch raises :class:`VersionConflict` and
+        writes nothing. ``create=False`` refuses to create a missing tenant.
+        """
+        tk = tenant_keys(tenant)
+        validate_namespace(namespace)
+        settings = self.settings
+        count = len(values) + len(deletes)
+        if count == 0:
+            raise EmptyChangeSet()
+        if count > settings.max_keys_per_write:
+            raise InvalidInput(
+                f"a change set holds at most {settings.max_keys_per_write} keys, got {count}",
+                limit=settings.max_keys_per_write,
+            )
+        limit = settings.max_value_bytes
+        ops: list[tuple[str, str, bytes]] = [
+            (validate_key(k), "s", _codec.encode_value(k, v, limit)) for k, v in values.items()
+        ]
+        for key in deletes:
+            if validate_key(key) in values:
+                raise InvalidInput(f"key {key!r} is both set and deleted", key=key)
+            ops.append((key, "d", b""))
+        if len(ops) != len({op[0] for op in ops}):
+            raise InvalidInput("a key appears twice in the change set")
+        expect = expect or {}
+        for key, version in expect.items():
+            if key not in values and key not in deletes:
+                raise InvalidInput(f"expected version given for {key!r}, not in the change set")
+            if type(version) is not int or version < 0:
+                raise InvalidInput(f"expected version of {key!r} must be an integer >= 0")
+        actor_json = self._audit_text("actor", actor or settings.actor, _MAX_ACTOR)
+        reason_json = self._audit_text("reason", reason, _MAX_REASON)
+        keys = [tk.ns(namespace), tk.rev, tk.epoch, tk.log, tk.meta, tk.namespaces]
+        keys.extend(tk.hist(namespace, op[0]) for op in ops)
+        args: list[Any] = [
+            namespace, tenant, actor_json, reason_json, _codec.now_iso(),
+            settings.history_limit, settings.log_limit, secrets.token_hex(8),
+            tk.changes_channel, 0, 1 if create else 0, len(ops),
+        ]  # fmt: skip
+        for key, op, data in ops:
+            args.extend((key, op, expect.get(key, -1), data))
+        for _ in range(5):
+            schemas = await self._tenant_schemas(tk)
+            if values:
+                check_values(schemas.specs(namespace), values)
+            args[9] = schemas.gen
+            reply = await self._scripts("write", keys, args)
+            if reply[0] != b"schema":
+                return await self._write_result(tk, namespace, ops, reply)
+            self._schemas.pop(tenant, None)
+        raise Unavailable(f"schema of {tenant!r} kept changing during the write")
+
+    async def _write_result(
+        self, tk: TenantKeys, namespace: str, ops: list[tuple[str, str, bytes]], reply: list[Any]
+    ) -> WriteResult:
+        status = reply[0]
+        tenant = tk.tenant
+        if status == b"ok":
+            if reply[3] == 1:
+                await self.redis.sadd(TENANTS_KEY, tenant)
+            return WriteResult(
+                tenant=tenant,
+                namespace=namespace,
+                revision=int(reply[1]),
+                epoch=_text(reply[2]),
+                versions={op[0]: int(v) for op, v in zip(ops, reply[4:], strict=True)},
+            )
+        if status == b"conflict":
+            conflicts = _codec.msgspec.json.decode(reply[1], type=list[KeyConflict])
+            raise VersionConflict(tenant, namespace, conflicts)
+        if status == b"missing":
+            raise KeyNotFound(
+                tenant, namespace, _codec.msgspec.json.decode(reply[1], type=list[str])
+            )
+        if status in (b"notenant", b"deleted"):
+            raise TenantNotFound(tenant)
+        if status == b"wrongtype":
+            raise Unavailable(
+                f"redis key {_text(reply[1])} has a foreign type", reason="corrupt_state"
+            )
+        raise Unavailable(f"unexpected reply from the write script: {reply[0]!r}")
+
+    @staticmethod
+    def _audit_text(field: str, text: object, limit: int) -> bytes:
+        if not isinstance(text, str):
+            raise InvalidInput(f"{field} must be a string", field=field)
+        if len(text) > limit:
+            raise InvalidInput(f"{field} is longer than {limit} characters", field=field)
+        return _codec.encode(text)
+
+    # -- schemas ---------------------------------------------------------------
+
+    async def _tenant_schemas(self, tk: TenantKeys, gen: int | None = None) -> _TenantSchemas:
+        cached = self._schemas.get(tk.tenant)
+        if cached is not None and (gen is None or cached.gen == gen):
+            return cached
+        reply = await self._scripts("read_schemas", [tk.meta, tk.schema], [])
+        schemas = {ns: _codec.decode_schema(raw) for ns, raw in _pairs(reply[1])}
+        if len(self._schemas) > 10_000:
+            self._schemas.clear()
+        found = self._schemas[tk.tenant] = _TenantSchemas(int(reply[0]), schemas)
+        return found
+
+    @_redis_errors
+    async def schemas(self, tenant: str) -> dict[str, Schema]:
+        """Every schema of a tenant by namespace (``_defaults``: tenant-wide)."""
+        tk = tenant_keys(tenant)
+        await self._require_tenant(tk)
+        self._schemas.pop(tenant, None)
+        return dict((await self._tenant_schemas(tk)).schemas)
+
+    async def get_schema(self, tenant: str, namespace: str) -> Schema | None:
+        """The schema set on ``namespace`` itself, or None."""
+        validate_namespace(namespace)
+        return (await self.schemas(tenant)).get(namespace)
+
+    async def specs(self, tenant: str, namespace: str) -> dict[str, KeySpec]:
+        """The merged key specs that apply to ``namespace`` (own over ``_defaults``)."""
+        validate_namespace(namespace)
+        return dict((await self._tenant_schemas(tenant_keys(tenant))).specs(namespace))
+
+    @_redis_errors
+    async def set_schema(
+        self,
+        tenant: str,
+        namespace: str,
+        schema: Schema | None,
+        *,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> int:
+        """Replace (or with None remove) a namespace's schema; returns the revision.
+
+        Refused with :class:`SchemaViolation` when current values break it.
+        """
+        tk = tenant_keys(tenant)
+        validate_namespace(namespace)
+        body = b""
+        if schema is not None:
+            body = _codec.encode(validate_schema(schema))
+        actor_json = self._audit_text("actor", actor or self.settings.actor, _MAX_ACTOR)
+        reason_json = self._audit_text("reason", reason, _MAX_REASON)
+        for _ in range(5):
+            self._schemas.pop(tenant, None)
+            current = await self._tenant_schemas(tk)
+            await self._check_current_values(tenant, current, namespace, schema)
+            reply = await self._scripts(
+                "schema",
+                [tk.schema, tk.meta, tk.rev, tk.epoch, tk.log],
+                [
+                    namespace, body, current.gen, tenant, actor_json, reason_json,
+                    _codec.now_iso(), secrets.token_hex(8), tk.changes_channel,
+                    self.settings.log_limit,
+                ],
+            )  # fmt: skip
+            if reply[0] == b"ok":
+                self._schemas.pop(tenant, None)
+                return int(reply[1])
+            if reply[0] in (b"notenant", b"deleted"):
+                raise TenantNotFound(tenant)
+        raise Unavailable(f"schema of {tenant!r} kept changing")
+
+    async def _check_current_values(
+        self, tenant: str, current: _TenantSchemas, namespace: str, schema: Schema | None
+    ) -> None:
+        proposed = dict(current.schemas)
+        if schema is None:
+            proposed.pop(namespace, None)
+        else:
+            proposed[namespace] = schema
+        state = await self.read_state(tenant)
+        targets = (
+            state.namespaces
+            if namespace == DEFAULTS_NAMESPACE
+            else {namespace: state.namespaces.get(namespace, {})}
+        )
+        for ns, entries in targets.items():
+            check_values(effective_specs(proposed, ns), {k: e.value for k, e in entries.items()})
+
+    # -- tenants ---------------------------------------------------------------
+
+    @_redis_errors
+    async def create_tenant(self, tenant: str) -> None:
+        """Create an empty tenant; :class:`TenantExists` if it exists."""
+        tk = tenant_keys(tenant)
+        reply = await self._tenant_op(tk, "create")
+        if reply[0] == b"exists":
+            raise TenantExists(tenant)
+        await self.redis.sadd(TENANTS_KEY, tenant)
+
+    @_redis_errors
+    async def delete_tenant(self, tenant: str, *, hard: bool = False) -> None:
+        """Delete a tenant: soft (restorable with :meth:`undelete_tenant`) or hard.
+
+        A soft delete hides every value and refuses writes; history stays. A
+        hard delete removes every key of the tenant.
+        """
+        tk = tenant_keys(tenant)
+        reply = await self._tenant_op(tk, "delete")
+        if reply[0] == b"notenant" or (reply[0] == b"deleted" and not hard):
+            raise TenantNotFound(tenant)
+        await self.redis.srem(TENANTS_KEY, tenant)
+        if hard:
+            batch: list[Any] = []
+            async for name in self.redis.scan_iter(match=f"{tk.base}:*", count=1000):
+                if _text(name) != tk.meta:
+                    batch.append(name)
+                if len(batch) >= 500:
+                    await self.redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await self.redis.unlink(*batch)
+            await self.redis.unlink(tk.meta)
+            self._schemas.pop(tenant, None)
+
+    @_redis_errors
+    async def undelete_tenant(self, tenant: str) -> None:
+        """Bring back a soft-deleted tenant with all its values."""
+        tk = tenant_keys(tenant)
+        reply = await self._tenant_op(tk, "undelete")
+        if reply[0] == b"notenant":
+            raise TenantNotFound(tenant)
+        await self.redis.sadd(TENANTS_KEY, tenant)
+
+    async def _tenant_op(self, tk: TenantKeys, op: str) -> Any:
+        return await self._scripts(
+            "tenant",
+            [tk.meta, tk.rev, tk.epoch, tk.namespaces],
+            [op, _codec.now_iso(), secrets.token_hex(8), tk.ns(""), f"{tk.base}:trash:ns:"],
+        )
+
+    async def _require_tenant(self, tk: TenantKeys) -> None:
+        created, deleted = await self.redis.hmget(tk.meta, "created_at", "deleted_at")
+        if created is None or deleted is not None:
+            raise TenantNotFound(tk.tenant)
+
+    async def exists(self, tenant: str) -> bool:
+        """True if the tenant exists and is not deleted."""
+        try:
+            await self._redis_exists(tenant_keys(tenant))
+        except TenantNotFound:
+            return False
+        return True
+
+    @_redis_errors
+    async def _redis_exists(self, tk: TenantKeys) -> None:
+        await self._require_tenant(tk)
+
+    @_redis_errors
+    async def ping(self) -> bool:
+        """True when Redis answers (raises :class:`Unavailable` otherwise)."""
+        return bool(await self.redis.ping())

@@ -1,0 +1,112 @@
+"""Synchronous facades for non-async services: the async core on a background loop.
+
+There is one implementation of the logic: each blocking method submits the
+async method to an event loop running in a daemon thread and waits for it.
+
+>>> with SyncStore() as store:
+...     store.set("acme", "ai-12", "stale_timeout", 30).revision
+1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from .store import Store
+
+__all__ = ["LoopThread", "SyncStore", "blocking"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread."""
+
+    def __init__(self, name: str = "kvconf-sync") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
+        """Run ``coro`` on the loop and wait for its result (re-raising its error)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        """Stop the loop and join the thread."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+def blocking(
+    method: Callable[Concatenate[Any, P], Awaitable[R]],
+) -> Callable[Concatenate[Any, P], R]:
+    """A blocking twin of an async method of the wrapped object ``self._async``."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+        coro = method(self._async, *args, **kwargs)
+        return self._runner.run(coro)  # type: ignore[no-any-return]
+
+    return wrapper
+
+
+class SyncStore:
+    """Blocking :class:`~kvconf.Store` with the same methods and arguments."""
+
+    def __init__(self, url: str | None = None, **kwargs: Any) -> None:
+        self._runner = LoopThread()
+        self._async = Store(url, **kwargs)
+
+    @property
+    def store(self) -> Store:
+        """The wrapped async store (use it only from its own loop)."""
+        return self._async
+
+    def close(self) -> None:
+        """Close the store and stop its loop thread."""
+        try:
+            self._runner.run(self._async.aclose())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> SyncStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    get = blocking(Store.get)
+    get_namespace = blocking(Store.get_namespace)
+    tenants = blocking(Store.tenants)
+    namespaces = blocking(Store.namespaces)
+    revision = blocking(Store.revision)
+    info = blocking(Store.info)
+    read_state = blocking(Store.read_state)
+    changes_since = blocking(Store.changes_since)
+    history = blocking(Store.history)
+    version = blocking(Store.version)
+    explain = blocking(Store.explain)
+    explain_key = blocking(Store.explain_key)
+    effective = blocking(Store.effective)
+    set = blocking(Store.set)
+    set_many = blocking(Store.set_many)
+    delete = blocking(Store.delete)
+    rollback = blocking(Store.rollback)
+    commit = blocking(Store.commit)
+    schemas = blocking(Store.schemas)
+    get_schema = blocking(Store.get_schema)
+    specs = blocking(Store.specs)
+    set_schema = blocking(Store.set_schema)
+    create_tenant = blocking(Store.create_tenant)
+    delete_tenant = blocking(Store.delete_tenant)
+    undelete_tenant = blocking(Store.undelete_tenant)
+    exists = blocking(Store.exists)
+    ping = blocking(Store.ping)
