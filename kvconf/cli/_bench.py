@@ -50,8 +50,9 @@ def bench(
     table = Table("section", "figure", "value", "baseline", "ratio", "goal", "ok")
     for section, figures in results.items():
         for f in figures:
+            baseline = f"{f.baseline:,.1f} ({f.baseline_name})"
             table.add_row(
-                section, f.name, f"{f.value:,.1f} {f.unit}", f"{f.baseline:,.1f} ({f.baseline_name})",
+                section, f.name, f"{f.value:,.1f} {f.unit}", baseline,
                 f"{f.ratio:.2f}x", f.goal, "yes" if f.ok else "NO",
             )  # fmt: skip
     console.print(table)
