@@ -150,14 +150,16 @@ class Store:
 
     # -- reads ---------------------------------------------------------------
 
-    @_redis_errors
     async def get(self, tenant: str, namespace: str, key: str) -> Entry:
         """The current entry of one key; :class:`KeyNotFound` if it has none."""
         tk = tenant_keys(tenant)
-        raw = await self.redis.hget(tk.ns(validate_namespace(namespace)), validate_key(key))
-        if raw is None:
-            await self._require_tenant(tk)
-            raise KeyNotFound(tenant, namespace, [key])
+        try:  # inline rather than @_redis_errors: this is the hottest read
+            raw = await self.redis.hget(tk.ns(validate_namespace(namespace)), validate_key(key))
+            if raw is None:
+                await self._require_tenant(tk)
+                raise KeyNotFound(tenant, namespace, [key])
+        except RedisError as exc:
+            raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
         return _codec.decode_entry(raw)
 
     @_redis_errors
@@ -398,7 +400,6 @@ class Store:
             tenant, namespace, {key: target.value}, expect=expect, actor=actor, reason=reason
         )
 
-    @_redis_errors
     async def commit(
         self,
         tenant: str,
@@ -446,24 +447,26 @@ class Store:
                 raise InvalidInput(f"expected version of {key!r} must be an integer >= 0")
         actor_json = self._audit_text("actor", actor or settings.actor, _MAX_ACTOR)
         reason_json = self._audit_text("reason", reason, _MAX_REASON)
-        keys = [tk.ns(namespace), tk.rev, tk.epoch, tk.log, tk.meta, tk.namespaces]
+        keys = [tk.ns(namespace)]
         keys.extend(tk.hist(namespace, op[0]) for op in ops)
+        limits = f"{1 if create else 0} {settings.history_limit} {settings.log_limit}"
         args: list[Any] = [
-            namespace, tenant, actor_json, reason_json, _codec.now_iso(),
-            settings.history_limit, settings.log_limit, secrets.token_hex(8),
-            tk.changes_channel, 0, 1 if create else 0, len(ops),
+            tk.base, namespace, tenant, actor_json, reason_json, _codec.now_iso(), "",
         ]  # fmt: skip
         for key, op, data in ops:
-            args.extend((key, op, expect.get(key, -1), data))
-        for _ in range(5):
-            schemas = await self._tenant_schemas(tk)
-            if values:
-                check_values(schemas.specs(namespace), values)
-            args[9] = schemas.gen
-            reply = await self._scripts("write", keys, args)
-            if reply[0] != b"schema":
-                return await self._write_result(tk, namespace, ops, reply)
-            self._schemas.pop(tenant, None)
+            args.extend((key, f"{op}{expect.get(key, -1)}", data))
+        try:  # inline rather than @_redis_errors: this is the write hot path
+            for _ in range(5):
+                schemas = await self._tenant_schemas(tk)
+                if values:
+                    check_values(schemas.specs(namespace), values)
+                args[6] = f"{schemas.gen} {limits}"
+                reply = await self._scripts("write", keys, args)
+                if reply[0] != b"schema":
+                    return await self._write_result(tk, namespace, ops, reply)
+                self._schemas.pop(tenant, None)
+        except RedisError as exc:
+            raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
         raise Unavailable(f"schema of {tenant!r} kept changing during the write")
 
     async def _write_result(
