@@ -1,0 +1,54 @@
+"""Settings from the environment, pure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvconf import InvalidInput, Settings
+from kvconf.config import parse_duration
+
+
+def test_settings_from_environment_and_overrides() -> None:
+    settings = Settings.from_env(
+        {"KVCONF_PORT": "9000", "KVCONF_DATA_DIR": "/tmp/kv", "KVCONF_SNAPSHOT_EVERY": "10m"},
+        port=9100,
+        redis_url=None,
+    )
+    assert (settings.port, settings.data_dir, settings.snapshot_every) == (
+        9100,
+        Path("/tmp/kv"),
+        600.0,
+    )
+    assert settings.redis_url is None
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"KVCONF_PORT": "eighty"},
+        {"KVCONF_HISTORY_LIMIT": "0"},
+        {"KVCONF_DEFAULTS_ENV_PREFIX": "KVCONF_"},
+        {"KVCONF_DEFAULTS_ENV_PREFIX": "KVCONF_REDIS"},
+        {"KVCONF_DEFAULTS_ENV_PREFIX": "bad prefix"},
+        {"KVCONF_SNAPSHOT_EVERY": "soon"},
+    ],
+)
+def test_bad_settings_are_refused(environ: dict[str, str]) -> None:
+    with pytest.raises(InvalidInput):
+        Settings.from_env(environ)
+
+
+def test_default_layer_prefix_never_reads_kvconf_settings() -> None:
+    settings = Settings.from_env({})
+    settings.validate()
+    assert settings.defaults_env_prefix == "KVCONF_DEFAULT_"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("600", 600.0), ("30s", 30.0), ("10m", 600.0), ("1h", 3600.0), ("250ms", 0.25), ("1d", 86400)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
