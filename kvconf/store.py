@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import msgspec
 from redis.exceptions import RedisError
 
 from . import _codec
@@ -67,13 +68,13 @@ def _redis_errors(
 ) -> Callable[Concatenate[Store, P], Awaitable[R]]:
     """Turn redis-py errors into :class:`Unavailable` at the store boundary."""
 
-    @functools.wraps(fn)
-    async def wrapper(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def wrapper(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(self, *args, **kwargs)
         except RedisError as exc:
             raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
 
+    functools.update_wrapper(wrapper, fn)
     return wrapper
 
 
@@ -485,12 +486,10 @@ class Store:
                 versions={op[0]: int(v) for op, v in zip(ops, reply[4:], strict=True)},
             )
         if status == b"conflict":
-            conflicts = _codec.msgspec.json.decode(reply[1], type=list[KeyConflict])
+            conflicts = msgspec.json.decode(reply[1], type=list[KeyConflict])
             raise VersionConflict(tenant, namespace, conflicts)
         if status == b"missing":
-            raise KeyNotFound(
-                tenant, namespace, _codec.msgspec.json.decode(reply[1], type=list[str])
-            )
+            raise KeyNotFound(tenant, namespace, msgspec.json.decode(reply[1], type=list[str]))
         if status in (b"notenant", b"deleted"):
             raise TenantNotFound(tenant)
         if status == b"wrongtype":

@@ -50,11 +50,11 @@ def blocking(
 ) -> Callable[Concatenate[Any, P], R]:
     """A blocking twin of an async method of the wrapped object ``self._async``."""
 
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
         coro = method(self._async, *args, **kwargs)
         return self._runner.run(coro)  # type: ignore[no-any-return]
 
+    functools.update_wrapper(wrapper, method)
     return wrapper
 
 

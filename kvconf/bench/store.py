@@ -42,10 +42,10 @@ async def run(ctx: BenchContext) -> list[Figure]:
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     keys = [f"k{i % 100}" for i in range(total)]
     raw_hash = f"bench-raw:{{{tenant}}}"
-    pool = {"max_connections": ctx.concurrency + 8}
-    raw = aredis.Redis.from_url(ctx.redis_url, **pool)
+    pool = ctx.concurrency + 8
+    raw = aredis.Redis.from_url(ctx.redis_url, max_connections=pool)
     store = Store(
-        client=aredis.Redis.from_url(ctx.redis_url, **pool),
+        client=aredis.Redis.from_url(ctx.redis_url, max_connections=pool),
         settings=Settings(redis_url=ctx.redis_url, history_limit=10, log_limit=1000),
     )
     try:
