@@ -1,0 +1,190 @@
+-- kvconf restore: put one tenant's captured state back, all or nothing.
+--
+-- KEYS: 1 rev, 2 epoch, 3 meta, 4 namespace set, 5 schema hash, 6 log.
+-- ARGV: 1 mode ("replace", "merge", "load"), 2 tenant key prefix, 3 tenant,
+--       4 fresh epoch, 5 the file's revision, 6 now, 7 actor (JSON), 8 reason
+--       (JSON), 9 channel, 10 log bound, 11 delete history keys named in log
+--       events after this revision (replace), 12 the file's epoch;
+--       then sections, each a count followed by its items:
+--       extra keys to delete (suffixes); meta (field, value pairs); schemas
+--       (pairs); namespace set members; values (ns, n pairs, pairs ...);
+--       trash (same); history (suffix, n pairs, score/member pairs ...);
+--       log (score/member pairs).
+--
+-- replace: the tenant becomes the captured one; merge: captured keys are
+-- written over the live tenant (a new version where the live key exists and
+-- differs), live-only keys stay. Both move the revision past max(live, file),
+-- set a fresh epoch and log and publish a "reset" event. load (embedded
+-- start-up into an empty server) writes the captured state exactly.
+-- Every check runs before the first write: Redis does not roll back.
+
+local mode, base = ARGV[1], ARGV[2]
+local pos = 13
+local function count()
+  local n = tonumber(ARGV[pos])
+  pos = pos + 1
+  return n
+end
+local CHUNK = 1000
+
+-- parse the sections into index ranges (nothing written yet)
+local ndel = count(); local del_at = pos; pos = pos + ndel
+local nmeta = count(); local meta_at = pos; pos = pos + 2 * nmeta
+local nschema = count(); local schema_at = pos; pos = pos + 2 * nschema
+local nnames = count(); local names_at = pos; pos = pos + nnames
+local function hashes()
+  local out = {}
+  local n = count()
+  for _ = 1, n do
+    local name = ARGV[pos]
+    local pairs_n = tonumber(ARGV[pos + 1])
+    out[#out + 1] = {name, pos + 2, pairs_n}
+    pos = pos + 2 + 2 * pairs_n
+  end
+  return out
+end
+local values = hashes()
+local trash = hashes()
+local history = hashes()
+local nlog = count(); local log_at = pos
+
+local live_rev_raw = redis.call('GET', KEYS[1])
+local live_rev = tonumber(live_rev_raw or '0')
+if live_rev_raw and not live_rev then return {'wrongtype', KEYS[1]} end
+local live_gen = tonumber(redis.call('HGET', KEYS[3], 'schema_gen') or '0') or 0
+local file_gen = 0
+for i = meta_at, meta_at + 2 * nmeta - 1, 2 do
+  if ARGV[i] == 'schema_gen' then file_gen = tonumber(ARGV[i + 1]) or 0 end
+end
+
+local function put_hash(key, at, n)
+  local last = at + 2 * n - 1
+  for i = at, last, 2 * CHUNK do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 2 * CHUNK - 1, last)))
+  end
+end
+local function put_zset(key, at, n)
+  local last = at + 2 * n - 1
+  for i = at, last, 2 * CHUNK do
+    redis.call('ZADD', key, unpack(ARGV, i, math.min(i + 2 * CHUNK - 1, last)))
+  end
+end
+
+if mode == 'merge' then
+  for _, h in ipairs(values) do
+    local t = redis.call('TYPE', base .. 'ns:' .. h[1]).ok
+    if t ~= 'none' and t ~= 'hash' then return {'wrongtype', base .. 'ns:' .. h[1]} end
+  end
+  for _, h in ipairs(history) do
+    local t = redis.call('TYPE', base .. 'hist:' .. h[1]).ok
+    if t ~= 'none' and t ~= 'zset' then return {'wrongtype', base .. 'hist:' .. h[1]} end
+  end
+else
+  -- replace and load: remove every key of the live tenant first
+  local doomed = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+  for i = del_at, del_at + ndel - 1 do doomed[#doomed + 1] = base .. ARGV[i] end
+  for _, ns in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    for _, prefix in ipairs({'ns:', 'trash:ns:'}) do
+      local hk = base .. prefix .. ns
+      doomed[#doomed + 1] = hk
+      for _, field in ipairs(redis.call('HKEYS', hk)) do
+        doomed[#doomed + 1] = base .. 'hist:' .. ns .. ':' .. field
+      end
+    end
+  end
+  local after = tonumber(ARGV[11]) or 0
+  for _, event in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. after, '+inf')) do
+    local ns = string.match(event, '"namespace":"([^"]*)"')
+    if ns and ns ~= '' then
+      for key in string.gmatch(event, '{"key":"([^"]+)","version":') do
+        doomed[#doomed + 1] = base .. 'hist:' .. ns .. ':' .. key
+      end
+    end
+  end
+  for i = 1, #doomed, CHUNK do
+    redis.call('DEL', unpack(doomed, i, math.min(i + CHUNK - 1, #doomed)))
+  end
+end
+
+local rev, epoch = tonumber(ARGV[5]), ARGV[12]
+if mode ~= 'load' then
+  rev = math.max(live_rev, tonumber(ARGV[5])) + 1
+  epoch = ARGV[4]
+end
+local now, actor, reason = ARGV[6], ARGV[7], ARGV[8]
+
+-- schemas, meta, namespace set
+if nschema > 0 then put_hash(KEYS[5], schema_at, nschema) end
+if mode == 'merge' then
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    for i = meta_at, meta_at + 2 * nmeta - 1, 2 do
+      if ARGV[i] == 'created_at' then redis.call('HSET', KEYS[3], 'created_at', ARGV[i + 1]) end
+    end
+  end
+elseif nmeta > 0 then
+  put_hash(KEYS[3], meta_at, nmeta)
+end
+if mode ~= 'load' then
+  redis.call('HDEL', KEYS[3], 'deleted_at')
+  if redis.call('HEXISTS', KEYS[3], 'created_at') == 0 then
+    redis.call('HSET', KEYS[3], 'created_at', now)
+  end
+  redis.call('HSET', KEYS[3], 'schema_gen', math.max(live_gen, file_gen) + 1)
+end
+for i = names_at, names_at + nnames - 1, CHUNK do
+  redis.call('SADD', KEYS[4], unpack(ARGV, i, math.min(i + CHUNK - 1, names_at + nnames - 1)))
+end
+for _, h in ipairs(trash) do put_hash(base .. 'trash:ns:' .. h[1], h[2], h[3]) end
+
+local changed = 0
+if mode == 'merge' then
+  local hist_at = {}
+  for _, h in ipairs(history) do hist_at[h[1]] = h end
+  local meta_json = ',"revision":' .. rev .. ',"updated_at":"' .. now .. '","updated_by":' .. actor
+  for _, h in ipairs(values) do
+    local ns, hk = h[1], base .. 'ns:' .. h[1]
+    redis.call('SADD', KEYS[4], ns)
+    for i = h[2], h[2] + 2 * h[3] - 1, 2 do
+      local key, entry = ARGV[i], ARGV[i + 1]
+      local suffix = ns .. ':' .. key
+      local zk = base .. 'hist:' .. suffix
+      local top = redis.call('ZREVRANGE', zk, 0, 0, 'WITHSCORES')
+      if not top[2] then
+        redis.call('HSET', hk, key, entry)
+        local fh = hist_at[suffix]
+        if fh then put_zset(zk, fh[2], fh[3]) end
+        changed = changed + 1
+      else
+        local value = string.sub(entry, select(2, string.find(entry, ',"value":', 1, true)) + 1, -2)
+        local live = redis.call('HGET', hk, key)
+        local live_value = nil
+        if live then
+          live_value = string.sub(live, select(2, string.find(live, ',"value":', 1, true)) + 1, -2)
+        end
+        if live_value ~= value then
+          local v = math.max(tonumber(top[2]), tonumber(string.match(entry, '^{"version":(%d+),'))) + 1
+          local head = '{"version":' .. v .. meta_json
+          redis.call('HSET', hk, key, head .. ',"value":' .. value .. '}')
+          redis.call('ZADD', zk, v, head .. ',"deleted":false,"reason":' .. reason .. ',"value":' .. value .. '}')
+          changed = changed + 1
+        end
+      end
+    end
+  end
+else
+  for _, h in ipairs(values) do put_hash(base .. 'ns:' .. h[1], h[2], h[3]) end
+  for _, h in ipairs(history) do put_zset(base .. 'hist:' .. h[1], h[2], h[3]) end
+  if nlog > 0 then put_zset(KEYS[6], log_at, nlog) end
+end
+
+redis.call('SET', KEYS[1], rev)
+redis.call('SET', KEYS[2], epoch)
+if mode ~= 'load' then
+  local event = '{"tenant":"' .. ARGV[3] .. '","epoch":"' .. epoch .. '","revision":' .. rev
+    .. ',"namespace":"","actor":' .. actor .. ',"reason":' .. reason
+    .. ',"ts":"' .. now .. '","type":"reset","changes":[]}'
+  redis.call('ZADD', KEYS[6], rev, event)
+  redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(tonumber(ARGV[10]) + 1))
+  redis.call('SPUBLISH', ARGV[9], event)
+end
+return {'ok', rev, epoch, live_rev, changed}

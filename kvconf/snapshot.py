@@ -1,0 +1,405 @@
+"""Snapshots: save, verify, list and restore whole tenants as safe files.
+
+>>> info = await save(store, Path("backups"))                # every live tenant
+>>> verify(info.path).tenants[0].revision
+42
+>>> report = await restore(store, info.path, tenants=["acme"], as_tenant="acme-copy")
+
+A snapshot holds, per tenant, its current values with their metadata, per-key
+history, change log, schemas, tenant metadata, revision and epoch, each
+tenant captured by one server-side script at one revision while writes go
+on. Files are written per invariant 6 (temporary file, fsync, atomic rename,
+directory fsync, mode 0600) and carry a format version and a SHA-256 that
+:func:`verify` and :func:`restore` check before touching Redis (see
+:mod:`kvconf._snapshot_format` for the layout).
+
+A restore moves each tenant's revision past both the file's and the live one,
+gives it a fresh epoch and logs and publishes a ``reset`` event, so watchers
+resynchronise. It first saves a safety snapshot of what it overwrites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from redis.exceptions import RedisError
+
+from . import _codec
+from ._keys import TENANTS_KEY, validate_tenant
+from ._scripts import Scripts
+from ._snapshot_capture import (
+    capture,
+    history_hints,
+    restore_args,
+    restore_one,
+    revisions,
+    scan_suffixes,
+)
+from ._snapshot_format import (
+    SUFFIX,
+    Footer,
+    SnapshotReader,
+    SnapshotWriter,
+    TenantDump,
+    TenantSummary,
+    iter_flat_pairs,
+    read_footer,
+    snapshot_name,
+)
+from .exceptions import InvalidInput, KvconfError, NotFound, TenantNotFound, Unavailable
+from .store import Store
+
+__all__ = [
+    "RestoreMode",
+    "RestoreReport",
+    "SnapshotInfo",
+    "TenantRestore",
+    "TenantSummary",
+    "default_dir",
+    "list_snapshots",
+    "prune",
+    "restore",
+    "save",
+    "verify",
+]
+
+RestoreMode = Literal["replace", "merge"]
+#: Progress callback: (done, total, what).
+Progress = Callable[[int, int, str], None]
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True):
+    """A snapshot file's description: where, when, and what it holds.
+
+    ``verified`` is True when the checksum and contents were checked
+    (:func:`verify`, :func:`save`); :func:`list_snapshots` only reads footers.
+    """
+
+    path: str
+    format: int
+    created_at: datetime
+    size: int
+    label: str
+    tenants: list[TenantSummary]
+    keys: int
+    versions: int
+    verified: bool
+
+
+class TenantRestore(msgspec.Struct, frozen=True):
+    """What a restore did (or, in a dry run, would do) to one tenant."""
+
+    tenant: str
+    source: str
+    mode: RestoreMode
+    live_revision: int
+    file_revision: int
+    revision: int
+    added: int
+    changed: int
+    removed: int
+    unchanged: int
+    epoch: str = ""
+
+
+class RestoreReport(msgspec.Struct, frozen=True):
+    """The outcome of :func:`restore`."""
+
+    path: str
+    dry_run: bool
+    tenants: list[TenantRestore]
+    safety_snapshot: str | None = None
+
+
+def default_dir(store_or_dir: Store | Path) -> Path:
+    """The snapshot directory of a store: ``<data_dir>/snapshots``."""
+    if isinstance(store_or_dir, Path):
+        return store_or_dir
+    return store_or_dir.settings.data_dir / "snapshots"
+
+
+def _info(path: Path, footer: Footer, *, verified: bool) -> SnapshotInfo:
+    return SnapshotInfo(
+        path=str(path),
+        format=footer.format,
+        created_at=footer.created_at,
+        size=path.stat().st_size,
+        label=footer.label,
+        tenants=footer.tenants,
+        keys=sum(t.keys for t in footer.tenants),
+        versions=sum(t.versions for t in footer.tenants),
+        verified=verified,
+    )
+
+
+def _unavailable(exc: RedisError) -> Unavailable:
+    return Unavailable(f"redis: {exc}", reason=type(exc).__name__)
+
+
+async def capture_all(
+    store: Store,
+    tenants: Sequence[str] | None,
+    *,
+    include_deleted: bool = False,
+) -> tuple[list[str], dict[str, int], dict[str, list[str]]]:
+    """The tenants to capture, their revisions and key suffixes (before capture)."""
+    client = store.redis
+    if tenants is None:
+        names = await store.tenants()
+        if include_deleted:
+            suffixes = await scan_suffixes(client, None)
+            names = sorted(set(names) | {t for t, s in suffixes.items() if "meta" in s})
+    else:
+        names = [validate_tenant(t) for t in tenants]
+    revs = await revisions(client, names)
+    suffixes = await scan_suffixes(client, names)
+    return names, revs, suffixes
+
+
+async def write_snapshot(
+    store: Store,
+    path: Path,
+    tenants: Sequence[str] | None,
+    *,
+    label: str = "",
+    generation: int = 0,
+    strict: bool = False,
+    include_deleted: bool = False,
+    progress: Progress | None = None,
+) -> Footer:
+    """Capture tenants into a new file at ``path`` (replacing it atomically)."""
+    scripts = Scripts(store.redis)
+    try:
+        names, revs, suffixes = await capture_all(store, tenants, include_deleted=include_deleted)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        def fetch(t: str) -> asyncio.Task[TenantDump | None]:
+            hints = history_hints(suffixes.get(t, ()))
+            return asyncio.ensure_future(capture(scripts, t, after=revs[t], hints=hints))
+
+        with SnapshotWriter(path, label=label, generation=generation) as writer:
+            pending = [fetch(t) for t in names[:2]]
+            for i, name in enumerate(names):
+                dump = await pending.pop(0)
+                if i + 2 < len(names):
+                    pending.append(fetch(names[i + 2]))
+                if dump is None or (
+                    not include_deleted and "deleted_at" in dump.meta and tenants is None
+                ):
+                    if strict:
+                        for task in pending:
+                            task.cancel()
+                        raise TenantNotFound(name)
+                    continue
+                if strict and "deleted_at" in dump.meta:
+                    raise TenantNotFound(name)
+                writer.add(dump)
+                if progress is not None:
+                    progress(i + 1, len(names), name)
+            return writer.finish()
+    except RedisError as exc:
+        raise _unavailable(exc) from exc
+
+
+async def save(
+    store: Store,
+    directory: Path | None = None,
+    tenants: Iterable[str] | None = None,
+    *,
+    label: str = "",
+    progress: Progress | None = None,
+) -> SnapshotInfo:
+    """Save a snapshot of ``tenants`` (default: every live tenant) into ``directory``.
+
+    ``directory`` defaults to ``<data_dir>/snapshots``. Returns the new file's
+    description; :class:`TenantNotFound` if a named tenant does not exist.
+    """
+    directory = default_dir(store) if directory is None else Path(directory)
+    path = directory / snapshot_name(label)
+    chosen = None if tenants is None else list(dict.fromkeys(tenants))
+    footer = await write_snapshot(
+        store, path, chosen, label=label, strict=chosen is not None, progress=progress
+    )
+    return _info(path, footer, verified=True)
+
+
+def verify(path: str | os.PathLike[str]) -> SnapshotInfo:
+    """Check a snapshot's format version, checksum and contents; return its summary.
+
+    Raises :class:`SnapshotCorrupt`, :class:`SnapshotVersionUnsupported` or
+    :class:`SnapshotNotFound`.
+    """
+    with SnapshotReader(Path(path)) as reader:
+        for _ in reader.dumps():
+            pass
+        return _info(reader.path, reader.footer, verified=True)
+
+
+def list_snapshots(directory: str | os.PathLike[str]) -> list[SnapshotInfo]:
+    """Snapshots in ``directory``, oldest first (footers only: use :func:`verify`).
+
+    Unreadable files are skipped; temporary files of unfinished saves are ignored.
+    """
+    found: list[SnapshotInfo] = []
+    root = Path(directory)
+    if not root.is_dir():
+        return found
+    for path in sorted(root.glob(f"*{SUFFIX}")):
+        if path.name.startswith("."):
+            continue
+        try:
+            found.append(_info(path, read_footer(path), verified=False))
+        except (KvconfError, OSError):
+            continue
+    return found
+
+
+def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` snapshots kvconf named; return the deleted."""
+    root = Path(directory)
+    if keep < 1 or not root.is_dir():
+        return []
+    ours = sorted(p for p in root.glob(f"kvconf-*{SUFFIX}") if p.is_file())
+    doomed = ours[:-keep]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    for stale in root.glob(f".kvconf-*{SUFFIX}.tmp-*"):
+        if stale.stat().st_mtime < datetime.now().timestamp() - 3600:
+            stale.unlink(missing_ok=True)
+    return doomed
+
+
+def _entries(flat: list[bytes]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in iter_flat_pairs(flat):
+        out[k.decode()] = _codec.decode_entry(v).value
+    return out
+
+
+async def _diff(store: Store, dump: TenantDump, target: str, mode: RestoreMode) -> tuple[int, ...]:
+    try:
+        live_state = await store.read_state(target)
+        live = {ns: {k: e.value for k, e in es.items()} for ns, es in live_state.namespaces.items()}
+    except TenantNotFound:
+        live = {}
+    added = changed = removed = unchanged = 0
+    seen: set[tuple[str, str]] = set()
+    for ns, flat in dump.values.items():
+        have = live.get(ns, {})
+        for key, value in _entries(flat).items():
+            seen.add((ns, key))
+            if key not in have:
+                added += 1
+            elif have[key] == value:
+                unchanged += 1
+            else:
+                changed += 1
+    if mode == "replace":
+        removed = sum(1 for ns, ks in live.items() for k in ks if (ns, k) not in seen)
+    return added, changed, removed, unchanged
+
+
+async def restore(
+    store: Store,
+    path: str | os.PathLike[str],
+    *,
+    tenants: Iterable[str] | None = None,
+    as_tenant: str | None = None,
+    mode: RestoreMode = "replace",
+    dry_run: bool = False,
+    safety_dir: Path | None = None,
+    actor: str | None = None,
+    reason: str = "",
+    progress: Progress | None = None,
+) -> RestoreReport:
+    """Restore tenants from a snapshot file, each atomically.
+
+    The file is verified first: a bad file raises before Redis is touched.
+    ``tenants`` picks tenants of the file (default: all); ``as_tenant``
+    restores the one picked tenant under another name. ``mode="replace"``
+    makes each tenant exactly the captured one; ``"merge"`` writes the
+    captured keys over the live tenant as new versions where they differ
+    and keeps live-only keys. ``dry_run`` only reports what would change.
+    Unless dry, a safety snapshot of the live tenants about to be
+    overwritten is saved first (into ``safety_dir``, default
+    ``<data_dir>/snapshots``).
+    """
+    if mode not in ("replace", "merge"):
+        raise InvalidInput(f"restore mode must be 'replace' or 'merge', not {mode!r}")
+    source = Path(path)
+    info = verify(source)
+    in_file = [t.tenant for t in info.tenants]
+    chosen = in_file if tenants is None else list(dict.fromkeys(tenants))
+    if as_tenant is not None:
+        if len(chosen) != 1:
+            raise InvalidInput("--as needs exactly one tenant from the snapshot (use --tenant)")
+        validate_tenant(as_tenant)
+    for t in chosen:
+        if t not in in_file:
+            raise NotFound(f"tenant {t!r} is not in snapshot {source}", tenant=t)
+    targets = {t: (as_tenant or t) for t in chosen}
+    for t in targets.values():
+        validate_tenant(t)
+    reason = reason or f"restore from {source.name}"
+    actor = actor or store.settings.actor
+    settings = store.settings
+    scripts = Scripts(store.redis)
+    results: list[TenantRestore] = []
+    safety: str | None = None
+    try:
+        live_revs = await revisions(store.redis, list(targets.values()))
+        if not dry_run:
+            live = [t for t, r in live_revs.items() if r > 0 or await store.exists(t)]
+            if live:
+                snap = await save(store, safety_dir, [t for t in live if await store.exists(t)],
+                                  label="pre-restore")  # fmt: skip
+                safety = snap.path
+            suffixes = await scan_suffixes(store.redis, targets.values())
+        done = 0
+        with SnapshotReader(source) as reader:
+            for dump in reader.dumps():
+                if dump.tenant not in targets:
+                    continue
+                target = targets[dump.tenant]
+                eff_mode: RestoreMode = mode
+                if mode == "merge" and not await store.exists(target):
+                    eff_mode = "replace"
+                added, changed, removed, unchanged = await _diff(store, dump, target, eff_mode)
+                live_rev = live_revs[target]
+                new_rev, epoch = max(live_rev, dump.revision) + 1, ""
+                if not dry_run:
+                    args = restore_args(
+                        dump, target, mode=eff_mode, actor=actor, reason=reason,
+                        log_limit=settings.log_limit, after=live_rev,
+                        doomed=suffixes.get(target, ()),
+                    )  # fmt: skip
+                    new_rev, epoch, live_rev, _ = await restore_one(scripts, dump, target, args)
+                    await store.redis.sadd(TENANTS_KEY, target)
+                row = TenantRestore(
+                    tenant=target, source=dump.tenant, mode=eff_mode,
+                    live_revision=live_rev, file_revision=dump.revision, revision=new_rev,
+                    added=added, changed=changed, removed=removed, unchanged=unchanged,
+                    epoch=epoch,
+                )  # fmt: skip
+                results.append(row)
+                done += 1
+                if progress is not None:
+                    progress(done, len(targets), target)
+    except RedisError as exc:
+        raise _unavailable(exc) from exc
+    return RestoreReport(path=str(source), dry_run=dry_run, tenants=results, safety_snapshot=safety)
+
+
+async def load_dump(store: Store, dump: TenantDump) -> None:
+    """Write a captured tenant exactly as captured (embedded start-up, empty server)."""
+    args = restore_args(dump, dump.tenant, mode="load", actor="", reason="",
+                        log_limit=store.settings.log_limit, after=0)  # fmt: skip
+    await restore_one(Scripts(store.redis), dump, dump.tenant, args)
+    if "deleted_at" not in dump.meta and "created_at" in dump.meta:
+        await store.redis.sadd(TENANTS_KEY, dump.tenant)

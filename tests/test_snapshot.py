@@ -1,0 +1,282 @@
+"""Snapshots: round trip, restore modes, refusal of bad files, consistency."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from kvconf import KeySpec, Schema, Store
+from kvconf._codec import decode_event
+from kvconf._keys import TENANTS_KEY, TenantKeys
+from kvconf._snapshot_format import SnapshotReader
+from kvconf.exceptions import (
+    InvalidInput,
+    NotFound,
+    SnapshotCorrupt,
+    SnapshotNotFound,
+    SnapshotVersionUnsupported,
+    TenantNotFound,
+)
+from kvconf.snapshot import list_snapshots, prune, restore, save, verify
+
+
+async def _fill(store: Store, tenant: str) -> None:
+    await store.create_tenant(tenant)
+    await store.set_schema(tenant, "svc", Schema(keys={"port": KeySpec(type="int", min=1)}))
+    await store.set_many(tenant, "svc", {"port": 80, "host": "a"}, actor="ops", reason="init")
+    await store.set(tenant, "svc", "port", 81)
+    await store.set_many(tenant, "_defaults", {"timeout": 30, "tags": ["x", {"y": None}]})
+    await store.set(tenant, "svc", "gone", True)
+    await store.delete(tenant, "svc", "gone", reason="cleanup")
+
+
+async def _everything(store: Store, tenant: str) -> dict[str, object]:
+    state = await store.read_state(tenant)
+    hist = {}
+    for ns in await store.namespaces(tenant):
+        for key in ("port", "host", "gone", "timeout", "tags"):
+            with contextlib.suppress(NotFound):
+                hist[f"{ns}/{key}"] = await store.history(tenant, ns, key, limit=100)
+    return {
+        "values": state.namespaces,
+        "history": hist,
+        "schemas": await store.schemas(tenant),
+        # raw: the core's ChangeEvent cannot decode "schema" events yet
+        "log": [
+            e
+            for e in await store.redis.zrange(TenantKeys(tenant).log, 0, -1)
+            if b'"reset"' not in e
+        ],
+    }
+
+
+async def _wipe(store: Store, tenant: str) -> None:
+    await store.delete_tenant(tenant, hard=True)
+    assert not await store.exists(tenant)
+
+
+async def test_round_trip_save_wipe_restore(store: Store, tenant: str, tmp_path: Path) -> None:
+    await _fill(store, tenant)
+    before = await _everything(store, tenant)
+    rev = await store.revision(tenant)
+    epoch = (await store.info(tenant)).epoch
+    info = await save(store, tmp_path, [tenant])
+    assert info.verified
+    assert [t.tenant for t in info.tenants] == [tenant]
+    assert info.tenants[0].revision == rev
+    assert info.keys == 4
+    assert stat.S_IMODE(os.stat(info.path).st_mode) == 0o600
+    await _wipe(store, tenant)
+
+    report = await restore(store, info.path, safety_dir=tmp_path / "safety")
+    assert report.safety_snapshot is None  # nothing live was overwritten
+    (row,) = report.tenants
+    assert (row.tenant, row.revision, row.added) == (tenant, rev + 1, 4)
+    assert await store.exists(tenant)
+    assert tenant in await store.tenants()
+    assert await _everything(store, tenant) == before
+    assert await store.revision(tenant) == rev + 1
+    assert (await store.info(tenant)).epoch not in ("", epoch)
+    # writes continue normally after a restore: versions and revisions go on
+    result = await store.set(tenant, "svc", "port", 82, expect_version=2)
+    assert result.revision == rev + 2
+    assert result.versions == {"port": 3}
+    # the restored schema still applies
+    with pytest.raises(InvalidInput):
+        await store.set(tenant, "svc", "port", "not-an-int")
+
+
+async def test_restore_over_live_moves_revision_forward_and_emits_reset(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    await _fill(store, tenant)
+    info = await save(store, tmp_path, [tenant])
+    file_rev = info.tenants[0].revision
+    for i in range(10):  # the live tenant runs ahead of the file
+        await store.set(tenant, "svc", "extra", i)
+    live_rev = await store.revision(tenant)
+    pubsub = store.redis.pubsub()
+    await pubsub.execute_command("SSUBSCRIBE", TenantKeys(tenant).changes_channel)
+
+    report = await restore(store, info.path, safety_dir=tmp_path / "safety")
+    (row,) = report.tenants
+    assert row.live_revision == live_rev
+    assert row.file_revision == file_rev
+    assert row.revision == live_rev + 1
+    assert row.removed == 1
+    assert report.safety_snapshot is not None
+    assert verify(report.safety_snapshot).tenants[0].revision == live_rev
+    with pytest.raises(NotFound):
+        await store.get(tenant, "svc", "extra")
+    events = await store.changes_since(tenant, live_rev)
+    assert [(e.type, e.revision) for e in events] == [("reset", live_rev + 1)]
+    got = None
+    for _ in range(50):
+        msg = await pubsub.get_message(timeout=0.1)
+        if msg and msg["type"] in ("smessage", "message"):
+            got = decode_event(msg["data"])
+            break
+    await pubsub.aclose()
+    assert got is not None
+    assert got.type == "reset"
+    assert got.revision == live_rev + 1
+
+
+async def test_restore_as_new_tenant_and_merge(store: Store, tenant: str, tmp_path: Path) -> None:
+    await _fill(store, tenant)
+    info = await save(store, tmp_path, [tenant])
+    copy = f"{tenant}-copy"
+    report = await restore(store, info.path, as_tenant=copy)
+    assert report.tenants[0].tenant == copy
+    assert (await store.get(copy, "svc", "port")).value == 81
+    events = await store.redis.zrange(TenantKeys(copy).log, 0, -1)
+    assert {msgspec.json.decode(e)["tenant"] for e in events} == {copy}
+    assert (await store.read_state(copy)).namespaces == (await store.read_state(tenant)).namespaces
+
+    # merge: file keys come back as new versions, live-only keys stay
+    await store.set(tenant, "svc", "port", 99)
+    await store.set(tenant, "svc", "live_only", "keep")
+    dry = await restore(store, info.path, mode="merge", dry_run=True)
+    assert (dry.tenants[0].changed, dry.tenants[0].removed) == (1, 0)
+    rev_before = await store.revision(tenant)
+    assert await store.revision(tenant) == rev_before  # dry run wrote nothing
+    await restore(store, info.path, mode="merge", safety_dir=tmp_path / "s")
+    port = await store.get(tenant, "svc", "port")
+    assert port.value == 81
+    assert port.version == 4
+    assert (await store.get(tenant, "svc", "live_only")).value == "keep"
+    assert [v.value for v in await store.history(tenant, "svc", "port")][:2] == [81, 99]
+    with pytest.raises(InvalidInput):
+        await restore(store, info.path, as_tenant="x", tenants=[tenant, copy])
+    with pytest.raises(NotFound):
+        await restore(store, info.path, tenants=["nope"])
+
+
+async def test_dry_run_reports_per_tenant_and_touches_nothing(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    await _fill(store, tenant)
+    info = await save(store, tmp_path, [tenant])
+    await store.set(tenant, "svc", "host", "b")
+    await store.set(tenant, "svc", "new", 1)
+    rev = await store.revision(tenant)
+    report = await restore(store, info.path, dry_run=True)
+    (row,) = report.tenants
+    assert (row.added, row.changed, row.removed, row.unchanged) == (0, 1, 1, 3)
+    assert row.revision == rev + 1
+    assert report.dry_run
+    assert report.safety_snapshot is None
+    assert await store.revision(tenant) == rev
+    assert list_snapshots(tmp_path) == [msgspec.structs.replace(info, verified=False)]
+
+
+def _corrupt_variants(data: bytes) -> list[bytes]:
+    out = [data[: len(data) // 2], data[:-1], data[:20], b"", data + b"x"]
+    for at in (0, 17, 25, len(data) // 2, len(data) - 40, len(data) - 1):
+        flipped = bytearray(data)
+        flipped[at] ^= 0x01
+        out.append(bytes(flipped))
+    return out
+
+
+async def test_flipped_bytes_and_truncation_are_refused_before_redis(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    await _fill(store, tenant)
+    info = await save(store, tmp_path, [tenant])
+    data = Path(info.path).read_bytes()
+    await store.set(tenant, "svc", "host", "live")
+    rev = await store.revision(tenant)
+    for i, bad in enumerate(_corrupt_variants(data)):
+        path = tmp_path / f"bad-{i}.kvsnap"
+        path.write_bytes(bad)
+        with pytest.raises((SnapshotCorrupt, SnapshotVersionUnsupported)):
+            verify(path)
+        with pytest.raises((SnapshotCorrupt, SnapshotVersionUnsupported)):
+            await restore(store, path, safety_dir=tmp_path / "safety")
+    assert await store.revision(tenant) == rev
+    assert (await store.get(tenant, "svc", "host")).value == "live"
+    assert not (tmp_path / "safety").exists()
+    with pytest.raises(SnapshotNotFound):
+        verify(tmp_path / "missing.kvsnap")
+
+
+def test_unsupported_format_version(tmp_path: Path) -> None:
+    path = tmp_path / "future.kvsnap"
+    path.write_bytes(b"KVCONF-SNAPSHOT\n" + (99).to_bytes(4, "big") + b"\0" * 64)
+    with pytest.raises(SnapshotVersionUnsupported) as info:
+        verify(path)
+    assert info.value.details["version"] == 99
+
+
+async def test_save_unknown_tenant_is_refused(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(TenantNotFound):
+        await save(store, tmp_path, ["no-such-tenant-xyz"])
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_snapshot_under_concurrent_writers_is_one_revision_per_tenant(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    tenants = [f"{tenant}-{i}" for i in range(3)]
+    for t in tenants:
+        await store.set_many(t, "ns", {f"k{j}": 0 for j in range(20)})
+    stop = asyncio.Event()
+
+    async def writer(t: str) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            # each change set writes every key with the same counter
+            await store.set_many(t, "ns", {f"k{j}": n for j in range(20)})
+            if n % 3 == 0:
+                await store.set(t, f"ns{n % 5}", "x", n)
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(writer(t)) for t in tenants]
+    infos = []
+    for _ in range(4):
+        await asyncio.sleep(0.02)
+        infos.append(await save(store, tmp_path, tenants))
+    stop.set()
+    await asyncio.gather(*tasks)
+    for info in infos:
+        with SnapshotReader(Path(info.path)) as reader:
+            for dump in reader.dumps():
+                entries = {}
+                for ns, flat in dump.values.items():
+                    for k, v in zip(flat[::2], flat[1::2], strict=True):
+                        entries[(ns, k)] = msgspec.json.decode(v)
+                main = [e for (ns, _), e in entries.items() if ns == "ns"]
+                assert len({e["value"] for e in main}) == 1  # one change set, whole
+                assert max(e["revision"] for e in entries.values()) == dump.revision
+                assert int(dump.log[-2]) == dump.revision  # log ends at the same revision
+                for suffix, flat in dump.history.items():
+                    assert max(int(s) for s in flat[::2]) <= dump.revision + 10**9
+                    ns, key = suffix.split(":", 1)
+                    if (ns, key) in entries:
+                        top = msgspec.json.decode(flat[-1])
+                        assert top["version"] == entries[(ns, key)]["version"]
+
+
+async def test_prune_keeps_newest(store: Store, tenant: str, tmp_path: Path) -> None:
+    await store.set(tenant, "ns", "k", 1)
+    paths = [(await save(store, tmp_path, [tenant], label="scheduled")).path for _ in range(4)]
+    deleted = prune(tmp_path, 2)
+    assert [str(p) for p in deleted] == paths[:2]
+    assert [i.path for i in list_snapshots(tmp_path)] == paths[2:]
+
+
+async def test_tenants_key_holds_restored(store: Store, tenant: str, tmp_path: Path) -> None:
+    await store.set(tenant, "ns", "k", 1)
+    info = await save(store, tmp_path)
+    assert tenant in [t.tenant for t in info.tenants]
+    await store.redis.srem(TENANTS_KEY, tenant)
+    await restore(store, info.path, tenants=[tenant], safety_dir=tmp_path / "s")
+    assert tenant in await store.tenants()
