@@ -1,0 +1,102 @@
+"""The REST facade over kvconf: ``create_app()``, the lifespan, the one error handler.
+
+``uvicorn --factory api.app:create_app`` (what ``kvconf serve`` runs) reads
+:class:`~kvconf.config.Settings` from ``KVCONF_*`` environment variables. The
+store is opened once in the lifespan (embedded fakeredis when no Redis URL is
+set) and the server's background services run for the app's lifetime.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from kvconf._background import background_services
+from kvconf._embedded import open_embedded_store
+from kvconf.config import Settings
+from kvconf.exceptions import KvconfError
+from kvconf.store import Store
+
+from .auth import Authenticator
+from .errors import http_error_handler, kvconf_error_handler, validation_error_handler
+from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
+from .metrics import Metrics, MetricsMiddleware
+from .models import COMPONENTS
+from .routes import cloudbrain, history, keys, ops, schemas, tenants, tokens, watch
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("kvconf.api")
+
+
+async def open_store(settings: Settings) -> Store:
+    """The app's store: embedded (loaded from the data dir) or a Redis server."""
+    if settings.redis_url is None:
+        return await open_embedded_store(settings)
+    return Store(settings=settings)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the store once, run background services, close everything at exit."""
+    settings: Settings = app.state.settings
+    store = await open_store(settings)
+    app.state.store = store
+    app.state.auth = Authenticator(store.redis, settings.admin_token)
+    try:
+        try:
+            if await app.state.auth.is_open():
+                log.warning(
+                    "kvconf API is running OPEN: no admin token and no API tokens; "
+                    "every caller is an admin"
+                )
+        except KvconfError as exc:
+            log.warning("could not check for API tokens at start: %s", exc.message)
+        async with background_services(store, settings):
+            yield
+    finally:
+        await store.aclose()
+
+
+def create_app(settings: Settings | None = None, *, max_body_bytes: int | None = None) -> FastAPI:
+    """Build the API app; ``settings`` default to ``Settings.from_env()``."""
+    settings = settings if settings is not None else Settings.from_env()
+    app = FastAPI(
+        title="kvconf",
+        summary="Multi-tenant, versioned configuration store on Redis with hot reload",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics = Metrics()
+    app.add_exception_handler(KvconfError, kvconf_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
+    for module in (ops, cloudbrain, tenants, keys, history, schemas, watch, tokens):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes or DEFAULT_MAX_BODY)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
+            schema["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}
+            }
+            schema["security"] = [{"bearer": []}, {}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

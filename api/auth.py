@@ -1,0 +1,235 @@
+"""Bearer tokens with rights per tenant, stored hashed in Redis.
+
+Rights: ``read`` ⊂ ``write`` ⊂ ``admin`` per tenant, and a separate
+``secrets`` right to read sensitive values unmasked. A grant on ``*`` applies
+to every tenant; ``admin`` on ``*`` is a global admin (manages tokens and
+tenants). The admin token from the environment (``KVCONF_ADMIN_TOKEN``) is a
+global admin with ``secrets``.
+
+Tokens are ``kvc_`` + 43 random URL-safe characters; only their SHA-256 is
+stored, so a token lookup is one ``HGET`` by digest (the digest compare is
+the hash lookup itself; the admin token is compared in constant time):
+
+- :data:`TOKENS_KEY` (hash): digest → token record (JSON)
+- :data:`TOKEN_NAMES_KEY` (hash): token name → digest
+
+With no admin token and no tokens the API runs open: every caller is the
+anonymous global admin (``kvconf serve`` allows that on loopback only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from redis.exceptions import RedisError
+
+from kvconf._codec import now_iso
+from kvconf._keys import validate_name, validate_tenant
+from kvconf.exceptions import Conflict, InvalidInput, NotFound, Unavailable
+
+from .errors import Forbidden, Unauthorized
+
+__all__ = [
+    "ALL_TENANTS",
+    "TOKENS_KEY",
+    "TOKEN_NAMES_KEY",
+    "Authenticator",
+    "Principal",
+    "TokenExists",
+    "TokenNotFound",
+    "TokenRecord",
+]
+
+TOKENS_KEY = "kvconf:tokens"
+TOKEN_NAMES_KEY = "kvconf:tokens:names"  # noqa: S105 - a Redis key name
+ALL_TENANTS = "*"
+_RANK = {"read": 1, "write": 2, "admin": 3}
+_CACHE_SECONDS = 2.0
+
+
+class TokenNotFound(NotFound):
+    """No token of that name."""
+
+    code = "token_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"token {name!r} does not exist", token=name)
+
+
+class TokenRecord(msgspec.Struct, frozen=True):
+    """What is stored for a token (never the token itself)."""
+
+    name: str
+    grants: dict[str, list[str]]
+    created_at: str = ""
+    created_by: str = ""
+
+
+class Principal:
+    """The caller: a token's name and its rights."""
+
+    __slots__ = ("grants", "name", "open")
+
+    def __init__(self, name: str, grants: Mapping[str, list[str]], *, open: bool = False) -> None:
+        self.name = name
+        self.grants = {t: frozenset(r) for t, r in grants.items()}
+        self.open = open
+
+    def _rights(self, tenant: str) -> frozenset[str]:
+        return self.grants.get(tenant, frozenset()) | self.grants.get(ALL_TENANTS, frozenset())
+
+    def can(self, tenant: str, right: str) -> bool:
+        """True if the principal holds ``right`` on ``tenant`` (rank-aware)."""
+        rights = self._rights(tenant)
+        if right == "secrets":
+            return "secrets" in rights
+        need = _RANK[right]
+        return any(_RANK.get(r, 0) >= need for r in rights)
+
+    def sees(self, tenant: str) -> bool:
+        """True if the tenant is visible at all (any right on it)."""
+        return bool(self._rights(tenant))
+
+    @property
+    def is_admin(self) -> bool:
+        """A global admin: admin on every tenant."""
+        return "admin" in self.grants.get(ALL_TENANTS, frozenset())
+
+    def require_grants(self, grants: Mapping[str, list[str]]) -> None:
+        """Refuse to hand out rights the principal does not hold itself."""
+        for tenant, rights in grants.items():
+            if tenant == ALL_TENANTS:
+                if not self.is_admin:
+                    raise Forbidden("only a global admin may grant rights on every tenant")
+                continue
+            if not self.can(tenant, "admin"):
+                raise Forbidden(f"granting rights on {tenant!r} needs admin on it", tenant=tenant)
+            if "secrets" in rights and not self.can(tenant, "secrets"):
+                raise Forbidden(f"granting secrets on {tenant!r} needs secrets on it")
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+_ADMIN_GRANTS = {ALL_TENANTS: ["admin", "secrets"]}
+_record_decoder = msgspec.json.Decoder(TokenRecord)
+
+
+class Authenticator:
+    """Resolves bearer tokens to principals; creates, lists and revokes tokens."""
+
+    def __init__(self, redis: Any, admin_token: str | None) -> None:
+        self.redis = redis
+        self.admin_token = admin_token or None
+        self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
+        self._open_until = 0.0
+        self._open = False
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except RedisError as exc:
+            raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
+
+    async def is_open(self) -> bool:
+        """True when no admin token and no tokens are configured (cached briefly)."""
+        if self.admin_token is not None:
+            return False
+        now = time.monotonic()
+        if now >= self._open_until:
+            self._open = await self._call(self.redis.hlen(TOKENS_KEY)) == 0
+            self._open_until = now + _CACHE_SECONDS
+        return self._open
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of an ``Authorization`` header (401 if invalid or missing)."""
+        if not authorization:
+            if await self.is_open():
+                return Principal("anonymous", _ADMIN_GRANTS, open=True)
+            raise Unauthorized("a bearer token is required")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("expected 'Authorization: Bearer <token>'")
+        if self.admin_token is not None and hmac.compare_digest(
+            token.encode(), self.admin_token.encode()
+        ):
+            return Principal("admin", _ADMIN_GRANTS)
+        record = await self._lookup(_digest(token))
+        if record is None:
+            raise Unauthorized("unknown or revoked token")
+        return Principal(record.name, record.grants)
+
+    async def _lookup(self, digest: str) -> TokenRecord | None:
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        raw = await self._call(self.redis.hget(TOKENS_KEY, digest))
+        record = _record_decoder.decode(raw) if raw is not None else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now + _CACHE_SECONDS, record)
+        return record
+
+    async def create(self, name: str, grants: Mapping[str, list[str]], by: str) -> str:
+        """Create a token; returns the token text (shown once, stored hashed)."""
+        validate_name("token", name)
+        if not grants:
+            raise InvalidInput("a token needs at least one grant", field="grants")
+        for tenant, rights in grants.items():
+            if tenant != ALL_TENANTS:
+                validate_tenant(tenant)
+            if not rights:
+                raise InvalidInput(f"no rights given for {tenant!r}", field="grants")
+        token = "kvc_" + secrets.token_urlsafe(32)
+        digest = _digest(token)
+        record = TokenRecord(
+            name=name, grants={t: sorted(set(r)) for t, r in grants.items()},
+            created_at=now_iso(), created_by=by,
+        )  # fmt: skip
+        if not await self._call(self.redis.hsetnx(TOKEN_NAMES_KEY, name, digest)):
+            raise TokenExists(name)
+        await self._call(self.redis.hset(TOKENS_KEY, digest, msgspec.json.encode(record)))
+        self._open_until = 0.0
+        return token
+
+    async def list(self) -> list[TokenRecord]:
+        """Every token's record (never the tokens), sorted by name."""
+        raw = await self._call(self.redis.hgetall(TOKENS_KEY))
+        return sorted((_record_decoder.decode(v) for v in raw.values()), key=lambda r: r.name)
+
+    async def get(self, name: str) -> TokenRecord:
+        """One token's record by name."""
+        digest = await self._call(self.redis.hget(TOKEN_NAMES_KEY, name))
+        raw = None if digest is None else await self._call(self.redis.hget(TOKENS_KEY, digest))
+        if raw is None:
+            raise TokenNotFound(name)
+        return _record_decoder.decode(raw)
+
+    async def revoke(self, name: str) -> None:
+        """Revoke a token by name (effective on other processes within 2 s)."""
+        digest = await self._call(self.redis.hget(TOKEN_NAMES_KEY, name))
+        if digest is None:
+            raise TokenNotFound(name)
+        await self._call(self.redis.hdel(TOKENS_KEY, digest))
+        await self._call(self.redis.hdel(TOKEN_NAMES_KEY, name))
+        text = digest.decode() if isinstance(digest, bytes) else digest
+        self._cache.pop(text, None)
+        self._open_until = 0.0
+
+
+class TokenExists(Conflict):
+    """A token of that name exists already."""
+
+    code = "token_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"token {name!r} already exists", token=name)

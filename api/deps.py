@@ -1,0 +1,206 @@
+"""Shared dependencies: the store, the caller, tenant access, masking, audit.
+
+``StoreDep`` is the one store created in the app's lifespan. ``ReadAccess``,
+``WriteAccess`` and ``AdminAccess`` check the caller's right on the path's
+tenant: a tenant the caller has no right on is a 404 (its existence is not
+revealed), a missing right on a visible tenant a 403.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi import Path as PathParam
+
+from kvconf.exceptions import InvalidInput, TenantNotFound
+from kvconf.models import KeySpec
+from kvconf.schema import MASK
+from kvconf.store import Store
+
+from .auth import Authenticator, Principal
+from .errors import Forbidden
+from .metrics import Metrics
+
+__all__ = [
+    "Access",
+    "AdminAccess",
+    "MetricsDep",
+    "PrincipalDep",
+    "ReadAccess",
+    "StoreDep",
+    "WriteAccess",
+    "access_to",
+    "get_principal",
+    "get_store",
+    "if_match",
+    "masker",
+]
+
+_SCHEMA_REFRESH = 1.0
+
+
+def get_store(request: Request) -> Store:
+    """The store opened by the app's lifespan."""
+    store: Store = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def get_metrics(request: Request) -> Metrics:
+    """The app's metrics."""
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+async def get_principal(request: Request) -> Principal:
+    """The caller, from the ``Authorization`` header."""
+    auth: Authenticator = request.app.state.auth
+    return await auth.authenticate(request.headers.get("authorization"))
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+class Access:
+    """A caller's checked access to one tenant, with its audit identity."""
+
+    __slots__ = ("actor", "principal", "reason", "secrets", "store", "tenant")
+
+    def __init__(
+        self, tenant: str, principal: Principal, actor: str, reason: str, store: Store
+    ) -> None:
+        self.tenant = tenant
+        self.principal = principal
+        self.actor = actor
+        self.reason = reason
+        self.secrets = principal.can(tenant, "secrets")
+        self.store = store
+
+    def why(self, body_reason: str = "") -> str:
+        """The audit reason: the body's field, else the ``X-Change-Reason`` header."""
+        return body_reason or self.reason
+
+
+def _actor(request: Request, principal: Principal) -> str:
+    client = request.client.host if request.client is not None else "unknown"
+    return f"{principal.name}@{client}"[:256]
+
+
+def check_access(principal: Principal, tenant: str, right: str) -> None:
+    """404 for an invisible tenant, 403 for a missing right."""
+    if not principal.sees(tenant):
+        raise TenantNotFound(tenant)
+    if not principal.can(tenant, right):
+        raise Forbidden(f"this token lacks the {right!r} right on {tenant!r}", tenant=tenant)
+
+
+def access_to(right: str, tenant: str | None = None) -> Callable[..., Awaitable[Access]]:
+    """A dependency checking ``right`` on the path's tenant (or a fixed one)."""
+
+    async def fixed(request: Request, principal: PrincipalDep, store: StoreDep) -> Access:
+        assert tenant is not None
+        check_access(principal, tenant, right)
+        reason = request.headers.get("x-change-reason", "")
+        return Access(tenant, principal, _actor(request, principal), reason, store)
+
+    async def from_path(
+        request: Request,
+        principal: PrincipalDep,
+        store: StoreDep,
+        tenant: Annotated[str, PathParam(description="Tenant name.")],
+    ) -> Access:
+        check_access(principal, tenant, right)
+        reason = request.headers.get("x-change-reason", "")
+        return Access(tenant, principal, _actor(request, principal), reason, store)
+
+    return fixed if tenant is not None else from_path
+
+
+ReadAccess = Annotated[Access, Depends(access_to("read"))]
+WriteAccess = Annotated[Access, Depends(access_to("write"))]
+AdminAccess = Annotated[Access, Depends(access_to("admin"))]
+
+
+class Masker:
+    """Masks sensitive values for callers without the secrets right."""
+
+    __slots__ = ("specs",)
+
+    def __init__(self, specs: dict[str, KeySpec] | None) -> None:
+        self.specs = specs
+
+    def __call__(self, key: str, value: Any) -> Any:
+        if self.specs is None:
+            return value
+        spec = self.specs.get(key)
+        return MASK if spec is not None and spec.sensitive else value
+
+
+_seen: dict[tuple[int, str], float] = {}
+
+
+async def masker(access: Access, namespace: str) -> Masker:
+    """The masker of ``namespace`` for this caller (no-op with the secrets right).
+
+    The store caches schemas per process; they are reloaded at least every
+    second so a key marked sensitive elsewhere is masked here soon after.
+    """
+    if access.secrets:
+        return Masker(None)
+    store = access.store
+    key = (id(store), access.tenant)
+    now = time.monotonic()
+    if now - _seen.get(key, 0.0) > _SCHEMA_REFRESH:
+        await store.schemas(access.tenant)
+        if len(_seen) > 10_000:
+            _seen.clear()
+        _seen[key] = now
+    return Masker(await store.specs(access.tenant, namespace))
+
+
+def parse_etag(text: str) -> int:
+    """The version in an ETag (``"3"``, ``W/"3"`` or ``3``)."""
+    raw = text.strip().removeprefix("W/").strip('"')
+    try:
+        version = int(raw)
+    except ValueError:
+        raise InvalidInput(f"not an ETag of this API: {text!r}", field="If-Match") from None
+    if version < 0:
+        raise InvalidInput(f"not an ETag of this API: {text!r}", field="If-Match")
+    return version
+
+
+async def if_match(
+    request: Request,
+    if_match: Annotated[
+        str | None, Header(description="Write only if the version matches.")
+    ] = None,
+    if_none_match: Annotated[str | None, Header(description="`*`: create only.")] = None,
+) -> int | None:
+    """The expected version from ``If-Match`` / ``If-None-Match: *`` (None: no CAS).
+
+    A mismatch of a header precondition is a 412 (the error handler reads
+    ``request.state.cas_from_header``), not the 409 of a body expectation.
+    """
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise InvalidInput("only 'If-None-Match: *' is supported", field="If-None-Match")
+        request.state.cas_from_header = True
+        return 0
+    if if_match is None:
+        return None
+    request.state.cas_from_header = True
+    if if_match.strip() == "*":
+        return -1
+    return parse_etag(if_match)
+
+
+IfMatch = Annotated[int | None, Depends(if_match)]

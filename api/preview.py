@@ -1,0 +1,77 @@
+"""Dry-run writes: validate a change set and return the diff it would make."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kvconf._codec import encode_value
+from kvconf._keys import validate_key, validate_namespace
+from kvconf.exceptions import EmptyChangeSet, KeyNotFound
+from kvconf.schema import check_values
+
+from .deps import Access, masker
+
+__all__ = ["preview"]
+
+
+async def preview(
+    access: Access,
+    namespace: str,
+    values: Mapping[str, Any],
+    deletes: Sequence[str],
+    expect: Mapping[str, int],
+) -> dict[str, Any]:
+    """What committing this change set would do, without committing it.
+
+    Raises what the write would raise for invalid input (names, sizes, schema);
+    compare-and-set mismatches are reported in ``conflicts`` instead.
+    """
+    store = access.store
+    validate_namespace(namespace)
+    if not values and not deletes:
+        raise EmptyChangeSet()
+    for key, value in values.items():
+        encode_value(validate_key(key), value, store.settings.max_value_bytes)
+    for key in deletes:
+        validate_key(key)
+    check_values(await store.specs(access.tenant, namespace), values)
+    state = await store.read_state(access.tenant, [namespace])
+    current = state.namespaces.get(namespace, {})
+    missing = [k for k in deletes if k not in current]
+    if missing:
+        raise KeyNotFound(access.tenant, namespace, missing)
+    mask = await masker(access, namespace)
+    changes: list[dict[str, Any]] = []
+    for key, value in values.items():
+        entry = current.get(key)
+        if entry is not None and entry.value == value and type(entry.value) is type(value):
+            kind = "unchanged"
+        else:
+            kind = "added" if entry is None else "changed"
+        changes.append({
+            "key": key, "change": kind,
+            "old": None if entry is None else mask(key, entry.value),
+            "old_version": 0 if entry is None else entry.version,
+            "new": mask(key, value),
+        })  # fmt: skip
+    for key in deletes:
+        entry = current[key]
+        changes.append({
+            "key": key, "change": "removed", "old": mask(key, entry.value),
+            "old_version": entry.version, "new": None,
+        })  # fmt: skip
+    conflicts = [
+        {"key": k, "expected": v, "actual": current[k].version if k in current else 0}
+        for k, v in expect.items()
+        if v != (current[k].version if k in current else 0)
+    ]
+    return {
+        "dry_run": True,
+        "tenant": access.tenant,
+        "namespace": namespace,
+        "revision": state.revision,
+        "would_commit": not conflicts,
+        "conflicts": conflicts,
+        "changes": changes,
+    }

@@ -1,0 +1,231 @@
+"""CloudBrain-compatible per-AI routes: a view of tenant ``default``, namespace ``ai-<id>``.
+
+Existing agents call these exactly; values are rendered as strings, errors
+keep the ``{"success": false, "error": "..."}`` shape (the one error handler
+does that for every route under ``/api/v1/config``). The four known keys are
+typed ``int`` by a schema on the tenant's ``_defaults``, installed on first use
+(idempotent), so the layers give: the AI's own value > tenant defaults >
+``KVCONF_DEFAULT_<KEY>`` > the schema default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
+from starlette.responses import Response
+
+from kvconf._keys import DEFAULTS_NAMESPACE
+from kvconf.exceptions import InvalidValue, KeyNotFound, TenantExists
+from kvconf.models import Explanation, KeySpec, Schema
+from kvconf.schema import coerce_text
+from kvconf.store import Store
+
+from ..deps import Access, Masker, access_to, masker
+from ..errors import CLOUDBRAIN_PREFIX
+from ..models import body_doc, decode, respond
+
+__all__ = ["AI_TENANT", "KNOWN_KEYS", "ensure_schema", "router"]
+
+AI_TENANT = "default"
+#: The per-AI keys every agent knows, with their defaults.
+KNOWN_KEYS: dict[str, int] = {
+    "heartbeat_interval": 60,
+    "stale_timeout": 15,
+    "grace_period": 2,
+    "max_sleep_time": 60,
+}
+
+router = APIRouter(prefix=CLOUDBRAIN_PREFIX, tags=["cloudbrain (per-AI)"])
+AiId = Annotated[int, PathParam(ge=0, description="The agent's numeric id.")]
+ConfigKey = Annotated[str, PathParam(description="Configuration key.")]
+Reader = Annotated[Access, Depends(access_to("read", AI_TENANT))]
+Writer = Annotated[Access, Depends(access_to("write", AI_TENANT))]
+
+
+class _Installed:
+    """Per-store flag and lock: the schema is installed once per process."""
+
+    done: set[int] = set()
+    lock = asyncio.Lock()
+    created_at: dict[int, datetime] = {}
+
+
+async def ensure_schema(store: Store) -> datetime:
+    """Install the per-AI key schema on ``default/_defaults`` if missing; idempotent.
+
+    Returns the creation time of tenant ``default`` (the ``updated_at`` shown
+    for values that come from the environment or a schema default).
+    """
+    sid = id(store)
+    if sid in _Installed.done:
+        return _Installed.created_at[sid]
+    async with _Installed.lock:
+        if sid not in _Installed.done:
+            with contextlib.suppress(TenantExists):
+                await store.create_tenant(AI_TENANT)
+            current = await store.get_schema(AI_TENANT, DEFAULTS_NAMESPACE)
+            keys = dict(current.keys) if current is not None else {}
+            missing = {
+                k: KeySpec(type="int", default=v, min=0, description=f"per-AI {k} (seconds)")
+                for k, v in KNOWN_KEYS.items()
+                if k not in keys
+            }
+            if missing:
+                await store.set_schema(
+                    AI_TENANT,
+                    DEFAULTS_NAMESPACE,
+                    Schema(
+                        keys={**keys, **missing},
+                        description=current.description if current else "per-AI configuration",
+                    ),
+                    actor="kvconf-api",
+                    reason="install the per-AI key schema",
+                )
+            info = await store.info(AI_TENANT)
+            _Installed.created_at[sid] = info.created_at or datetime.now().astimezone()
+            _Installed.done.add(sid)
+    return _Installed.created_at[sid]
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+async def _view(
+    access: Access, ai_id: int, keys: list[str] | None = None
+) -> tuple[dict[str, Explanation], dict[str, str], Masker]:
+    store = access.store
+    created = await ensure_schema(store)
+    ns = f"ai-{ai_id}"
+    if keys is None:
+        explained = await store.explain(AI_TENANT, ns)
+    else:
+        explained = {k: await store.explain_key(AI_TENANT, ns, k) for k in keys}
+    state = await store.read_state(AI_TENANT, [ns, DEFAULTS_NAMESPACE])
+    stamps: dict[str, str] = {}
+    for key, exp in explained.items():
+        layer = {"namespace": ns, "tenant_defaults": DEFAULTS_NAMESPACE}.get(exp.layer or "")
+        entry = state.namespaces.get(layer or "", {}).get(key)
+        stamps[key] = _iso(entry.updated_at if entry is not None else created)
+    return explained, stamps, await masker(access, ns)
+
+
+@router.get("/{ai_id}", summary="Every known key of one AI, effective values as strings")
+async def get_config(ai_id: AiId, access: Reader) -> Response:
+    """``{"success": true, "ai_id": 12, "configuration": {key: {value, updated_at}}}``."""
+    explained, stamps, mask = await _view(access, ai_id)
+    configuration = {
+        k: {"value": _render(mask(k, e.value)), "updated_at": stamps[k]}
+        for k, e in explained.items()
+        if e.layer is not None
+    }
+    return respond({"success": True, "ai_id": ai_id, "configuration": configuration})
+
+
+async def _coerce(store: Store, ai_id: int, values: dict[str, Any]) -> dict[str, Any]:
+    specs = await store.specs(AI_TENANT, f"ai-{ai_id}")
+    out: dict[str, Any] = {}
+    for key, raw in values.items():
+        spec = specs.get(key)
+        if spec is not None and spec.type == "int":
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                out[key] = raw
+                continue
+            if not isinstance(raw, str):
+                raise InvalidValue(key, "must be an integer")
+            try:
+                out[key] = coerce_text(raw, spec)
+            except ValueError:
+                raise InvalidValue(key, f"{raw!r} is not an integer") from None
+        elif isinstance(raw, str) and spec is not None:
+            try:
+                out[key] = coerce_text(raw, spec)
+            except ValueError as exc:
+                raise InvalidValue(key, str(exc)) from None
+        else:
+            out[key] = raw
+    return out
+
+
+@router.put(
+    "/{ai_id}",
+    summary="Update several keys of one AI in one atomic change set",
+    openapi_extra=body_doc(dict[str, str | int]),
+)
+async def put_config(ai_id: AiId, request: Request, access: Writer) -> Response:
+    """Body ``{"stale_timeout": "30", ...}``; all keys are one revision."""
+    await ensure_schema(access.store)
+    body: dict[str, Any] = decode(await request.body(), dict[str, str | int])
+    values = await _coerce(access.store, ai_id, body)
+    await access.store.set_many(
+        AI_TENANT, f"ai-{ai_id}", values, actor=access.actor, reason=access.why()
+    )
+    request.app.state.metrics.writes.labels("cloudbrain").inc()
+    keys = list(body)
+    return respond(
+        {
+            "success": True,
+            "ai_id": ai_id,
+            "updated_keys": keys,
+            "message": f"Updated {len(keys)} configuration keys",
+        }
+    )
+
+
+@router.get("/{ai_id}/{key}", summary="One key of one AI")
+async def get_config_key(ai_id: AiId, key: ConfigKey, access: Reader) -> Response:
+    """``{"success": true, "ai_id", "config_key", "config_value", "updated_at"}``."""
+    explained, stamps, mask = await _view(access, ai_id, [key])
+    exp = explained[key]
+    if exp.layer is None:
+        raise KeyNotFound(AI_TENANT, f"ai-{ai_id}", [key])
+    return respond(
+        {
+            "success": True,
+            "ai_id": ai_id,
+            "config_key": key,
+            "config_value": _render(mask(key, exp.value)),
+            "updated_at": stamps[key],
+        }
+    )
+
+
+class ConfigValue(msgspec.Struct):
+    """Body of ``PUT /api/v1/config/{ai_id}/{key}``."""
+
+    config_value: str | int
+
+
+@router.put("/{ai_id}/{key}", summary="Set one key of one AI", openapi_extra=body_doc(ConfigValue))
+async def put_config_key(ai_id: AiId, key: ConfigKey, request: Request, access: Writer) -> Response:
+    """Body ``{"config_value": "480"}``."""
+    await ensure_schema(access.store)
+    body: ConfigValue = decode(await request.body(), ConfigValue)
+    values = await _coerce(access.store, ai_id, {key: body.config_value})
+    await access.store.set(
+        AI_TENANT, f"ai-{ai_id}", key, values[key], actor=access.actor, reason=access.why()
+    )
+    request.app.state.metrics.writes.labels("cloudbrain").inc()
+    mask = await masker(access, f"ai-{ai_id}")
+    rendered = _render(mask(key, values[key]))
+    return respond(
+        {
+            "success": True,
+            "ai_id": ai_id,
+            "config_key": key,
+            "config_value": rendered,
+            "message": "Configuration updated successfully",
+        }
+    )

@@ -1,0 +1,179 @@
+"""History: per-key versions, the tenant change log, diffs, rollbacks, time travel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from starlette.responses import Response
+
+from kvconf import timeline
+
+from ..deps import Access, Masker, ReadAccess, WriteAccess, check_access, masker
+from ..models import KeyRollback, TenantRollback, body_doc, decode, respond
+
+__all__ = ["mask_event", "router"]
+
+router = APIRouter(prefix="/api/v1/tenants/{tenant}", tags=["history"])
+Namespace = Annotated[str, PathParam(description="Namespace name.")]
+Key = Annotated[str, PathParam(description="Key name.")]
+Revision = Annotated[int, Query(ge=0, description="A tenant revision.")]
+
+
+async def _maskers(access: Access, namespaces: set[str]) -> dict[str, Masker]:
+    return {ns: await masker(access, ns) for ns in namespaces}
+
+
+def _mask_state(state: timeline.KeyState | None, key: str, mask: Masker) -> Any:
+    if state is None:
+        return None
+    doc = msgspec.to_builtins(state)
+    doc["value"] = mask(key, state.value)
+    return doc
+
+
+async def mask_event(access: Access, event: timeline.LogEvent) -> dict[str, Any]:
+    """A log record as JSON, sensitive values masked for this caller."""
+    doc: dict[str, Any] = msgspec.to_builtins(event)
+    if access.secrets or not event.changes:
+        return doc
+    mask = await masker(access, event.namespace)
+    for change in doc["changes"]:
+        change["value"] = mask(change["key"], change["value"])
+    return doc
+
+
+@router.get("/namespaces/{namespace}/keys/{key}/history", summary="Versions of a key (paged)")
+async def key_history(
+    namespace: Namespace,
+    key: Key,
+    access: ReadAccess,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    before: Annotated[int | None, Query(ge=1, description="Page: versions below this.")] = None,
+) -> Response:
+    """Newest first; pass ``before=<next_before>`` for the next page."""
+    versions = await access.store.history(access.tenant, namespace, key, limit=limit, before=before)
+    mask = await masker(access, namespace)
+    items = []
+    for v in versions:
+        doc = msgspec.to_builtins(v)
+        doc["value"] = mask(key, v.value)
+        items.append(doc)
+    next_before = (
+        versions[-1].version if len(versions) == limit and versions[-1].version > 1 else None
+    )
+    return respond({"key": key, "versions": items, "next_before": next_before})
+
+
+@router.post(
+    "/namespaces/{namespace}/keys/{key}/rollback",
+    summary="Make an old version of a key current again (a new version)",
+    openapi_extra=body_doc(KeyRollback),
+)
+async def rollback_key(
+    namespace: Namespace, key: Key, request: Request, access: WriteAccess
+) -> Response:
+    """Audited like any write; the old value is checked against today's schema."""
+    body: KeyRollback = decode(await request.body(), KeyRollback)
+    result = await access.store.rollback(
+        access.tenant, namespace, key, body.to_version, expect_version=body.expect_version,
+        actor=access.actor, reason=access.why(body.reason),
+    )  # fmt: skip
+    request.app.state.metrics.rollbacks.labels("key").inc()
+    return respond(
+        {"revision": result.revision, "versions": result.versions},
+        headers={"ETag": f'"{result.versions[key]}"'},
+    )
+
+
+@router.get("/log", summary="The tenant change log since a revision")
+async def change_log(
+    access: ReadAccess,
+    since: Revision = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    """Records after ``since``, oldest first; 410 when the log was trimmed past it."""
+    events = await timeline.read_log(access.store, access.tenant, since, limit=limit)
+    items = [await mask_event(access, e) for e in events]
+    return respond({"tenant": access.tenant, "since": since, "events": items})
+
+
+async def _diff(
+    access: Access, from_revision: int, to_revision: int | None, namespace: str | None
+) -> Response:
+    result = await timeline.diff(
+        access.store, access.tenant, from_revision, to_revision, namespace=namespace
+    )
+    maskers = await _maskers(access, {c.namespace for c in result.changes})
+    changes = [
+        {
+            "namespace": c.namespace,
+            "key": c.key,
+            "change": c.change,
+            "old": _mask_state(c.old, c.key, maskers[c.namespace]),
+            "new": _mask_state(c.new, c.key, maskers[c.namespace]),
+        }
+        for c in result.changes
+    ]
+    return respond(
+        {
+            "tenant": access.tenant,
+            "namespace": namespace,
+            "from_revision": result.from_revision,
+            "to_revision": result.to_revision,
+            "changes": changes,
+        }
+    )
+
+
+@router.get("/diff", summary="Diff of the tenant between two revisions")
+async def tenant_diff(
+    access: ReadAccess,
+    from_revision: Annotated[int, Query(alias="from", ge=0)],
+    to_revision: Annotated[int | None, Query(alias="to", ge=0)] = None,
+) -> Response:
+    """Every key that differs between ``from`` and ``to`` (default: now)."""
+    return await _diff(access, from_revision, to_revision, None)
+
+
+@router.get("/namespaces/{namespace}/diff", summary="Diff of a namespace between two revisions")
+async def namespace_diff(
+    namespace: Namespace,
+    access: ReadAccess,
+    from_revision: Annotated[int, Query(alias="from", ge=0)],
+    to_revision: Annotated[int | None, Query(alias="to", ge=0)] = None,
+) -> Response:
+    """Every key of the namespace that differs between ``from`` and ``to``."""
+    return await _diff(access, from_revision, to_revision, namespace)
+
+
+@router.post(
+    "/rollback",
+    summary="Roll a namespace or the tenant back to a revision",
+    openapi_extra=body_doc(TenantRollback),
+)
+async def rollback_tenant(request: Request, access: WriteAccess) -> Response:
+    """One new revision per affected namespace, each atomic with CAS on every key.
+
+    A namespace needs the write right; the whole tenant needs admin.
+    """
+    body: TenantRollback = decode(await request.body(), TenantRollback)
+    if body.namespace is None:
+        check_access(access.principal, access.tenant, "admin")
+    results = await timeline.rollback(
+        access.store, access.tenant, body.to_revision, namespace=body.namespace,
+        actor=access.actor, reason=access.why(body.reason),
+    )  # fmt: skip
+    request.app.state.metrics.rollbacks.labels("namespace" if body.namespace else "tenant").inc()
+    return respond(
+        {
+            "tenant": access.tenant,
+            "to_revision": body.to_revision,
+            "commits": [
+                {"namespace": r.namespace, "revision": r.revision, "versions": r.versions}
+                for r in results
+            ],
+        }
+    )

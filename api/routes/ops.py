@@ -1,0 +1,32 @@
+"""Operations: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from ..deps import MetricsDep, StoreDep
+from ..models import respond
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> Response:
+    """Always ``{"status": "ok"}`` while the process serves requests."""
+    return respond({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness: Redis answers (503 otherwise)")
+async def readyz(store: StoreDep) -> Response:
+    """``{"status": "ready"}`` when Redis answers a PING."""
+    await store.ping()
+    return respond({"status": "ready"})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(m: MetricsDep) -> Response:
+    """Requests, latencies, writes, conflicts, rollbacks, errors, watchers."""
+    return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,106 @@
+"""Tenants: list, create (empty, from a template, as a clone), info, delete, undelete."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from kvconf._keys import validate_tenant
+from kvconf.store import Store
+
+from ..deps import AdminAccess, PrincipalDep, ReadAccess, StoreDep, check_access
+from ..errors import Forbidden
+from ..models import TenantCreate, body_doc, decode, respond
+from ..provision import provision
+
+__all__ = ["router"]
+
+log = logging.getLogger("kvconf.api")
+router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
+
+
+@router.get("", summary="Tenants visible to the caller")
+async def list_tenants(store: StoreDep, principal: PrincipalDep) -> Response:
+    """Every live tenant the token has a right on."""
+    names = [t for t in await store.tenants() if principal.sees(t)]
+    return respond({"tenants": names})
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a tenant: empty, from a template, or as a clone",
+    openapi_extra=body_doc(TenantCreate),
+)
+async def create_tenant(request: Request, store: StoreDep, principal: PrincipalDep) -> Response:
+    """Needs admin on the new tenant (a global admin, or a token granted it ahead)."""
+    body: TenantCreate = decode(await request.body(), TenantCreate)
+    validate_tenant(body.name)
+    if not principal.can(body.name, "admin"):
+        raise Forbidden(f"creating {body.name!r} needs admin on it", tenant=body.name)
+    if body.template is not None and body.clone_from is not None:
+        from kvconf.exceptions import InvalidInput
+
+        raise InvalidInput("give template or clone_from, not both", field="template")
+    source = body.clone_from or body.template
+    if source is not None:
+        check_access(principal, source, "read")
+        if not principal.can(source, "secrets"):
+            raise Forbidden(f"copying {source!r} needs the secrets right on it", tenant=source)
+    client = request.client.host if request.client else "unknown"
+    revision = await provision(
+        store, body.name, source=source, whole=body.clone_from is not None,
+        overrides=body.overrides, actor=f"{principal.name}@{client}",
+        reason=body.reason or request.headers.get("x-change-reason", ""),
+    )  # fmt: skip
+    request.app.state.metrics.writes.labels("tenant").inc()
+    return respond({"tenant": body.name, "revision": revision}, status=201)
+
+
+@router.get("/{tenant}", summary="A tenant's revision, epoch and namespaces")
+async def tenant_info(access: ReadAccess) -> Response:
+    """404 for unknown or deleted tenants."""
+    return respond(await access.store.info(access.tenant))
+
+
+async def _snapshot_first(store: Store, tenant: str) -> dict[str, Any] | None:
+    """Save a snapshot of the tenant if kvconf.snapshot is available."""
+    try:
+        snapshot = importlib.import_module("kvconf.snapshot")
+    except ModuleNotFoundError:
+        log.warning("kvconf.snapshot is not available: deleting %s without a snapshot", tenant)
+        return None
+    info = await snapshot.save(store, None, [tenant], label=f"before-delete-{tenant}")
+    return {"path": str(info.path), "created_at": info.created_at}
+
+
+@router.delete("/{tenant}", summary="Delete a tenant (soft by default; hard after a snapshot)")
+async def delete_tenant(
+    access: AdminAccess,
+    request: Request,
+    hard: Annotated[
+        bool, Query(description="Remove every key (a snapshot is saved first).")
+    ] = False,
+) -> Response:
+    """A soft delete hides values and refuses writes; ``undelete`` brings it back."""
+    snap = None
+    if hard:
+        await access.store.info(access.tenant)
+        snap = await _snapshot_first(access.store, access.tenant)
+    await access.store.delete_tenant(access.tenant, hard=hard)
+    request.app.state.metrics.writes.labels("tenant").inc()
+    return respond(
+        {"tenant": access.tenant, "deleted": "hard" if hard else "soft", "snapshot": snap}
+    )
+
+
+@router.post("/{tenant}/undelete", summary="Bring back a soft-deleted tenant")
+async def undelete_tenant(access: AdminAccess, request: Request) -> Response:
+    """All values come back as they were."""
+    await access.store.undelete_tenant(access.tenant)
+    request.app.state.metrics.writes.labels("tenant").inc()
+    return respond({"tenant": access.tenant, "deleted": False})

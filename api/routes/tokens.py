@@ -1,0 +1,66 @@
+"""API tokens: create (shown once), list, inspect, revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from starlette.responses import Response
+
+from ..auth import Authenticator, TokenRecord
+from ..deps import PrincipalDep
+from ..errors import Forbidden
+from ..models import TokenCreate, body_doc, decode, respond
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+TokenName = Annotated[str, PathParam(description="Token name.")]
+
+
+def _auth(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth
+
+
+def _visible(principal: PrincipalDep, record: TokenRecord) -> bool:
+    return principal.is_admin or all(t != "*" and principal.can(t, "admin") for t in record.grants)
+
+
+@router.get("/me", summary="The caller's own identity and rights")
+async def whoami(principal: PrincipalDep) -> Response:
+    """Name, grants, and whether the API runs open."""
+    grants = {t: sorted(r) for t, r in principal.grants.items()}
+    return respond({"name": principal.name, "grants": grants, "open": principal.open})
+
+
+@router.post("", status_code=201, summary="Create a token", openapi_extra=body_doc(TokenCreate))
+async def create_token(request: Request, principal: PrincipalDep) -> Response:
+    """The token text is in the response only; only its SHA-256 is stored.
+
+    A caller may only grant rights it holds (admin on each tenant named; a
+    global admin for ``*``).
+    """
+    body: TokenCreate = decode(await request.body(), TokenCreate)
+    principal.require_grants(body.grants)
+    token = await _auth(request).create(body.name, dict(body.grants), by=principal.name)
+    return respond({"name": body.name, "token": token, "grants": body.grants}, status=201)
+
+
+@router.get("", summary="List tokens (never their text)")
+async def list_tokens(request: Request, principal: PrincipalDep) -> Response:
+    """A global admin sees all; a tenant admin the tokens confined to its tenants."""
+    records = [r for r in await _auth(request).list() if _visible(principal, r)]
+    return respond({"tokens": records})
+
+
+@router.delete("/{name}", summary="Revoke a token")
+async def revoke_token(name: TokenName, request: Request, principal: PrincipalDep) -> Response:
+    """Effective at once here, within 2 s on other server processes."""
+    auth = _auth(request)
+    record = await auth.get(name)
+    if not _visible(principal, record):
+        raise Forbidden(f"revoking {name!r} needs admin on every tenant it grants")
+    await auth.revoke(name)
+    return respond({"name": name, "revoked": True})

@@ -1,0 +1,65 @@
+"""Watching: the SSE change stream of a tenant, and the fleet of watchers."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Header, Query
+from sse_starlette import EventSourceResponse
+from starlette.responses import Response
+
+from kvconf.exceptions import InvalidInput
+
+from ..deps import MetricsDep, ReadAccess
+from ..models import respond
+from ..sse import change_stream
+
+__all__ = ["HEARTBEAT_SECONDS", "router"]
+
+router = APIRouter(prefix="/api/v1/tenants/{tenant}", tags=["watch"])
+#: Seconds between heartbeat comments on an idle stream.
+HEARTBEAT_SECONDS = 5
+
+
+@router.get(
+    "/watch",
+    summary="Server-Sent Events of the tenant's changes (resumable)",
+    response_class=EventSourceResponse,
+)
+async def watch(
+    access: ReadAccess,
+    metrics: MetricsDep,
+    from_revision: Annotated[
+        int | None, Query(ge=0, description="Replay events after this revision.")
+    ] = None,
+    max_events: Annotated[int | None, Query(ge=1, description="Close after this many.")] = None,
+    last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
+) -> EventSourceResponse:
+    """Events ``change``, ``schema`` and ``reset`` (re-read the full state), id = revision."""
+    start = from_revision
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            start = int(last_event_id)
+        except ValueError:
+            raise InvalidInput("Last-Event-ID must be a revision", field="Last-Event-ID") from None
+        if start < 0:
+            raise InvalidInput("Last-Event-ID must be a revision", field="Last-Event-ID")
+    if start is None:
+        start = await access.store.revision(access.tenant)
+    else:
+        await access.store.info(access.tenant)
+    stream = change_stream(access, start, metrics, max_events=max_events)
+    return EventSourceResponse(stream, ping=HEARTBEAT_SECONDS)
+
+
+@router.get("/fleet", summary="Watchers of the tenant: alive, and at which revision")
+async def fleet(access: ReadAccess) -> Response:
+    """Empty until the watcher module reports instances."""
+    try:
+        module = importlib.import_module("kvconf.fleet")
+    except ModuleNotFoundError:
+        return respond({"tenant": access.tenant, "watchers": []})
+    found: Any = await module.fleet(access.store, access.tenant)
+    return respond({"tenant": access.tenant, "watchers": msgspec.to_builtins(found)})
