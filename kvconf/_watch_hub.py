@@ -1,0 +1,274 @@
+"""The shared subscriber: one pub/sub connection per event loop and Redis server.
+
+Every :class:`~kvconf.Watcher` of a process that watches the same server (the
+same URL) registers here; the hub holds one ``SSUBSCRIBE``/``PSUBSCRIBE``
+connection for all of them and dispatches each message to the listeners of
+its channel, decoding a change event once however many listeners it has.
+
+Pub/sub is at-most-once, so the hub never hides a disconnect: listeners hear
+``on_disconnected`` when the connection fails and ``on_subscribed`` on every
+subscribe confirmation (first or after a reconnect), their cue to catch up.
+The hub reconnects with capped exponential backoff and jitter, and pings an
+idle connection so a half-open socket is noticed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any, Protocol
+
+import msgspec
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ._connect import connect, is_cluster_url
+from ._watch_state import WireEvent, decode_wire
+
+__all__ = ["Hub", "Listener", "acquire", "backoff_delay", "release"]
+
+log = logging.getLogger("kvconf.watcher")
+
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 5.0
+
+
+def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Capped exponential backoff with jitter: in [d/2, d] for d = min(cap, base * 2**n)."""
+    delay = min(cap, base * (2 ** min(attempt, 30)))
+    return delay * random.uniform(0.5, 1.0)
+
+
+def is_embedded(url: str | None) -> bool:
+    """True for the in-process fakeredis default (``None`` or ``memory://``)."""
+    return url is None or url.startswith("memory://")
+
+
+def client_for(url: str | None, timeout: float, *, pubsub: bool = False) -> Any:
+    """A Redis client for the watcher: short timeouts, no silent retries."""
+    if is_embedded(url):
+        return connect(url)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0 if pubsub else 1),
+    }
+    if not pubsub:
+        # Long enough for a full state read of a big tenant; checks use their own timeout.
+        options["socket_timeout"] = max(10.0, timeout)
+    return connect(url, **options)
+
+
+class Listener(Protocol):
+    """What a watcher gives the hub."""
+
+    def on_event(self, event: WireEvent) -> None:
+        """A change event arrived on the listener's channel."""
+
+    def on_keyspace(self, namespace: str, op: str) -> None:
+        """A keyspace notification for one of the listener's namespace hashes."""
+
+    def on_subscribed(self) -> None:
+        """The channel is (re)subscribed: events may have been lost before it."""
+
+    def on_disconnected(self, exc: BaseException) -> None:
+        """The pub/sub connection failed; the hub is reconnecting."""
+
+
+class Hub:
+    """One pub/sub connection shared by every listener on one server."""
+
+    def __init__(self, url: str | None, *, timeout: float = 2.0, ping_interval: float = 1.0):
+        self.url = url
+        self.timeout = timeout
+        self.ping_interval = ping_interval
+        self.refs = 0
+        self.connected = False
+        self._client = client_for(url, timeout, pubsub=True)
+        self._pubsub: Any = None
+        self._channels: dict[str, set[Listener]] = {}
+        self._patterns: dict[str, dict[Listener, str]] = {}
+        self._confirmed: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._send_lock = asyncio.Lock()
+
+    @property
+    def pubsub_client(self) -> Any:
+        """The Redis client the hub subscribes with (for tests and benchmarks)."""
+        return self._client
+
+    async def add(self, listener: Listener, channel: str, patterns: dict[str, str]) -> None:
+        """Subscribe ``listener`` to ``channel`` and keyspace ``patterns`` (pattern → prefix)."""
+        new_channel = channel not in self._channels
+        self._channels.setdefault(channel, set()).add(listener)
+        new_patterns = [p for p in patterns if p not in self._patterns]
+        for pattern, prefix in patterns.items():
+            self._patterns.setdefault(pattern, {})[listener] = prefix
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="kvconf-hub")
+            return
+        if not new_channel and channel in self._confirmed:
+            listener.on_subscribed()
+        if self._pubsub is not None and (new_channel or new_patterns):
+            try:
+                async with self._send_lock:
+                    if new_patterns:
+                        await self._pubsub.psubscribe(*new_patterns)
+                    if new_channel:
+                        await self._pubsub.ssubscribe(channel)
+            except (RedisError, OSError) as exc:
+                log.debug("subscribe failed, the reader reconnects: %s", exc)
+
+    async def remove(self, listener: Listener, channel: str, patterns: dict[str, str]) -> None:
+        """Unsubscribe ``listener``; drop the server subscriptions nobody needs any more."""
+        members = self._channels.get(channel)
+        gone_channel = False
+        if members is not None:
+            members.discard(listener)
+            if not members:
+                del self._channels[channel]
+                self._confirmed.discard(channel)
+                gone_channel = True
+        gone_patterns = []
+        for pattern in patterns:
+            owners = self._patterns.get(pattern)
+            if owners is not None:
+                owners.pop(listener, None)
+                if not owners:
+                    del self._patterns[pattern]
+                    gone_patterns.append(pattern)
+        if self._pubsub is not None and (gone_channel or gone_patterns):
+            with contextlib.suppress(RedisError, OSError):
+                async with self._send_lock:
+                    if gone_channel:
+                        await self._pubsub.sunsubscribe(channel)
+                    if gone_patterns:
+                        await self._pubsub.punsubscribe(*gone_patterns)
+
+    async def aclose(self) -> None:
+        """Stop the reader and close the connection."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.aclose()
+
+    def _listeners(self) -> set[Listener]:
+        found: set[Listener] = set()
+        for members in self._channels.values():
+            found.update(members)
+        return found
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closing:
+            pubsub = self._client.pubsub()
+            try:
+                async with self._send_lock:
+                    self._pubsub = pubsub
+                    if self._patterns:
+                        await pubsub.psubscribe(*self._patterns)
+                    if self._channels:
+                        await pubsub.ssubscribe(*self._channels)
+                await self._read(pubsub)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._pubsub = None
+                self._confirmed.clear()
+                if self.connected or attempt == 0:
+                    log.warning("pub/sub connection to %s lost: %s", self.url or "embedded", exc)
+                self.connected = False
+                for listener in self._listeners():
+                    listener.on_disconnected(exc)
+                await asyncio.sleep(backoff_delay(attempt))
+                attempt += 1
+            else:
+                attempt = 0
+            finally:
+                self._pubsub = None
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    async def _read(self, pubsub: Any) -> None:
+        last_rx = time.monotonic()
+        ping_sent: float | None = None
+        while not self._closing:
+            msg = await pubsub.get_message(timeout=self.ping_interval)
+            now = time.monotonic()
+            if msg is None:
+                if ping_sent is not None and now - ping_sent > self.timeout:
+                    raise TimeoutError("no answer to PING on the pub/sub connection")
+                if ping_sent is None and now - last_rx >= self.ping_interval:
+                    async with self._send_lock:
+                        await pubsub.ping()
+                    ping_sent = now
+                continue
+            last_rx, ping_sent = now, None
+            self._dispatch(msg)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "smessage":
+            members = self._channels.get(_text(msg["channel"]))
+            if not members:
+                return
+            try:
+                event = decode_wire(msg["data"])
+            except msgspec.DecodeError as exc:
+                log.warning("undecodable change event, catching up from the log: %s", exc)
+                for listener in list(members):
+                    listener.on_subscribed()
+                return
+            for listener in list(members):
+                listener.on_event(event)
+        elif kind == "pmessage":
+            owners = self._patterns.get(_text(msg["pattern"]))
+            if not owners:
+                return
+            channel, op = _text(msg["channel"]), _text(msg["data"])
+            for listener, prefix in list(owners.items()):
+                if channel.startswith(prefix):
+                    listener.on_keyspace(channel[len(prefix) :], op)
+        elif kind == "ssubscribe":
+            channel = _text(msg["channel"])
+            self._confirmed.add(channel)
+            self.connected = True
+            for listener in list(self._channels.get(channel, ())):
+                listener.on_subscribed()
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+_hubs: dict[tuple[asyncio.AbstractEventLoop, str | None], Hub] = {}
+
+
+def acquire(url: str | None, *, timeout: float, ping_interval: float) -> Hub:
+    """The hub of this event loop for ``url`` (created on first use)."""
+    if url is not None and is_cluster_url(url):
+        from .exceptions import InvalidInput
+
+        raise InvalidInput("the watcher does not support Redis Cluster URLs yet")
+    key = (asyncio.get_running_loop(), url)
+    hub = _hubs.get(key)
+    if hub is None or hub._closing:
+        hub = _hubs[key] = Hub(url, timeout=timeout, ping_interval=ping_interval)
+    hub.refs += 1
+    return hub
+
+
+async def release(hub: Hub) -> None:
+    """Drop one reference; the last one closes the hub."""
+    hub.refs -= 1
+    if hub.refs > 0:
+        return
+    for key, found in list(_hubs.items()):
+        if found is hub:
+            del _hubs[key]
+    await hub.aclose()
