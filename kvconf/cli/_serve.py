@@ -1,9 +1,163 @@
-"""CLI commands of this concern (filled in by its issue)."""
+"""CLI: ``kvconf serve``, the REST API under uvicorn.
+
+Settings travel to the app (``api.app:create_app``, a factory) through
+``KVCONF_*`` environment variables, so every uvicorn worker builds the same
+app. The server refuses a non-loopback address unless auth is configured (an
+admin token, or API tokens in the store); on loopback without any it runs
+open and says so.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import os
+from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
+
 import typer
+
+from ..config import Settings
+from ..exceptions import KvconfError
+from ._common import DataDir, RedisUrl, err_console, exit_code, open_store, settings
+
+__all__ = ["is_loopback", "register", "serve"]
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+async def _token_count(cfg: Settings) -> int:
+    from api.auth import TOKENS_KEY
+
+    store = await open_store(cfg)
+    try:
+        return int(await store.redis.hlen(TOKENS_KEY))
+    finally:
+        await store.aclose()
+
+
+def _environment(cfg: Settings) -> dict[str, str]:
+    env = {
+        "KVCONF_HOST": cfg.host,
+        "KVCONF_PORT": str(cfg.port),
+        "KVCONF_DATA_DIR": str(cfg.data_dir),
+        "KVCONF_SNAPSHOT_EVERY": str(cfg.snapshot_every),
+        "KVCONF_SNAPSHOT_KEEP": str(cfg.snapshot_keep),
+        "KVCONF_FSYNC_WRITES": "true" if cfg.fsync_writes else "false",
+    }
+    if cfg.redis_url is not None:
+        env["KVCONF_REDIS_URL"] = cfg.redis_url
+    if cfg.admin_token is not None:
+        env["KVCONF_ADMIN_TOKEN"] = cfg.admin_token
+    return env
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", envvar="KVCONF_HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", envvar="KVCONF_PORT", min=0, max=65535, help="Port.")
+    ] = 8767,
+    redis_url: RedisUrl = None,
+    data_dir: DataDir = None,
+    admin_token_env: Annotated[
+        str,
+        typer.Option(
+            "--admin-token-env", help="Environment variable holding the admin bearer token."
+        ),
+    ] = "KVCONF_ADMIN_TOKEN",  # noqa: S107 - the name of a variable, not a secret
+    snapshot_every: Annotated[
+        str | None,
+        typer.Option(
+            "--snapshot-every",
+            envvar="KVCONF_SNAPSHOT_EVERY",
+            help="Snapshot schedule (10m, 1h; 0: off).",
+        ),
+    ] = None,
+    snapshot_keep: Annotated[
+        int | None,
+        typer.Option("--snapshot-keep", envvar="KVCONF_SNAPSHOT_KEEP", min=1, help="Keep N."),
+    ] = None,
+    fsync_writes: Annotated[
+        bool,
+        typer.Option("--fsync-writes", help="Embedded mode: persist before acknowledging."),
+    ] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Processes.")] = 1,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+) -> None:
+    """Serve the REST API (default http://127.0.0.1:8767, embedded store)."""
+    import uvicorn
+
+    token = os.environ.get(admin_token_env) or None
+    try:
+        cfg = settings(
+            redis_url, data_dir, host=host, port=port, admin_token=token,
+            snapshot_every=snapshot_every, snapshot_keep=snapshot_keep,
+            fsync_writes=fsync_writes or None,
+        )  # fmt: skip
+        if cfg.redis_url is None and workers > 1:
+            err_console.print(
+                "error: the embedded store lives in one process; use --workers 1 or --redis-url"
+            )
+            raise typer.Exit(2)
+        tokens = -1
+        if cfg.admin_token is None and (not is_loopback(host) or cfg.redis_url is not None):
+            tokens = asyncio.run(_token_count(cfg))
+    except KvconfError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        raise typer.Exit(exit_code(exc)) from None
+    open_mode = cfg.admin_token is None and tokens <= 0
+    if open_mode and not is_loopback(host):
+        err_console.print(
+            f"error: refusing to listen on {host} without auth: set {admin_token_env} "
+            "or create API tokens first (or listen on 127.0.0.1)"
+        )
+        raise typer.Exit(2)
+    os.environ.update(_environment(cfg))
+    where = _safe_url(cfg.redis_url) if cfg.redis_url else f"embedded (data dir {cfg.data_dir})"
+    if cfg.admin_token is not None:
+        auth = "admin token set"
+    elif tokens > 0:
+        auth = f"{tokens} API token(s)"
+    else:
+        auth = "OPEN (no tokens: every caller is an admin; loopback only)"
+    shown = f"[{host}]" if ":" in host else host
+    err_console.print(
+        f"kvconf serving http://{shown}:{port}  store: {where}  auth: {auth}", soft_wrap=True
+    )
+    if open_mode:
+        err_console.print("[yellow]warning:[/yellow] running without authentication")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=access_log,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `kvconf` app."""
+    """Add ``serve`` to the ``kvconf`` app."""
+    app.command()(serve)
