@@ -19,6 +19,10 @@ TENANTS_KEY: Final = f"{PREFIX}:tenants"
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 MAX_NAME_LENGTH: Final = 128
+# Names already found valid: a set lookup is ~10x cheaper than the regex, and
+# the same few names are checked on every read. Bounded by clearing.
+_valid: set[str] = set()
+_VALID_CACHE_SIZE: Final = 65_536
 
 
 def validate_name(kind: str, name: object) -> str:
@@ -29,6 +33,8 @@ def validate_name(kind: str, name: object) -> str:
     """
     if not isinstance(name, str):
         raise InvalidName(kind, name, "must be a string")
+    if name in _valid:
+        return name
     if not name:
         raise InvalidName(kind, name, "must not be empty")
     if len(name) > MAX_NAME_LENGTH:
@@ -37,6 +43,9 @@ def validate_name(kind: str, name: object) -> str:
         raise InvalidName(kind, name, "must not start with '.'")
     if not _NAME.fullmatch(name):
         raise InvalidName(kind, name, "only A-Z a-z 0-9 _ . - are allowed")
+    if len(_valid) >= _VALID_CACHE_SIZE:
+        _valid.clear()
+    _valid.add(name)
     return name
 
 

@@ -26,6 +26,8 @@ def test_valid_names(name: str) -> None:
         ("ü", "only"),
         ("a*", "only"),
         (12, "string"),
+        (["a"], "string"),
+        (None, "string"),
     ],
 )
 def test_invalid_names_say_why(name: object, reason: str) -> None:
