@@ -9,6 +9,7 @@ revealed), a missing right on a visible tenant a 403.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -144,7 +145,7 @@ class Masker:
         return MASK if spec is not None and spec.sensitive else value
 
 
-_seen: dict[tuple[int, str], float] = {}
+_seen: weakref.WeakKeyDictionary[Store, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 async def masker(access: Access, namespace: str) -> Masker:
@@ -156,13 +157,13 @@ async def masker(access: Access, namespace: str) -> Masker:
     if access.secrets:
         return Masker(None)
     store = access.store
-    key = (id(store), access.tenant)
+    seen = _seen.setdefault(store, {})
     now = time.monotonic()
-    if now - _seen.get(key, 0.0) > _SCHEMA_REFRESH:
+    if now - seen.get(access.tenant, 0.0) > _SCHEMA_REFRESH:
         await store.schemas(access.tenant)
-        if len(_seen) > 10_000:
-            _seen.clear()
-        _seen[key] = now
+        if len(seen) > 10_000:
+            seen.clear()
+        seen[access.tenant] = now
     return Masker(await store.specs(access.tenant, namespace))
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
+import weakref
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -48,12 +49,8 @@ Reader = Annotated[Access, Depends(access_to("read", AI_TENANT))]
 Writer = Annotated[Access, Depends(access_to("write", AI_TENANT))]
 
 
-class _Installed:
-    """Per-store flag and lock: the schema is installed once per process."""
-
-    done: set[int] = set()
-    lock = asyncio.Lock()
-    created_at: dict[int, datetime] = {}
+_installed: weakref.WeakKeyDictionary[Store, datetime] = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[Store, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 async def ensure_schema(store: Store) -> datetime:
@@ -62,35 +59,36 @@ async def ensure_schema(store: Store) -> datetime:
     Returns the creation time of tenant ``default`` (the ``updated_at`` shown
     for values that come from the environment or a schema default).
     """
-    sid = id(store)
-    if sid in _Installed.done:
-        return _Installed.created_at[sid]
-    async with _Installed.lock:
-        if sid not in _Installed.done:
-            with contextlib.suppress(TenantExists):
-                await store.create_tenant(AI_TENANT)
-            current = await store.get_schema(AI_TENANT, DEFAULTS_NAMESPACE)
-            keys = dict(current.keys) if current is not None else {}
-            missing = {
-                k: KeySpec(type="int", default=v, min=0, description=f"per-AI {k} (seconds)")
-                for k, v in KNOWN_KEYS.items()
-                if k not in keys
-            }
-            if missing:
-                await store.set_schema(
-                    AI_TENANT,
-                    DEFAULTS_NAMESPACE,
-                    Schema(
-                        keys={**keys, **missing},
-                        description=current.description if current else "per-AI configuration",
-                    ),
-                    actor="kvconf-api",
-                    reason="install the per-AI key schema",
-                )
-            info = await store.info(AI_TENANT)
-            _Installed.created_at[sid] = info.created_at or datetime.now().astimezone()
-            _Installed.done.add(sid)
-    return _Installed.created_at[sid]
+    found = _installed.get(store)
+    if found is not None:
+        return found
+    async with _locks.setdefault(store, asyncio.Lock()):
+        found = _installed.get(store)
+        if found is not None:
+            return found
+        with contextlib.suppress(TenantExists):
+            await store.create_tenant(AI_TENANT)
+        current = await store.get_schema(AI_TENANT, DEFAULTS_NAMESPACE)
+        keys = dict(current.keys) if current is not None else {}
+        missing = {
+            k: KeySpec(type="int", default=v, min=0, description=f"per-AI {k} (seconds)")
+            for k, v in KNOWN_KEYS.items()
+            if k not in keys
+        }
+        if missing:
+            await store.set_schema(
+                AI_TENANT,
+                DEFAULTS_NAMESPACE,
+                Schema(
+                    keys={**keys, **missing},
+                    description=current.description if current else "per-AI configuration",
+                ),
+                actor="kvconf-api",
+                reason="install the per-AI key schema",
+            )
+        info = await store.info(AI_TENANT)
+        found = _installed[store] = info.created_at or datetime.now(UTC)
+        return found
 
 
 def _render(value: Any) -> str:
