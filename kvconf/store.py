@@ -573,6 +573,8 @@ class Store:
             )  # fmt: skip
             if reply[0] == b"ok":
                 self._schemas.pop(tenant, None)
+                if reply[4] == 1:
+                    await self.redis.sadd(TENANTS_KEY, tenant)
                 return int(reply[1])
             if reply[0] in (b"notenant", b"deleted"):
                 raise TenantNotFound(tenant)

@@ -256,8 +256,9 @@ async def test_schema_refuses_whole_write_listing_every_problem(store: Store, te
 
 
 async def test_tenant_schema_applies_unless_namespace_overrides(store: Store, tenant: str) -> None:
-    await store.create_tenant(tenant)
     await store.set_schema(tenant, "_defaults", Schema(keys={"port": KeySpec(type="int")}))
+    assert tenant in await store.tenants()  # a schema write creates the tenant
+    assert await store.revision(tenant) == 1
     with pytest.raises(SchemaViolation):
         await store.set(tenant, "svc", "port", "80")
     await store.set_schema(tenant, "svc", Schema(keys={"port": KeySpec(type="str")}))
