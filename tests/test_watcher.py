@@ -293,7 +293,8 @@ async def test_gap_older_than_the_log_forces_a_full_resync(make_store, tenant: s
             {"a"},
             {"gone"},
         )
-        assert net.changed["a"].old == 0 and net.changed["a"].new == 6
+        assert net.changed["a"].old == 0
+        assert net.changed["a"].new == 6
         assert rec.problems == []
 
 
@@ -346,7 +347,8 @@ async def out_of_band_edit(store: Store, tenant: str, url: str, *, configure: bo
         await until(lambda: watcher.get("ns", "b") == "edited", timeout=3)
         await converge(watcher, store, tenant)
         assert [r.reason for r in rec.resyncs] == ["keyspace"]
-        assert rec.changes[-1].resync and set(rec.changes[-1].changed) == {"b"}
+        assert rec.changes[-1].resync
+        assert set(rec.changes[-1].changed) == {"b"}
 
 
 # -- sharing, sync facade, cache file ----------------------------------------------------
@@ -365,7 +367,9 @@ async def test_watchers_in_one_process_share_one_pubsub_connection(
             Watcher(tenant + "x", url, environ={}) as w3,
         ):
             hub = w1._hub
-            assert hub is w2._hub is w3._hub and hub is not None and hub.refs == 3
+            assert hub is w2._hub is w3._hub
+            assert hub is not None
+            assert hub.refs == 3
             name = f"kvw-{tenant}"
             await hub.pubsub_client.client_setname(name)
             result = await store.set(tenant, "a", "k", 2)
@@ -402,7 +406,8 @@ def test_sync_watcher(backend_url: str, tenant: str) -> None:
             assert (watcher.get("ns", "k"), watcher.revision, seen) == (2, 2, [2])
             assert limits.value.low == 5
             assert watcher.namespace("ns") == {"k": 2, "low": 5}
-            assert not watcher.stale and watcher.last_synced_at is not None
+            assert not watcher.stale
+            assert watcher.last_synced_at is not None
 
 
 async def test_cache_file_serves_a_start_without_redis(
@@ -417,7 +422,8 @@ async def test_cache_file_serves_a_start_without_redis(
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     dead = f"redis://127.0.0.1:{free_port()}/0"
     async with Watcher(tenant, dead, environ={}, cache_file=path, timeout=0.5) as cold:
-        assert cold.stale and "startup" in cold.stale_reasons
+        assert cold.stale
+        assert "startup" in cold.stale_reasons
         assert (cold.revision, cold.get("ns", "a"), cold.get("ns", "b")) == (2, 2, [1, 2])
     with pytest.raises(Unavailable):
         async with Watcher(tenant, dead, environ={}, timeout=0.5):
