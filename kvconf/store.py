@@ -588,7 +588,10 @@ class Store:
             proposed.pop(namespace, None)
         else:
             proposed[namespace] = schema
-        state = await self.read_state(tenant)
+        try:
+            state = await self.read_state(tenant)
+        except TenantNotFound:
+            return  # no values yet; the schema script creates the tenant
         targets = (
             state.namespaces
             if namespace == DEFAULTS_NAMESPACE
