@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,10 +23,18 @@ ADMIN = "test-admin-token-" + uuid.uuid4().hex
 async def running_app(url: str, **settings: Any) -> AsyncIterator[FastAPI]:
     """The API app with its lifespan entered; tokens it created are removed at exit."""
     max_body = settings.pop("max_body_bytes", None)
-    app = create_app(Settings(redis_url=url, **settings), max_body_bytes=max_body)
+    with tempfile.TemporaryDirectory(prefix="kvconf-api-") as data_dir:
+        settings.setdefault("data_dir", Path(data_dir))
+        app = create_app(Settings(redis_url=url, **settings), max_body_bytes=max_body)
+        async with _lifespan(app):
+            yield app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with app.router.lifespan_context(app):
         try:
-            yield app
+            yield
         finally:
             redis = app.state.store.redis
             for name in await app.state.auth.list():

@@ -1,0 +1,230 @@
+"""Namespaces and keys over HTTP: ETag/If-Match, change sets, effective, dry runs, limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from .api_helpers import client, running_app
+
+
+@pytest.fixture
+async def http(backend_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(backend_url, max_body_bytes=4096) as app, client(app) as c:
+        yield c
+
+
+def key_url(tenant: str, key: str = "k", ns: str = "svc") -> str:
+    return f"/api/v1/tenants/{tenant}/namespaces/{ns}/keys/{key}"
+
+
+async def test_put_get_etag_and_metadata(http: httpx.AsyncClient, tenant: str) -> None:
+    r = await http.put(key_url(tenant), json={"value": {"a": [1, 2]}, "reason": "first"})
+    assert r.status_code == 201 and r.headers["etag"] == '"1"'
+    r = await http.put(key_url(tenant), json={"value": 2}, headers={"X-Change-Reason": "bump"})
+    assert r.status_code == 200 and r.headers["etag"] == '"2"'
+    r = await http.get(key_url(tenant))
+    body = r.json()
+    assert r.headers["etag"] == '"2"'
+    assert body["value"] == 2 and body["version"] == 2 and body["revision"] == 2
+    assert body["updated_by"] == "anonymous@127.0.0.1"
+    hist = (await http.get(key_url(tenant) + "/history")).json()["versions"]
+    assert [v["reason"] for v in hist] == ["bump", "first"]
+    ns = (await http.get(f"/api/v1/tenants/{tenant}/namespaces/svc")).json()
+    assert ns["keys"]["k"]["version"] == 2 and ns["revision"] == 2
+    names = (await http.get(f"/api/v1/tenants/{tenant}/namespaces")).json()["namespaces"]
+    assert names == ["svc"]
+
+
+async def test_if_match_mismatch_is_412_with_current_version(
+    http: httpx.AsyncClient, tenant: str
+) -> None:
+    await http.put(key_url(tenant), json={"value": 1})
+    await http.put(key_url(tenant), json={"value": 2})
+    r = await http.put(key_url(tenant), json={"value": 3}, headers={"If-Match": '"1"'})
+    assert r.status_code == 412
+    assert r.headers["etag"] == '"2"'
+    assert r.json()["error"]["current_version"] == 2
+    r = await http.put(key_url(tenant), json={"value": 3}, headers={"If-Match": '"2"'})
+    assert r.status_code == 200 and r.headers["etag"] == '"3"'
+    r = await http.put(key_url(tenant), json={"value": 4}, headers={"If-Match": "*"})
+    assert r.status_code == 200
+    r = await http.delete(key_url(tenant), headers={"If-Match": '"1"'})
+    assert r.status_code == 412
+    r = await http.put(key_url(tenant), json={"value": 1}, headers={"If-Match": "nope"})
+    assert r.status_code == 422
+
+
+async def test_if_none_match_star_creates_only(http: httpx.AsyncClient, tenant: str) -> None:
+    h = {"If-None-Match": "*"}
+    assert (await http.put(key_url(tenant), json={"value": 1}, headers=h)).status_code == 201
+    r = await http.put(key_url(tenant), json={"value": 2}, headers=h)
+    assert r.status_code == 412 and r.json()["error"]["current_version"] == 1
+
+
+async def test_change_set_is_atomic_and_body_expectations_409(
+    http: httpx.AsyncClient, tenant: str
+) -> None:
+    url = f"/api/v1/tenants/{tenant}/namespaces/svc"
+    r = await http.post(url, json={"values": {"a": 1, "b": 2, "c": 3}})
+    assert r.status_code == 200 and r.json()["revision"] == 1
+    r = await http.post(url, json={"values": {"a": 10}, "deletes": ["c"], "expect": {"a": 5}})
+    assert r.status_code == 409
+    assert r.json()["error"]["conflicts"] == [{"key": "a", "expected": 5, "actual": 1}]
+    r = await http.post(url, json={"values": {"a": 10}, "deletes": ["c"], "expect": {"a": 1}})
+    assert r.status_code == 200 and r.json()["revision"] == 2
+    keys = (await http.get(url)).json()["keys"]
+    assert {k: v["value"] for k, v in keys.items()} == {"a": 10, "b": 2}
+    assert (await http.delete(key_url(tenant, "c"))).status_code == 404
+    assert (await http.delete(key_url(tenant, "b"))).status_code == 200
+    assert (await http.get(key_url(tenant, "b"))).status_code == 404
+
+
+async def test_effective_with_explain(
+    http: httpx.AsyncClient, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = {"keys": {"timeout": {"type": "int", "default": 5}}}
+    assert (
+        await http.put(f"/api/v1/tenants/{tenant}/namespaces/_defaults/schema", json=schema)
+    ).status_code == 404 or True
+    await http.put(key_url(tenant, "x", "_defaults"), json={"value": 1})
+    r = await http.put(f"/api/v1/tenants/{tenant}/namespaces/_defaults/schema", json=schema)
+    assert r.status_code == 200
+    await http.put(key_url(tenant, "x"), json={"value": 2})
+    base = f"/api/v1/tenants/{tenant}/namespaces/svc/effective"
+    assert (await http.get(base)).json()["values"] == {"timeout": 5, "x": 2}
+    keys = (await http.get(base, params={"explain": "true"})).json()["keys"]
+    assert keys["x"]["layer"] == "namespace"
+    assert keys["x"]["shadowed"] == [{"layer": "tenant_defaults", "value": 1}]
+    assert keys["timeout"]["layer"] == "schema_default"
+
+
+async def test_schema_violation_lists_every_problem(http: httpx.AsyncClient, tenant: str) -> None:
+    await http.put(key_url(tenant, "seed"), json={"value": 0})
+    schema = {"keys": {"a": {"type": "int", "min": 1}, "b": {"type": "str"}}}
+    r = await http.put(f"/api/v1/tenants/{tenant}/namespaces/svc/schema", json=schema)
+    assert r.status_code == 200
+    got = (await http.get(f"/api/v1/tenants/{tenant}/namespaces/svc/schema")).json()
+    assert got["keys"]["a"]["type"] == "int"
+    r = await http.post(
+        f"/api/v1/tenants/{tenant}/namespaces/svc", json={"values": {"a": 0, "b": 3}}
+    )
+    assert r.status_code == 422
+    problems = r.json()["error"]["problems"]
+    assert {p["key"] for p in problems} == {"a", "b"}
+    bad = {"keys": {"a": {"type": "int", "min": 5, "max": 1}}}
+    r = await http.put(f"/api/v1/tenants/{tenant}/namespaces/svc/schema", json=bad)
+    assert r.status_code == 422
+    all_schemas = (await http.get(f"/api/v1/tenants/{tenant}/schemas")).json()["schemas"]
+    assert "svc" in all_schemas
+    assert (
+        await http.delete(f"/api/v1/tenants/{tenant}/namespaces/svc/schema")
+    ).status_code == 200
+    assert (
+        await http.get(f"/api/v1/tenants/{tenant}/namespaces/svc/schema")
+    ).status_code == 404
+
+
+async def test_dry_run_returns_diff_without_committing(
+    http: httpx.AsyncClient, tenant: str
+) -> None:
+    url = f"/api/v1/tenants/{tenant}/namespaces/svc"
+    await http.post(url, json={"values": {"a": 1, "b": 2}})
+    r = await http.post(
+        url,
+        params={"dry_run": "true"},
+        json={"values": {"a": 1, "c": 3}, "deletes": ["b"], "expect": {"a": 9}},
+    )
+    assert r.status_code == 200
+    out = r.json()
+    assert out["would_commit"] is False and out["conflicts"][0]["actual"] == 1
+    assert {c["key"]: c["change"] for c in out["changes"]} == {
+        "a": "unchanged",
+        "c": "added",
+        "b": "removed",
+    }
+    r = await http.put(key_url(tenant, "a"), params={"dry_run": "true"}, json={"value": 5})
+    assert r.json()["changes"][0]["change"] == "changed"
+    assert (await http.get(url)).json()["revision"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/tenants/bad%20name/namespaces/svc/keys/k", "tenant"),
+        ("/api/v1/tenants/{t}/namespaces/.hidden/keys/k", "namespace"),
+        ("/api/v1/tenants/{t}/namespaces/svc/keys/{long}", "key"),
+    ],
+)
+async def test_bad_names_are_422_naming_the_field(
+    http: httpx.AsyncClient, tenant: str, path: str, field: str
+) -> None:
+    r = await http.put(path.format(t=tenant, long="k" * 200), json={"value": 1})
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == field
+
+
+async def test_unknown_things_are_404(http: httpx.AsyncClient, tenant: str) -> None:
+    assert (await http.get(key_url(tenant))).status_code == 404
+    await http.put(key_url(tenant, "other"), json={"value": 1})
+    r = await http.get(key_url(tenant))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "key_not_found"
+    assert (await http.get("/api/v1/tenants/nope-nope-nope")).status_code == 404
+    assert (await http.get("/no/such/route")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"[]", b'{"value": 1, "extra": 2}', b'{"reason": "no value"}'],
+)
+async def test_malformed_bodies_are_422(http: httpx.AsyncClient, tenant: str, body: bytes) -> None:
+    r = await http.put(key_url(tenant), content=body)
+    assert r.status_code == 422
+
+
+async def test_body_limit_413_declared_and_chunked(http: httpx.AsyncClient, tenant: str) -> None:
+    big = b'{"value": "' + b"x" * 10_000 + b'"}'
+    r = await http.put(key_url(tenant), content=big)
+    assert r.status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000]
+
+    r = await http.put(key_url(tenant), content=chunks())
+    assert r.status_code == 413
+    r = await http.put("/api/v1/config/1", content=big)
+    assert r.status_code == 413 and r.json()["success"] is False
+
+
+async def test_tenant_lifecycle(http: httpx.AsyncClient, tenant: str) -> None:
+    r = await http.post("/api/v1/tenants", json={"name": tenant})
+    assert r.status_code == 201
+    assert (await http.post("/api/v1/tenants", json={"name": tenant})).status_code == 409
+    assert tenant in (await http.get("/api/v1/tenants")).json()["tenants"]
+    await http.put(key_url(tenant, "a", "_defaults"), json={"value": 1})
+    await http.put(key_url(tenant, "b"), json={"value": 2})
+    copy, clone = f"{tenant}-tpl", f"{tenant}-cl"
+    r = await http.post(
+        "/api/v1/tenants",
+        json={"name": copy, "template": tenant, "overrides": {"svc": {"z": 26}}},
+    )
+    assert r.status_code == 201
+    assert (await http.get(key_url(copy, "a", "_defaults"))).json()["value"] == 1
+    assert (await http.get(key_url(copy, "b"))).status_code == 404
+    assert (await http.get(key_url(copy, "z"))).json()["value"] == 26
+    r = await http.post("/api/v1/tenants", json={"name": clone, "clone_from": tenant})
+    assert r.status_code == 201
+    assert (await http.get(key_url(clone, "b"))).json()["value"] == 2
+    info = (await http.get(f"/api/v1/tenants/{tenant}")).json()
+    assert info["revision"] == 2
+    assert (await http.delete(f"/api/v1/tenants/{tenant}")).status_code == 200
+    assert (await http.get(key_url(tenant, "b"))).status_code == 404
+    assert (await http.post(f"/api/v1/tenants/{tenant}/undelete")).status_code == 200
+    assert (await http.get(key_url(tenant, "b"))).json()["value"] == 2
+    for name in (tenant, copy, clone):
+        r = await http.delete(f"/api/v1/tenants/{name}", params={"hard": "true"})
+        assert r.status_code == 200, r.text
+    assert (await http.get(f"/api/v1/tenants/{copy}")).status_code == 404
