@@ -436,13 +436,7 @@ class Watcher:
         if pending:
             deleted = any(c.deleted for c in event.changes)
             self._ks_pending[namespace] = max(0, pending - len(event.changes) - deleted)
-        if (
-            not self._busy
-            and not self._pending
-            and event.revision == state.revision + 1
-            and event.epoch == state.epoch
-            and event.type == "change"
-        ):
+        if not self._busy and not self._pending and event.type == "change" and self._next(event):
             self._apply(event)
             return
         if event.epoch == state.epoch and event.revision <= state.revision and not self._busy:
@@ -491,7 +485,15 @@ class Watcher:
 
     # -- applying ------------------------------------------------------------------
 
-    def _apply(self, event: EventLike) -> None:
+    def _next(self, event: WireEvent) -> bool:
+        """True if ``event`` is the next revision (a first write also starts the epoch)."""
+        state = self._state
+        if event.revision != state.revision + 1:
+            return False
+        return event.epoch == state.epoch or (state.revision == 0 and not state.epoch)
+
+    def _apply(self, event: EventLike | WireEvent) -> None:
+        self._state.epoch = event.epoch
         change = self._state.apply_event(event)
         self._applied([change] if change is not None else [], None)
 
@@ -594,7 +596,7 @@ class Watcher:
         while self._pending:
             event = self._pending.popleft()
             state = self._state
-            if event.epoch != state.epoch:
+            if event.epoch != state.epoch and not self._next(event):
                 await self._resync("epoch")
                 continue
             if event.revision <= state.revision:
@@ -603,7 +605,7 @@ class Watcher:
                 await self._catch_up()
                 if event.epoch == self._state.epoch and event.revision > self._state.revision + 1:
                     await self._resync("gap")
-                if event.revision != self._state.revision + 1:
+                if not self._next(event):
                     continue
             await self._apply_any(event)
 
