@@ -34,7 +34,8 @@ async def seed(app: FastAPI, tenant: str) -> None:
 async def test_no_token_is_401_when_auth_is_configured(app: FastAPI, tenant: str) -> None:
     async with client(app) as c:
         r = await c.get(f"/api/v1/tenants/{tenant}/namespaces")
-        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == "Bearer"
         assert (await c.get("/api/v1/config/1")).status_code == 401
         assert (await c.get("/healthz")).status_code == 200
     async with client(app, "kvc_wrong") as c:
@@ -52,7 +53,8 @@ async def test_rights_are_ranked_and_secrets_separate(app: FastAPI, tenant: str)
         assert (await c.put(url, json={"value": 2})).status_code == 403
         assert (await c.get(url.replace("plain", "password"))).json()["value"] == "***"
         me = (await c.get("/api/v1/tokens/me")).json()
-        assert me["name"] == f"r-{tenant}" and me["grants"] == {tenant: ["read"]}
+        assert me["name"] == f"r-{tenant}"
+        assert me["grants"] == {tenant: ["read"]}
     async with client(app, writer) as c:
         r = await c.put(url, json={"value": 2})
         assert r.status_code == 200
@@ -94,14 +96,17 @@ async def test_secrets_are_masked_everywhere(app: FastAPI, tenant: str) -> None:
         for url in reads:
             r = await c.get(url)
             assert r.status_code == 200, (url, r.text)
-            assert SECRET not in r.text and OLD not in r.text, url
+            assert SECRET not in r.text, url
+            assert OLD not in r.text, url
             assert "***" in r.text, url
         r = await c.post(
             f"{t}/namespaces/svc",
             params={"dry_run": "true"},
             json={"values": {"password": "new-" + OLD}},
         )
-        assert r.status_code == 200 and SECRET not in r.text and OLD not in r.text
+        assert r.status_code == 200
+        assert SECRET not in r.text
+        assert OLD not in r.text
 
 
 def _fill(path: str, tenant: str) -> str:
@@ -133,7 +138,8 @@ async def test_a_token_of_another_tenant_gets_nothing_on_every_route(
                 r = await c.request(method, url, json=bodies.get(method))
                 tried += 1
                 assert r.status_code == 404, (method, url, r.status_code, r.text)
-                assert SECRET not in r.text and '"plain"' not in r.text
+                assert SECRET not in r.text
+                assert '"plain"' not in r.text
         # the routes outside /tenants/{tenant}
         assert other not in (await c.get("/api/v1/tenants")).json()["tenants"]
         r = await c.post("/api/v1/tenants", json={"name": f"{other}-x", "clone_from": other})
@@ -142,19 +148,23 @@ async def test_a_token_of_another_tenant_gets_nothing_on_every_route(
         assert r.status_code == 403
         for method, url in [("GET", "/api/v1/config/1"), ("PUT", "/api/v1/config/1/k")]:
             r = await c.request(method, url, json={"config_value": "1"})
-            assert r.status_code == 404 and r.json()["success"] is False
+            assert r.status_code == 404
+            assert r.json()["success"] is False
         tokens = (await c.get("/api/v1/tokens")).json()["tokens"]
         assert [t["name"] for t in tokens] == [f"a-{tenant}"]
     assert tried >= 20
     async with client(app, ADMIN) as c:
         r = await c.get(f"/api/v1/tenants/{other}/namespaces/svc/keys/plain")
-        assert r.json()["value"] == 1 and r.json()["version"] == 1
+        assert r.json()["value"] == 1
+        assert r.json()["version"] == 1
 
 
 async def test_tenant_admin_may_grant_only_its_own_rights(app: FastAPI, tenant: str) -> None:
     boss = await make_token(app, f"boss-{tenant}", {tenant: ["admin"]})
     async with client(app, boss) as c:
-        r = await c.post("/api/v1/tokens", json={"name": f"u-{tenant}", "grants": {tenant: ["read"]}})
+        r = await c.post(
+            "/api/v1/tokens", json={"name": f"u-{tenant}", "grants": {tenant: ["read"]}}
+        )
         assert r.status_code == 201
         r = await c.post("/api/v1/tokens", json={"name": f"v-{tenant}", "grants": {"*": ["read"]}})
         assert r.status_code == 403
@@ -162,7 +172,9 @@ async def test_tenant_admin_may_grant_only_its_own_rights(app: FastAPI, tenant: 
             "/api/v1/tokens", json={"name": f"w-{tenant}", "grants": {tenant: ["secrets"]}}
         )
         assert r.status_code == 403
-        r = await c.post("/api/v1/tokens", json={"name": f"u-{tenant}", "grants": {tenant: ["read"]}})
+        r = await c.post(
+            "/api/v1/tokens", json={"name": f"u-{tenant}", "grants": {tenant: ["read"]}}
+        )
         assert r.status_code == 409
         r = await c.post("/api/v1/tokens", json={"name": "bad name", "grants": {tenant: ["read"]}})
         assert r.status_code == 422

@@ -61,7 +61,8 @@ async def test_put_config_updates_atomically_with_exact_shape(
     assert conf["max_sleep_time"]["value"] == "480"
     log = (await http.get("/api/v1/tenants/default/log", params={"since": 0})).json()["events"]
     mine = [e for e in log if e["namespace"] == f"ai-{ai_id}"]
-    assert len(mine) == 1 and len(mine[0]["changes"]) == 2
+    assert len(mine) == 1
+    assert len(mine[0]["changes"]) == 2
 
 
 async def test_one_key_routes_exact_shapes(http: httpx.AsyncClient, ai_id: int) -> None:
@@ -69,7 +70,8 @@ async def test_one_key_routes_exact_shapes(http: httpx.AsyncClient, ai_id: int) 
     body = r.json()
     assert r.status_code == 200
     assert set(body) == {"success", "ai_id", "config_key", "config_value", "updated_at"}
-    assert body["config_value"] == "60" and body["config_key"] == "max_sleep_time"
+    assert body["config_value"] == "60"
+    assert body["config_key"] == "max_sleep_time"
     r = await http.put(f"/api/v1/config/{ai_id}/max_sleep_time", json={"config_value": "480"})
     assert r.status_code == 200
     assert r.json() == {
@@ -124,7 +126,9 @@ async def test_bad_input_is_422_in_cloudbrain_shape(
     r = await http.request(method, path.format(id=ai_id), json=body)
     assert r.status_code == 422, r.text
     out = r.json()
-    assert out["success"] is False and isinstance(out["error"], str) and out["error"]
+    assert out["success"] is False
+    assert isinstance(out["error"], str)
+    assert out["error"]
 
 
 async def test_failed_put_writes_nothing(http: httpx.AsyncClient, ai_id: int) -> None:

@@ -22,18 +22,23 @@ def key_url(tenant: str, key: str = "k", ns: str = "svc") -> str:
 
 async def test_put_get_etag_and_metadata(http: httpx.AsyncClient, tenant: str) -> None:
     r = await http.put(key_url(tenant), json={"value": {"a": [1, 2]}, "reason": "first"})
-    assert r.status_code == 201 and r.headers["etag"] == '"1"'
+    assert r.status_code == 201
+    assert r.headers["etag"] == '"1"'
     r = await http.put(key_url(tenant), json={"value": 2}, headers={"X-Change-Reason": "bump"})
-    assert r.status_code == 200 and r.headers["etag"] == '"2"'
+    assert r.status_code == 200
+    assert r.headers["etag"] == '"2"'
     r = await http.get(key_url(tenant))
     body = r.json()
     assert r.headers["etag"] == '"2"'
-    assert body["value"] == 2 and body["version"] == 2 and body["revision"] == 2
+    assert body["value"] == 2
+    assert body["version"] == 2
+    assert body["revision"] == 2
     assert body["updated_by"] == "anonymous@127.0.0.1"
     hist = (await http.get(key_url(tenant) + "/history")).json()["versions"]
     assert [v["reason"] for v in hist] == ["bump", "first"]
     ns = (await http.get(f"/api/v1/tenants/{tenant}/namespaces/svc")).json()
-    assert ns["keys"]["k"]["version"] == 2 and ns["revision"] == 2
+    assert ns["keys"]["k"]["version"] == 2
+    assert ns["revision"] == 2
     names = (await http.get(f"/api/v1/tenants/{tenant}/namespaces")).json()["namespaces"]
     assert names == ["svc"]
 
@@ -48,7 +53,8 @@ async def test_if_match_mismatch_is_412_with_current_version(
     assert r.headers["etag"] == '"2"'
     assert r.json()["error"]["current_version"] == 2
     r = await http.put(key_url(tenant), json={"value": 3}, headers={"If-Match": '"2"'})
-    assert r.status_code == 200 and r.headers["etag"] == '"3"'
+    assert r.status_code == 200
+    assert r.headers["etag"] == '"3"'
     r = await http.put(key_url(tenant), json={"value": 4}, headers={"If-Match": "*"})
     assert r.status_code == 200
     r = await http.delete(key_url(tenant), headers={"If-Match": '"1"'})
@@ -61,7 +67,8 @@ async def test_if_none_match_star_creates_only(http: httpx.AsyncClient, tenant: 
     h = {"If-None-Match": "*"}
     assert (await http.put(key_url(tenant), json={"value": 1}, headers=h)).status_code == 201
     r = await http.put(key_url(tenant), json={"value": 2}, headers=h)
-    assert r.status_code == 412 and r.json()["error"]["current_version"] == 1
+    assert r.status_code == 412
+    assert r.json()["error"]["current_version"] == 1
 
 
 async def test_change_set_is_atomic_and_body_expectations_409(
@@ -69,12 +76,14 @@ async def test_change_set_is_atomic_and_body_expectations_409(
 ) -> None:
     url = f"/api/v1/tenants/{tenant}/namespaces/svc"
     r = await http.post(url, json={"values": {"a": 1, "b": 2, "c": 3}})
-    assert r.status_code == 200 and r.json()["revision"] == 1
+    assert r.status_code == 200
+    assert r.json()["revision"] == 1
     r = await http.post(url, json={"values": {"a": 10}, "deletes": ["c"], "expect": {"a": 5}})
     assert r.status_code == 409
     assert r.json()["error"]["conflicts"] == [{"key": "a", "expected": 5, "actual": 1}]
     r = await http.post(url, json={"values": {"a": 10}, "deletes": ["c"], "expect": {"a": 1}})
-    assert r.status_code == 200 and r.json()["revision"] == 2
+    assert r.status_code == 200
+    assert r.json()["revision"] == 2
     keys = (await http.get(url)).json()["keys"]
     assert {k: v["value"] for k, v in keys.items()} == {"a": 10, "b": 2}
     assert (await http.delete(key_url(tenant, "c"))).status_code == 404
@@ -119,12 +128,8 @@ async def test_schema_violation_lists_every_problem(http: httpx.AsyncClient, ten
     assert r.status_code == 422
     all_schemas = (await http.get(f"/api/v1/tenants/{tenant}/schemas")).json()["schemas"]
     assert "svc" in all_schemas
-    assert (
-        await http.delete(f"/api/v1/tenants/{tenant}/namespaces/svc/schema")
-    ).status_code == 200
-    assert (
-        await http.get(f"/api/v1/tenants/{tenant}/namespaces/svc/schema")
-    ).status_code == 404
+    assert (await http.delete(f"/api/v1/tenants/{tenant}/namespaces/svc/schema")).status_code == 200
+    assert (await http.get(f"/api/v1/tenants/{tenant}/namespaces/svc/schema")).status_code == 404
 
 
 async def test_dry_run_returns_diff_without_committing(
@@ -139,7 +144,8 @@ async def test_dry_run_returns_diff_without_committing(
     )
     assert r.status_code == 200
     out = r.json()
-    assert out["would_commit"] is False and out["conflicts"][0]["actual"] == 1
+    assert out["would_commit"] is False
+    assert out["conflicts"][0]["actual"] == 1
     assert {c["key"]: c["change"] for c in out["changes"]} == {
         "a": "unchanged",
         "c": "added",
@@ -170,7 +176,8 @@ async def test_unknown_things_are_404(http: httpx.AsyncClient, tenant: str) -> N
     assert (await http.get(key_url(tenant))).status_code == 404
     await http.put(key_url(tenant, "other"), json={"value": 1})
     r = await http.get(key_url(tenant))
-    assert r.status_code == 404 and r.json()["error"]["code"] == "key_not_found"
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "key_not_found"
     assert (await http.get("/api/v1/tenants/nope-nope-nope")).status_code == 404
     assert (await http.get("/no/such/route")).status_code == 404
 
@@ -196,7 +203,8 @@ async def test_body_limit_413_declared_and_chunked(http: httpx.AsyncClient, tena
     r = await http.put(key_url(tenant), content=chunks())
     assert r.status_code == 413
     r = await http.put("/api/v1/config/1", content=big)
-    assert r.status_code == 413 and r.json()["success"] is False
+    assert r.status_code == 413
+    assert r.json()["success"] is False
 
 
 async def test_tenant_lifecycle(http: httpx.AsyncClient, tenant: str) -> None:
