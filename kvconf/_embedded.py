@@ -1,15 +1,447 @@
-"""The embedded default: fakeredis in-process, persisted to the data dir.
+"""The embedded default: fakeredis in-process, made durable in the data dir.
 
-(The snapshots issue fills in loading and persisting; until then the embedded
-store starts empty.)
+Layout of ``data_dir``::
+
+    LOCK                   held (flock) by the one process that owns the dir
+    state.kvsnap           base snapshot (generation G, every tenant, soft-deleted too)
+    journal-<G>.log        whole-tenant records appended since the base
+    snapshots/             user, scheduled and safety snapshots
+
+Every write command that goes through a store opened here marks its tenant
+dirty. A flush captures each dirty tenant with the snapshot read script (one
+revision, atomically), appends the records to the journal and fsyncs once.
+``kvconf serve`` flushes every 0.2 s (so an acknowledged write is on disk
+within ~0.2 s plus the flush time, documented as at most one second);
+with ``fsync_writes`` and in the CLI, a write is flushed before it returns.
+When the journal outgrows the base it is compacted into a new base snapshot.
+At start the base is loaded and the journal replayed; a torn last record (a
+crash while appending) is dropped, which only loses writes that were never
+acknowledged as durable.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+
+from ._connect import _servers, embedded_server
+from ._keys import PREFIX, TENANTS_KEY, tenant_from_key
+from ._scripts import Scripts, script_source
+from ._snapshot_capture import capture
+from ._snapshot_format import SnapshotReader
+from ._snapshot_journal import (
+    GlobalKey,
+    JournalRecord,
+    JournalWriter,
+    journal_generations,
+    journal_path,
+    read_journal,
+)
 from .config import Settings
+from .exceptions import Unavailable
+from .snapshot import load_dump, write_snapshot
 from .store import Store
 
+__all__ = ["close_embedded", "open_embedded_store", "persister_of"]
 
-async def open_embedded_store(settings: Settings) -> Store:
-    """A Store on the process's embedded server."""
-    return Store(settings=settings)
+BASE_NAME = "state.kvsnap"
+LOCK_NAME = "LOCK"
+_COMPACT_MIN = 16 << 20
+_READ_SCRIPTS = frozenset(
+    hashlib.sha1(script_source(n).encode(), usedforsecurity=False).hexdigest()
+    for n in ("read_state", "read_log", "read_schemas", "snapshot_read")
+)
+_READ_ONLY_COMMANDS = (
+    "GET MGET HGET HMGET HGETALL HKEYS HVALS HLEN HEXISTS HSCAN SMEMBERS SISMEMBER "
+    "SMISMEMBER SCARD SSCAN ZRANGE ZREVRANGE ZRANGEBYSCORE ZREVRANGEBYSCORE ZCARD ZSCORE "
+    "ZSCAN ZCOUNT ZRANK EXISTS TYPE TTL PTTL SCAN KEYS PING INFO SCRIPT EVALSHA_RO EVAL_RO "
+    "FCALL_RO PUBLISH SPUBLISH SUBSCRIBE SSUBSCRIBE PSUBSCRIBE CLIENT HELLO SELECT DBSIZE "
+    "TIME ECHO CONFIG COMMAND STRLEN LRANGE LLEN MEMORY OBJECT DUMP"
+)
+_READ_ONLY = frozenset(_READ_ONLY_COMMANDS.split())
+_MULTI_KEY = frozenset({"DEL", "UNLINK", "TOUCH"})
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+class _DirLock:
+    """An exclusive flock on ``data_dir/LOCK``; the OS drops it when the process dies."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_NAME
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + 3.0
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = self._holder()
+                if holder.get("mode") != "cli" or time.monotonic() > deadline:
+                    os.close(self._fd)
+                    raise _locked(data_dir, holder) from None
+                time.sleep(0.05)
+        self.describe(mode="cli")
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            found = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def describe(self, **info: Any) -> None:
+        """Record who holds the lock (shown to processes that are refused)."""
+        data = json.dumps({"pid": os.getpid(), **info}).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def release(self) -> None:
+        """Give the data dir up."""
+        if self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _locked(data_dir: Path, holder: dict[str, Any]) -> Unavailable:
+    pid = holder.get("pid", "?")
+    if holder.get("mode") == "serve":
+        url = holder.get("url", "")
+        message = (
+            f"data dir {data_dir} is in use by `kvconf serve` (pid {pid}) at {url}: use its "
+            "REST API, stop it first, or share a Redis server via KVCONF_REDIS_URL"
+        )
+    else:
+        message = f"data dir {data_dir} is in use by another kvconf process (pid {pid})"
+    return Unavailable(message, reason="data_dir_locked", data_dir=str(data_dir), holder=holder)
+
+
+class Persister:
+    """Keeps one embedded server durable in its data dir (see the module docstring)."""
+
+    def __init__(self, data_dir: Path, server: Any, settings: Settings, lock: _DirLock) -> None:
+        self.data_dir = data_dir
+        self.server = server
+        self.settings = settings
+        self.lock = lock
+        #: True: every write is flushed before it returns (CLI, ``fsync_writes``).
+        self.sync = True
+        self.dirty_tenants: set[str] = set()
+        self.dirty_globals: set[str] = set()
+        self.hints: dict[str, set[str]] = {}
+        self.after: dict[str, int] = {}
+        self.marked = 0
+        self.durable = 0
+        self.generation = 0
+        self.journal: JournalWriter | None = None
+        self.compact_at = _COMPACT_MIN
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._mutex = asyncio.Lock()
+        self._client: Any = None
+        self._store: Store | None = None
+
+    # -- dirty tracking --------------------------------------------------------
+
+    def note_key(self, key: str) -> bool:
+        """Mark what ``key`` belongs to as dirty; True if it is kvconf's."""
+        tenant = tenant_from_key(key)
+        if tenant is not None:
+            self.dirty_tenants.add(tenant)
+            at = key.find("}:hist:")
+            if at > 0:
+                self.hints.setdefault(tenant, set()).add(key[at + 7 :])
+            return True
+        if key.startswith(f"{PREFIX}:") and key != TENANTS_KEY:
+            self.dirty_globals.add(key)
+            return True
+        return False
+
+    def note(self, args: Sequence[Any]) -> bool:
+        """Mark the keys a command writes (nothing for reads); True if any."""
+        if not args:
+            return False
+        name = _text(args[0]).upper()
+        if name in ("EVALSHA", "EVAL"):
+            if name == "EVALSHA" and _text(args[1]) in _READ_SCRIPTS:
+                return False
+            keys = args[3 : 3 + int(args[2])]
+        elif name in _READ_ONLY:
+            return False
+        elif name in _MULTI_KEY:
+            keys = args[1:]
+        else:
+            keys = args[1:2]
+        marked = False
+        for key in keys:
+            if isinstance(key, bytes | str):
+                marked = self.note_key(_text(key)) or marked
+        if marked:
+            self.marked += 1
+        return marked
+
+    # -- event-loop bound resources -------------------------------------------
+
+    def _bind(self) -> Store:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._store is None:
+            self._loop = loop
+            self._mutex = asyncio.Lock()
+            self._client = fakeredis.FakeAsyncRedis(server=self.server)
+            self._store = Store(settings=self.settings, client=self._client)
+        return self._store
+
+    async def aclose(self) -> None:
+        """Flush, then close the journal and the capture client and release the dir."""
+        try:
+            await self.flush()
+        finally:
+            if self._client is not None:
+                await self._client.aclose()
+                self._client = self._store = None
+            if self.journal is not None:
+                self.journal.close()
+                self.journal = None
+            self.lock.release()
+
+    # -- flushing --------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Make every write marked so far durable (one fsync for the batch)."""
+        store = self._bind()
+        async with self._mutex:
+            upto = self.marked
+            tenants, globals_ = self.dirty_tenants, self.dirty_globals
+            if not tenants and not globals_:
+                self.durable = max(self.durable, upto)
+                return
+            self.dirty_tenants, self.dirty_globals = set(), set()
+            try:
+                records = [await self._tenant_record(store, t) for t in sorted(tenants)]
+                records += [await self._global_record(k) for k in sorted(globals_)]
+                assert self.journal is not None
+                await asyncio.to_thread(self.journal.append, records)
+            except BaseException:
+                self.dirty_tenants |= tenants
+                self.dirty_globals |= globals_
+                raise
+            self.durable = max(self.durable, upto)
+            if self.journal.size > self.compact_at:
+                await self._compact(store)
+
+    async def flush_through(self, seq: int) -> None:
+        """Return once the write numbered ``seq`` is durable (group commit)."""
+        while self.durable < seq:
+            await self.flush()
+
+    async def _tenant_record(self, store: Store, tenant: str) -> JournalRecord:
+        hints = sorted(self.hints.get(tenant, ()))
+        scripts = Scripts(store.redis)
+        dump = await capture(scripts, tenant, after=self.after.get(tenant, 0), hints=hints)
+        if dump is None:
+            self.hints.pop(tenant, None)
+            self.after.pop(tenant, None)
+        else:
+            self.hints[tenant] = set(dump.history)
+            self.after[tenant] = dump.revision
+        return JournalRecord(tenant=tenant, dump=dump)
+
+    async def _global_record(self, key: str) -> JournalRecord:
+        client = self._client
+        kind = _text(await client.type(key))
+        data: list[bytes] = []
+        if kind == "hash":
+            for k, v in (await client.hgetall(key)).items():
+                data.extend((k, v))
+        elif kind == "set":
+            data = sorted(await client.smembers(key))
+        elif kind == "string":
+            data = [await client.get(key)]
+        elif kind == "zset":
+            for m, s in await client.zrange(key, 0, -1, withscores=True):
+                data.extend((repr(s).encode(), m))
+        elif kind == "list":
+            data = await client.lrange(key, 0, -1)
+        return JournalRecord(tenant="", key=GlobalKey(key=key, kind=kind, data=data))
+
+    # -- base snapshot and compaction -----------------------------------------
+
+    async def _compact(self, store: Store) -> None:
+        """New base snapshot; the journal restarts (caller holds the mutex)."""
+        gen = self.generation + 1
+        globals_ = []
+        async for raw in store.redis.scan_iter(match=f"{PREFIX}:*", count=1000):
+            key = _text(raw)
+            if tenant_from_key(key) is None and key != TENANTS_KEY:
+                globals_.append(await self._global_record(key))
+        journal = JournalWriter(journal_path(self.data_dir, gen))
+        await asyncio.to_thread(journal.append, globals_)
+        footer = await write_snapshot(
+            store, self.data_dir / BASE_NAME, None, label="base", generation=gen,
+            include_deleted=True,
+        )  # fmt: skip
+        old, self.journal, self.generation = self.journal, journal, gen
+        if old is not None:
+            old.close()
+        for g in journal_generations(self.data_dir):
+            if g < gen:
+                journal_path(self.data_dir, g).unlink(missing_ok=True)
+        size = (self.data_dir / BASE_NAME).stat().st_size
+        self.compact_at = max(_COMPACT_MIN, 2 * size)
+        for t in footer.tenants:
+            self.after.setdefault(t.tenant, t.revision)
+
+    async def load(self) -> None:
+        """Fill the (empty) server from the base snapshot and the journal."""
+        store = self._bind()
+        base = self.data_dir / BASE_NAME
+        if base.exists():
+            with SnapshotReader(base) as reader:
+                self.generation = reader.footer.generation
+                for dump in reader.dumps():
+                    await load_dump(store, dump)
+                    self.hints[dump.tenant] = set(dump.history)
+                    self.after[dump.tenant] = dump.revision
+        gens = journal_generations(self.data_dir)
+        for g in gens:
+            if g < self.generation:
+                journal_path(self.data_dir, g).unlink(missing_ok=True)
+        live = [g for g in gens if g >= self.generation]
+        valid = 0
+        for g in live:
+            records, valid = read_journal(journal_path(self.data_dir, g))
+            for record in records:
+                await self._apply(store, record)
+        if base.exists() and live == [self.generation]:
+            path = journal_path(self.data_dir, self.generation)
+            self.journal = JournalWriter(path, valid_length=valid)
+            self.compact_at = max(_COMPACT_MIN, 2 * base.stat().st_size)
+        else:
+            async with self._mutex:
+                await self._compact(store)
+
+    async def _apply(self, store: Store, record: JournalRecord) -> None:
+        client = store.redis
+        if record.key is not None:
+            g = record.key
+            await client.delete(g.key)
+            if g.kind == "hash" and g.data:
+                await client.hset(g.key, mapping=dict(zip(g.data[::2], g.data[1::2], strict=True)))
+            elif g.kind == "set" and g.data:
+                await client.sadd(g.key, *g.data)
+            elif g.kind == "string" and g.data:
+                await client.set(g.key, g.data[0])
+            elif g.kind == "zset" and g.data:
+                scores = {m: float(s) for s, m in zip(g.data[::2], g.data[1::2], strict=True)}
+                await client.zadd(g.key, scores)
+            elif g.kind == "list" and g.data:
+                await client.rpush(g.key, *g.data)
+            return
+        tenant, dump = record.tenant, record.dump
+        if dump is None:
+            names = [k async for k in client.scan_iter(match=f"{PREFIX}:{{{tenant}}}:*")]
+            if names:
+                await client.unlink(*names)
+            await client.srem(TENANTS_KEY, tenant)
+            self.hints.pop(tenant, None)
+            self.after.pop(tenant, None)
+            return
+        stale = [f"hist:{h}" for h in self.hints.get(tenant, ()) if h not in dump.history]
+        await load_dump(store, dump, doomed=stale)
+        if "deleted_at" in dump.meta or "created_at" not in dump.meta:
+            await client.srem(TENANTS_KEY, tenant)
+        self.hints[tenant] = set(dump.history)
+        self.after[tenant] = dump.revision
+
+
+class _TrackedRedis(fakeredis.FakeAsyncRedis):
+    """The embedded client: marks written tenants dirty, flushes before acking if sync."""
+
+    def __init__(self, *args: Any, persister: Persister, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kvconf_persister = persister
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        persister = self.kvconf_persister
+        if persister.note(args) and persister.sync:
+            await persister.flush_through(persister.marked)
+        return result
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await self.kvconf_persister.flush()
+        finally:
+            await super().aclose(close_connection_pool)
+
+
+_open: dict[Path, Persister] = {}
+
+
+def _resolve(path: Path) -> Path:
+    return path.expanduser().resolve()
+
+
+def _server_name(path: Path) -> str:
+    claimed = {p.server for p in _open.values()}
+    default = embedded_server("default")
+    return "default" if default not in claimed else f"data:{path}"
+
+
+async def open_embedded_store(settings: Settings, *, server_name: str | None = None) -> Store:
+    """A Store on the embedded server, loaded from and persisted to ``settings.data_dir``.
+
+    The first call for a data dir takes its lock (refusing with
+    :class:`Unavailable` when another process holds it, naming that process
+    and, for ``kvconf serve``, its URL) and loads its state; later calls in
+    the process share it. Writes are flushed before they return until
+    :func:`kvconf._background.background_services` switches to the ~0.2 s
+    group flush (unless ``settings.fsync_writes``).
+    """
+    path = _resolve(settings.data_dir)
+    persister = _open.get(path)
+    if persister is None:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = _DirLock(path)
+        server = embedded_server(server_name or _server_name(path))
+        persister = Persister(path, server, settings, lock)
+        try:
+            await persister.load()
+        except BaseException:
+            await persister.aclose()
+            raise
+        _open[path] = persister
+    client = _TrackedRedis(server=persister.server, persister=persister)
+    return Store(settings=settings, client=client)
+
+
+def persister_of(store: Store) -> Persister | None:
+    """The persister behind an embedded store (None for a Redis-backed one)."""
+    client = store.redis
+    return client.kvconf_persister if isinstance(client, _TrackedRedis) else None
+
+
+async def close_embedded(data_dir: Path, *, drop_server: bool = True) -> None:
+    """Flush and release a data dir opened in this process (tests, shutdown)."""
+    persister = _open.pop(_resolve(data_dir), None)
+    if persister is None:
+        return
+    await persister.aclose()
+    if drop_server:
+        for name, server in list(_servers.items()):
+            if server is persister.server:
+                with contextlib.suppress(KeyError):
+                    del _servers[name]

@@ -396,10 +396,13 @@ async def restore(
     return RestoreReport(path=str(source), dry_run=dry_run, tenants=results, safety_snapshot=safety)
 
 
-async def load_dump(store: Store, dump: TenantDump) -> None:
-    """Write a captured tenant exactly as captured (embedded start-up, empty server)."""
+async def load_dump(store: Store, dump: TenantDump, *, doomed: Sequence[str] = ()) -> None:
+    """Write a captured tenant exactly as captured, replacing what is there.
+
+    For the embedded store's start-up; ``doomed`` names extra keys to delete.
+    """
     args = restore_args(dump, dump.tenant, mode="load", actor="", reason="",
-                        log_limit=store.settings.log_limit, after=0)  # fmt: skip
+                        log_limit=store.settings.log_limit, after=0, doomed=doomed)  # fmt: skip
     await restore_one(Scripts(store.redis), dump, dump.tenant, args)
     if "deleted_at" not in dump.meta and "created_at" in dump.meta:
         await store.redis.sadd(TENANTS_KEY, dump.tenant)

@@ -1,0 +1,122 @@
+"""The embedded store's journal: whole-tenant records appended after a base snapshot.
+
+Each record is ``u32 length + sha256(payload) + payload`` where the payload
+is a msgpack :class:`JournalRecord`: the full state of one tenant as captured
+at one revision (or its absence), or one global key. Replaying a journal in
+order over its base snapshot rebuilds the store; a torn or damaged tail (a
+crash while appending) ends the replay at the last whole record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from ._snapshot_format import TenantDump, fsync_dir
+
+_HEAD = struct.Struct(">I32s")
+
+
+class GlobalKey(msgspec.Struct, array_like=True):
+    """One key outside every tenant (API tokens): Redis type and flat contents."""
+
+    key: str
+    kind: str
+    data: list[bytes]
+
+
+class JournalRecord(msgspec.Struct, array_like=True):
+    """A tenant's whole state (``dump`` None: the tenant is gone) or a global key."""
+
+    tenant: str
+    dump: TenantDump | None = None
+    key: GlobalKey | None = None
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(JournalRecord)
+
+
+def journal_path(data_dir: Path, generation: int) -> Path:
+    """The journal that follows base snapshot ``generation``."""
+    return data_dir / f"journal-{generation:08d}.log"
+
+
+def journal_generations(data_dir: Path) -> list[int]:
+    """Generations of the journals present, ascending."""
+    out = []
+    for path in data_dir.glob("journal-*.log"):
+        try:
+            out.append(int(path.stem.removeprefix("journal-")))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def read_journal(path: Path) -> tuple[list[JournalRecord], int]:
+    """Whole records of a journal and the byte length they span (the rest is torn)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    records: list[JournalRecord] = []
+    at = 0
+    while at + _HEAD.size <= len(data):
+        n, digest = _HEAD.unpack_from(data, at)
+        payload = data[at + _HEAD.size : at + _HEAD.size + n]
+        if len(payload) != n or hashlib.sha256(payload).digest() != digest:
+            break
+        try:
+            records.append(_decoder.decode(payload))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            break
+        at += _HEAD.size + n
+    return records, at
+
+
+def iter_records(paths: list[Path]) -> Iterator[JournalRecord]:
+    """Records of several journals in order."""
+    for path in paths:
+        yield from read_journal(path)[0]
+
+
+class JournalWriter:
+    """Appends records and makes them durable with one fsync per batch."""
+
+    def __init__(self, path: Path, *, valid_length: int | None = None) -> None:
+        self.path = path
+        fresh = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        if valid_length is not None:
+            os.ftruncate(fd, valid_length)
+        self.size = os.lseek(fd, 0, os.SEEK_END)
+        self._fd = fd
+        if fresh:
+            os.fsync(fd)
+            fsync_dir(path.parent)
+
+    def append(self, records: list[JournalRecord]) -> None:
+        """Write ``records`` and fsync them (all or, after a crash, a prefix)."""
+        parts = []
+        for record in records:
+            payload = _encoder.encode(record)
+            parts.append(_HEAD.pack(len(payload), hashlib.sha256(payload).digest()))
+            parts.append(payload)
+        data = b"".join(parts)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        os.fsync(self._fd)
+        self.size += len(data)
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
