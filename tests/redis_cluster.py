@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -9,6 +10,21 @@ from pathlib import Path
 import redis
 
 from .redis_server import RedisServer, free_port
+
+
+def cluster_port() -> int:
+    """A free port whose cluster-bus twin (port + 10000) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class RedisCluster:
@@ -21,7 +37,7 @@ class RedisCluster:
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(workdir / f"node{i}" / "nodes.conf"),
                 "--cluster-node-timeout", "2000",
-                port=free_port(),
+                port=cluster_port(),
             )
             for i in range(size)
         ]  # fmt: skip
