@@ -1,0 +1,46 @@
+"""The store under Redis faults (real redis-server the test may kill)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvconf import Settings, Store, Unavailable
+
+from .redis_server import RedisServer
+
+
+async def test_redis_down_is_unavailable_and_recovers(redis_server: RedisServer) -> None:
+    store = Store(settings=Settings(redis_url=redis_server.url), environ={})
+    try:
+        await store.set("t", "ns", "k", 1)
+        redis_server.kill()
+        with pytest.raises(Unavailable):
+            await store.get("t", "ns", "k")
+        with pytest.raises(Unavailable):
+            await store.set("t", "ns", "k", 2)
+        redis_server.start()
+        # No persistence configured: the data is gone, and the store says so
+        # with a typed error rather than a crash; writes work again.
+        result = await store.set("t", "ns", "k", 3)
+        assert result.revision == 1
+        assert (await store.get("t", "ns", "k")).value == 3
+    finally:
+        await store.aclose()
+
+
+async def test_write_refused_under_maxmemory_changes_nothing(redis_server: RedisServer) -> None:
+    store = Store(settings=Settings(redis_url=redis_server.url), environ={})
+    try:
+        await store.set_many("t", "ns", {"a": 1, "b": 2})
+        before = await store.read_state("t")
+        with redis_server.client() as admin:
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", 1)
+        with pytest.raises(Unavailable):
+            await store.set_many("t", "ns", {"a": 10, "b": 20, "c": 30})
+        with redis_server.client() as admin:
+            admin.config_set("maxmemory", 0)
+        assert await store.read_state("t") == before
+        assert await store.changes_since("t", before.revision) == []
+    finally:
+        await store.aclose()
