@@ -1,9 +1,214 @@
-"""CLI commands of this concern (filled in by its issue)."""
+"""CLI: ``kvconf snapshot save | verify | list | restore``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .. import snapshot as snap
+from ..config import Settings
+from ._common import (
+    DataDir,
+    JsonFlag,
+    RedisUrl,
+    console,
+    err_console,
+    open_store,
+    print_json,
+    run,
+    settings,
+)
+
+snapshot_app = typer.Typer(
+    name="snapshot",
+    help="Back up, check and restore tenants as safe snapshot files.",
+    no_args_is_help=True,
+)
+
+SnapshotDir = Annotated[
+    Path | None,
+    typer.Option("--dir", help="Snapshot directory (default: <data dir>/snapshots)."),
+]
+File = Annotated[Path, typer.Argument(help="Snapshot file.", show_default=False)]
+
+
+def _settings(redis_url: str | None, data_dir: Path | None) -> Settings:
+    # the data dir travels as text: Settings decodes paths from strings
+    return settings(redis_url, str(data_dir) if data_dir is not None else None)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _progress(what: str, enabled: bool) -> Iterator[Callable[[int, int, str], None]]:
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[tenant]}"), TimeElapsedColumn(),
+        console=err_console, transient=True, disable=not (enabled and err_console.is_terminal),
+    )  # fmt: skip
+    task = bar.add_task(what, total=None, tenant="")
+
+    def update(done: int, total: int, tenant: str) -> None:
+        bar.update(task, completed=done, total=total, tenant=tenant)
+
+    with bar:
+        yield update
+
+
+def _summary_table(info: snap.SnapshotInfo) -> Table:
+    table = Table()
+    for name in ("tenant", "revision", "namespaces", "keys", "versions", "log", "deleted"):
+        table.add_column(name, no_wrap=name == "tenant")
+    for t in info.tenants:
+        table.add_row(t.tenant, str(t.revision), str(t.namespaces), str(t.keys),
+                      str(t.versions), str(t.log), "yes" if t.deleted else "")  # fmt: skip
+    return table
+
+
+def _describe(info: snap.SnapshotInfo, verb: str) -> None:
+    console.print(
+        f"{verb} {info.path}: format {info.format}, created {info.created_at.isoformat()}, "
+        f"{info.size:,} bytes, {len(info.tenants)} tenant(s), {info.keys:,} keys, "
+        f"{info.versions:,} versions",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if info.tenants:
+        console.print(_summary_table(info))
+
+
+@snapshot_app.command("save")
+def save_cmd(
+    tenant: Annotated[
+        list[str] | None, typer.Option("--tenant", "-t", help="Tenant to include (repeatable).")
+    ] = None,
+    directory: SnapshotDir = None,
+    label: Annotated[str, typer.Option("--label", help="Added to the file name.")] = "",
+    as_json: JsonFlag = False,
+    redis_url: RedisUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Save a snapshot of every live tenant (or the chosen ones)."""
+
+    async def go() -> snap.SnapshotInfo:
+        store = await open_store(_settings(redis_url, data_dir))
+        try:
+            with _progress("saving", not as_json) as progress:
+                return await snap.save(store, directory, tenant or None, label=label,
+                                       progress=progress)  # fmt: skip
+        finally:
+            await store.aclose()
+
+    info = run(go(), as_json=as_json)
+    if as_json:
+        print_json(info)
+    else:
+        _describe(info, "saved")
+
+
+@snapshot_app.command("verify")
+def verify_cmd(file: File, as_json: JsonFlag = False) -> None:
+    """Check a snapshot's format, checksum and contents; print what it holds."""
+
+    async def go() -> snap.SnapshotInfo:
+        return snap.verify(file)
+
+    info = run(go(), as_json=as_json)
+    if as_json:
+        print_json(info)
+    else:
+        _describe(info, "OK")
+
+
+@snapshot_app.command("list")
+def list_cmd(
+    directory: SnapshotDir = None,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+) -> None:
+    """List snapshot files, oldest first (footers only: `verify` checks one)."""
+
+    async def go() -> tuple[Path, list[snap.SnapshotInfo]]:
+        where = directory or _settings(None, data_dir).data_dir / "snapshots"
+        return where, snap.list_snapshots(where)
+
+    where, found = run(go(), as_json=as_json)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        console.print(f"no snapshots in {where}", highlight=False)
+        return
+    table = Table("created_at", "label", "tenants", "keys", "versions", "bytes")
+    table.add_column("file", no_wrap=True)
+    for info in found:
+        table.add_row(info.created_at.isoformat(timespec="seconds"), info.label,
+                      str(len(info.tenants)), f"{info.keys:,}", f"{info.versions:,}",
+                      f"{info.size:,}", Path(info.path).name)  # fmt: skip
+    console.print(table)
+
+
+@snapshot_app.command("restore")
+def restore_cmd(
+    file: File,
+    tenant: Annotated[
+        list[str] | None, typer.Option("--tenant", "-t", help="Tenant of the file (repeatable).")
+    ] = None,
+    as_tenant: Annotated[
+        str | None, typer.Option("--as", help="Restore the one chosen tenant under this name.")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option("--mode", help="replace: exactly the file; merge: over live keys.")
+    ] = "replace",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would change; write nothing.")
+    ] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Kept in the audit trail.")] = "",
+    as_json: JsonFlag = False,
+    redis_url: RedisUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Restore tenants from a snapshot (verified first; a safety snapshot is taken)."""
+
+    async def go() -> snap.RestoreReport:
+        if mode not in ("replace", "merge"):
+            from ..exceptions import InvalidInput
+
+            raise InvalidInput(f"--mode must be replace or merge, not {mode!r}")
+        snap.verify(file)  # refuse a bad file before opening the store
+        store = await open_store(_settings(redis_url, data_dir))
+        try:
+            with _progress("restoring", not as_json) as progress:
+                return await snap.restore(
+                    store, file, tenants=tenant or None, as_tenant=as_tenant,
+                    mode=mode,  # type: ignore[arg-type]
+                    dry_run=dry_run, reason=reason, progress=progress,
+                )  # fmt: skip
+        finally:
+            await store.aclose()
+
+    report = run(go(), as_json=as_json)
+    if as_json:
+        print_json(report)
+        return
+    if report.dry_run:
+        console.print("dry run: nothing was written", style="yellow")
+    table = Table()
+    for name in ("tenant", "from", "mode", "revision", "added", "changed", "removed", "same"):
+        table.add_column(name, no_wrap=name in ("tenant", "from", "revision"))
+    for row in report.tenants:
+        revs: Any = f"{row.live_revision} -> {row.revision}"
+        table.add_row(row.tenant, row.source, row.mode, revs, str(row.added),
+                      str(row.changed), str(row.removed), str(row.unchanged))  # fmt: skip
+    console.print(table)
+    if report.safety_snapshot:
+        console.print(f"safety snapshot: {report.safety_snapshot}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `kvconf` app."""
+    """Add the ``snapshot`` command group to the ``kvconf`` app."""
+    app.add_typer(snapshot_app)
