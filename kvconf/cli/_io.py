@@ -1,9 +1,130 @@
-"""CLI commands of this concern (filled in by its issue)."""
+"""CLI: ``kvconf export`` and ``kvconf import`` (JSON, YAML, ``.env``)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from .. import io
+from ..config import Settings
+from ..exceptions import InvalidInput
+from ._common import DataDir, JsonFlag, RedisUrl, console, open_store, print_json, run, settings
+
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", "-f", help="json, yaml or env (default: from the file name)."),
+]
+
+
+def _settings(redis_url: str | None, data_dir: Path | None) -> Settings:
+    # the data dir travels as text: Settings decodes paths from strings
+    return settings(redis_url, str(data_dir) if data_dir is not None else None)  # type: ignore[arg-type]
+
+
+def _format(fmt: str | None, name: str) -> io.Format:
+    chosen = fmt or io.detect_format(name)
+    if chosen not in ("json", "yaml", "env"):
+        raise InvalidInput(f"--format must be json, yaml or env, not {chosen!r}")
+    return chosen  # type: ignore[return-value]
+
+
+def _read(file: str) -> str:
+    try:
+        return sys.stdin.read() if file == "-" else Path(file).read_text("utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {file}: {exc.strerror}") from None
+
+
+def export(
+    tenant: Annotated[str, typer.Argument(help="Tenant to export.")],
+    namespace: Annotated[str | None, typer.Argument(help="Only this namespace.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+    fmt: FormatOpt = None,
+    prefix: Annotated[str, typer.Option("--prefix", help=".env: variable name prefix.")] = "",
+    no_schemas: Annotated[
+        bool, typer.Option("--no-schemas", help="JSON/YAML: leave schemas out.")
+    ] = False,
+    redis_url: RedisUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Export a tenant or one namespace as JSON, YAML or a .env file (values unmasked)."""
+
+    async def go() -> str:
+        chosen = _format(fmt, str(output) if output else "")
+        store = await open_store(_settings(redis_url, data_dir))
+        try:
+            doc = await io.export_tenant(store, tenant, namespace, schemas=not no_schemas)
+        finally:
+            await store.aclose()
+        return io.dumps(doc, chosen, prefix=prefix)
+
+    text = run(go())
+    if output is None:
+        sys.stdout.write(text)
+        return
+    fd = output.open("w", encoding="utf-8")
+    with fd:
+        fd.write(text)
+    output.chmod(0o600)
+
+
+def import_(
+    tenant: Annotated[str, typer.Argument(help="Tenant to import into (created if missing).")],
+    file: Annotated[str, typer.Argument(help="File to read, or - for stdin.")],
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Namespace the file's keys go to.")
+    ] = None,
+    fmt: FormatOpt = None,
+    prefix: Annotated[
+        str, typer.Option("--prefix", help=".env: only names with this prefix (stripped).")
+    ] = "",
+    keep_case: Annotated[
+        bool, typer.Option("--keep-case", help=".env: keep names as written (default: lower).")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and report only.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Kept in the audit trail.")] = "",
+    actor: Annotated[str | None, typer.Option("--actor", envvar="KVCONF_ACTOR")] = None,
+    as_json: JsonFlag = False,
+    redis_url: RedisUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Import keys from JSON, YAML or .env: validated whole, one change set per namespace."""
+
+    async def go() -> io.ImportReport:
+        chosen = _format(fmt, file if file != "-" else "")
+        text = _read(file)
+        spaces = io.loads(text, chosen, namespace=namespace, prefix=prefix, keep_case=keep_case)
+        store = await open_store(_settings(redis_url, data_dir))
+        try:
+            return await io.import_values(
+                store, tenant, spaces, texts=chosen == "env", dry_run=dry_run, actor=actor,
+                reason=reason,
+            )  # fmt: skip
+        finally:
+            await store.aclose()
+
+    report = run(go(), as_json=as_json)
+    if as_json:
+        print_json(report)
+        return
+    if report.dry_run:
+        console.print("dry run: nothing was written", style="yellow")
+    table = Table()
+    for name in ("namespace", "written", "unchanged", "revision"):
+        table.add_column(name, no_wrap=name == "namespace")
+    for row in report.namespaces:
+        table.add_row(row.namespace, str(row.written), str(row.unchanged),
+                      "-" if row.revision is None else str(row.revision))  # fmt: skip
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `kvconf` app."""
+    """Add ``export`` and ``import`` to the ``kvconf`` app."""
+    app.command("export")(export)
+    app.command("import")(import_)
