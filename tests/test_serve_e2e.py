@@ -1,0 +1,137 @@
+"""End to end: ``kvconf serve`` as a subprocess, called over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVCONF_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-c", "from kvconf.cli import main; main()", "serve", *args]
+    return subprocess.Popen(
+        cmd, env=env or _env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.communicate()[0].decode()
+            raise AssertionError(f"kvconf serve exited {proc.returncode}: {out}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("kvconf serve did not become ready")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        # Known: the embedded store's background services sometimes stall the
+        # lifespan shutdown under uvicorn (reported); do not let it hang the suite.
+        proc.kill()
+        out, _ = proc.communicate()
+    return out.decode()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    args = ["--port", str(port), "--data-dir", str(tmp_path / "data")]
+    if request.param == "redis":
+        shared: RedisServer = request.getfixturevalue("shared_redis")
+        args += ["--redis-url", shared.url]
+    proc = _serve(*args)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, base)
+        yield base
+    finally:
+        out = _stop(proc)
+        assert f"kvconf serving http://127.0.0.1:{port}" in out
+        assert "Traceback" not in out
+
+
+def test_per_ai_routes_exact_shapes(server: str) -> None:
+    ai = time.time_ns() % 10**9
+    with httpx.Client(base_url=server, timeout=10) as http:
+        r = http.get(f"/api/v1/config/{ai}")
+        assert r.status_code == 200
+        body = r.json()
+        assert set(body) == {"success", "ai_id", "configuration"}
+        assert body["ai_id"] == ai
+        assert {k: v["value"] for k, v in body["configuration"].items()} == {
+            "heartbeat_interval": "60",
+            "stale_timeout": "15",
+            "grace_period": "2",
+            "max_sleep_time": "60",
+        }
+        r = http.put(f"/api/v1/config/{ai}", json={"stale_timeout": "30", "max_sleep_time": "480"})
+        assert r.json() == {
+            "success": True,
+            "ai_id": ai,
+            "updated_keys": ["stale_timeout", "max_sleep_time"],
+            "message": "Updated 2 configuration keys",
+        }
+        r = http.get(f"/api/v1/config/{ai}/max_sleep_time")
+        body = r.json()
+        assert set(body) == {"success", "ai_id", "config_key", "config_value", "updated_at"}
+        assert body["config_value"] == "480"
+        r = http.put(f"/api/v1/config/{ai}/max_sleep_time", json={"config_value": "600"})
+        assert r.json() == {
+            "success": True,
+            "ai_id": ai,
+            "config_key": "max_sleep_time",
+            "config_value": "600",
+            "message": "Configuration updated successfully",
+        }
+        r = http.get("/api/v1/config/not-a-number")
+        assert r.status_code == 422
+        assert r.json()["success"] is False
+        assert http.get("/readyz").status_code == 200
+
+
+def test_watch_streams_live_over_http(server: str) -> None:
+    tenant = f"e2e-{time.time_ns()}"
+    url = f"/api/v1/tenants/{tenant}/namespaces/svc/keys/k"
+    with httpx.Client(base_url=server, timeout=10) as http:
+        http.put(url, json={"value": 0})
+        with http.stream("GET", f"/api/v1/tenants/{tenant}/watch") as stream:
+            http.put(url, json={"value": 1})
+            lines = []
+            for line in stream.iter_lines():
+                lines.append(line)
+                if line.startswith("data:"):
+                    break
+        assert "id: 2" in lines
+        assert '"value":1' in lines[-1]
+
+
+def test_refuses_non_loopback_without_auth(tmp_path: Path) -> None:
+    proc = _serve("--host", "0.0.0.0", "--port", str(free_port()), "--data-dir", str(tmp_path))
+    out = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in out
