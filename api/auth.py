@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -76,7 +76,9 @@ class Principal:
 
     __slots__ = ("grants", "name", "open")
 
-    def __init__(self, name: str, grants: Mapping[str, list[str]], *, open: bool = False) -> None:
+    def __init__(
+        self, name: str, grants: Mapping[str, Iterable[str]], *, open: bool = False
+    ) -> None:
         self.name = name
         self.grants = {t: frozenset(r) for t, r in grants.items()}
         self.open = open
@@ -101,7 +103,7 @@ class Principal:
         """A global admin: admin on every tenant."""
         return "admin" in self.grants.get(ALL_TENANTS, frozenset())
 
-    def require_grants(self, grants: Mapping[str, list[str]]) -> None:
+    def require_grants(self, grants: Mapping[str, Sequence[str]]) -> None:
         """Refuse to hand out rights the principal does not hold itself."""
         for tenant, rights in grants.items():
             if tenant == ALL_TENANTS:
@@ -179,7 +181,7 @@ class Authenticator:
         self._cache[digest] = (now + _CACHE_SECONDS, record)
         return record
 
-    async def create(self, name: str, grants: Mapping[str, list[str]], by: str) -> str:
+    async def create(self, name: str, grants: Mapping[str, Sequence[str]], by: str) -> str:
         """Create a token; returns the token text (shown once, stored hashed)."""
         validate_name("token", name)
         if not grants:

@@ -130,7 +130,7 @@ async def test_concurrent_write_makes_rollback_fail_whole(store: Store, tenant: 
         await original(tenant, "a", {"y": 99})
         return await original(*args, **kwargs)  # type: ignore[arg-type]
 
-    store.commit = racing  # type: ignore[method-assign]
+    store.commit = racing  # type: ignore[method-assign,assignment]
     with pytest.raises(VersionConflict):
         await rollback(store, tenant, 1, namespace="a")
     store.commit = original  # type: ignore[method-assign]

@@ -44,7 +44,7 @@ async def create_token(request: Request, principal: PrincipalDep) -> Response:
     """
     body: TokenCreate = decode(await request.body(), TokenCreate)
     principal.require_grants(body.grants)
-    token = await _auth(request).create(body.name, dict(body.grants), by=principal.name)
+    token = await _auth(request).create(body.name, body.grants, by=principal.name)
     return respond({"name": body.name, "token": token, "grants": body.grants}, status=201)
 
 
