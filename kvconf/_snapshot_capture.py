@@ -7,13 +7,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import _codec
-from ._keys import PREFIX, TenantKeys, tenant_from_key
+from ._keys import PREFIX, TenantKeys
 from ._scripts import Scripts
 from ._snapshot_format import TenantDump, iter_flat_pairs
 from .exceptions import TenantNotFound, Unavailable
 
 #: Per-tenant keys that are not part of a tenant's state (watcher presence).
-_EPHEMERAL = frozenset({"fleet"})
+_EPHEMERAL = frozenset({"fleet", b"fleet"})
 
 
 def _text(raw: bytes | str) -> str:
@@ -36,30 +36,32 @@ async def revisions(client: Any, tenants: Sequence[str]) -> dict[str, int]:
     return {t: int(r or 0) for t, r in zip(tenants, raw, strict=True)}
 
 
-async def scan_suffixes(client: Any, tenants: Iterable[str] | None) -> dict[str, list[str]]:
-    """Every key of the given tenants (None: all), as suffixes after ``kvconf:{t}:``.
+async def scan_suffixes(
+    client: Any, tenants: Iterable[str] | None, *, kind: str = ""
+) -> dict[str, list[bytes]]:
+    """Keys of the given tenants (None: all), as suffixes after ``kvconf:{t}:``.
 
+    ``kind="hist:"`` returns only history keys, without that prefix (``ns:key``).
     One SCAN over the keyspace, whatever the number of tenants.
     """
-    wanted = None if tenants is None else set(tenants)
-    found: dict[str, list[str]] = {}
-    async for raw in client.scan_iter(match=f"{PREFIX}:{{*", count=2000):
-        key = _text(raw)
-        tenant = tenant_from_key(key)
-        if tenant is None or (wanted is not None and tenant not in wanted):
+    wanted = None if tenants is None else {t.encode() for t in tenants}
+    found: dict[bytes, list[bytes]] = {}
+    head = len(PREFIX) + 2
+    skip = len(kind) + 2
+    async for raw in client.scan_iter(match=f"{PREFIX}:{{*}}:{kind}*", count=5000):
+        key = raw if isinstance(raw, bytes) else raw.encode()
+        end = key.find(b"}:", head)
+        if end < 0:
             continue
-        suffix = key[len(PREFIX) + len(tenant) + 4 :]
-        found.setdefault(tenant, []).append(suffix)
-    return found
-
-
-def history_hints(suffixes: Iterable[str]) -> list[str]:
-    """The ``ns:key`` parts of the history keys among ``suffixes``."""
-    return [s[5:] for s in suffixes if s.startswith("hist:")]
+        tenant = key[head:end]
+        if wanted is not None and tenant not in wanted:
+            continue
+        found.setdefault(tenant, []).append(key[end + skip :])
+    return {t.decode(): v for t, v in found.items()}
 
 
 async def capture(
-    scripts: Scripts, tenant: str, *, after: int, hints: Sequence[str]
+    scripts: Scripts, tenant: str, *, after: int, hints: Iterable[bytes | str]
 ) -> TenantDump | None:
     """One tenant at one revision (None if it has no state at all).
 
@@ -67,7 +69,8 @@ async def capture(
     ``after``; the script finds the ones created since from the log.
     """
     tk = TenantKeys(tenant)
-    reply = await scripts("snapshot_read", script_keys(tk), [f"{tk.base}:", after, *hints])
+    blob = b"\n".join(h if isinstance(h, bytes) else h.encode() for h in hints)
+    reply = await scripts("snapshot_read", script_keys(tk), [f"{tk.base}:", after, blob])
     if reply[0] != 1:
         return None
     _, rev, epoch, meta, names, schemas, values, trash, history, log = reply
@@ -83,6 +86,23 @@ async def capture(
         history={_text(k): v for k, v in iter_flat_pairs(history)},
         log=log,
     )
+
+
+def pack(items: Sequence[bytes | str | int]) -> tuple[bytes, str]:
+    """Items as one blob for ``restore.lua``, and how they are delimited.
+
+    Stored records are JSON text, which never holds a raw NUL byte, so items
+    normally end with NUL (cheapest to split in Lua, mode ``"z"``); if one
+    does hold one (foreign data), every item is length-prefixed (``"l"``).
+    """
+    data = [
+        item if type(item) is bytes else b"%d" % item if type(item) is int else str(item).encode()
+        for item in items
+    ]
+    blob = b"\0".join(data) + b"\0"
+    if blob.count(b"\0") == len(data):
+        return blob, "z"
+    return b"".join(b"%d:%s" % (len(d), d) for d in data), "l"
 
 
 def rename_events(log: list[Any], old: str, new: str) -> list[Any]:
@@ -105,7 +125,7 @@ def restore_args(
     reason: str,
     log_limit: int,
     after: int,
-    doomed: Sequence[str] = (),
+    doomed: Sequence[bytes | str] = (),
 ) -> list[Any]:
     """ARGV of the restore script for ``dump`` restored as ``tenant``."""
     tk = TenantKeys(tenant)
@@ -114,25 +134,31 @@ def restore_args(
         _codec.encode(actor), _codec.encode(reason), tk.changes_channel, log_limit, after,
         dump.epoch,
     ]  # fmt: skip
+    items: list[Any] = []
     doomed = [s for s in doomed if s not in _EPHEMERAL]
-    args.append(len(doomed))
-    args.extend(doomed)
-    args.append(len(dump.meta))
+    items.append(len(doomed))
+    items.extend(doomed)
+    items.append(len(dump.meta))
     for k, v in dump.meta.items():
-        args.extend((k, v))
-    args.append(len(dump.schemas))
+        items.extend((k, v))
+    items.append(len(dump.schemas))
     for k, raw in dump.schemas.items():
-        args.extend((k, raw))
-    args.append(len(dump.namespaces))
-    args.extend(dump.namespaces)
-    for section in (dump.values, dump.trash, dump.history):
-        args.append(len(section))
+        items.extend((k, raw))
+    items.append(len(dump.namespaces))
+    items.extend(dump.namespaces)
+    for section in (dump.values, dump.trash):
+        items.append(len(section))
         for name, flat in section.items():
-            args.extend((name, len(flat) // 2))
-            args.extend(flat)
+            items.extend((name, len(flat) // 2))
+            items.extend(flat)
+    items.append(len(dump.history))
+    for name, records in dump.history.items():
+        items.extend((name, len(records)))
+        items.extend(records)
     log = dump.log if mode != "merge" else []
-    args.append(len(log) // 2)
-    args.extend(rename_events(log, dump.tenant, tenant))
+    items.append(len(log) // 2)
+    items.extend(rename_events(log, dump.tenant, tenant))
+    args.extend(pack(items))
     return args
 
 

@@ -47,8 +47,9 @@ class TenantDump(msgspec.Struct, array_like=True):
     """One tenant as captured at one revision: raw stored records, untouched.
 
     ``values`` and ``trash`` map a namespace to its flat hash (field, record,
-    ...); ``history`` maps ``"ns:key"`` to its flat zset (version, record,
-    ...); ``log`` is flat (revision, event, ...).
+    ...); ``history`` maps ``"ns:key"`` to its records, oldest first (each
+    record starts with its version, the zset score); ``log`` is flat
+    (revision, event, ...).
     """
 
     tenant: str
@@ -59,7 +60,7 @@ class TenantDump(msgspec.Struct, array_like=True):
     schemas: dict[str, bytes]
     values: dict[str, list[bytes]]
     trash: dict[str, list[bytes]]
-    history: dict[str, list[int | bytes]]
+    history: dict[str, list[bytes]]
     log: list[int | bytes]
 
     @property
@@ -70,7 +71,7 @@ class TenantDump(msgspec.Struct, array_like=True):
     @property
     def versions(self) -> int:
         """Number of history records kept."""
-        return sum(len(h) // 2 for h in self.history.values())
+        return sum(len(h) for h in self.history.values())
 
 
 class TenantSummary(msgspec.Struct, frozen=True):

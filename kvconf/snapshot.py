@@ -30,12 +30,10 @@ from typing import Any, Literal
 import msgspec
 from redis.exceptions import RedisError
 
-from . import _codec
-from ._keys import TENANTS_KEY, validate_tenant
+from ._keys import TENANTS_KEY, TenantKeys, validate_tenant
 from ._scripts import Scripts
 from ._snapshot_capture import (
     capture,
-    history_hints,
     restore_args,
     restore_one,
     revisions,
@@ -147,19 +145,19 @@ async def capture_all(
     tenants: Sequence[str] | None,
     *,
     include_deleted: bool = False,
-) -> tuple[list[str], dict[str, int], dict[str, list[str]]]:
-    """The tenants to capture, their revisions and key suffixes (before capture)."""
+) -> tuple[list[str], dict[str, int], dict[str, list[bytes]]]:
+    """The tenants to capture, their revisions, then their history keys (in that order)."""
     client = store.redis
     if tenants is None:
         names = await store.tenants()
         if include_deleted:
-            suffixes = await scan_suffixes(client, None)
-            names = sorted(set(names) | {t for t, s in suffixes.items() if "meta" in s})
+            metas = await scan_suffixes(client, None, kind="meta")
+            names = sorted(set(names) | set(metas))
     else:
         names = [validate_tenant(t) for t in tenants]
     revs = await revisions(client, names)
-    suffixes = await scan_suffixes(client, names)
-    return names, revs, suffixes
+    hints = await scan_suffixes(client, None if tenants is None else names, kind="hist:")
+    return names, revs, hints
 
 
 async def write_snapshot(
@@ -180,15 +178,17 @@ async def write_snapshot(
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
         def fetch(t: str) -> asyncio.Task[TenantDump | None]:
-            hints = history_hints(suffixes.get(t, ()))
+            hints = suffixes.get(t, ())
             return asyncio.ensure_future(capture(scripts, t, after=revs[t], hints=hints))
 
+        window = 4
         with SnapshotWriter(path, label=label, generation=generation) as writer:
-            pending = [fetch(t) for t in names[:2]]
+            pending = [fetch(t) for t in names[:window]]
+            adding: asyncio.Future[Any] | None = None
             for i, name in enumerate(names):
                 dump = await pending.pop(0)
-                if i + 2 < len(names):
-                    pending.append(fetch(names[i + 2]))
+                if i + window < len(names):
+                    pending.append(fetch(names[i + window]))
                 if dump is None or (
                     not include_deleted and "deleted_at" in dump.meta and tenants is None
                 ):
@@ -199,9 +199,14 @@ async def write_snapshot(
                     continue
                 if strict and "deleted_at" in dump.meta:
                     raise TenantNotFound(name)
-                writer.add(dump)
+                if adding is not None:
+                    await adding
+                # encoding and compression run beside the next captures
+                adding = asyncio.ensure_future(asyncio.to_thread(writer.add, dump))
                 if progress is not None:
                     progress(i + 1, len(names), name)
+            if adding is not None:
+                await adding
             return writer.finish()
     except RedisError as exc:
         raise _unavailable(exc) from exc
@@ -275,33 +280,44 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
     return doomed
 
 
-def _entries(flat: list[bytes]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _raw_values(flat: list[bytes]) -> dict[bytes, bytes]:
+    # a record ends with its value: the first ',"value":' is structural (see _codec)
+    out: dict[bytes, bytes] = {}
     for k, v in iter_flat_pairs(flat):
-        out[k.decode()] = _codec.decode_entry(v).value
+        at = v.find(b',"value":')
+        out[k] = v[at + 9 : -1] if at >= 0 else v
     return out
 
 
 async def _diff(store: Store, dump: TenantDump, target: str, mode: RestoreMode) -> tuple[int, ...]:
-    try:
-        live_state = await store.read_state(target)
-        live = {ns: {k: e.value for k, e in es.items()} for ns, es in live_state.namespaces.items()}
-    except TenantNotFound:
-        live = {}
+    """(added, changed, removed, unchanged) keys, comparing raw stored values."""
+    tk = TenantKeys(target)
+    live: dict[str, dict[bytes, bytes]] = {}
+    if await store.redis.exists(tk.meta):
+        for raw in await store.redis.smembers(tk.namespaces):
+            ns = raw.decode() if isinstance(raw, bytes) else raw
+            flat = await store.redis.execute_command("HGETALL", tk.ns(ns))
+            if isinstance(flat, dict):
+                flat = [x for pair in flat.items() for x in pair]
+            live[ns] = _raw_values(flat)
     added = changed = removed = unchanged = 0
-    seen: set[tuple[str, str]] = set()
     for ns, flat in dump.values.items():
         have = live.get(ns, {})
-        for key, value in _entries(flat).items():
-            seen.add((ns, key))
-            if key not in have:
+        if not have:
+            added += len(flat) // 2
+            continue
+        for key, value in _raw_values(flat).items():
+            old = have.get(key)
+            if old is None:
                 added += 1
-            elif have[key] == value:
+            elif old == value:
                 unchanged += 1
             else:
                 changed += 1
     if mode == "replace":
-        removed = sum(1 for ns, ks in live.items() for k in ks if (ns, k) not in seen)
+        for ns, have in live.items():
+            mine = {k for k, _ in iter_flat_pairs(dump.values.get(ns, []))}
+            removed += sum(1 for k in have if k not in mine)
     return added, changed, removed, unchanged
 
 

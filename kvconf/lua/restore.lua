@@ -5,10 +5,14 @@
 --       4 fresh epoch, 5 the file's revision, 6 now, 7 actor (JSON), 8 reason
 --       (JSON), 9 channel, 10 log bound, 11 delete history keys named in log
 --       events after this revision (replace), 12 the file's epoch;
---       then sections, each a count followed by its items:
+--       13 the sections as one blob of items (one argument instead of
+--       millions keeps the client's encoding cheap), 14 how items are
+--       delimited: "z" each ends with a NUL byte, "l" each is "<length>:<bytes>";
+--       each section is a count followed by its items:
 --       extra keys to delete (suffixes); meta (field, value pairs); schemas
 --       (pairs); namespace set members; values (ns, n pairs, pairs ...);
---       trash (same); history (suffix, n pairs, score/member pairs ...);
+--       trash (same); history (suffix, n records, records oldest first:
+--       each starts with its version, the score);
 --       log (score/member pairs).
 --
 -- replace: the tenant becomes the captured one; merge: captured keys are
@@ -19,9 +23,34 @@
 -- Every check runs before the first write: Redis does not roll back.
 
 local mode, base = ARGV[1], ARGV[2]
-local pos = 13
+local function parse(blob, sep)
+  local out, n, at = {}, 0, 1
+  local find, sub = string.find, string.sub
+  if sep == 'z' then
+    -- items end with a NUL byte (the client checked no item holds one)
+    local z = find(blob, '\0', at, true)
+    while z do
+      n = n + 1
+      out[n] = sub(blob, at, z - 1)
+      at = z + 1
+      z = find(blob, '\0', at, true)
+    end
+    return out
+  end
+  local size = #blob
+  while at <= size do
+    local colon = find(blob, ':', at, true)
+    local len = tonumber(sub(blob, at, colon - 1))
+    n = n + 1
+    out[n] = sub(blob, colon + 1, colon + len)
+    at = colon + len + 1
+  end
+  return out
+end
+local A = parse(ARGV[13], ARGV[14])
+local pos = 1
 local function count()
-  local n = tonumber(ARGV[pos])
+  local n = tonumber(A[pos])
   pos = pos + 1
   return n
 end
@@ -32,20 +61,20 @@ local ndel = count(); local del_at = pos; pos = pos + ndel
 local nmeta = count(); local meta_at = pos; pos = pos + 2 * nmeta
 local nschema = count(); local schema_at = pos; pos = pos + 2 * nschema
 local nnames = count(); local names_at = pos; pos = pos + nnames
-local function hashes()
+local function sections(width)
   local out = {}
   local n = count()
   for _ = 1, n do
-    local name = ARGV[pos]
-    local pairs_n = tonumber(ARGV[pos + 1])
-    out[#out + 1] = {name, pos + 2, pairs_n}
-    pos = pos + 2 + 2 * pairs_n
+    local name = A[pos]
+    local items = tonumber(A[pos + 1])
+    out[#out + 1] = {name, pos + 2, items}
+    pos = pos + 2 + width * items
   end
   return out
 end
-local values = hashes()
-local trash = hashes()
-local history = hashes()
+local values = sections(2)
+local trash = sections(2)
+local history = sections(1)
 local nlog = count(); local log_at = pos
 
 local live_rev_raw = redis.call('GET', KEYS[1])
@@ -54,19 +83,30 @@ if live_rev_raw and not live_rev then return {'wrongtype', KEYS[1]} end
 local live_gen = tonumber(redis.call('HGET', KEYS[3], 'schema_gen') or '0') or 0
 local file_gen = 0
 for i = meta_at, meta_at + 2 * nmeta - 1, 2 do
-  if ARGV[i] == 'schema_gen' then file_gen = tonumber(ARGV[i + 1]) or 0 end
+  if A[i] == 'schema_gen' then file_gen = tonumber(A[i + 1]) or 0 end
 end
 
 local function put_hash(key, at, n)
   local last = at + 2 * n - 1
   for i = at, last, 2 * CHUNK do
-    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 2 * CHUNK - 1, last)))
+    redis.call('HSET', key, unpack(A, i, math.min(i + 2 * CHUNK - 1, last)))
+  end
+end
+local function put_history(key, at, n)
+  local match = string.match
+  for i = at, at + n - 1, CHUNK do
+    local args = {}
+    for j = i, math.min(i + CHUNK - 1, at + n - 1) do
+      args[#args + 1] = match(A[j], '^{"version":(%d+),') or '0'
+      args[#args + 1] = A[j]
+    end
+    redis.call('ZADD', key, unpack(args))
   end
 end
 local function put_zset(key, at, n)
   local last = at + 2 * n - 1
   for i = at, last, 2 * CHUNK do
-    redis.call('ZADD', key, unpack(ARGV, i, math.min(i + 2 * CHUNK - 1, last)))
+    redis.call('ZADD', key, unpack(A, i, math.min(i + 2 * CHUNK - 1, last)))
   end
 end
 
@@ -82,7 +122,7 @@ if mode == 'merge' then
 else
   -- replace and load: remove every key of the live tenant first
   local doomed = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
-  for i = del_at, del_at + ndel - 1 do doomed[#doomed + 1] = base .. ARGV[i] end
+  for i = del_at, del_at + ndel - 1 do doomed[#doomed + 1] = base .. A[i] end
   for _, ns in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     for _, prefix in ipairs({'ns:', 'trash:ns:'}) do
       local hk = base .. prefix .. ns
@@ -118,7 +158,7 @@ if nschema > 0 then put_hash(KEYS[5], schema_at, nschema) end
 if mode == 'merge' then
   if redis.call('EXISTS', KEYS[3]) == 0 then
     for i = meta_at, meta_at + 2 * nmeta - 1, 2 do
-      if ARGV[i] == 'created_at' then redis.call('HSET', KEYS[3], 'created_at', ARGV[i + 1]) end
+      if A[i] == 'created_at' then redis.call('HSET', KEYS[3], 'created_at', A[i + 1]) end
     end
   end
 elseif nmeta > 0 then
@@ -132,7 +172,7 @@ if mode ~= 'load' then
   redis.call('HSET', KEYS[3], 'schema_gen', math.max(live_gen, file_gen) + 1)
 end
 for i = names_at, names_at + nnames - 1, CHUNK do
-  redis.call('SADD', KEYS[4], unpack(ARGV, i, math.min(i + CHUNK - 1, names_at + nnames - 1)))
+  redis.call('SADD', KEYS[4], unpack(A, i, math.min(i + CHUNK - 1, names_at + nnames - 1)))
 end
 for _, h in ipairs(trash) do put_hash(base .. 'trash:ns:' .. h[1], h[2], h[3]) end
 
@@ -145,14 +185,14 @@ if mode == 'merge' then
     local ns, hk = h[1], base .. 'ns:' .. h[1]
     redis.call('SADD', KEYS[4], ns)
     for i = h[2], h[2] + 2 * h[3] - 1, 2 do
-      local key, entry = ARGV[i], ARGV[i + 1]
+      local key, entry = A[i], A[i + 1]
       local suffix = ns .. ':' .. key
       local zk = base .. 'hist:' .. suffix
       local top = redis.call('ZREVRANGE', zk, 0, 0, 'WITHSCORES')
       if not top[2] then
         redis.call('HSET', hk, key, entry)
         local fh = hist_at[suffix]
-        if fh then put_zset(zk, fh[2], fh[3]) end
+        if fh then put_history(zk, fh[2], fh[3]) end
         changed = changed + 1
       else
         local value = string.sub(entry, select(2, string.find(entry, ',"value":', 1, true)) + 1, -2)
@@ -173,7 +213,7 @@ if mode == 'merge' then
   end
 else
   for _, h in ipairs(values) do put_hash(base .. 'ns:' .. h[1], h[2], h[3]) end
-  for _, h in ipairs(history) do put_zset(base .. 'hist:' .. h[1], h[2], h[3]) end
+  for _, h in ipairs(history) do put_history(base .. 'hist:' .. h[1], h[2], h[3]) end
   if nlog > 0 then put_zset(KEYS[6], log_at, nlog) end
 end
 

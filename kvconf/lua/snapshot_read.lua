@@ -2,11 +2,14 @@
 --
 -- KEYS: 1 rev, 2 epoch, 3 meta, 4 namespace set, 5 schema hash, 6 log.
 -- ARGV: 1 tenant key prefix ("kvconf:{t}:"), 2 discover history keys named in
---       log events after this revision, 3.. known history suffixes ("ns:key").
+--       log events after this revision, 3 known history suffixes ("ns:key"),
+--       newline-separated.
 -- Returns {exists (0/1), rev, epoch, meta, namespaces, schemas, values,
 --          trash, history, log} where meta and schemas are flat HGETALLs,
 --          values/trash are {ns, flat HGETALL, ...}, history is
---          {"ns:key", {score, member, ...}, ...} and log is {score, member, ...}.
+--          {"ns:key", {record, ...} oldest first, ...} (a record starts with its
+--          version, the score: leaving scores out halves the cost) and log is
+--          {score, event, ...}.
 -- History keys are found from ARGV (a SCAN done before reading KEYS[1] and
 -- ARGV[2]), from every current and soft-deleted field, and from log events
 -- after ARGV[2]: together they cover every key that exists now.
@@ -33,7 +36,7 @@ local function want(suffix)
     hist_names[#hist_names + 1] = suffix
   end
 end
-for i = 3, #ARGV do want(ARGV[i]) end
+for suffix in string.gmatch(ARGV[3] or '', '[^\n]+') do want(suffix) end
 
 local names = redis.call('SMEMBERS', KEYS[4])
 local values, trash = {}, {}
@@ -60,7 +63,7 @@ end
 
 local history = {}
 for _, suffix in ipairs(hist_names) do
-  local members = flat_zset(base .. 'hist:' .. suffix)
+  local members = redis.call('ZRANGE', base .. 'hist:' .. suffix, 0, -1)
   if #members > 0 then
     history[#history + 1] = suffix
     history[#history + 1] = members
