@@ -7,6 +7,7 @@ A pure ASGI middleware counts requests and their latency by route template
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +36,22 @@ class Metrics:
         self.rollbacks = Counter("kvconf_rollbacks", "Rollbacks committed", ["scope"], registry=r)
         self.errors = Counter("kvconf_errors", "Error responses by code", ["code"], registry=r)
         self.watchers = Gauge("kvconf_watchers", "Open watch (SSE) streams", registry=r)
+
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request and its latency (label children cached: hot path)."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) > 10_000:
+                self._children.clear()
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition format."""
@@ -66,6 +83,4 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.requests.labels(method, name, str(status)).inc()
-            self.metrics.latency.labels(method, name).observe(time.perf_counter() - start)
+            self.metrics.observe(scope["method"], name, status, time.perf_counter() - start)
