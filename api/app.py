@@ -28,7 +28,7 @@ from .errors import http_error_handler, kvconf_error_handler, validation_error_h
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .models import COMPONENTS
-from .routes import cloudbrain, history, keys, ops, schemas, tenants, tokens, watch
+from .routes import cloudbrain, history, keys, ops, schemas, snapshots, tenants, tokens, watch
 
 __all__ = ["create_app"]
 
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, max_body_bytes: int | None =
     app.add_exception_handler(HTTPException, http_error_handler)
     # Routes are added flat (the hot key routes first): FastAPI's included-router
     # wrappers cost ~0.5 ms of matching per request on this stack.
-    for module in (keys, cloudbrain, ops, tenants, history, schemas, watch, tokens):
+    for module in (keys, cloudbrain, ops, tenants, history, schemas, watch, snapshots, tokens):
         app.router.routes.extend(module.router.routes)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes or DEFAULT_MAX_BODY)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from kvconf._keys import validate_tenant
+from kvconf.exceptions import InvalidInput, Unavailable
 from kvconf.store import Store
 
 from ..deps import AdminAccess, PrincipalDep, ReadAccess, StoreDep, check_access
@@ -43,8 +44,6 @@ async def create_tenant(request: Request, store: StoreDep, principal: PrincipalD
     if not principal.can(body.name, "admin"):
         raise Forbidden(f"creating {body.name!r} needs admin on it", tenant=body.name)
     if body.template is not None and body.clone_from is not None:
-        from kvconf.exceptions import InvalidInput
-
         raise InvalidInput("give template or clone_from, not both", field="template")
     source = body.clone_from or body.template
     if source is not None:
@@ -74,7 +73,10 @@ async def _snapshot_first(store: Store, tenant: str) -> dict[str, Any] | None:
     except ModuleNotFoundError:
         log.warning("kvconf.snapshot is not available: deleting %s without a snapshot", tenant)
         return None
-    info = await snapshot.save(store, None, [tenant], label=f"before-delete-{tenant}")
+    try:
+        info = await snapshot.save(store, None, [tenant], label=f"before-delete-{tenant}")
+    except OSError as exc:
+        raise Unavailable(f"could not save the snapshot first: {exc.strerror}") from exc
     return {"path": str(info.path), "created_at": info.created_at}
 
 

@@ -1,0 +1,91 @@
+"""Snapshots of one tenant: list, save, restore (server-side files, tenant-scoped).
+
+A snapshot file may hold several tenants; these routes only ever show and
+restore the path's tenant, so a tenant admin sees nothing of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from starlette.responses import Response
+
+from kvconf import snapshot
+from kvconf.exceptions import SnapshotNotFound, Unavailable
+
+from ..deps import Access, AdminAccess
+from ..models import respond
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/tenants/{tenant}/snapshots", tags=["snapshots"])
+Name = Annotated[str, PathParam(description="Snapshot file name, as listed.")]
+
+
+def _directory(access: Access) -> Path:
+    return snapshot.default_dir(access.store)
+
+
+def _doc(info: snapshot.SnapshotInfo, tenant: str) -> dict[str, Any] | None:
+    mine = [t for t in info.tenants if t.tenant == tenant]
+    if not mine:
+        return None
+    return {
+        "name": Path(info.path).name,
+        "created_at": info.created_at,
+        "label": info.label,
+        "tenant": mine[0],
+    }
+
+
+async def _list(access: Access) -> list[dict[str, Any]]:
+    found = await asyncio.to_thread(snapshot.list_snapshots, _directory(access))
+    docs = (_doc(info, access.tenant) for info in found)
+    return [d for d in docs if d is not None]
+
+
+@router.get("", summary="Snapshots that hold this tenant")
+async def list_tenant_snapshots(access: AdminAccess) -> Response:
+    """Newest last; only this tenant's part of each file is described."""
+    return respond({"tenant": access.tenant, "snapshots": await _list(access)})
+
+
+@router.post("", status_code=201, summary="Save a snapshot of this tenant")
+async def save_tenant_snapshot(
+    access: AdminAccess,
+    label: Annotated[str, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] = "",
+) -> Response:
+    """Written safely (temporary file, fsync, rename) under ``<data_dir>/snapshots``."""
+    try:
+        info = await snapshot.save(access.store, None, [access.tenant], label=label)
+    except OSError as exc:
+        raise Unavailable(f"could not write the snapshot: {exc.strerror}") from exc
+    return respond(_doc(info, access.tenant), status=201)
+
+
+@router.post("/{name}/restore", summary="Restore this tenant from a snapshot")
+async def restore_tenant_snapshot(
+    name: Name,
+    request: Request,
+    access: AdminAccess,
+    mode: Annotated[Literal["replace", "merge"], Query()] = "replace",
+    dry_run: Annotated[bool, Query()] = False,
+) -> Response:
+    """A safety snapshot is saved first; watchers get a ``reset`` event."""
+    names = {d["name"] for d in await _list(access)}
+    if name not in names:
+        raise SnapshotNotFound(f"no snapshot {name!r} holds {access.tenant!r}", name=name)
+    try:
+        report = await snapshot.restore(
+            access.store, _directory(access) / name, tenants=[access.tenant], mode=mode,
+            dry_run=dry_run, actor=access.actor, reason=access.why(),
+        )  # fmt: skip
+    except OSError as exc:
+        raise Unavailable(f"could not read the snapshot: {exc.strerror}") from exc
+    if not dry_run:
+        request.app.state.metrics.writes.labels("restore").inc()
+    return respond({"tenant": access.tenant, "dry_run": report.dry_run, "restored": report.tenants})
