@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import msgspec
 
@@ -88,9 +88,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _dec_hook(tp: type, obj: object) -> object:
-    if tp is Path and isinstance(obj, str):
+    if tp is Path and isinstance(obj, str | PurePath):
         return Path(obj).expanduser()
-    raise NotImplementedError
+    raise NotImplementedError(f"cannot convert {type(obj).__name__} to {tp.__name__}")
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

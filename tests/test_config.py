@@ -24,6 +24,15 @@ def test_settings_from_environment_and_overrides() -> None:
     assert settings.redis_url is None
 
 
+def test_flags_may_pass_paths_and_numbers_as_objects() -> None:
+    settings = Settings.from_env({}, data_dir=Path("/tmp/kv2"), port=8000, fsync_writes=True)
+    assert (settings.data_dir, settings.port, settings.fsync_writes) == (
+        Path("/tmp/kv2"),
+        8000,
+        True,
+    )
+
+
 @pytest.mark.parametrize(
     "environ",
     [
