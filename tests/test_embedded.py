@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,9 +17,11 @@ import httpx
 import pytest
 
 from kvconf import KeySpec, Schema, Settings, Store
+from kvconf._background import background_services
 from kvconf._embedded import close_embedded, open_embedded_store, persister_of
 from kvconf._snapshot_journal import journal_generations
 from kvconf.exceptions import TenantNotFound
+from kvconf.snapshot import list_snapshots, verify
 
 from .redis_server import free_port
 
@@ -282,3 +285,25 @@ async def test_redis_backed_store_has_no_persister() -> None:
     store = Store("memory://no-persister")
     assert persister_of(store) is None
     await store.aclose()
+
+
+async def test_scheduled_snapshots_with_retention(tmp_path: Path, tenant: str) -> None:
+    settings = Settings(
+        redis_url=f"memory://sched-{uuid.uuid4().hex}", data_dir=tmp_path,
+        snapshot_every=0.1, snapshot_keep=2,
+    )  # fmt: skip
+    store = Store(settings=settings)
+    await store.set(tenant, "ns", "k", 1)
+    try:
+        async with background_services(store, settings):
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if len(list_snapshots(tmp_path / "snapshots")) >= 2:
+                    await asyncio.sleep(0.3)
+                    break
+    finally:
+        await store.aclose()
+    found = list_snapshots(tmp_path / "snapshots")
+    assert len(found) == 2
+    assert all(i.label == "scheduled" for i in found)
+    assert verify(found[-1].path).tenants[0].tenant == tenant
