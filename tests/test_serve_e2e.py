@@ -57,10 +57,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> str:
     return out.decode()
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One ``kvconf serve`` per backend for the module (starting one takes seconds)."""
     port = free_port()
-    args = ["--port", str(port), "--data-dir", str(tmp_path / "data")]
+    args = ["--port", str(port), "--data-dir", str(tmp_path_factory.mktemp("serve") / "data")]
     if request.param == "redis":
         shared: RedisServer = request.getfixturevalue("shared_redis")
         args += ["--redis-url", shared.url]
