@@ -160,6 +160,8 @@ class Persister:
         """Mark what ``key`` belongs to as dirty; True if it is kvconf's."""
         tenant = tenant_from_key(key)
         if tenant is not None:
+            if key.endswith("}:fleet"):
+                return False  # watcher presence: not state, never persisted
             self.dirty_tenants.add(tenant)
             at = key.find("}:hist:")
             if at > 0:

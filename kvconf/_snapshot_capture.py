@@ -146,7 +146,11 @@ def restore_args(
         items.extend((k, raw))
     items.append(len(dump.namespaces))
     items.extend(dump.namespaces)
-    for section in (dump.values, dump.trash):
+    values, trash = dump.values, dump.trash
+    if mode != "load" and trash:
+        # restoring a soft-deleted capture brings the tenant back with its values
+        values, trash = {**trash, **values}, {}
+    for section in (values, trash):
         items.append(len(section))
         for name, flat in section.items():
             items.extend((name, len(flat) // 2))

@@ -321,6 +321,21 @@ async def _diff(store: Store, dump: TenantDump, target: str, mode: RestoreMode) 
     return added, changed, removed, unchanged
 
 
+async def _safety_snapshot(store: Store, directory: Path | None, tenants: list[str]) -> str | None:
+    """Save what a restore will overwrite (soft-deleted tenants too); None if nothing."""
+    present = []
+    for tenant in tenants:
+        tk = TenantKeys(tenant)
+        if await store.redis.exists(tk.meta, tk.rev):
+            present.append(tenant)
+    if not present:
+        return None
+    path = default_dir(store) if directory is None else Path(directory)
+    path = path / snapshot_name("pre-restore")
+    await write_snapshot(store, path, present, label="pre-restore")
+    return str(path)
+
+
 async def restore(
     store: Store,
     path: str | os.PathLike[str],
@@ -371,11 +386,7 @@ async def restore(
     try:
         live_revs = await revisions(store.redis, list(targets.values()))
         if not dry_run:
-            live = [t for t, r in live_revs.items() if r > 0 or await store.exists(t)]
-            if live:
-                snap = await save(store, safety_dir, [t for t in live if await store.exists(t)],
-                                  label="pre-restore")  # fmt: skip
-                safety = snap.path
+            safety = await _safety_snapshot(store, safety_dir, list(targets.values()))
             suffixes = await scan_suffixes(store.redis, targets.values())
         done = 0
         with SnapshotReader(source) as reader:

@@ -293,3 +293,21 @@ async def test_foreign_bytes_round_trip(store: Store, tenant: str, tmp_path: Pat
     await restore(store, info.path)
     assert await store.redis.hget(tk.ns("ns"), "raw") == raw
     assert (await store.get(tenant, "ns", "k")).value == 1
+
+
+async def test_restore_over_soft_deleted_keeps_it_in_the_safety_snapshot(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    await store.set(tenant, "ns", "k", "old")
+    info = await save(store, tmp_path, [tenant])
+    await store.set(tenant, "ns", "k", "hidden")
+    await store.delete_tenant(tenant)  # soft: values hidden, still there
+    report = await restore(store, info.path, safety_dir=tmp_path / "s")
+    assert report.safety_snapshot is not None
+    (held,) = verify(report.safety_snapshot).tenants
+    assert held.tenant == tenant
+    assert held.deleted
+    assert (await store.get(tenant, "ns", "k")).value == "old"
+    # restoring the safety snapshot brings the soft-deleted tenant back, undeleted
+    await restore(store, report.safety_snapshot, safety_dir=tmp_path / "s")
+    assert (await store.get(tenant, "ns", "k")).value == "hidden"
