@@ -57,9 +57,10 @@ def client_for(url: str | None, timeout: float, *, pubsub: bool = False) -> Any:
         "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0 if pubsub else 1),
     }
-    if not pubsub:
-        # Long enough for a full state read of a big tenant; checks use their own timeout.
-        options["socket_timeout"] = max(10.0, timeout)
+    # Pub/sub reads pass their own timeout; this bounds the handshake and sends.
+    # Commands get long enough for a full state read of a big tenant; checks
+    # use their own, shorter timeout.
+    options["socket_timeout"] = timeout if pubsub else max(10.0, timeout)
     return connect(url, **options)
 
 
@@ -114,14 +115,17 @@ class Hub:
             return
         if not new_channel and channel in self._confirmed:
             listener.on_subscribed()
-        if self._pubsub is not None and (new_channel or new_patterns):
+        if new_channel or new_patterns:
             try:
-                async with self._send_lock:
+                async with asyncio.timeout(self.timeout), self._send_lock:
+                    pubsub = self._pubsub
+                    if pubsub is None:
+                        return  # the reader subscribes everything when it reconnects
                     if new_patterns:
-                        await self._pubsub.psubscribe(*new_patterns)
+                        await pubsub.psubscribe(*new_patterns)
                     if new_channel:
-                        await self._pubsub.ssubscribe(channel)
-            except (RedisError, OSError) as exc:
+                        await pubsub.ssubscribe(channel)
+            except (RedisError, OSError, TimeoutError) as exc:
                 log.debug("subscribe failed, the reader reconnects: %s", exc)
 
     async def remove(self, listener: Listener, channel: str, patterns: dict[str, str]) -> None:
@@ -142,13 +146,16 @@ class Hub:
                 if not owners:
                     del self._patterns[pattern]
                     gone_patterns.append(pattern)
-        if self._pubsub is not None and (gone_channel or gone_patterns):
-            with contextlib.suppress(RedisError, OSError):
-                async with self._send_lock:
+        if gone_channel or gone_patterns:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(self.timeout), self._send_lock:
+                    pubsub = self._pubsub
+                    if pubsub is None:
+                        return
                     if gone_channel:
-                        await self._pubsub.sunsubscribe(channel)
+                        await pubsub.sunsubscribe(channel)
                     if gone_patterns:
-                        await self._pubsub.punsubscribe(*gone_patterns)
+                        await pubsub.punsubscribe(*gone_patterns)
 
     async def aclose(self) -> None:
         """Stop the reader and close the connection."""
