@@ -143,12 +143,13 @@ def list_cmd(
     if not found:
         console.print(f"no snapshots in {where}", highlight=False)
         return
-    table = Table("created_at", "label", "tenants", "keys", "versions", "bytes")
-    table.add_column("file", no_wrap=True)
+    table = Table()
+    table.add_column("file (created at, UTC)", no_wrap=True)
+    for name in ("label", "tenants", "keys", "versions", "bytes"):
+        table.add_column(name)
     for info in found:
-        table.add_row(info.created_at.isoformat(timespec="seconds"), info.label,
-                      str(len(info.tenants)), f"{info.keys:,}", f"{info.versions:,}",
-                      f"{info.size:,}", Path(info.path).name)  # fmt: skip
+        table.add_row(Path(info.path).name, info.label, str(len(info.tenants)),
+                      f"{info.keys:,}", f"{info.versions:,}", f"{info.size:,}")  # fmt: skip
     console.print(table)
 
 
