@@ -145,10 +145,10 @@ def list_cmd(
         return
     table = Table()
     table.add_column("file (created at, UTC)", no_wrap=True)
-    for name in ("label", "tenants", "keys", "versions", "bytes"):
-        table.add_column(name)
+    for name in ("tenants", "keys", "versions", "bytes"):
+        table.add_column(name, justify="right")
     for info in found:
-        table.add_row(Path(info.path).name, info.label, str(len(info.tenants)),
+        table.add_row(Path(info.path).name, str(len(info.tenants)),
                       f"{info.keys:,}", f"{info.versions:,}", f"{info.size:,}")  # fmt: skip
     console.print(table)
 
