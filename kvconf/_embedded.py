@@ -380,7 +380,14 @@ class _TrackedRedis(fakeredis.FakeAsyncRedis):
         result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         persister = self.kvconf_persister
         if persister.note(args) and persister.sync:
-            await persister.flush_through(persister.marked)
+            try:
+                await persister.flush_through(persister.marked)
+            except OSError as exc:
+                raise Unavailable(
+                    f"the write is applied but could not be made durable in "
+                    f"{persister.data_dir}: {exc.strerror or exc}",
+                    reason="not_durable",
+                ) from exc
         return result
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:

@@ -19,8 +19,8 @@ import pytest
 from kvconf import KeySpec, Schema, Settings, Store
 from kvconf._background import background_services
 from kvconf._embedded import close_embedded, open_embedded_store, persister_of
-from kvconf._snapshot_journal import journal_generations
-from kvconf.exceptions import TenantNotFound
+from kvconf._snapshot_journal import JournalWriter, journal_generations
+from kvconf.exceptions import TenantNotFound, Unavailable
 from kvconf.snapshot import list_snapshots, verify
 
 from .redis_server import free_port
@@ -307,3 +307,22 @@ async def test_scheduled_snapshots_with_retention(tmp_path: Path, tenant: str) -
     assert len(found) == 2
     assert all(i.label == "scheduled" for i in found)
     assert verify(found[-1].path).tenants[0].tenant == tenant
+
+
+async def test_full_disk_is_unavailable_and_retried(
+    opener: Callable[..., object], tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await opener()  # type: ignore[misc]
+    await store.set(tenant, "ns", "a", 1)
+
+    def full(self: object, records: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(JournalWriter, "append", full)
+    with pytest.raises(Unavailable, match="could not be made durable"):
+        await store.set(tenant, "ns", "b", 2)
+    monkeypatch.undo()
+    await store.set(tenant, "ns", "c", 3)  # the failed tenant is flushed again too
+    store = await opener()  # type: ignore[misc]
+    got = {k: e.value for k, e in (await store.get_namespace(tenant, "ns")).items()}
+    assert got == {"a": 1, "b": 2, "c": 3}
