@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -49,7 +50,9 @@ Reader = Annotated[Access, Depends(access_to("read", AI_TENANT))]
 Writer = Annotated[Access, Depends(access_to("write", AI_TENANT))]
 
 
-_installed: weakref.WeakKeyDictionary[Store, datetime] = weakref.WeakKeyDictionary()
+_installed: weakref.WeakKeyDictionary[Store, tuple[datetime, float]] = weakref.WeakKeyDictionary()
+#: Seconds between re-checks (the tenant may be hard-deleted and recreated).
+_RECHECK = 10.0
 _locks: weakref.WeakKeyDictionary[Store, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
@@ -60,12 +63,12 @@ async def ensure_schema(store: Store) -> datetime:
     for values that come from the environment or a schema default).
     """
     found = _installed.get(store)
-    if found is not None:
-        return found
+    if found is not None and time.monotonic() < found[1]:
+        return found[0]
     async with _locks.setdefault(store, asyncio.Lock()):
         found = _installed.get(store)
-        if found is not None:
-            return found
+        if found is not None and time.monotonic() < found[1]:
+            return found[0]
         with contextlib.suppress(TenantExists):
             await store.create_tenant(AI_TENANT)
         current = await store.get_schema(AI_TENANT, DEFAULTS_NAMESPACE)
@@ -87,8 +90,9 @@ async def ensure_schema(store: Store) -> datetime:
                 reason="install the per-AI key schema",
             )
         info = await store.info(AI_TENANT)
-        found = _installed[store] = info.created_at or datetime.now(UTC)
-        return found
+        created = info.created_at or datetime.now(UTC)
+        _installed[store] = (created, time.monotonic() + _RECHECK)
+        return created
 
 
 def _render(value: Any) -> str:
