@@ -130,3 +130,21 @@ async def test_watch_resets_when_log_trimmed(backend_url: str, tenant: str) -> N
         assert bad.status_code == 422
         fleet = (await http.get(f"/api/v1/tenants/{tenant}/fleet")).json()
         assert isinstance(fleet["watchers"], list)
+
+
+async def test_fleet_lists_reporting_watchers(http: httpx.AsyncClient, tenant: str) -> None:
+    import time
+
+    fleet = pytest.importorskip("kvconf.fleet")
+    from kvconf.store import tenant_keys
+
+    await http.put(f"/api/v1/tenants/{tenant}/namespaces/svc/keys/k", json={"value": 1})
+    member = fleet.FleetMember(
+        instance="web-1", host="web", pid=42, revision=1, epoch="e", stale=False,
+        reported_at=time.time(),
+    )  # fmt: skip
+    store = http._transport.app.state.store  # type: ignore[attr-defined]
+    await store.redis.hset(tenant_keys(tenant).fleet, "web-1", fleet.encode_member(member))
+    watchers = (await http.get(f"/api/v1/tenants/{tenant}/fleet")).json()["watchers"]
+    assert [(w["instance"], w["revision"]) for w in watchers] == [("web-1", 1)]
+    assert (await http.get(f"/api/v1/tenants/{tenant}-none/fleet")).status_code == 404

@@ -56,7 +56,8 @@ async def watch(
 
 @router.get("/fleet", summary="Watchers of the tenant: alive, and at which revision")
 async def fleet(access: ReadAccess) -> Response:
-    """Empty until the watcher module reports instances."""
+    """Watcher instances that reported within the last seconds (see :mod:`kvconf.fleet`)."""
+    await access.store.info(access.tenant)
     try:
         module = importlib.import_module("kvconf.fleet")
     except ModuleNotFoundError:
