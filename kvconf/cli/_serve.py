@@ -110,10 +110,8 @@ def serve(
 
     token = os.environ.get(admin_token_env) or None
     try:
-        # str: Settings.from_env's dec_hook only converts text to Path
         cfg = settings(
-            redis_url, str(data_dir) if data_dir is not None else None,  # type: ignore[arg-type]
-            host=host, port=port, admin_token=token,
+            redis_url, data_dir, host=host, port=port, admin_token=token,
             snapshot_every=snapshot_every, snapshot_keep=snapshot_keep,
             fsync_writes=fsync_writes or None,
         )  # fmt: skip
