@@ -25,7 +25,7 @@ from typing import Any, Literal
 import msgspec
 from redis.exceptions import RedisError
 
-from .exceptions import HistoryTrimmed, InvalidInput, TenantNotFound, Unavailable
+from .exceptions import HistoryTrimmed, InvalidInput, KvconfError, TenantNotFound, Unavailable
 from .models import Entry, KeyChange, TenantState, WriteResult
 from .store import Store, tenant_keys
 
@@ -295,8 +295,10 @@ async def rollback(
     """Bring a namespace (or every namespace of the tenant) back to ``to_revision``.
 
     Each affected namespace is one new revision (one atomic change set with
-    CAS on every key it touches); an unaffected tenant commits nothing and
-    returns an empty list.
+    CAS on every key it touches; a change set never spans namespaces); an
+    unaffected tenant commits nothing and returns an empty list. If a later
+    namespace fails (a concurrent write), the error's ``details["committed"]``
+    lists the namespaces already rolled back.
     """
     names = None if namespace is None else [namespace]
     current, target = await _reconstruct(store, tenant, to_revision, names)
@@ -304,16 +306,16 @@ async def rollback(
     results: list[WriteResult] = []
     now = {ns: e for ns, e in current.namespaces.items() if names is None or ns in names}
     for plan in plan_rollback(now, target.namespaces):
-        results.append(
-            await store.commit(
-                tenant,
-                plan.namespace,
-                plan.values,
-                deletes=plan.deletes,
-                expect=plan.expect,
-                actor=actor,
-                reason=reason,
-                create=False,
-            )
-        )
+        try:
+            result = await store.commit(
+                tenant, plan.namespace, plan.values, deletes=plan.deletes,
+                expect=plan.expect, actor=actor, reason=reason, create=False,
+            )  # fmt: skip
+        except KvconfError as exc:
+            # Namespaces rolled back before the failure stay rolled back: say which.
+            exc.details["committed"] = [
+                {"namespace": r.namespace, "revision": r.revision} for r in results
+            ]
+            raise
+        results.append(result)
     return results

@@ -170,3 +170,24 @@ def test_cli_diff(shared_redis: object, tenant: str) -> None:
     assert "added" in table.output
     missing = runner.invoke(app, ["diff", tenant + "-no", "--redis-url", url])
     assert missing.exit_code == 3
+
+
+async def test_tenant_rollback_failure_names_committed_namespaces(
+    store: Store, tenant: str
+) -> None:
+    await store.set(tenant, "a", "x", 1)  # r1
+    await store.set(tenant, "b", "y", 1)  # r2
+    await store.set(tenant, "a", "x", 2)  # r3
+    await store.set(tenant, "b", "y", 2)  # r4
+    original = store.commit
+
+    async def racing(t: str, ns: str, *args: object, **kwargs: object) -> object:
+        if ns == "b":
+            await original(tenant, "b", {"y": 99})
+        return await original(t, ns, *args, **kwargs)  # type: ignore[arg-type]
+
+    store.commit = racing  # type: ignore[method-assign,assignment]
+    with pytest.raises(VersionConflict) as caught:
+        await rollback(store, tenant, 2)
+    store.commit = original  # type: ignore[method-assign]
+    assert caught.value.details["committed"] == [{"namespace": "a", "revision": 5}]
