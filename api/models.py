@@ -19,6 +19,15 @@ from kvconf.exceptions import InvalidInput
 __all__ = [
     "COMPONENTS",
     "ChangeSet",
+    "CloudConfig",
+    "CloudError",
+    "CloudKey",
+    "CloudKeyUpdated",
+    "CloudUpdated",
+    "CloudValue",
+    "EntryDoc",
+    "Error",
+    "ErrorBody",
     "KeyRollback",
     "KeyWrite",
     "Right",
@@ -26,9 +35,11 @@ __all__ = [
     "TenantCreate",
     "TenantRollback",
     "TokenCreate",
+    "Written",
     "body_doc",
     "decode",
     "respond",
+    "response_doc",
 ]
 
 Right = Literal["read", "write", "admin", "secrets"]
@@ -99,6 +110,89 @@ class SchemaBody(msgspec.Struct, forbid_unknown_fields=True):
     description: str = ""
 
 
+class ErrorBody(msgspec.Struct):
+    """An error: a stable ``code``, a sentence, and structured details."""
+
+    code: str
+    message: str
+
+
+class Error(msgspec.Struct):
+    """Every error response outside the CloudBrain routes."""
+
+    error: ErrorBody
+
+
+class CloudError(msgspec.Struct):
+    """Every error response of the CloudBrain routes."""
+
+    success: bool
+    error: str
+
+
+class EntryDoc(msgspec.Struct):
+    """One key's current value and metadata (``ETag`` header: its version)."""
+
+    key: str
+    value: Any
+    version: int
+    revision: int
+    updated_at: str
+    updated_by: str
+
+
+class Written(msgspec.Struct):
+    """A committed write: the tenant revision and each key's new version."""
+
+    revision: int
+    epoch: str
+    versions: dict[str, int]
+
+
+class CloudValue(msgspec.Struct):
+    """One key in ``GET /api/v1/config/{ai_id}``."""
+
+    value: str
+    updated_at: str
+
+
+class CloudConfig(msgspec.Struct):
+    """``GET /api/v1/config/{ai_id}``."""
+
+    success: bool
+    ai_id: int
+    configuration: dict[str, CloudValue]
+
+
+class CloudUpdated(msgspec.Struct):
+    """``PUT /api/v1/config/{ai_id}``."""
+
+    success: bool
+    ai_id: int
+    updated_keys: list[str]
+    message: str
+
+
+class CloudKey(msgspec.Struct):
+    """``GET /api/v1/config/{ai_id}/{key}``."""
+
+    success: bool
+    ai_id: int
+    config_key: str
+    config_value: str
+    updated_at: str
+
+
+class CloudKeyUpdated(msgspec.Struct):
+    """``PUT /api/v1/config/{ai_id}/{key}``."""
+
+    success: bool
+    ai_id: int
+    config_key: str
+    config_value: str
+    message: str
+
+
 #: OpenAPI components generated from msgspec types (merged into the app schema).
 COMPONENTS: dict[str, Any] = {}
 _REF = "#/components/schemas/{name}"
@@ -114,6 +208,20 @@ def body_doc(tp: Any, *, required: bool = True) -> dict[str, Any]:
             "content": {"application/json": {"schema": schema}},
         }
     }
+
+
+def response_doc(
+    tp: Any, status: int = 200, *, errors: Any = Error
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` describing a JSON response of type ``tp`` and the error shape."""
+    (ok, bad), components = msgspec.json.schema_components([tp, errors], ref_template=_REF)
+    COMPONENTS.update(components)
+    return {
+        status: {"description": "OK", "content": {"application/json": {"schema": ok}}},
+        "4XX": {"description": "Refused", "content": {"application/json": {"schema": bad}}},
+        "503": {"description": "Redis unavailable",
+                "content": {"application/json": {"schema": bad}}},
+    }  # fmt: skip
 
 
 _encoder = msgspec.json.Encoder()

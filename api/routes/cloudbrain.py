@@ -30,7 +30,17 @@ from kvconf.store import Store
 
 from ..deps import Access, Masker, access_to, masker
 from ..errors import CLOUDBRAIN_PREFIX
-from ..models import body_doc, decode, respond
+from ..models import (
+    CloudConfig,
+    CloudError,
+    CloudKey,
+    CloudKeyUpdated,
+    CloudUpdated,
+    body_doc,
+    decode,
+    respond,
+    response_doc,
+)
 
 __all__ = ["AI_TENANT", "KNOWN_KEYS", "ensure_schema", "router"]
 
@@ -124,7 +134,11 @@ async def _view(
     return explained, stamps, await masker(access, ns)
 
 
-@router.get("/{ai_id}", summary="Every known key of one AI, effective values as strings")
+@router.get(
+    "/{ai_id}",
+    summary="Every known key of one AI, effective values as strings",
+    responses=response_doc(CloudConfig, errors=CloudError),
+)
 async def get_config(ai_id: AiId, access: Reader) -> Response:
     """``{"success": true, "ai_id": 12, "configuration": {key: {value, updated_at}}}``."""
     explained, stamps, mask = await _view(access, ai_id)
@@ -165,6 +179,7 @@ async def _coerce(store: Store, ai_id: int, values: dict[str, Any]) -> dict[str,
     "/{ai_id}",
     summary="Update several keys of one AI in one atomic change set",
     openapi_extra=body_doc(dict[str, str | int]),
+    responses=response_doc(CloudUpdated, errors=CloudError),
 )
 async def put_config(ai_id: AiId, request: Request, access: Writer) -> Response:
     """Body ``{"stale_timeout": "30", ...}``; all keys are one revision."""
@@ -186,7 +201,11 @@ async def put_config(ai_id: AiId, request: Request, access: Writer) -> Response:
     )
 
 
-@router.get("/{ai_id}/{key}", summary="One key of one AI")
+@router.get(
+    "/{ai_id}/{key}",
+    summary="One key of one AI",
+    responses=response_doc(CloudKey, errors=CloudError),
+)
 async def get_config_key(ai_id: AiId, key: ConfigKey, access: Reader) -> Response:
     """``{"success": true, "ai_id", "config_key", "config_value", "updated_at"}``."""
     explained, stamps, mask = await _view(access, ai_id, [key])
@@ -210,7 +229,12 @@ class ConfigValue(msgspec.Struct):
     config_value: str | int
 
 
-@router.put("/{ai_id}/{key}", summary="Set one key of one AI", openapi_extra=body_doc(ConfigValue))
+@router.put(
+    "/{ai_id}/{key}",
+    summary="Set one key of one AI",
+    openapi_extra=body_doc(ConfigValue),
+    responses=response_doc(CloudKeyUpdated, errors=CloudError),
+)
 async def put_config_key(ai_id: AiId, key: ConfigKey, request: Request, access: Writer) -> Response:
     """Body ``{"config_value": "480"}``."""
     await ensure_schema(access.store)

@@ -12,7 +12,16 @@ from kvconf.models import Entry, WriteResult
 from kvconf.timeline import KeyState, state_at
 
 from ..deps import IfMatch, Masker, ReadAccess, WriteAccess, masker
-from ..models import ChangeSet, KeyWrite, body_doc, decode, respond
+from ..models import (
+    ChangeSet,
+    EntryDoc,
+    KeyWrite,
+    Written,
+    body_doc,
+    decode,
+    respond,
+    response_doc,
+)
 from ..preview import preview
 
 __all__ = ["router"]
@@ -82,6 +91,7 @@ async def get_namespace(
     "/{namespace}",
     summary="Atomic multi-key write (set and delete) of one namespace",
     openapi_extra=body_doc(ChangeSet),
+    responses=response_doc(Written),
 )
 async def commit(
     namespace: Namespace, request: Request, access: WriteAccess, dry_run: DryRun = False
@@ -120,7 +130,11 @@ async def effective(
     return respond({"tenant": access.tenant, "namespace": namespace, "keys": keys})
 
 
-@router.get("/{namespace}/keys/{key}", summary="Read one key (ETag: its version)")
+@router.get(
+    "/{namespace}/keys/{key}",
+    summary="Read one key (ETag: its version)",
+    responses=response_doc(EntryDoc),
+)
 async def get_key(namespace: Namespace, key: Key, access: ReadAccess) -> Response:
     """The key's value and metadata; the ``ETag`` header is its version."""
     entry = await access.store.get(access.tenant, namespace, key)
@@ -140,6 +154,7 @@ async def _expected(
     "/{namespace}/keys/{key}",
     summary="Write one key (If-Match / If-None-Match: * for CAS)",
     openapi_extra=body_doc(KeyWrite),
+    responses=response_doc(Written),
 )
 async def put_key(
     namespace: Namespace,
