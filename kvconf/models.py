@@ -58,20 +58,28 @@ class Version(msgspec.Struct, frozen=True):
 
 
 class KeyChange(msgspec.Struct, frozen=True):
-    """One key's part of a change event (``old_version`` 0: the key was absent)."""
+    """One key's part of a change event (``old_version`` 0: the key was absent).
+
+    ``namespace`` is set only in events of change sets across namespaces
+    (event ``namespace == "*"``); otherwise the key is in the event's namespace.
+    Use :meth:`ChangeEvent.namespace_of`.
+    """
 
     key: str
     version: int
     old_version: int
     deleted: bool = False
     value: Any = None
+    namespace: str = ""
 
 
 class ChangeEvent(msgspec.Struct, frozen=True):
     """The record of one tenant revision, as logged and published.
 
-    ``type`` is ``"change"`` for a committed change set and ``"reset"`` when
-    the tenant's state was replaced wholesale (restore): watchers re-list.
+    ``type`` is ``"change"`` for a committed change set, ``"schema"`` when a
+    schema changed (no key changes), and ``"reset"`` when the tenant's state
+    was replaced wholesale (restore): watchers re-list. ``namespace`` is
+    ``"*"`` for a change set across namespaces.
     """
 
     tenant: str
@@ -82,7 +90,11 @@ class ChangeEvent(msgspec.Struct, frozen=True):
     reason: str
     ts: datetime
     changes: list[KeyChange] = []
-    type: Literal["change", "reset"] = "change"
+    type: Literal["change", "reset", "schema"] = "change"
+
+    def namespace_of(self, change: KeyChange) -> str:
+        """The namespace of one of this event's changes."""
+        return change.namespace or self.namespace
 
 
 class WriteResult(msgspec.Struct, frozen=True):

@@ -421,54 +421,113 @@ class Store:
         """
         tk = tenant_keys(tenant)
         validate_namespace(namespace)
-        settings = self.settings
-        count = len(values) + len(deletes)
-        if count == 0:
-            raise EmptyChangeSet()
-        if count > settings.max_keys_per_write:
-            raise InvalidInput(
-                f"a change set holds at most {settings.max_keys_per_write} keys, got {count}",
-                limit=settings.max_keys_per_write,
-            )
-        limit = settings.max_value_bytes
-        ops: list[tuple[str, str, bytes]] = [
-            (validate_key(k), "s", _codec.encode_value(k, v, limit)) for k, v in values.items()
-        ]
+        ops = self._ops(values, deletes, expect or {})
+        self._check_count(len(ops))
+        keys = [tk.ns(namespace)]
+        keys.extend(tk.hist(namespace, op[0]) for op in ops)
+        return await self._write(
+            tk, namespace, keys, ops, {namespace: values}, actor, reason, create
+        )
+
+    async def commit_across(
+        self,
+        tenant: str,
+        values: Mapping[str, Mapping[str, Any]],
+        *,
+        deletes: Mapping[str, Sequence[str]] | None = None,
+        expect: Mapping[str, Mapping[str, int]] | None = None,
+        actor: str | None = None,
+        reason: str = "",
+        create: bool = True,
+    ) -> WriteResult:
+        """Commit one change set spanning namespaces: one revision, all or nothing.
+
+        ``values``, ``deletes`` and ``expect`` are keyed by namespace. The
+        change event's ``namespace`` is ``"*"`` and each of its changes names
+        its own namespace; the result's versions (and any conflict) name keys
+        as ``"namespace/key"``.
+        """
+        tk = tenant_keys(tenant)
+        deletes = deletes or {}
+        expect = expect or {}
+        unknown = set(expect) - set(values) - set(deletes)
+        if unknown:
+            raise InvalidInput(f"expected versions given for namespaces not in the change set: "
+                               f"{sorted(unknown)}")  # fmt: skip
+        ops: list[tuple[str, str, bytes]] = []
+        keys = [""]
+        for namespace in {**dict.fromkeys(values), **dict.fromkeys(deletes)}:
+            validate_namespace(namespace)
+            for key, op, data in self._ops(
+                values.get(namespace, {}), deletes.get(namespace, ()), expect.get(namespace, {})
+            ):
+                ops.append((f"{namespace}/{key}", op, data))
+                keys.append(tk.hist(namespace, key))
+        self._check_count(len(ops))
+        keys[0] = tk.ns(ops[0][0].partition("/")[0])
+        return await self._write(tk, "*", keys, ops, values, actor, reason, create)
+
+    def _ops(
+        self, values: Mapping[str, Any], deletes: Sequence[str], expect: Mapping[str, int]
+    ) -> list[tuple[str, str, bytes]]:
+        """Validated (key, op+expected version, value JSON) triples of one namespace."""
+        limit = self.settings.max_value_bytes
+        ops = [(validate_key(k), "s", _codec.encode_value(k, v, limit)) for k, v in values.items()]
         for key in deletes:
             if validate_key(key) in values:
                 raise InvalidInput(f"key {key!r} is both set and deleted", key=key)
             ops.append((key, "d", b""))
         if len(ops) != len({op[0] for op in ops}):
             raise InvalidInput("a key appears twice in the change set")
-        expect = expect or {}
         for key, version in expect.items():
             if key not in values and key not in deletes:
                 raise InvalidInput(f"expected version given for {key!r}, not in the change set")
             if type(version) is not int or version < 0:
                 raise InvalidInput(f"expected version of {key!r} must be an integer >= 0")
+        return [(key, f"{op}{expect.get(key, -1)}", data) for key, op, data in ops]
+
+    def _check_count(self, count: int) -> None:
+        if count == 0:
+            raise EmptyChangeSet()
+        limit = self.settings.max_keys_per_write
+        if count > limit:
+            raise InvalidInput(f"a change set holds at most {limit} keys, got {count}", limit=limit)
+
+    async def _write(
+        self,
+        tk: TenantKeys,
+        namespace: str,
+        keys: list[str],
+        ops: list[tuple[str, str, bytes]],
+        checks: Mapping[str, Mapping[str, Any]],
+        actor: str | None,
+        reason: str,
+        create: bool,
+    ) -> WriteResult:
+        """Run the write script; reload schemas and retry when they changed meanwhile."""
+        settings = self.settings
         actor_json = self._audit_text("actor", actor or settings.actor, _MAX_ACTOR)
         reason_json = self._audit_text("reason", reason, _MAX_REASON)
-        keys = [tk.ns(namespace)]
-        keys.extend(tk.hist(namespace, op[0]) for op in ops)
         limits = f"{1 if create else 0} {settings.history_limit} {settings.log_limit}"
         args: list[Any] = [
-            tk.base, namespace, tenant, actor_json, reason_json, _codec.now_iso(), "",
+            tk.base, namespace, tk.tenant, actor_json, reason_json, _codec.now_iso(), "",
         ]  # fmt: skip
-        for key, op, data in ops:
-            args.extend((key, f"{op}{expect.get(key, -1)}", data))
+        for op in ops:
+            args.extend(op)
         try:  # inline rather than @_redis_errors: this is the write hot path
             for _ in range(5):
                 schemas = await self._tenant_schemas(tk)
-                if values:
-                    check_values(schemas.specs(namespace), values)
+                for ns, values in checks.items():
+                    if values:
+                        check_values(schemas.specs(ns), values)
                 args[6] = f"{schemas.gen} {limits}"
                 reply = await self._scripts("write", keys, args)
                 if reply[0] != b"schema":
                     return await self._write_result(tk, namespace, ops, reply)
-                self._schemas.pop(tenant, None)
+                self._schemas.pop(tk.tenant, None)
         except RedisError as exc:
             raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
-        raise Unavailable(f"schema of {tenant!r} kept changing during the write")
+        raise Unavailable(f"schema of {tk.tenant!r} kept changing during the write")
 
     async def _write_result(
         self, tk: TenantKeys, namespace: str, ops: list[tuple[str, str, bytes]], reply: list[Any]

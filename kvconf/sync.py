@@ -101,6 +101,7 @@ class SyncStore:
     delete = blocking(Store.delete)
     rollback = blocking(Store.rollback)
     commit = blocking(Store.commit)
+    commit_across = blocking(Store.commit_across)
     schemas = blocking(Store.schemas)
     get_schema = blocking(Store.get_schema)
     specs = blocking(Store.specs)

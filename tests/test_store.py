@@ -400,3 +400,47 @@ async def test_tenants_are_isolated(store: Store, tenant: str) -> None:
     assert await store.revision(other) == 1
     assert [e.tenant for e in await store.changes_since(other, 0)] == [other]
     assert set((await store.read_state(tenant)).namespaces) == {"ns"}
+
+
+async def test_change_set_across_namespaces_is_one_revision(store: Store, tenant: str) -> None:
+    await store.set_many(tenant, "a", {"x": 1, "gone": True})
+    await store.set(tenant, "b", "y", 1)
+    result = await store.commit_across(
+        tenant,
+        {"a": {"x": 2}, "b": {"y": 2, "z": [3]}},
+        deletes={"a": ["gone"]},
+        expect={"a": {"x": 1}, "b": {"y": 1}},
+        reason="tenant rollback",
+    )
+    assert result.revision == 3
+    assert result.namespace == "*"
+    assert result.versions == {"a/x": 2, "b/y": 2, "b/z": 1, "a/gone": 2}
+    (event,) = await store.changes_since(tenant, 2)
+    assert event.namespace == "*"
+    assert sorted((event.namespace_of(c), c.key, c.deleted) for c in event.changes) == [
+        ("a", "gone", True),
+        ("a", "x", False),
+        ("b", "y", False),
+        ("b", "z", False),
+    ]
+    state = await store.read_state(tenant)
+    assert {k: e.value for k, e in state.namespaces["b"].items()} == {"y": 2, "z": [3]}
+    assert set(state.namespaces["a"]) == {"x"}
+
+
+async def test_change_set_across_namespaces_refused_whole(store: Store, tenant: str) -> None:
+    await store.set_schema(tenant, "b", Schema(keys={"y": KeySpec(type="int")}))
+    await store.set_many(tenant, "a", {"x": 1})
+    before = await store.read_state(tenant)
+    with pytest.raises(VersionConflict) as info:
+        await store.commit_across(tenant, {"a": {"x": 2}, "b": {"y": 1}}, expect={"b": {"y": 4}})
+    assert [(c.key, c.expected, c.actual) for c in info.value.conflicts] == [("b/y", 4, 0)]
+    with pytest.raises(SchemaViolation):
+        await store.commit_across(tenant, {"a": {"x": 2}, "b": {"y": "no"}})
+    with pytest.raises(KeyNotFound):
+        await store.commit_across(tenant, {"a": {"x": 2}}, deletes={"b": ["missing"]})
+    with pytest.raises(InvalidName):
+        await store.commit_across(tenant, {"a": {"x": 2}, "bad/ns": {"y": 1}})
+    with pytest.raises(EmptyChangeSet):
+        await store.commit_across(tenant, {})
+    assert await store.read_state(tenant) == before

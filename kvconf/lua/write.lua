@@ -1,28 +1,54 @@
--- kvconf write: one change set of one namespace, all or nothing.
+-- kvconf write: one change set, all or nothing, one revision.
 --
--- KEYS: 1 namespace hash, 1+i history of the i-th key.
--- ARGV: 1 tenant key prefix ("kvconf:{t}"), 2 namespace, 3 tenant,
---       4 actor (JSON string), 5 reason (JSON string), 6 now (ISO-8601),
+-- KEYS: 1 a namespace hash (the one written, or any of them), 1+i history of
+--       the i-th key.
+-- ARGV: 1 tenant key prefix ("kvconf:{t}"), 2 namespace, or "*" for a change
+--       set across namespaces, 3 tenant, 4 actor (JSON string), 5 reason
+--       (JSON string), 6 now (ISO-8601),
 --       7 "<schema generation> <may create 0/1> <history bound> <log bound>"
---       (schema generation -1: unchecked); then per key 3 values: key,
---       op+expected ("s-1": set, no precondition; "d3": delete if at
---       version 3; "s0": create only), value JSON.
--- The tenant's rev, epoch, log, meta and namespace-set keys are named from
--- the prefix: they share the hash tag of KEYS, so they live in the same slot
--- (legal on Cluster; the argument list stays short, which is most of a
--- client's cost per call).
+--       (schema generation -1: unchecked); then per key 3 values: key
+--       ("namespace/key" when ARGV[2] is "*"), op+expected ("s-1": set, no
+--       precondition; "d3": delete if at version 3; "s0": create only),
+--       value JSON.
+-- The tenant's rev, epoch, log, meta, namespace-set keys and namespace
+-- hashes are named from the prefix: they share the hash tag of KEYS, so they
+-- live in the same slot (legal on Cluster; the argument list stays short,
+-- which is most of a client's cost per call).
 --
 -- Every check runs before the first write: Redis does not roll a script back.
 -- Stored records end with their value, see kvconf/_codec.py.
 
 local base = ARGV[1]
+local multi = ARGV[2] == '*'
 local K = {KEYS[1], base .. ':rev', base .. ':epoch', base .. ':log', base .. ':meta', base .. ':nss'}
 local gen_arg, create_arg, keep_arg, log_arg = string.match(ARGV[7], '^(%S+) (%S+) (%S+) (%S+)$')
 local n = #KEYS - 1
+
+-- Per key: its namespace, namespace hash and field name.
+local nsname, hkey, field, label = {}, {}, {}, {}
+local hashes = {K[1]}
+for i = 1, n do
+  local arg = ARGV[7 + (i - 1) * 3 + 1]
+  label[i] = arg
+  if multi then
+    local slash = string.find(arg, '/', 1, true)
+    nsname[i] = string.sub(arg, 1, slash - 1)
+    field[i] = string.sub(arg, slash + 1)
+    hkey[i] = base .. ':ns:' .. nsname[i]
+    hashes[#hashes + 1] = hkey[i]
+  else
+    nsname[i], field[i], hkey[i] = ARGV[2], arg, K[1]
+  end
+end
+
 local want = {'hash', 'string', 'string', 'zset', 'hash', 'set'}
-for i = 1, 6 do
+for i = 2, 6 do
   local t = redis.call('TYPE', K[i]).ok
   if t ~= 'none' and t ~= want[i] then return {'wrongtype', K[i]} end
+end
+for _, h in ipairs(hashes) do
+  local t = redis.call('TYPE', h).ok
+  if t ~= 'none' and t ~= 'hash' then return {'wrongtype', h} end
 end
 for i = 1, n do
   local t = redis.call('TYPE', KEYS[1 + i]).ok
@@ -46,21 +72,21 @@ if rev_raw and not tonumber(rev_raw) then return {'wrongtype', K[2]} end
 local conflicts, missing, olds, lasts = {}, {}, {}, {}
 for i = 1, n do
   local b = 7 + (i - 1) * 3
-  local key, op = ARGV[b + 1], string.sub(ARGV[b + 2], 1, 1)
+  local op = string.sub(ARGV[b + 2], 1, 1)
   local expected = tonumber(string.sub(ARGV[b + 2], 2))
   local last = 0
   local top = redis.call('ZREVRANGE', KEYS[1 + i], 0, 0, 'WITHSCORES')
   if top[2] then last = tonumber(top[2]) end
   local cur = 0
-  local entry = redis.call('HGET', K[1], key)
+  local entry = redis.call('HGET', hkey[i], field[i])
   if entry then
     cur = tonumber(string.match(entry, '^{"version":(%d+),')) or last
     if cur > last then last = cur end
   end
   if expected >= 0 and expected ~= cur then
-    conflicts[#conflicts + 1] = '{"key":"' .. key .. '","expected":' .. expected .. ',"actual":' .. cur .. '}'
+    conflicts[#conflicts + 1] = '{"key":"' .. label[i] .. '","expected":' .. expected .. ',"actual":' .. cur .. '}'
   end
-  if op == 'd' and not entry then missing[#missing + 1] = '"' .. key .. '"' end
+  if op == 'd' and not entry then missing[#missing + 1] = '"' .. label[i] .. '"' end
   olds[i] = cur
   lasts[i] = last
 end
@@ -76,29 +102,34 @@ if not epoch then
   redis.call('SET', K[3], epoch)
 end
 if created == 1 then redis.call('HSET', K[5], 'created_at', ARGV[6]) end
-redis.call('SADD', K[6], ARGV[2])
 
 local actor, reason, now = ARGV[4], ARGV[5], ARGV[6]
 local keep = tonumber(keep_arg)
 local meta = ',"revision":' .. rev .. ',"updated_at":"' .. now .. '","updated_by":' .. actor
-local changes, out = {}, {'ok', rev, epoch, created}
+local changes, out, seen = {}, {'ok', rev, epoch, created}, {}
 for i = 1, n do
   local b = 7 + (i - 1) * 3
-  local key, op, value = ARGV[b + 1], string.sub(ARGV[b + 2], 1, 1), ARGV[b + 3]
+  local op, value = string.sub(ARGV[b + 2], 1, 1), ARGV[b + 3]
+  if not seen[nsname[i]] then
+    seen[nsname[i]] = true
+    redis.call('SADD', K[6], nsname[i])
+  end
   local v = lasts[i] + 1
   local head = '{"version":' .. v .. meta
   local deleted = 'false'
   if op == 'd' then
     deleted = 'true'
     value = 'null'
-    redis.call('HDEL', K[1], key)
+    redis.call('HDEL', hkey[i], field[i])
   else
-    redis.call('HSET', K[1], key, head .. ',"value":' .. value .. '}')
+    redis.call('HSET', hkey[i], field[i], head .. ',"value":' .. value .. '}')
   end
   redis.call('ZADD', KEYS[1 + i], v,
     head .. ',"deleted":' .. deleted .. ',"reason":' .. reason .. ',"value":' .. value .. '}')
   redis.call('ZREMRANGEBYRANK', KEYS[1 + i], 0, -(keep + 1))
-  changes[i] = '{"key":"' .. key .. '","version":' .. v .. ',"old_version":' .. olds[i]
+  local where = ''
+  if multi then where = ',"namespace":"' .. nsname[i] .. '"' end
+  changes[i] = '{"key":"' .. field[i] .. '"' .. where .. ',"version":' .. v .. ',"old_version":' .. olds[i]
     .. ',"deleted":' .. deleted .. ',"value":' .. value .. '}'
   out[4 + i] = v
 end
