@@ -153,10 +153,12 @@ async def run(ctx: BenchContext) -> list[Figure]:
     """Save and restore keys/s of kvconf snapshots against raw dumps."""
     tenants, total = (100, 50_000) if ctx.quick else (1_000, 1_000_000)
     per_tenant = total // tenants
-    client = aredis.Redis.from_url(ctx.redis_url, max_connections=ctx.concurrency + 8)
+    client = aredis.Redis.from_url(
+        ctx.redis_url, max_connections=ctx.concurrency + 8, socket_timeout=120
+    )
     store = Store(client=client, settings=Settings(redis_url=ctx.redis_url))
     try:
-        await client.flushall()
+        await client.flushall(asynchronous=True)
         started = time.perf_counter()
         await _load(store, tenants, per_tenant, min(ctx.concurrency, 16))
         ctx.log(f"  loaded {total:,} keys x 2 versions in {time.perf_counter() - started:.1f}s")
@@ -177,19 +179,19 @@ async def run(ctx: BenchContext) -> list[Figure]:
                 f"({(workdir / 'raw.bin').stat().st_size / 1e6:,.0f} MB, values only); "
                 f"raw dump of the same keys {raw_full:,.0f} keys/s"
             )
-            await client.flushall()
+            await client.flushall(asynchronous=True)
             started = time.perf_counter()
             loaded = await _raw_load(client, hashes)
             raw_restore = loaded / (time.perf_counter() - started)
             del hashes
-            await client.flushall()
+            await client.flushall(asynchronous=True)
             started = time.perf_counter()
             report = await snapshot.restore(store, info.path, safety_dir=workdir / "safety")
             restore_rate = info.keys / (time.perf_counter() - started)
             assert len(report.tenants) == tenants
             ctx.log(f"  restore {restore_rate:,.0f} keys/s vs raw HSET {raw_restore:,.0f} keys/s")
     finally:
-        await client.flushall()
+        await client.flushall(asynchronous=True)
         await store.aclose()
     return [
         figure(
