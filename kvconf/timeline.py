@@ -11,7 +11,7 @@ raise :class:`HistoryTrimmed` or :class:`VersionNotFound`.
 >>> changes = await diff(store, "acme", 10, namespace="ai-12")
 >>> results = await rollback(store, "acme", 10, namespace="ai-12", actor="ops")
 
-A rollback commits each affected namespace as one change set whose
+A rollback is one change set (across namespaces for a whole tenant) whose
 compare-and-set expectations cover every key it touches, so a concurrent
 write makes it fail whole (:class:`VersionConflict`) rather than interleave.
 """
@@ -23,11 +23,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
-from redis.exceptions import RedisError
 
-from .exceptions import HistoryTrimmed, InvalidInput, KvconfError, TenantNotFound, Unavailable
-from .models import Entry, KeyChange, TenantState, WriteResult
-from .store import Store, tenant_keys
+from .exceptions import InvalidInput
+from .models import ChangeEvent, Entry, TenantState, WriteResult
+from .store import Store
 
 __all__ = [
     "Diff",
@@ -48,25 +47,8 @@ __all__ = [
 _PAGE = 1000
 
 
-class LogEvent(msgspec.Struct, frozen=True):
-    """One record of the tenant log: a change set, a schema change or a reset.
-
-    Like :class:`~kvconf.models.ChangeEvent` but with ``type`` as free text,
-    because the schema script logs ``"schema"`` events.
-    """
-
-    tenant: str
-    epoch: str
-    revision: int
-    namespace: str
-    actor: str
-    reason: str
-    ts: datetime
-    changes: list[KeyChange] = []
-    type: str = "change"
-
-
-_event_decoder = msgspec.json.Decoder(LogEvent)
+#: One record of the tenant log (a change set, a schema change or a reset).
+LogEvent = ChangeEvent
 
 
 class KeyState(msgspec.Struct, frozen=True):
@@ -122,26 +104,7 @@ async def read_log(store: Store, tenant: str, since: int, *, limit: int = _PAGE)
     """
     if since < 0 or limit < 1:
         raise InvalidInput("revision must be >= 0 and limit >= 1", field="since")
-    tk = tenant_keys(tenant)
-    # Store.changes_since cannot decode "schema" records (ChangeEvent.type has
-    # no such member), so the log is read here with the same script.
-    reply = await _read_log_script(store, tk, since, limit)
-    if reply[0] != 1:
-        raise TenantNotFound(tenant)
-    current, oldest = int(reply[1]), int(reply[2])
-    if since < current and (oldest == 0 or oldest > since + 1):
-        raise HistoryTrimmed(tenant, since, oldest)
-    try:
-        return [_event_decoder.decode(e) for e in reply[3:]]
-    except msgspec.DecodeError as exc:
-        raise Unavailable(f"corrupt change event in Redis: {exc}") from exc
-
-
-async def _read_log_script(store: Store, tk: Any, since: int, limit: int) -> Any:
-    try:
-        return await store._scripts("read_log", [tk.rev, tk.log, tk.meta], [since, limit])
-    except RedisError as exc:
-        raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
+    return await store.changes_since(tenant, since, limit=limit)
 
 
 async def events_between(store: Store, tenant: str, since: int, until: int) -> list[LogEvent]:
@@ -183,10 +146,12 @@ async def _reconstruct(
     }
     first_old: dict[tuple[str, str], int] = {}
     for event in await events_between(store, tenant, revision, current.revision):
-        if event.type != "change" or (wanted is not None and event.namespace not in wanted):
+        if event.type != "change":
             continue
         for change in event.changes:
-            first_old.setdefault((event.namespace, change.key), change.old_version)
+            ns = event.namespace_of(change)
+            if wanted is None or ns in wanted:
+                first_old.setdefault((ns, change.key), change.old_version)
     for (ns, key), old in first_old.items():
         entries = spaces.setdefault(ns, {})
         entries.pop(key, None)
@@ -294,28 +259,33 @@ async def rollback(
 ) -> list[WriteResult]:
     """Bring a namespace (or every namespace of the tenant) back to ``to_revision``.
 
-    Each affected namespace is one new revision (one atomic change set with
-    CAS on every key it touches; a change set never spans namespaces); an
-    unaffected tenant commits nothing and returns an empty list. If a later
-    namespace fails (a concurrent write), the error's ``details["committed"]``
-    lists the namespaces already rolled back.
+    The rollback is one new revision: one atomic change set (across
+    namespaces for a tenant) with compare-and-set on every key it touches, so
+    a concurrent write makes it fail whole with :class:`VersionConflict`. An
+    unaffected tenant commits nothing and returns an empty list; otherwise the
+    list holds the one result.
     """
     names = None if namespace is None else [namespace]
     current, target = await _reconstruct(store, tenant, to_revision, names)
     reason = reason or f"rollback to revision {to_revision}"
-    results: list[WriteResult] = []
     now = {ns: e for ns, e in current.namespaces.items() if names is None or ns in names}
-    for plan in plan_rollback(now, target.namespaces):
-        try:
-            result = await store.commit(
-                tenant, plan.namespace, plan.values, deletes=plan.deletes,
-                expect=plan.expect, actor=actor, reason=reason, create=False,
-            )  # fmt: skip
-        except KvconfError as exc:
-            # Namespaces rolled back before the failure stay rolled back: say which.
-            exc.details["committed"] = [
-                {"namespace": r.namespace, "revision": r.revision} for r in results
-            ]
-            raise
-        results.append(result)
-    return results
+    plans = plan_rollback(now, target.namespaces)
+    if not plans:
+        return []
+    if len(plans) == 1:
+        plan = plans[0]
+        result = await store.commit(
+            tenant, plan.namespace, plan.values, deletes=plan.deletes,
+            expect=plan.expect, actor=actor, reason=reason, create=False,
+        )  # fmt: skip
+        return [result]
+    result = await store.commit_across(
+        tenant,
+        {p.namespace: p.values for p in plans if p.values},
+        deletes={p.namespace: p.deletes for p in plans if p.deletes},
+        expect={p.namespace: p.expect for p in plans},
+        actor=actor,
+        reason=reason,
+        create=False,
+    )
+    return [result]

@@ -82,8 +82,8 @@ async def test_rollback_namespace_is_one_revision_with_cas(store: Store, tenant:
     assert event.reason == "rollback to revision 1"
     assert event.actor == "ops"
     assert await rollback(store, tenant, 5, namespace="a") == []
-    whole = await rollback(store, tenant, 0)
-    assert {r.namespace for r in whole} == {"a", "b"}
+    (whole,) = await rollback(store, tenant, 0)
+    assert (whole.namespace, whole.revision) == ("*", 6)  # the whole tenant: one revision
     assert all(not e for e in (await store.read_state(tenant)).namespaces.values())
 
 
@@ -172,22 +172,22 @@ def test_cli_diff(shared_redis: object, tenant: str) -> None:
     assert missing.exit_code == 3
 
 
-async def test_tenant_rollback_failure_names_committed_namespaces(
-    store: Store, tenant: str
-) -> None:
+async def test_tenant_rollback_racing_a_write_fails_whole(store: Store, tenant: str) -> None:
     await store.set(tenant, "a", "x", 1)  # r1
     await store.set(tenant, "b", "y", 1)  # r2
     await store.set(tenant, "a", "x", 2)  # r3
     await store.set(tenant, "b", "y", 2)  # r4
-    original = store.commit
+    original = store.commit_across
 
-    async def racing(t: str, ns: str, *args: object, **kwargs: object) -> object:
-        if ns == "b":
-            await original(tenant, "b", {"y": 99})
-        return await original(t, ns, *args, **kwargs)  # type: ignore[arg-type]
+    async def racing(t: str, *args: object, **kwargs: object) -> object:
+        await store.set(tenant, "b", "y", 99)  # lands between planning and committing
+        return await original(t, *args, **kwargs)  # type: ignore[arg-type]
 
-    store.commit = racing  # type: ignore[method-assign,assignment]
+    store.commit_across = racing  # type: ignore[method-assign,assignment]
     with pytest.raises(VersionConflict) as caught:
         await rollback(store, tenant, 2)
-    store.commit = original  # type: ignore[method-assign]
-    assert caught.value.details["committed"] == [{"namespace": "a", "revision": 5}]
+    store.commit_across = original  # type: ignore[method-assign]
+    assert [c.key for c in caught.value.conflicts] == ["b/y"]
+    state = await store.read_state(tenant)
+    assert (state.namespaces["a"]["x"].value, state.namespaces["b"]["y"].value) == (2, 99)
+    assert state.revision == 5

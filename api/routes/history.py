@@ -155,9 +155,11 @@ async def namespace_diff(
     openapi_extra=body_doc(TenantRollback),
 )
 async def rollback_tenant(request: Request, access: WriteAccess) -> Response:
-    """One new revision per affected namespace, each atomic with CAS on every key.
+    """One new revision, atomic with CAS on every key (across namespaces for a tenant).
 
-    A namespace needs the write right; the whole tenant needs admin.
+    A namespace needs the write right; the whole tenant needs admin. The
+    commit's ``namespace`` is ``"*"`` when it spans namespaces, and its
+    versions name keys ``namespace/key``.
     """
     body: TenantRollback = decode(await request.body(), TenantRollback)
     if body.namespace is None:
