@@ -49,7 +49,7 @@ from .exceptions import (
     Unavailable,
 )
 from .fleet import FleetMember, encode_member
-from .models import Entry
+from .models import Entry, KeySpec
 from .store import Store, tenant_keys
 from .sync import LoopThread, blocking
 
@@ -324,6 +324,10 @@ class Watcher:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every cached own value by namespace: ``{namespace: {key: value}}``."""
         return {ns: {k: e.value for k, e in es.items()} for ns, es in self._state.entries.items()}
+
+    def specs(self, namespace: str) -> dict[str, KeySpec]:
+        """The merged schema key specs that apply to ``namespace`` (cached)."""
+        return self._state.specs(namespace)
 
     def _check_followed(self, namespace: str) -> None:
         if not self._state.follows(validate_namespace(namespace)):

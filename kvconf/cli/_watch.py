@@ -1,9 +1,140 @@
-"""CLI commands of this concern (filled in by its issue)."""
+"""CLI: ``kvconf watch``: follow a tenant and print every applied change."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Annotated, Any
+
+import msgspec
 import typer
+
+from ..schema import mask_value
+from ..watcher import Change, Resync, Watcher
+from ._common import DataDir, JsonFlag, RedisUrl, print_json, run, settings
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+
+def _line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _masked(watcher: Watcher, change: Change, show_secrets: bool) -> dict[str, Any]:
+    body = change.to_json()
+    if not show_secrets:
+        specs = watcher.specs(change.namespace)
+        for item in body["changes"]:
+            spec = specs.get(item["key"])
+            item["old"] = mask_value(item["old"], spec)
+            item["new"] = mask_value(item["new"], spec)
+    return body
+
+
+def _describe(body: dict[str, Any]) -> str:
+    parts = []
+    for item in body["changes"]:
+        if item["op"] == "added":
+            parts.append(f"+{item['key']}={_text(item['new'])}")
+        elif item["op"] == "changed":
+            parts.append(f"~{item['key']}: {_text(item['old'])} -> {_text(item['new'])}")
+        else:
+            parts.append(f"-{item['key']}")
+    tag = " (resync)" if body["resync"] else f" by {body['actor']}"
+    reason = f": {body['reason']}" if body["reason"] and not body["resync"] else ""
+    return f"rev {body['revision']} {body['namespace']} {' '.join(parts)}{tag}{reason}"
+
+
+async def _watch(
+    tenant: str,
+    namespaces: list[str] | None,
+    as_json: bool,
+    show_secrets: bool,
+    check_interval: float,
+    redis_url: str | None,
+    data_dir: Any,
+) -> None:
+    cfg = settings(redis_url, data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Watcher(
+        tenant, settings=cfg, namespaces=namespaces, check_interval=check_interval
+    ) as watcher:
+
+        def on_change(change: Change) -> None:
+            body = _masked(watcher, change, show_secrets)
+            if as_json:
+                print_json({"type": "change", **body})
+            else:
+                _line(_describe(body))
+
+        def on_resync(resync: Resync) -> None:
+            if as_json:
+                print_json({"type": "resync", **msgspec.to_builtins(resync)})
+            else:
+                names = ", ".join(resync.namespaces) or "no differences"
+                _line(f"resync ({resync.reason}) at rev {resync.revision}: {names}")
+
+        watcher.on_change(on_change)
+        watcher.on_resync(on_resync)
+        ready = {"type": "ready", "tenant": tenant, "revision": watcher.revision,
+                 "epoch": watcher.epoch, "stale": watcher.stale}  # fmt: skip
+        if as_json:
+            print_json(ready)
+        else:
+            _line(f"watching {tenant} at rev {watcher.revision} (Ctrl-C to stop)")
+        stale = watcher.stale
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.25):
+                    await stop.wait()
+            if watcher.stale != stale:
+                stale = watcher.stale
+                if as_json:
+                    print_json({"type": "stale", "stale": stale, "revision": watcher.revision})
+                else:
+                    _line("stale: Redis unreachable, serving last known values" if stale else
+                          f"in sync again at rev {watcher.revision}")  # fmt: skip
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
+def watch(
+    tenant: Annotated[str, typer.Argument(help="Tenant to follow.")],
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Follow only this namespace (repeatable)."),
+    ] = None,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="Print values of sensitive keys unmasked.")
+    ] = False,
+    check_interval: Annotated[
+        float, typer.Option("--check-interval", min=0.05, help="Seconds between revision checks.")
+    ] = 1.0,
+    as_json: JsonFlag = False,
+    redis_url: RedisUrl = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Follow a tenant and print one line per applied change (and per resync).
+
+    With --json: one JSON object per line, ``type`` ``ready``, ``change``
+    (``revision``, ``namespace``, ``changes``), ``resync`` or ``stale``.
+    Ctrl-C or SIGTERM stops it cleanly.
+    """
+    run(
+        _watch(tenant, namespace or None, as_json, show_secrets, check_interval, redis_url,
+               data_dir),
+        as_json=as_json,
+    )  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `kvconf` app."""
+    """Add ``watch`` to the ``kvconf`` app."""
+    app.command()(watch)
