@@ -200,6 +200,7 @@ class Watcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = False
         self._reported = False
+        self._inflight: asyncio.Future[None] | None = None
         self._closed = False
         self._wake: asyncio.Event | None = None
         self._subscribed: asyncio.Event | None = None
@@ -275,6 +276,8 @@ class Watcher:
                     fut.set_result(False)
             while self._queue is not None and not self._queue.empty():
                 self._queue.get_nowait().close()
+            if self._inflight is not None and not self._inflight.done():
+                await asyncio.wait([self._inflight], timeout=self._timeout)
             if self._reported:
                 with contextlib.suppress(*_FAILURES):
                     async with asyncio.timeout(self._timeout):
@@ -725,7 +728,9 @@ class Watcher:
             now = time.monotonic()
             if self._fleet_interval > 0 and now >= next_report:
                 next_report = now + self._fleet_interval
-                await self._report()
+                # Shielded so that closing never races an in-flight report past its HDEL.
+                self._inflight = asyncio.ensure_future(self._report())
+                await asyncio.shield(self._inflight)
             if self._cache_file is not None and self._dirty and now - last_file >= 1.0:
                 last_file = now
                 if "startup" not in self._stale:
