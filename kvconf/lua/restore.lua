@@ -135,7 +135,11 @@ else
   local after = tonumber(ARGV[11]) or 0
   for _, event in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. after, '+inf')) do
     local ns = string.match(event, '"namespace":"([^"]*)"')
-    if ns and ns ~= '' then
+    if ns == '*' then  -- a change set across namespaces: each change names its own
+      for key, kns in string.gmatch(event, '{"key":"([^"]+)","namespace":"([^"]+)","version":') do
+        doomed[#doomed + 1] = base .. 'hist:' .. kns .. ':' .. key
+      end
+    elseif ns and ns ~= '' then
       for key in string.gmatch(event, '{"key":"([^"]+)","version":') do
         doomed[#doomed + 1] = base .. 'hist:' .. ns .. ':' .. key
       end

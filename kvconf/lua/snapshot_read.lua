@@ -56,7 +56,11 @@ local after = tonumber(ARGV[2]) or 0
 local recent = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. after, '+inf')
 for _, event in ipairs(recent) do
   local ns = string.match(event, '"namespace":"([^"]*)"')
-  if ns and ns ~= '' then
+  if ns == '*' then  -- a change set across namespaces: each change names its own
+    for key, kns in string.gmatch(event, '{"key":"([^"]+)","namespace":"([^"]+)","version":') do
+      want(kns .. ':' .. key)
+    end
+  elseif ns and ns ~= '' then
     for key in string.gmatch(event, '{"key":"([^"]+)","version":') do want(ns .. ':' .. key) end
   end
 end
