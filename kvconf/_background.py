@@ -94,6 +94,8 @@ async def background_services(store: Store, settings: Settings) -> AsyncIterator
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if settings.snapshot_every > 0:  # a save cancelled before its prune
+            prune(default_dir(store), settings.snapshot_keep)
         if persister is not None:
             persister.sync = True
             persister.lock.describe(mode="cli")
