@@ -39,8 +39,8 @@ BACKOFF_CAP = 5.0
 
 def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
     """Capped exponential backoff with jitter: in [d/2, d] for d = min(cap, base * 2**n)."""
-    delay = min(cap, base * (2 ** min(attempt, 30)))
-    return delay * random.uniform(0.5, 1.0)
+    delay = min(cap, base * 2.0 ** min(attempt, 30))
+    return float(delay * random.uniform(0.5, 1.0))
 
 
 def is_embedded(url: str | None) -> bool:
