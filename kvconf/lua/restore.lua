@@ -92,12 +92,22 @@ local function put_hash(key, at, n)
     redis.call('HSET', key, unpack(A, i, math.min(i + 2 * CHUNK - 1, last)))
   end
 end
+local match = string.match
+local VERSION = '^{"version":(%d+),'
 local function put_history(key, at, n)
-  local match = string.match
+  -- the common short histories without building an argument table
+  if n == 1 then
+    redis.call('ZADD', key, match(A[at], VERSION) or '0', A[at])
+    return
+  elseif n == 2 then
+    redis.call('ZADD', key, match(A[at], VERSION) or '0', A[at],
+      match(A[at + 1], VERSION) or '0', A[at + 1])
+    return
+  end
   for i = at, at + n - 1, CHUNK do
     local args = {}
     for j = i, math.min(i + CHUNK - 1, at + n - 1) do
-      args[#args + 1] = match(A[j], '^{"version":(%d+),') or '0'
+      args[#args + 1] = match(A[j], VERSION) or '0'
       args[#args + 1] = A[j]
     end
     redis.call('ZADD', key, unpack(args))
