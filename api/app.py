@@ -3,14 +3,17 @@
 ``uvicorn --factory api.app:create_app`` (what ``kvconf serve`` runs) reads
 :class:`~kvconf.config.Settings` from ``KVCONF_*`` environment variables. The
 store is opened once in the lifespan (embedded fakeredis when no Redis URL is
-set) and the server's background services run for the app's lifetime.
+set), with the read cache (see :mod:`api.cache`; ``KVCONF_API_READ_CACHE=0``
+turns it off), and the server's background services run for the app's
+lifetime.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,6 +27,7 @@ from kvconf.exceptions import KvconfError
 from kvconf.store import Store
 
 from .auth import Authenticator
+from .cache import ReadCache
 from .errors import http_error_handler, kvconf_error_handler, validation_error_handler
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
@@ -58,15 +62,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 )
         except KvconfError as exc:
             log.warning("could not check for API tokens at start: %s", exc.message)
-        async with background_services(store, settings):
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(background_services(store, settings))
+            if app.state.read_cache:
+                app.state.cache = await stack.enter_async_context(ReadCache(store, settings))
             yield
     finally:
+        app.state.cache = None
         await store.aclose()
 
 
-def create_app(settings: Settings | None = None, *, max_body_bytes: int | None = None) -> FastAPI:
-    """Build the API app; ``settings`` default to ``Settings.from_env()``."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    max_body_bytes: int | None = None,
+    read_cache: bool | None = None,
+) -> FastAPI:
+    """Build the API app; ``settings`` default to ``Settings.from_env()``.
+
+    ``read_cache`` serves reads from watchers (default: on unless the
+    environment says ``KVCONF_API_READ_CACHE=0``).
+    """
     settings = settings if settings is not None else Settings.from_env()
+    if read_cache is None:
+        flag = os.environ.get("KVCONF_API_READ_CACHE", "1").strip().lower()
+        read_cache = flag not in ("0", "false", "no", "off")
     app = FastAPI(
         title="kvconf",
         summary="Multi-tenant, versioned configuration store on Redis with hot reload",
@@ -74,6 +94,8 @@ def create_app(settings: Settings | None = None, *, max_body_bytes: int | None =
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.read_cache = read_cache
+    app.state.cache = None
     app.state.metrics = metrics = Metrics()
     app.add_exception_handler(KvconfError, kvconf_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

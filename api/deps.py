@@ -17,11 +17,13 @@ from fastapi import Depends, Header, Request
 from fastapi import Path as PathParam
 
 from kvconf.exceptions import InvalidInput, TenantNotFound
-from kvconf.models import KeySpec
+from kvconf.models import KeySpec, WriteResult
 from kvconf.schema import MASK
 from kvconf.store import Store
+from kvconf.watcher import Watcher
 
 from .auth import Authenticator, Principal
+from .cache import ReadCache, wants_consistent
 from .errors import Forbidden
 from .metrics import Metrics
 
@@ -34,10 +36,15 @@ __all__ = [
     "StoreDep",
     "WriteAccess",
     "access_to",
+    "cached_reader",
+    "expected_version",
     "get_principal",
     "get_store",
     "if_match",
     "masker",
+    "note_write",
+    "read_cache",
+    "resolve_access",
 ]
 
 _SCHEMA_REFRESH = 1.0
@@ -111,23 +118,29 @@ def access_to(right: str, tenant: str | None = None) -> Callable[..., Awaitable[
     dependency solving is a visible share of a key read's cost.
     """
 
-    async def check(request: Request, name: str) -> Access:
-        state = request.app.state
-        principal = await state.auth.authenticate(request.headers.get("authorization"))
-        check_access(principal, name, right)
-        reason = request.headers.get("x-change-reason", "")
-        return Access(name, principal, _actor(request, principal), reason, state.store)
-
     async def fixed(request: Request) -> Access:
         assert tenant is not None
-        return await check(request, tenant)
+        return await resolve_access(request, tenant, right)
 
     async def from_path(
         request: Request, tenant: Annotated[str, PathParam(description="Tenant name.")]
     ) -> Access:
-        return await check(request, tenant)
+        return await resolve_access(request, tenant, right)
 
     return fixed if tenant is not None else from_path
+
+
+async def resolve_access(request: Request, tenant: str, right: str) -> Access:
+    """The caller's checked ``right`` on ``tenant`` (what the access dependencies do).
+
+    Hot routes call it directly instead of going through FastAPI's dependency
+    solving.
+    """
+    state = request.app.state
+    principal = await state.auth.authenticate(request.headers.get("authorization"))
+    check_access(principal, tenant, right)
+    reason = request.headers.get("x-change-reason", "")
+    return Access(tenant, principal, _actor(request, principal), reason, state.store)
 
 
 ReadAccess = Annotated[Access, Depends(access_to("read"))]
@@ -172,6 +185,40 @@ async def masker(access: Access, namespace: str) -> Masker:
     return Masker(await store.specs(access.tenant, namespace))
 
 
+def read_cache(request: Request) -> ReadCache | None:
+    """The app's read cache (None when it is off)."""
+    cache: ReadCache | None = request.app.state.cache
+    return cache
+
+
+def cached_reader(request: Request, tenant: str) -> tuple[ReadCache | None, Watcher | None]:
+    """The read cache and the tenant's watcher when this read may be served from it.
+
+    ``?consistent=true`` or ``Cache-Control: no-cache`` asks for a Redis read.
+    """
+    cache: ReadCache | None = request.app.state.cache
+    if cache is None:
+        return None, None
+    scope = request.scope
+    query = scope["query_string"]
+    if (query or any(name == b"cache-control" for name, _ in scope["headers"])) and (
+        wants_consistent(query.decode("latin-1"), request.headers.get("cache-control"))
+    ):
+        return cache, None
+    return cache, cache.reader(tenant)
+
+
+def note_write(request: Request, tenant: str, result: WriteResult | None) -> None:
+    """Tell the read cache what this process wrote (None: drop the tenant's watcher)."""
+    cache: ReadCache | None = request.app.state.cache
+    if cache is None:
+        return
+    if result is None:
+        cache.forget(tenant)
+    else:
+        cache.wrote(tenant, result.epoch, result.revision)
+
+
 def parse_etag(text: str) -> int:
     """The version in an ETag (``"3"``, ``W/"3"`` or ``3``)."""
     raw = text.strip().removeprefix("W/").strip('"')
@@ -196,6 +243,13 @@ async def if_match(
     A mismatch of a header precondition is a 412 (the error handler reads
     ``request.state.cas_from_header``), not the 409 of a body expectation.
     """
+    return expected_version(request, if_match, if_none_match)
+
+
+def expected_version(
+    request: Request, if_match: str | None, if_none_match: str | None
+) -> int | None:
+    """See :func:`if_match` (plain function for the hot routes)."""
     if if_none_match is not None:
         if if_none_match.strip() != "*":
             raise InvalidInput("only 'If-None-Match: *' is supported", field="If-None-Match")

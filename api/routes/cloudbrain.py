@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import weakref
 from datetime import UTC, datetime
@@ -22,14 +23,27 @@ from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
-from kvconf._keys import DEFAULTS_NAMESPACE
+from kvconf._keys import DEFAULTS_NAMESPACE, validate_key
 from kvconf.exceptions import InvalidValue, KeyNotFound, TenantExists
-from kvconf.models import Explanation, KeySpec, Schema
+from kvconf.layers import effective_keys, resolve
+from kvconf.models import Entry, Explanation, KeySpec, Schema
 from kvconf.schema import coerce_text
 from kvconf.store import Store
+from kvconf.watcher import Watcher
 
-from ..deps import Access, Masker, access_to, masker
+from ..cache import ReadCache, namespace_entries
+from ..deps import (
+    Access,
+    Masker,
+    access_to,
+    cached_reader,
+    masker,
+    note_write,
+    read_cache,
+    resolve_access,
+)
 from ..errors import CLOUDBRAIN_PREFIX
+from ..hot import hot
 from ..models import (
     CloudConfig,
     CloudError,
@@ -66,11 +80,12 @@ _RECHECK = 10.0
 _locks: weakref.WeakKeyDictionary[Store, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-async def ensure_schema(store: Store) -> datetime:
+async def ensure_schema(store: Store, cache: ReadCache | None = None) -> datetime:
     """Install the per-AI key schema on ``default/_defaults`` if missing; idempotent.
 
     Returns the creation time of tenant ``default`` (the ``updated_at`` shown
-    for values that come from the environment or a schema default).
+    for values that come from the environment or a schema default). A read
+    cache is told when the schema was installed (its watcher is replaced).
     """
     found = _installed.get(store)
     if found is not None and time.monotonic() < found[1]:
@@ -89,16 +104,20 @@ async def ensure_schema(store: Store) -> datetime:
             if k not in keys
         }
         if missing:
-            await store.set_schema(
-                AI_TENANT,
-                DEFAULTS_NAMESPACE,
-                Schema(
-                    keys={**keys, **missing},
-                    description=current.description if current else "per-AI configuration",
-                ),
-                actor="kvconf-api",
-                reason="install the per-AI key schema",
-            )
+            try:
+                await store.set_schema(
+                    AI_TENANT,
+                    DEFAULTS_NAMESPACE,
+                    Schema(
+                        keys={**keys, **missing},
+                        description=current.description if current else "per-AI configuration",
+                    ),
+                    actor="kvconf-api",
+                    reason="install the per-AI key schema",
+                )
+            finally:
+                if cache is not None:
+                    cache.forget(AI_TENANT)
         info = await store.info(AI_TENANT)
         created = info.created_at or datetime.now(UTC)
         _installed[store] = (created, time.monotonic() + _RECHECK)
@@ -116,11 +135,15 @@ def _iso(ts: datetime) -> str:
 
 
 async def _view(
-    access: Access, ai_id: int, keys: list[str] | None = None
+    request: Request, access: Access, ai_id: int, keys: list[str] | None = None
 ) -> tuple[dict[str, Explanation], dict[str, str], Masker]:
     store = access.store
-    created = await ensure_schema(store)
+    created = await ensure_schema(store, read_cache(request))
     ns = f"ai-{ai_id}"
+    cache, watcher = cached_reader(request, AI_TENANT)
+    if watcher is not None:
+        assert cache is not None
+        return _cached_view(cache, watcher, access, ns, created, keys)
     if keys is None:
         explained = await store.explain(AI_TENANT, ns)
     else:
@@ -131,7 +154,40 @@ async def _view(
         layer = {"namespace": ns, "tenant_defaults": DEFAULTS_NAMESPACE}.get(exp.layer or "")
         entry = state.namespaces.get(layer or "", {}).get(key)
         stamps[key] = _iso(entry.updated_at if entry is not None else created)
+    if cache is not None:
+        cache.found(AI_TENANT)
     return explained, stamps, await masker(access, ns)
+
+
+def _cached_view(
+    cache: ReadCache,
+    watcher: Watcher,
+    access: Access,
+    ns: str,
+    created: datetime,
+    keys: list[str] | None,
+) -> tuple[dict[str, Explanation], dict[str, str], Masker]:
+    """:func:`_view` from the watcher's memory: the same layers, no Redis."""
+    own_entries = namespace_entries(watcher, ns)
+    default_entries = namespace_entries(watcher, DEFAULTS_NAMESPACE)
+    own = {k: e.value for k, e in own_entries.items()}
+    defaults = {k: e.value for k, e in default_entries.items()}
+    specs = cache.specs(watcher, ns)
+    names = (
+        effective_keys(own, defaults, specs) if keys is None else [validate_key(k) for k in keys]
+    )
+    prefix = cache.settings.defaults_env_prefix
+    explained: dict[str, Explanation] = {}
+    stamps: dict[str, str] = {}
+    for key in names:
+        exp = explained[key] = resolve(key, own, defaults, os.environ, prefix, specs)
+        entry: Entry | None = None
+        if exp.layer == "namespace":
+            entry = own_entries.get(key)
+        elif exp.layer == "tenant_defaults":
+            entry = default_entries.get(key)
+        stamps[key] = _iso(entry.updated_at if entry is not None else created)
+    return explained, stamps, Masker(None if access.secrets else specs)
 
 
 @router.get(
@@ -139,9 +195,13 @@ async def _view(
     summary="Every known key of one AI, effective values as strings",
     responses=response_doc(CloudConfig, errors=CloudError),
 )
-async def get_config(ai_id: AiId, access: Reader) -> Response:
+async def get_config(ai_id: AiId, request: Request, access: Reader) -> Response:
     """``{"success": true, "ai_id": 12, "configuration": {key: {value, updated_at}}}``."""
-    explained, stamps, mask = await _view(access, ai_id)
+    return await _config(request, access, ai_id)
+
+
+async def _config(request: Request, access: Access, ai_id: int) -> Response:
+    explained, stamps, mask = await _view(request, access, ai_id)
     configuration = {
         k: {"value": _render(mask(k, e.value)), "updated_at": stamps[k]}
         for k, e in explained.items()
@@ -183,13 +243,14 @@ async def _coerce(store: Store, ai_id: int, values: dict[str, Any]) -> dict[str,
 )
 async def put_config(ai_id: AiId, request: Request, access: Writer) -> Response:
     """Body ``{"stale_timeout": "30", ...}``; all keys are one revision."""
-    await ensure_schema(access.store)
+    await ensure_schema(access.store, read_cache(request))
     body: dict[str, Any] = decode(await request.body(), dict[str, str | int])
     values = await _coerce(access.store, ai_id, body)
-    await access.store.set_many(
+    result = await access.store.set_many(
         AI_TENANT, f"ai-{ai_id}", values, actor=access.actor, reason=access.why()
     )
     request.app.state.metrics.writes.labels("cloudbrain").inc()
+    note_write(request, AI_TENANT, result)
     keys = list(body)
     return respond(
         {
@@ -206,9 +267,13 @@ async def put_config(ai_id: AiId, request: Request, access: Writer) -> Response:
     summary="One key of one AI",
     responses=response_doc(CloudKey, errors=CloudError),
 )
-async def get_config_key(ai_id: AiId, key: ConfigKey, access: Reader) -> Response:
+async def get_config_key(ai_id: AiId, key: ConfigKey, request: Request, access: Reader) -> Response:
     """``{"success": true, "ai_id", "config_key", "config_value", "updated_at"}``."""
-    explained, stamps, mask = await _view(access, ai_id, [key])
+    return await _config_key(request, access, ai_id, key)
+
+
+async def _config_key(request: Request, access: Access, ai_id: int, key: str) -> Response:
+    explained, stamps, mask = await _view(request, access, ai_id, [key])
     exp = explained[key]
     if exp.layer is None:
         raise KeyNotFound(AI_TENANT, f"ai-{ai_id}", [key])
@@ -237,13 +302,14 @@ class ConfigValue(msgspec.Struct):
 )
 async def put_config_key(ai_id: AiId, key: ConfigKey, request: Request, access: Writer) -> Response:
     """Body ``{"config_value": "480"}``."""
-    await ensure_schema(access.store)
+    await ensure_schema(access.store, read_cache(request))
     body: ConfigValue = decode(await request.body(), ConfigValue)
     values = await _coerce(access.store, ai_id, {key: body.config_value})
-    await access.store.set(
+    result = await access.store.set(
         AI_TENANT, f"ai-{ai_id}", key, values[key], actor=access.actor, reason=access.why()
     )
     request.app.state.metrics.writes.labels("cloudbrain").inc()
+    note_write(request, AI_TENANT, result)
     mask = await masker(access, f"ai-{ai_id}")
     rendered = _render(mask(key, values[key]))
     return respond(
@@ -255,3 +321,31 @@ async def put_config_key(ai_id: AiId, key: ConfigKey, request: Request, access: 
             "message": "Configuration updated successfully",
         }
     )
+
+
+def _ai_id(request: Request) -> int | None:
+    """The path's ``ai_id`` when FastAPI would accept it (else None: let it answer)."""
+    text: str = request.path_params["ai_id"]
+    if not text.isascii() or not text.isdigit() or request.scope["query_string"]:
+        return None
+    return int(text)
+
+
+async def _get_config_hot(request: Request) -> Response | None:
+    ai_id = _ai_id(request)
+    if ai_id is None:
+        return None
+    access = await resolve_access(request, AI_TENANT, "read")
+    return await _config(request, access, ai_id)
+
+
+async def _get_config_key_hot(request: Request) -> Response | None:
+    ai_id = _ai_id(request)
+    if ai_id is None:
+        return None
+    access = await resolve_access(request, AI_TENANT, "read")
+    return await _config_key(request, access, ai_id, request.path_params["key"])
+
+
+hot(router, get_config, _get_config_hot)
+hot(router, get_config_key, _get_config_key_hot)

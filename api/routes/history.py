@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from kvconf import timeline
 
-from ..deps import Access, Masker, ReadAccess, WriteAccess, check_access, masker
+from ..deps import Access, Masker, ReadAccess, WriteAccess, check_access, masker, note_write
 from ..models import KeyRollback, TenantRollback, body_doc, decode, respond
 
 __all__ = ["mask_event", "router"]
@@ -82,6 +82,7 @@ async def rollback_key(
         actor=access.actor, reason=access.why(body.reason),
     )  # fmt: skip
     request.app.state.metrics.rollbacks.labels("key").inc()
+    note_write(request, access.tenant, result)
     return respond(
         {"revision": result.revision, "versions": result.versions},
         headers={"ETag": f'"{result.versions[key]}"'},
@@ -164,10 +165,13 @@ async def rollback_tenant(request: Request, access: WriteAccess) -> Response:
     body: TenantRollback = decode(await request.body(), TenantRollback)
     if body.namespace is None:
         check_access(access.principal, access.tenant, "admin")
-    results = await timeline.rollback(
-        access.store, access.tenant, body.to_revision, namespace=body.namespace,
-        actor=access.actor, reason=access.why(body.reason),
-    )  # fmt: skip
+    try:
+        results = await timeline.rollback(
+            access.store, access.tenant, body.to_revision, namespace=body.namespace,
+            actor=access.actor, reason=access.why(body.reason),
+        )  # fmt: skip
+    finally:
+        note_write(request, access.tenant, None)  # may span namespaces: a fresh watcher
     request.app.state.metrics.rollbacks.labels("namespace" if body.namespace else "tenant").inc()
     return respond(
         {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,7 +12,20 @@ from starlette.responses import Response
 from kvconf.models import Entry, WriteResult
 from kvconf.timeline import KeyState, state_at
 
-from ..deps import IfMatch, Masker, ReadAccess, WriteAccess, masker
+from ..cache import namespace_entries
+from ..deps import (
+    Access,
+    IfMatch,
+    Masker,
+    ReadAccess,
+    WriteAccess,
+    cached_reader,
+    expected_version,
+    masker,
+    note_write,
+    resolve_access,
+)
+from ..hot import hot
 from ..models import (
     ChangeSet,
     EntryDoc,
@@ -48,9 +62,18 @@ def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
-def _written(request: Request, result: WriteResult, kind: str) -> dict[str, Any]:
+def _written(request: Request, tenant: str, result: WriteResult, kind: str) -> dict[str, Any]:
     request.app.state.metrics.writes.labels(kind).inc()
+    note_write(request, tenant, result)
     return {"revision": result.revision, "epoch": result.epoch, "versions": result.versions}
+
+
+Consistent = Annotated[
+    bool,
+    Query(
+        description="Read from Redis, not this process's cache (also: `Cache-Control: no-cache`)."
+    ),
+]
 
 
 @router.get("", summary="List a tenant's namespaces")
@@ -63,20 +86,38 @@ async def list_namespaces(access: ReadAccess) -> Response:
 @router.get("/{namespace}", summary="Read a namespace (optionally as of a revision)")
 async def get_namespace(
     namespace: Namespace,
+    request: Request,
     access: ReadAccess,
     at_revision: Annotated[int | None, Query(ge=0, description="Time travel.")] = None,
+    consistent: Consistent = False,
 ) -> Response:
     """Every key with value, version, revision, updated_at and updated_by."""
     store = access.store
+    cache, watcher = cached_reader(request, access.tenant)
+    entries: Mapping[str, Any]
     if at_revision is not None:
         point = await state_at(store, access.tenant, at_revision, [namespace])
-        entries: dict[str, Any] = point.namespaces.get(namespace, {})
+        entries = point.namespaces.get(namespace, {})
         revision = at_revision
+    elif watcher is not None:
+        entries = namespace_entries(watcher, namespace)
+        revision = watcher.revision
+        assert cache is not None
+        mask = Masker(None if access.secrets else cache.specs(watcher, namespace))
+        return _namespace_doc(access, namespace, revision, entries, mask)
     else:
         state = await store.read_state(access.tenant, [namespace])
         entries = state.namespaces.get(namespace, {})
         revision = state.revision
+        if cache is not None:
+            cache.found(access.tenant)
     mask = await masker(access, namespace)
+    return _namespace_doc(access, namespace, revision, entries, mask)
+
+
+def _namespace_doc(
+    access: Access, namespace: str, revision: int, entries: Mapping[str, Any], mask: Masker
+) -> Response:
     return respond(
         {
             "tenant": access.tenant,
@@ -104,7 +145,7 @@ async def commit(
         access.tenant, namespace, body.values, deletes=body.deletes, expect=body.expect,
         actor=access.actor, reason=access.why(body.reason),
     )  # fmt: skip
-    return respond(_written(request, result, "change_set"))
+    return respond(_written(request, access.tenant, result, "change_set"))
 
 
 @router.get("/{namespace}/effective", summary="Effective config with layers")
@@ -135,16 +176,50 @@ async def effective(
     summary="Read one key (ETag: its version)",
     responses=response_doc(EntryDoc),
 )
-async def get_key(namespace: Namespace, key: Key, access: ReadAccess) -> Response:
-    """The key's value and metadata; the ``ETag`` header is its version."""
-    entry = await access.store.get(access.tenant, namespace, key)
+async def get_key(
+    namespace: Namespace,
+    key: Key,
+    request: Request,
+    access: ReadAccess,
+    consistent: Consistent = False,
+) -> Response:
+    """The key's value and metadata; the ``ETag`` header is its version.
+
+    Served from this process's watcher of the tenant when it is in step (see
+    ``api/cache.py``), else from Redis.
+    """
+    return await read_key(request, access, namespace, key)
+
+
+async def read_key(request: Request, access: Access, namespace: str, key: str) -> Response:
+    """GET of one key: from the read cache when it may answer, else one HGET."""
+    cache, watcher = cached_reader(request, access.tenant)
+    if watcher is not None:
+        entry = watcher.entry(namespace, key)
+        if entry is not None:
+            assert cache is not None
+            mask = Masker(None if access.secrets else cache.specs(watcher, namespace))
+            return respond(entry_doc(key, entry, mask), headers=_etag(entry.version))
+    # A miss goes to Redis: it tells an unknown key from an unknown tenant.
+    found = await access.store.get(access.tenant, namespace, key)
+    if cache is not None:
+        cache.found(access.tenant)
     mask = await masker(access, namespace)
-    return respond(entry_doc(key, entry, mask), headers=_etag(entry.version))
+    return respond(entry_doc(key, found, mask), headers=_etag(found.version))
 
 
-async def _expected(
-    access: WriteAccess, namespace: str, key: str, expect: int | None
-) -> int | None:
+async def _get_key_hot(request: Request) -> Response | None:
+    if request.scope["query_string"]:
+        return None  # ?consistent=...: FastAPI's validation
+    params = request.path_params
+    access = await resolve_access(request, params["tenant"], "read")
+    return await read_key(request, access, params["namespace"], params["key"])
+
+
+hot(router, get_key, _get_key_hot)
+
+
+async def _expected(access: Access, namespace: str, key: str, expect: int | None) -> int | None:
     if expect == -1:  # If-Match: * → the key must exist, at whatever version
         return (await access.store.get(access.tenant, namespace, key)).version
     return expect
@@ -170,13 +245,36 @@ async def put_key(
     if dry_run:
         expects = {} if expect is None else {key: expect}
         return respond(await preview(access, namespace, {key: body.value}, [], expects))
+    return await write_key(request, access, namespace, key, body, expect)
+
+
+async def write_key(
+    request: Request, access: Access, namespace: str, key: str, body: KeyWrite, expect: int | None
+) -> Response:
+    """PUT of one key: one atomic write (a CAS when ``expect`` is set)."""
     result = await access.store.set(
         access.tenant, namespace, key, body.value, expect_version=expect,
         actor=access.actor, reason=access.why(body.reason),
     )  # fmt: skip
-    doc = _written(request, result, "key")
+    doc = _written(request, access.tenant, result, "key")
     status = 201 if result.versions[key] == 1 else 200
     return respond(doc, status=status, headers=_etag(result.versions[key]))
+
+
+async def _put_key_hot(request: Request) -> Response | None:
+    if request.scope["query_string"]:
+        return None  # dry runs and odd parameters: FastAPI's validation
+    params = request.path_params
+    access = await resolve_access(request, params["tenant"], "write")
+    headers = request.headers
+    expect = expected_version(request, headers.get("if-match"), headers.get("if-none-match"))
+    body: KeyWrite = decode(await request.body(), KeyWrite)
+    namespace, key = params["namespace"], params["key"]
+    expect = await _expected(access, namespace, key, expect)
+    return await write_key(request, access, namespace, key, body, expect)
+
+
+hot(router, put_key, _put_key_hot)
 
 
 @router.delete("/{namespace}/keys/{key}", summary="Delete one key (a tombstone version)")
@@ -189,4 +287,5 @@ async def delete_key(
     result = await access.store.delete(
         access.tenant, namespace, key, expect=expects, actor=access.actor, reason=access.why()
     )
-    return respond(_written(request, result, "delete"), headers=_etag(result.versions[key]))
+    doc = _written(request, access.tenant, result, "delete")
+    return respond(doc, headers=_etag(result.versions[key]))

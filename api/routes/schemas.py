@@ -13,7 +13,7 @@ from kvconf.exceptions import NotFound
 from kvconf.models import Schema
 from kvconf.schema import MASK, decode_schema_document
 
-from ..deps import Access, AdminAccess, ReadAccess
+from ..deps import Access, AdminAccess, ReadAccess, note_write
 from ..models import body_doc, respond
 
 __all__ = ["router"]
@@ -63,9 +63,12 @@ async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
 async def put_schema(namespace: Namespace, request: Request, access: AdminAccess) -> Response:
     """422 listing every problem when the document or current values break it."""
     schema = decode_schema_document(await request.body())
-    revision = await access.store.set_schema(
-        access.tenant, namespace, schema, actor=access.actor, reason=access.why()
-    )
+    try:
+        revision = await access.store.set_schema(
+            access.tenant, namespace, schema, actor=access.actor, reason=access.why()
+        )
+    finally:
+        note_write(request, access.tenant, None)
     request.app.state.metrics.writes.labels("schema").inc()
     return respond({"revision": revision, "schema": _shown(access, schema)})
 
@@ -75,8 +78,11 @@ async def delete_schema(namespace: Namespace, request: Request, access: AdminAcc
     """Removing a schema that does not exist is a 404."""
     if await access.store.get_schema(access.tenant, namespace) is None:
         raise SchemaNotFound(f"{access.tenant}/{namespace} has no schema", namespace=namespace)
-    revision = await access.store.set_schema(
-        access.tenant, namespace, None, actor=access.actor, reason=access.why()
-    )
+    try:
+        revision = await access.store.set_schema(
+            access.tenant, namespace, None, actor=access.actor, reason=access.why()
+        )
+    finally:
+        note_write(request, access.tenant, None)
     request.app.state.metrics.writes.labels("schema").inc()
     return respond({"revision": revision})

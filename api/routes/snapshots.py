@@ -17,7 +17,7 @@ from starlette.responses import Response
 from kvconf import snapshot
 from kvconf.exceptions import SnapshotNotFound, Unavailable
 
-from ..deps import Access, AdminAccess
+from ..deps import Access, AdminAccess, note_write
 from ..models import respond
 
 __all__ = ["router"]
@@ -86,6 +86,9 @@ async def restore_tenant_snapshot(
         )  # fmt: skip
     except OSError as exc:
         raise Unavailable(f"could not read the snapshot: {exc.strerror}") from exc
+    finally:
+        if not dry_run:
+            note_write(request, access.tenant, None)
     if not dry_run:
         request.app.state.metrics.writes.labels("restore").inc()
     return respond({"tenant": access.tenant, "dry_run": report.dry_run, "restored": report.tenants})

@@ -13,7 +13,7 @@ from kvconf._keys import validate_tenant
 from kvconf.exceptions import InvalidInput, Unavailable
 from kvconf.store import Store
 
-from ..deps import AdminAccess, PrincipalDep, ReadAccess, StoreDep, check_access
+from ..deps import AdminAccess, PrincipalDep, ReadAccess, StoreDep, check_access, note_write
 from ..errors import Forbidden
 from ..models import TenantCreate, body_doc, decode, respond
 from ..provision import provision
@@ -51,11 +51,14 @@ async def create_tenant(request: Request, store: StoreDep, principal: PrincipalD
         if not principal.can(source, "secrets"):
             raise Forbidden(f"copying {source!r} needs the secrets right on it", tenant=source)
     client = request.client.host if request.client else "unknown"
-    revision = await provision(
-        store, body.name, source=source, whole=body.clone_from is not None,
-        overrides=body.overrides, actor=f"{principal.name}@{client}",
-        reason=body.reason or request.headers.get("x-change-reason", ""),
-    )  # fmt: skip
+    try:
+        revision = await provision(
+            store, body.name, source=source, whole=body.clone_from is not None,
+            overrides=body.overrides, actor=f"{principal.name}@{client}",
+            reason=body.reason or request.headers.get("x-change-reason", ""),
+        )  # fmt: skip
+    finally:
+        note_write(request, body.name, None)
     request.app.state.metrics.writes.labels("tenant").inc()
     return respond({"tenant": body.name, "revision": revision}, status=201)
 
@@ -93,7 +96,10 @@ async def delete_tenant(
     if hard:
         await access.store.info(access.tenant)
         snap = await _snapshot_first(access.store, access.tenant)
-    await access.store.delete_tenant(access.tenant, hard=hard)
+    try:
+        await access.store.delete_tenant(access.tenant, hard=hard)
+    finally:
+        note_write(request, access.tenant, None)
     request.app.state.metrics.writes.labels("tenant").inc()
     return respond(
         {"tenant": access.tenant, "deleted": "hard" if hard else "soft", "snapshot": snap}
@@ -103,6 +109,9 @@ async def delete_tenant(
 @router.post("/{tenant}/undelete", summary="Bring back a soft-deleted tenant")
 async def undelete_tenant(access: AdminAccess, request: Request) -> Response:
     """All values come back as they were."""
-    await access.store.undelete_tenant(access.tenant)
+    try:
+        await access.store.undelete_tenant(access.tenant)
+    finally:
+        note_write(request, access.tenant, None)
     request.app.state.metrics.writes.labels("tenant").inc()
     return respond({"tenant": access.tenant, "deleted": False})
