@@ -428,3 +428,15 @@ async def test_cache_file_serves_a_start_without_redis(
     with pytest.raises(Unavailable):
         async with Watcher(tenant, dead, environ={}, timeout=0.5):
             pass
+
+
+async def test_gap_across_a_schema_change_converges(store: Store, tenant: str, backend_url: str):
+    await store.set(tenant, "ns", "a", 1)
+    async with Watcher(tenant, backend_url, environ={}) as watcher:
+        drop_events(watcher, {2, 3})
+        schema = Schema(keys={"d": KeySpec(type="int", default=4)})
+        await store.set_schema(tenant, "ns", schema)
+        await store.set(tenant, "ns", "a", 2)
+        await store.set(tenant, "ns", "b", 3)
+        await converge(watcher, store, tenant)
+        assert watcher.get("ns", "d") == 4
