@@ -88,11 +88,8 @@ class WatchEngine:
     def on_event(self, event: WireEvent) -> None:
         """Called by the hub for each event on the tenant's channel."""
         state = self._state
-        namespace = event.namespace
-        pending = self._ks_pending.get(namespace)
-        if pending:
-            deleted = any(c.deleted for c in event.changes)
-            self._ks_pending[namespace] = max(0, pending - len(event.changes) - deleted)
+        if self._ks_pending:
+            self._account_keyspace(event)
         if not self._busy and not self._pending and event.type == "change" and self._next(event):
             self._apply(event)
             return
@@ -100,6 +97,20 @@ class WatchEngine:
             return
         self._pending.append(event)
         self._wakeup()
+
+    def _account_keyspace(self, event: WireEvent) -> None:
+        """Subtract the notifications kvconf's own write caused (one per key, maybe a del)."""
+        counts: dict[str, int] = {}
+        deletes: set[str] = set()
+        for kc in event.changes:
+            ns = kc.namespace or event.namespace
+            counts[ns] = counts.get(ns, 0) + 1
+            if kc.deleted:
+                deletes.add(ns)  # Redis adds a "del" when the hash became empty
+        for ns, count in counts.items():
+            pending = self._ks_pending.get(ns)
+            if pending:
+                self._ks_pending[ns] = max(0, pending - count - (ns in deletes))
 
     def on_keyspace(self, namespace: str, op: str) -> None:
         """Called by the hub for a keyspace notification on a namespace hash."""
@@ -151,8 +162,7 @@ class WatchEngine:
 
     def _apply(self, event: EventLike | WireEvent) -> None:
         self._state.epoch = event.epoch
-        change = self._state.apply_event(event)
-        self._applied([change] if change is not None else [], None)
+        self._applied(self._state.apply_event(event), None)
 
     def _applied(self, changes: list[Change], resync: str | None) -> None:
         state = self._state

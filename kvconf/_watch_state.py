@@ -168,41 +168,62 @@ class CacheState:
 
     # -- writes ----------------------------------------------------------------
 
-    def apply_event(self, event: EventLike) -> Change | None:
-        """Apply one change set (its revision must be the next one)."""
-        namespace = event.namespace
+    def apply_event(self, event: EventLike) -> list[Change]:
+        """Apply one change set (its revision must be the next one).
+
+        A change set across namespaces (event namespace ``"*"``) gives one
+        :class:`Change` per namespace; all of them are swapped in at once.
+        """
         self.revision = event.revision
-        if not self.follows(namespace):
-            return None
-        old = self.entries.get(namespace, {})
-        new = dict(old)
-        added: dict[str, ValueChange] = {}
-        changed: dict[str, ValueChange] = {}
-        removed: dict[str, ValueChange] = {}
+        groups: dict[str, list[KeyChange]] = {}
         for kc in event.changes:
-            prev = old.get(kc.key)
-            if kc.deleted:
-                new.pop(kc.key, None)
-                if prev is not None:
-                    removed[kc.key] = ValueChange(prev.value, None, prev.version, kc.version)
-                continue
-            new[kc.key] = Entry(kc.value, kc.version, event.revision, event.ts, event.actor)
-            if prev is None:
-                added[kc.key] = ValueChange(None, kc.value, 0, kc.version)
-            else:
-                changed[kc.key] = ValueChange(prev.value, kc.value, prev.version, kc.version)
+            ns = kc.namespace or event.namespace
+            if self.follows(ns):
+                groups.setdefault(ns, []).append(kc)
+        if not groups:
+            return []
+        changes: list[Change] = []
+        updated: dict[str, dict[str, Entry]] = {}
+        for namespace, kcs in groups.items():
+            old = self.entries.get(namespace, {})
+            new = dict(old)
+            added: dict[str, ValueChange] = {}
+            changed: dict[str, ValueChange] = {}
+            removed: dict[str, ValueChange] = {}
+            for kc in kcs:
+                prev = old.get(kc.key)
+                if kc.deleted:
+                    new.pop(kc.key, None)
+                    if prev is not None:
+                        removed[kc.key] = ValueChange(prev.value, None, prev.version, kc.version)
+                    continue
+                new[kc.key] = Entry(kc.value, kc.version, event.revision, event.ts, event.actor)
+                if prev is None:
+                    added[kc.key] = ValueChange(None, kc.value, 0, kc.version)
+                else:
+                    changed[kc.key] = ValueChange(prev.value, kc.value, prev.version, kc.version)
+            updated[namespace] = new
+            changes.append(
+                Change(
+                    event.revision,
+                    namespace,
+                    added,
+                    changed,
+                    removed,
+                    actor=event.actor,
+                    reason=event.reason,
+                )
+            )
         with self._lock:
             entries = dict(self.entries)
-            if new:
-                entries[namespace] = new
-            else:
-                entries.pop(namespace, None)
+            for namespace, new in updated.items():
+                if new:
+                    entries[namespace] = new
+                else:
+                    entries.pop(namespace, None)
             self.entries = entries
-            self._invalidate([namespace])
-        return Change(
-            event.revision, namespace, added, changed, removed,
-            actor=event.actor, reason=event.reason,
-        )  # fmt: skip
+            self._invalidate(list(updated))
+        return changes
 
     def replace(
         self,

@@ -440,3 +440,29 @@ async def test_gap_across_a_schema_change_converges(store: Store, tenant: str, b
         await store.set(tenant, "ns", "b", 3)
         await converge(watcher, store, tenant)
         assert watcher.get("ns", "d") == 4
+
+
+async def test_change_set_across_namespaces_is_applied_whole(
+    store: Store, tenant: str, backend_url: str
+):
+    await store.set_many(tenant, "a", {"x": 0, "gone": 1})
+    async with Watcher(tenant, backend_url, namespaces=["a", "b"], environ={}) as watcher:
+        rec = Recorder(watcher)
+        torn: list[tuple[Any, Any]] = []
+
+        def check(change: Change) -> None:
+            pair = (watcher.get("a", "x"), watcher.get("b", "x"))
+            if pair[0] != pair[1]:
+                torn.append(pair)
+
+        watcher.on_change(check)
+        for i in range(1, 6):
+            result = await store.commit_across(
+                tenant, {"a": {"x": i}, "b": {"x": i}, "c": {"x": i}},
+                deletes={"a": ["gone"]} if i == 1 else None,
+            )  # fmt: skip
+        assert await watcher.wait_for_revision(result.revision, timeout=5)
+        assert torn == []
+        assert [(c.revision, c.namespace) for c in rec.changes[:2]] == [(2, "a"), (2, "b")]
+        assert set(rec.changes[0].removed) == {"gone"}
+        await converge(watcher, store, tenant, namespaces=["a", "b", "_defaults"])
