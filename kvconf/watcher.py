@@ -145,8 +145,16 @@ class Watcher(WatchEngine):
         """Subscribe, load the state (or the cache file) and start following.
 
         Raises :class:`Unavailable` when Redis cannot be reached within
-        ``timeout`` and there is no usable cache file.
+        ``timeout`` and there is no usable cache file. A failed start closes
+        the watcher.
         """
+        try:
+            await self._start()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _start(self) -> None:
         self._wake, self._subscribed = asyncio.Event(), asyncio.Event()
         self._queue = asyncio.Queue()
         if self._configure_keyspace:
@@ -160,7 +168,6 @@ class Watcher(WatchEngine):
         except FAILURES as exc:
             data = load_cache_file(self._cache_file, self.tenant) if self._cache_file else None
             if data is None:
-                await self.aclose()
                 raise Unavailable(
                     f"watcher of {self.tenant!r} cannot reach Redis and has no cache file: {exc}",
                     reason="start",
