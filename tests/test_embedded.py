@@ -208,7 +208,7 @@ async def test_kill_9_loses_nothing_older_than_the_window(
     killed_at = time.monotonic()
     proc.wait()
     proc.stdout.close()
-    assert len(acked) > 50
+    assert len(acked) > 5, acked  # fsync per write is slow on a loaded machine
 
     store = await open_embedded_store(
         Settings(data_dir=data_dir), server_name=f"t-{uuid.uuid4().hex}"
@@ -223,7 +223,7 @@ async def test_kill_9_loses_nothing_older_than_the_window(
     window = 0.0 if fsync_writes else 1.0
     must = {n for n, at in acked if at < killed_at - window}
     assert must
-    assert must <= present
+    assert must <= present, sorted(must - present)
     if fsync_writes:
         assert {n for n, _ in acked} <= present
 
