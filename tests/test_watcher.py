@@ -16,6 +16,7 @@ import pytest
 
 from kvconf import InvalidInput, KeySpec, Schema, Store, Unavailable
 from kvconf import _watch_hub as hubs
+from kvconf._connect import _servers
 from kvconf._keys import TenantKeys
 from kvconf.watcher import Change, Resync, SyncWatcher, Watcher
 
@@ -311,10 +312,13 @@ async def test_new_epoch_means_a_full_relist(store: Store, tenant: str, backend_
         assert any(c.resync for c in rec.changes)
 
 
-async def test_out_of_band_hset_triggers_a_resync_on_fakeredis(store: Store, tenant: str):
-    if not store.url or not store.url.startswith("memory://"):
-        pytest.skip("real Redis: see test_out_of_band_hset_on_real_redis")
-    await out_of_band_edit(store, tenant, store.url, configure=False)
+async def test_out_of_band_hset_triggers_a_resync_on_fakeredis(tenant: str) -> None:
+    url = f"memory://oob-{tenant}"
+    try:
+        async with Store(settings=_settings(url)) as store:
+            await out_of_band_edit(store, tenant, url, configure=False)
+    finally:
+        _servers.pop(url.removeprefix("memory://"), None)
 
 
 async def test_out_of_band_hset_on_real_redis(redis_server: RedisServer, tenant: str):
