@@ -185,29 +185,32 @@ async def write_snapshot(
         with SnapshotWriter(path, label=label, generation=generation) as writer:
             pending = [fetch(t) for t in names[:window]]
             adding: asyncio.Future[Any] | None = None
-            for i, name in enumerate(names):
-                dump = await pending.pop(0)
-                if i + window < len(names):
-                    pending.append(fetch(names[i + window]))
-                if dump is None or (
-                    not include_deleted and "deleted_at" in dump.meta and tenants is None
-                ):
-                    if strict:
-                        for task in pending:
-                            task.cancel()
+            try:
+                for i, name in enumerate(names):
+                    dump = await pending.pop(0)
+                    if i + window < len(names):
+                        pending.append(fetch(names[i + window]))
+                    deleted = "deleted_at" in (dump.meta if dump is not None else {})
+                    if strict and (dump is None or deleted):
                         raise TenantNotFound(name)
-                    continue
-                if strict and "deleted_at" in dump.meta:
-                    raise TenantNotFound(name)
+                    if dump is None or (deleted and not include_deleted and tenants is None):
+                        continue
+                    if adding is not None:
+                        await adding
+                    # encoding and compression run beside the next captures
+                    adding = asyncio.ensure_future(asyncio.to_thread(writer.add, dump))
+                    if progress is not None:
+                        progress(i + 1, len(names), name)
                 if adding is not None:
                     await adding
-                # encoding and compression run beside the next captures
-                adding = asyncio.ensure_future(asyncio.to_thread(writer.add, dump))
-                if progress is not None:
-                    progress(i + 1, len(names), name)
-            if adding is not None:
-                await adding
-            return writer.finish()
+            finally:
+                # on error: no capture left running, no thread writing to the file
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                if adding is not None:
+                    await asyncio.gather(adding, return_exceptions=True)
+            return await asyncio.to_thread(writer.finish)
     except RedisError as exc:
         raise _unavailable(exc) from exc
 
@@ -364,7 +367,7 @@ async def restore(
     if mode not in ("replace", "merge"):
         raise InvalidInput(f"restore mode must be 'replace' or 'merge', not {mode!r}")
     source = Path(path)
-    info = verify(source)
+    info = await asyncio.to_thread(verify, source)  # off the event loop (servers)
     in_file = [t.tenant for t in info.tenants]
     chosen = in_file if tenants is None else list(dict.fromkeys(tenants))
     if as_tenant is not None:
