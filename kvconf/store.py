@@ -297,12 +297,7 @@ class Store:
 
     async def explain(self, tenant: str, namespace: str) -> dict[str, Explanation]:
         """Every effective key of a namespace with its winning layer and shadows."""
-        state = await self.read_state(tenant, [namespace, DEFAULTS_NAMESPACE])
-        specs = (await self._tenant_schemas(tenant_keys(tenant), state.schema_gen)).specs(namespace)
-        own = {k: e.value for k, e in state.namespaces.get(namespace, {}).items()}
-        defaults: dict[str, Any] = {}
-        if namespace != DEFAULTS_NAMESPACE:
-            defaults = {k: e.value for k, e in state.namespaces.get(DEFAULTS_NAMESPACE, {}).items()}
+        own, defaults, specs = await self._layer_inputs(tenant, namespace)
         prefix = self.settings.defaults_env_prefix
         return {
             key: resolve(key, own, defaults, self._environ, prefix, specs)
@@ -312,13 +307,20 @@ class Store:
     async def explain_key(self, tenant: str, namespace: str, key: str) -> Explanation:
         """The effective value of one key, with its winning layer and shadows."""
         validate_key(key)
+        own, defaults, specs = await self._layer_inputs(tenant, namespace)
+        return resolve(key, own, defaults, self._environ, self.settings.defaults_env_prefix, specs)
+
+    async def _layer_inputs(
+        self, tenant: str, namespace: str
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, KeySpec]]:
+        """The namespace's values, the tenant defaults and the specs, read at one revision."""
         state = await self.read_state(tenant, [namespace, DEFAULTS_NAMESPACE])
         specs = (await self._tenant_schemas(tenant_keys(tenant), state.schema_gen)).specs(namespace)
         own = {k: e.value for k, e in state.namespaces.get(namespace, {}).items()}
         defaults: dict[str, Any] = {}
         if namespace != DEFAULTS_NAMESPACE:
             defaults = {k: e.value for k, e in state.namespaces.get(DEFAULTS_NAMESPACE, {}).items()}
-        return resolve(key, own, defaults, self._environ, self.settings.defaults_env_prefix, specs)
+        return own, defaults, specs
 
     async def effective(self, tenant: str, namespace: str) -> dict[str, Any]:
         """The effective value of every key of a namespace (see :mod:`kvconf.layers`)."""
