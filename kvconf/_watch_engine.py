@@ -76,6 +76,7 @@ class WatchEngine:
     _reported: bool
     _inflight: asyncio.Future[None] | None
     _wake: asyncio.Event | None
+    _closed: bool
     _subscribed: asyncio.Event | None
 
     @property
@@ -200,7 +201,7 @@ class WatchEngine:
 
     async def _dispatch_loop(self) -> None:
         assert self._queue is not None
-        while True:
+        while not self._closed:
             coro = await self._queue.get()
             try:
                 await coro
@@ -212,8 +213,10 @@ class WatchEngine:
     async def _sync_loop(self) -> None:
         assert self._wake is not None
         attempt = 0
-        while True:
+        while not self._closed:
             await self._wake.wait()
+            if self._closed:
+                return
             self._wake.clear()
             self._busy = True
             try:
@@ -382,7 +385,7 @@ class WatchEngine:
     async def _tick_loop(self) -> None:
         next_report = 0.0
         last_file = 0.0
-        while True:
+        while not self._closed:
             await asyncio.sleep(self._interval)
             await self._check()
             now = time.monotonic()

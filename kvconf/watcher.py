@@ -193,11 +193,7 @@ class Watcher(WatchEngine):
             return
         self._closed = True
         try:
-            for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await self._stop_tasks()
             if self._hub is not None:
                 await self._hub.remove(self, self._tk.changes_channel, self._patterns)
                 await hubs.release(self._hub)
@@ -219,6 +215,24 @@ class Watcher(WatchEngine):
                     log.warning("cannot write cache file %s: %s", self._cache_file, exc)
         finally:
             await self._store.aclose()
+
+    async def _stop_tasks(self) -> None:
+        # The loops also check ``_closed``: a cancellation swallowed by a
+        # library call must not leave a task running (or aclose waiting).
+        if self._wake is not None:
+            self._wake.set()
+        if self._queue is not None:
+            self._queue.put_nowait(_nothing())
+        for task in self._tasks:
+            task.cancel()
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=self._timeout)
+        for task in pending:
+            log.warning("watcher task %s did not stop", task.get_name())
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("watcher task %s failed", task.get_name(), exc_info=task.exception())
 
     # -- reads (never touch Redis) -----------------------------------------------
 
@@ -450,6 +464,10 @@ class SyncWatcher:
         return self._async.last_synced_at
 
     wait_for_revision = blocking(Watcher.wait_for_revision)
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _call_soon(fn: Callable[..., S], *args: Any) -> S:
