@@ -21,7 +21,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from kvconf._background import background_services
-from kvconf._embedded import open_embedded_store
+from kvconf._connect import embedded_server
+from kvconf._embedded import open_embedded_store, persister_of
 from kvconf.config import Settings
 from kvconf.exceptions import KvconfError
 from kvconf.store import Store
@@ -46,6 +47,18 @@ async def open_store(settings: Settings) -> Store:
     return Store(settings=settings)
 
 
+def _watchable(store: Store, settings: Settings) -> bool:
+    """True when a watcher opened on ``settings.redis_url`` sees this store's server.
+
+    An embedded store may sit on a private in-memory server (a second data
+    dir in one process) that a watcher with no URL would not reach.
+    """
+    if settings.redis_url is not None:
+        return True
+    persister = persister_of(store)
+    return persister is not None and persister.server is embedded_server("default")
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the store once, run background services, close everything at exit."""
@@ -64,7 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.warning("could not check for API tokens at start: %s", exc.message)
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(background_services(store, settings))
-            if app.state.read_cache:
+            if app.state.read_cache and _watchable(store, settings):
                 app.state.cache = await stack.enter_async_context(ReadCache(store, settings))
             yield
     finally:

@@ -27,7 +27,6 @@ closed after ``idle_seconds``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -37,7 +36,7 @@ from kvconf.config import Settings
 from kvconf.exceptions import KvconfError
 from kvconf.models import Entry, KeySpec
 from kvconf.store import Store
-from kvconf.watcher import Change, Watcher
+from kvconf.watcher import Watcher
 
 __all__ = ["ReadCache", "namespace_entries", "wants_consistent"]
 
@@ -47,13 +46,11 @@ _FAILURE_PAUSE = 5.0
 
 
 class _Slot:
-    __slots__ = ("broken", "cancel", "last_read", "watcher")
+    __slots__ = ("last_read", "watcher")
 
     def __init__(self, watcher: Watcher, now: float) -> None:
         self.watcher = watcher
         self.last_read = now
-        self.broken = False
-        self.cancel: Any = None
 
 
 class ReadCache:
@@ -102,15 +99,15 @@ class ReadCache:
 
     async def aclose(self) -> None:
         """Close every watcher and stop the background work."""
-        self._closed = True
-        tasks = list(self._tasks)
+        self._closed = True  # loops stop on it too: a library may swallow a cancellation
         if self._maintain is not None:
-            tasks.append(self._maintain)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._maintain.cancel()
+            await asyncio.wait([self._maintain])
+        for task in list(self._tasks):
+            if task.get_name() == "kvconf-api-cache-start":
+                task.cancel()  # closing tasks run to the end
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
         slots, self._slots = list(self._slots.values()), {}
         for slot in slots:
             await self._close(slot)
@@ -128,7 +125,7 @@ class ReadCache:
         if slot is None:
             return None
         watcher = slot.watcher
-        if slot.broken or watcher.stale:
+        if watcher.stale:
             return None
         now = time.monotonic()
         barrier = self._barriers.get(tenant)
@@ -172,7 +169,7 @@ class ReadCache:
             return
         self._tokens -= 1.0
         self._starting.add(tenant)
-        self._spawn(self._start(tenant))
+        self._spawn(self._start(tenant), "kvconf-api-cache-start")
 
     # -- the write side ----------------------------------------------------------------
 
@@ -194,8 +191,8 @@ class ReadCache:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any, name: str = "kvconf-api-cache-close") -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -218,24 +215,12 @@ class ReadCache:
         if self._closed or tenant in self._slots:
             await watcher.aclose()
             return
-        slot = _Slot(watcher, time.monotonic())
-        slot.cancel = watcher.on_change(lambda change: self._check_change(slot, change))
-        self._slots[tenant] = slot
+        self._slots[tenant] = _Slot(watcher, time.monotonic())
         while len(self._slots) > self.max_tenants:
             oldest = min(self._slots, key=lambda t: self._slots[t].last_read)
-            await self._close(self._slots.pop(oldest))
-
-    @staticmethod
-    def _check_change(slot: _Slot, change: Change) -> None:
-        # A change set across namespaces (event namespace "*") is not split
-        # per namespace by this watcher version: its cache is no longer
-        # trustworthy, so reads go to Redis until a fresh watcher replaces it.
-        if change.namespace == "*":
-            slot.broken = True
+            self._spawn(self._close(self._slots.pop(oldest)))
 
     async def _close(self, slot: _Slot) -> None:
-        if slot.cancel is not None:
-            slot.cancel()
         for key in [k for k in self._specs if k[0] == id(slot.watcher)]:
             del self._specs[key]
         try:
@@ -244,7 +229,7 @@ class ReadCache:
             log.debug("read cache: closing a watcher: %s", exc)
 
     async def _maintenance(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.check_interval)
             now = time.monotonic()
             for tenant, (_, _, until) in list(self._barriers.items()):
@@ -254,15 +239,15 @@ class ReadCache:
                 if now >= failed:
                     del self._failed[tenant]
             for tenant, slot in list(self._slots.items()):
-                gone = slot.broken or now - slot.last_read > self.idle_seconds
+                gone = now - slot.last_read > self.idle_seconds
                 if not gone:
                     try:
                         gone = not await self.store.exists(tenant)
                     except KvconfError:
                         continue
-                if gone and self._slots.get(tenant) is slot:
+                if gone and self._slots.get(tenant) is slot and not self._closed:
                     del self._slots[tenant]
-                    await self._close(slot)
+                    self._spawn(self._close(slot))
 
 
 def namespace_entries(watcher: Watcher, namespace: str) -> Mapping[str, Entry]:

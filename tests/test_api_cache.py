@@ -1,0 +1,219 @@
+"""The API's read cache: reads served by watchers, and every case that must go to Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.cache import ReadCache
+from kvconf.store import Store, tenant_keys
+
+from .api_helpers import ADMIN, client, make_token, running_app
+
+SECRET = "s3cret-value"
+
+
+@pytest.fixture
+async def app(backend_url: str) -> AsyncIterator[FastAPI]:
+    async with running_app(backend_url, admin_token=ADMIN) as app:
+        yield app
+
+
+def key_url(tenant: str, key: str = "k", ns: str = "svc") -> str:
+    return f"/api/v1/tenants/{tenant}/namespaces/{ns}/keys/{key}"
+
+
+def cache_of(app: FastAPI) -> ReadCache:
+    cache = app.state.cache
+    assert isinstance(cache, ReadCache)
+    return cache
+
+
+async def until(check: Callable[[], object], timeout: float = 3.0) -> None:
+    """Wait until ``check()`` is true (fails the test after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def cached(app: FastAPI, c: httpx.AsyncClient, tenant: str) -> None:
+    """Read once through Redis and wait for the tenant's watcher to be usable."""
+    assert (await c.get(key_url(tenant))).status_code == 200
+    await until(lambda: cache_of(app).reader(tenant) is not None)
+
+
+async def test_read_your_writes_in_the_same_app(app: FastAPI, tenant: str) -> None:
+    async with client(app, ADMIN) as c:
+        assert (await c.put(key_url(tenant), json={"value": 0})).status_code == 201
+        await cached(app, c, tenant)
+        for i in range(1, 30):
+            r = await c.put(key_url(tenant), json={"value": i})
+            assert r.status_code == 200
+            r = await c.get(key_url(tenant))
+            assert r.json()["value"] == i
+            assert r.headers["etag"] == f'"{i + 1}"'
+            ns = (await c.get(f"/api/v1/tenants/{tenant}/namespaces/svc")).json()
+            assert ns["keys"]["k"]["value"] == i
+        # Served from memory once the watcher caught up, identical to a Redis read.
+        await until(lambda: cache_of(app).reader(tenant) is not None)
+        fast = await c.get(key_url(tenant))
+        slow = await c.get(key_url(tenant), params={"consistent": "true"})
+        assert fast.content == slow.content
+        assert fast.headers["etag"] == slow.headers["etag"]
+
+
+async def test_a_write_from_another_store_becomes_visible(
+    app: FastAPI, tenant: str, make_store: Callable[..., Store]
+) -> None:
+    other = make_store()
+    await other.set(tenant, "svc", "k", "one")
+    async with client(app, ADMIN) as c:
+        await cached(app, c, tenant)
+        await other.set(tenant, "svc", "k", "two")
+        await other.set(tenant, "svc", "new", 5)
+        # A Redis read on request sees it at once.
+        r = await c.get(key_url(tenant), headers={"Cache-Control": "no-cache"})
+        assert r.json()["value"] == "two"
+        deadline = time.monotonic() + 2.0
+        while (await c.get(key_url(tenant))).json()["value"] != "two":
+            assert time.monotonic() < deadline, "the cached read never saw the other write"
+            await asyncio.sleep(0.01)
+        r = await c.get(key_url(tenant, "new"))
+        assert r.status_code == 200
+        assert r.headers["etag"] == '"1"'
+        assert r.json()["updated_by"] == "anonymous"
+
+
+async def test_masking_and_not_found_from_the_cache(app: FastAPI, tenant: str) -> None:
+    reader = await make_token(app, f"reader-{tenant}", {tenant: ["read"]})
+    async with client(app, ADMIN) as admin, client(app, reader) as c:
+        base = f"/api/v1/tenants/{tenant}/namespaces/svc"
+        assert (await admin.post(base, json={"values": {"password": SECRET, "k": 1}})).is_success
+        schema = {"keys": {"password": {"type": "str", "sensitive": True}}}
+        assert (await admin.put(f"{base}/schema", json=schema)).is_success
+        await cached(app, c, tenant)
+        r = await c.get(key_url(tenant, "password"))
+        assert r.json()["value"] == "***"
+        assert SECRET not in r.text
+        assert (await admin.get(key_url(tenant, "password"))).json()["value"] == SECRET
+        ns = await c.get(base)
+        assert ns.json()["keys"]["password"]["value"] == "***"
+        assert ns.content == (await c.get(base, params={"consistent": "true"})).content
+        # A key the cache lacks is a key 404; a bad name a 422, as from Redis.
+        r = await c.get(key_url(tenant, "missing"))
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "key_not_found"
+        assert (await c.get(key_url(tenant, "bad name"))).status_code == 422
+        assert (await c.get(key_url(tenant, "k", "bad name"))).status_code == 422
+        # A sensitive flag set later is applied to cached reads too.
+        schema = {"keys": {"k": {"type": "int", "sensitive": True}}}
+        assert (await admin.put(f"{base}/schema", json=schema)).is_success
+        assert (await c.get(key_url(tenant, "k"))).json()["value"] == "***"
+
+
+async def test_unknown_tenants_start_no_watcher(app: FastAPI, tenant: str) -> None:
+    async with client(app, ADMIN) as c:
+        for i in range(20):
+            r = await c.get(key_url(f"{tenant}-{i}"))
+            assert r.status_code == 404
+            assert r.json()["error"]["code"] == "tenant_not_found"
+        await asyncio.sleep(0.05)
+        assert cache_of(app).tenants == []
+
+
+async def test_deleted_tenant_is_not_served_from_the_cache(
+    app: FastAPI, tenant: str, make_store: Callable[..., Store]
+) -> None:
+    async with client(app, ADMIN) as c:
+        assert (await c.put(key_url(tenant), json={"value": 1})).is_success
+        await cached(app, c, tenant)
+        assert (await c.delete(f"/api/v1/tenants/{tenant}")).is_success
+        r = await c.get(key_url(tenant))
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "tenant_not_found"
+        assert (await c.post(f"/api/v1/tenants/{tenant}/undelete")).is_success
+        await cached(app, c, tenant)
+        # Soft-deleted elsewhere: no event, noticed by the cache's tenant check.
+        await make_store().delete_tenant(tenant)
+        deadline = time.monotonic() + 3.0
+        while (await c.get(key_url(tenant))).status_code != 404:
+            assert time.monotonic() < deadline, "a deleted tenant kept being served"
+            await asyncio.sleep(0.02)
+
+
+async def test_stale_watcher_falls_back_to_redis(
+    app: FastAPI, tenant: str, make_store: Callable[..., Store]
+) -> None:
+    async with client(app, ADMIN) as c:
+        assert (await c.put(key_url(tenant), json={"value": 1})).is_success
+        await cached(app, c, tenant)
+        watcher = cache_of(app).reader(tenant)
+        assert watcher is not None
+        watcher._stale.add("test")  # what a failed revision check or lost pub/sub does
+        assert cache_of(app).reader(tenant) is None
+        # An edit behind kvconf's back: only Redis has it while the watcher is stale.
+        redis = make_store().redis
+        field = tenant_keys(tenant).ns("svc")
+        raw = await redis.hget(field, "k")
+        await redis.hset(field, "k", raw.replace(b'"value":1}', b'"value":42}'))
+        assert (await c.get(key_url(tenant))).json()["value"] == 42
+        ns = (await c.get(f"/api/v1/tenants/{tenant}/namespaces/svc")).json()
+        assert ns["keys"]["k"]["value"] == 42
+        watcher._stale.discard("test")
+
+
+async def test_more_tenants_than_the_cap(app: FastAPI, tenant: str) -> None:
+    cache = cache_of(app)
+    cache.max_tenants = 2
+    cache.starts_per_second = 1000.0
+    names = [f"{tenant}-{i}" for i in range(5)]
+    async with client(app, ADMIN) as c:
+        for i, name in enumerate(names):
+            assert (await c.put(key_url(name), json={"value": i})).is_success
+        for _ in range(3):
+            for i, name in enumerate(names):
+                r = await c.get(key_url(name))
+                assert r.json()["value"] == i
+                await asyncio.sleep(0.02)
+                assert len(cache.tenants) <= 2
+        await until(lambda: len(cache.tenants) == 2)
+
+
+async def test_per_ai_routes_from_the_cache(app: FastAPI) -> None:
+    async with client(app, ADMIN) as c:
+        r = await c.put("/api/v1/config/4711", json={"stale_timeout": "30"})
+        assert r.status_code == 200
+        assert (await c.get("/api/v1/config/4711")).status_code == 200
+        await until(lambda: cache_of(app).reader("default") is not None)
+        for path in ("/api/v1/config/4711", "/api/v1/config/4711/stale_timeout"):
+            fast = await c.get(path)
+            slow = await c.get(path, params={"consistent": "true"})
+            assert fast.status_code == 200
+            assert fast.content == slow.content
+        r = await c.put("/api/v1/config/4711/stale_timeout", json={"config_value": "31"})
+        assert r.status_code == 200
+        r = await c.get("/api/v1/config/4711/stale_timeout")
+        assert r.json()["config_value"] == "31"
+        r = await c.get("/api/v1/config/4711/nope")
+        assert r.status_code == 404
+        assert r.json()["success"] is False
+        assert (await c.get("/api/v1/config/x1")).status_code == 422
+
+
+async def test_the_cache_can_be_off(backend_url: str, tenant: str) -> None:
+    async with running_app(backend_url) as app:
+        assert app.state.cache is not None
+    from api.app import create_app
+    from kvconf import Settings
+
+    off = create_app(Settings(redis_url=backend_url), read_cache=False)
+    async with off.router.lifespan_context(off), client(off) as c:
+        assert off.state.cache is None
+        assert (await c.put(key_url(tenant), json={"value": 1})).status_code == 201
+        assert (await c.get(key_url(tenant))).json()["value"] == 1
