@@ -29,7 +29,13 @@ from kvconf.store import Store
 
 from .auth import Authenticator
 from .cache import ReadCache
-from .errors import http_error_handler, kvconf_error_handler, validation_error_handler
+from .errors import (
+    CLOUDBRAIN_PREFIX,
+    http_error_handler,
+    kvconf_error_handler,
+    validation_error_handler,
+)
+from .hot import HOT_ROUTES
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .models import COMPONENTS
@@ -113,10 +119,13 @@ def create_app(
     app.add_exception_handler(KvconfError, kvconf_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
-    # Routes are added flat (the hot key routes first): FastAPI's included-router
-    # wrappers cost ~0.5 ms of matching per request on this stack.
+    # Routes are added flat, the hot ones first (no two routes match the same
+    # request, so order only decides how many patterns a request is tried on):
+    # FastAPI's included-router wrappers cost ~0.5 ms of matching per request.
+    hot = sorted(HOT_ROUTES, key=lambda route: route.path.startswith(CLOUDBRAIN_PREFIX))
+    app.router.routes[:0] = hot
     for module in (keys, cloudbrain, ops, tenants, history, schemas, watch, snapshots, tokens):
-        app.router.routes.extend(module.router.routes)
+        app.router.routes.extend(r for r in module.router.routes if r not in HOT_ROUTES)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes or DEFAULT_MAX_BODY)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 

@@ -130,7 +130,9 @@ class Authenticator:
     def __init__(self, redis: Any, admin_token: str | None) -> None:
         self.redis = redis
         self.admin_token = admin_token or None
-        self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._anonymous = Principal("anonymous", _ADMIN_GRANTS, open=True)
+        self._admin = Principal("admin", _ADMIN_GRANTS)
         self._open_until = 0.0
         self._open = False
 
@@ -154,7 +156,7 @@ class Authenticator:
         """The principal of an ``Authorization`` header (401 if invalid or missing)."""
         if not authorization:
             if await self.is_open():
-                return Principal("anonymous", _ADMIN_GRANTS, open=True)
+                return self._anonymous
             raise Unauthorized("a bearer token is required")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
@@ -163,23 +165,26 @@ class Authenticator:
         if self.admin_token is not None and hmac.compare_digest(
             token.encode(), self.admin_token.encode()
         ):
-            return Principal("admin", _ADMIN_GRANTS)
-        record = await self._lookup(_digest(token))
-        if record is None:
+            return self._admin
+        principal = await self._lookup(_digest(token))
+        if principal is None:
             raise Unauthorized("unknown or revoked token")
-        return Principal(record.name, record.grants)
+        return principal
 
-    async def _lookup(self, digest: str) -> TokenRecord | None:
+    async def _lookup(self, digest: str) -> Principal | None:
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
         raw = await self._call(self.redis.hget(TOKENS_KEY, digest))
-        record = _record_decoder.decode(raw) if raw is not None else None
+        principal = None
+        if raw is not None:
+            record = _record_decoder.decode(raw)
+            principal = Principal(record.name, record.grants)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now + _CACHE_SECONDS, record)
-        return record
+        self._cache[digest] = (now + _CACHE_SECONDS, principal)
+        return principal
 
     async def create(self, name: str, grants: Mapping[str, Sequence[str]], by: str) -> str:
         """Create a token; returns the token text (shown once, stored hashed)."""

@@ -20,10 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["Handler", "hot"]
+__all__ = ["HOT_ROUTES", "Handler", "hot"]
 
 #: A lean handler: a response, or None to let FastAPI handle the request.
 Handler = Callable[[Request], Awaitable[Response | None]]
+
+#: Every hot route, in the order they were made hot (the app matches them first).
+HOT_ROUTES: list[APIRoute] = []
 
 
 def hot(router: APIRouter, endpoint: Callable[..., Any], handler: Handler) -> None:
@@ -31,6 +34,7 @@ def hot(router: APIRouter, endpoint: Callable[..., Any], handler: Handler) -> No
     for route in router.routes:
         if isinstance(route, APIRoute) and route.endpoint is endpoint:
             route.app = _lean(handler, route.app)
+            HOT_ROUTES.append(route)
             return
     raise LookupError(f"no route for {endpoint.__qualname__}")
 

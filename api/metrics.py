@@ -38,6 +38,14 @@ class Metrics:
         self.watchers = Gauge("kvconf_watchers", "Open watch (SSE) streams", registry=r)
 
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._writes: dict[str, Any] = {}
+
+    def wrote(self, kind: str) -> None:
+        """Count one committed write of ``kind`` (label child cached: hot path)."""
+        child = self._writes.get(kind)
+        if child is None:
+            child = self._writes[kind] = self.writes.labels(kind)
+        child.inc()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request and its latency (label children cached: hot path)."""

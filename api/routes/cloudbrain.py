@@ -249,7 +249,7 @@ async def put_config(ai_id: AiId, request: Request, access: Writer) -> Response:
     result = await access.store.set_many(
         AI_TENANT, f"ai-{ai_id}", values, actor=access.actor, reason=access.why()
     )
-    request.app.state.metrics.writes.labels("cloudbrain").inc()
+    request.app.state.metrics.wrote("cloudbrain")
     note_write(request, AI_TENANT, result)
     keys = list(body)
     return respond(
@@ -308,7 +308,7 @@ async def put_config_key(ai_id: AiId, key: ConfigKey, request: Request, access: 
     result = await access.store.set(
         AI_TENANT, f"ai-{ai_id}", key, values[key], actor=access.actor, reason=access.why()
     )
-    request.app.state.metrics.writes.labels("cloudbrain").inc()
+    request.app.state.metrics.wrote("cloudbrain")
     note_write(request, AI_TENANT, result)
     mask = await masker(access, f"ai-{ai_id}")
     rendered = _render(mask(key, values[key]))

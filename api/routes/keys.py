@@ -63,7 +63,7 @@ def _etag(version: int) -> dict[str, str]:
 
 
 def _written(request: Request, tenant: str, result: WriteResult, kind: str) -> dict[str, Any]:
-    request.app.state.metrics.writes.labels(kind).inc()
+    request.app.state.metrics.wrote(kind)
     note_write(request, tenant, result)
     return {"revision": result.revision, "epoch": result.epoch, "versions": result.versions}
 
