@@ -3,10 +3,15 @@
 ``kvconf serve`` (uvicorn, one worker) runs as a subprocess against the
 private Redis; a small keep-alive HTTP/1.1 load generator (50 connections on
 asyncio streams, far cheaper per request than a full client, so the server is
-what is measured) drives each endpoint for a fixed time. The trivial endpoint
-of the same app, measured in the same run, is the baseline: it pays for the
-same HTTP stack, middleware and event loop, so the ratio is the cost of the
-store call. Rounds alternate and the best of each is kept.
+what is measured; it uses a small share of one core) drives each endpoint for
+a fixed time. The trivial endpoint of the same app, measured in the same run,
+is the baseline: it pays for the same HTTP stack, middleware and event loop,
+so the ratio is the cost of the store call. Rounds alternate (baseline, GET,
+PUT, again) so load from elsewhere on the machine hits all three alike; the
+best round of each is kept, and every round's ratio is logged.
+
+GET key is served by the API's read cache once its watcher of the tenant is
+in step (the warm-up read starts it); PUT key is one atomic write script.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Callable
 from ._model import BenchContext, Figure, figure
 
 CONNECTIONS = 50
-ROUNDS = 2
+ROUNDS = 3
 
 
 def _free_port() -> int:
@@ -70,8 +75,10 @@ async def _one(port: int, request: bytes) -> tuple[int, float]:
         await writer.wait_closed()
 
 
-async def _load(port: int, make: Callable[[int], bytes], seconds: float) -> tuple[float, float]:
-    """Requests per second and p99 latency (ms) of ``make(i)`` requests for ``seconds``."""
+async def _load(
+    port: int, make: Callable[[int], bytes], seconds: float
+) -> tuple[float, float, float]:
+    """Requests per second, p50 and p99 latency (ms) of ``make(i)`` requests for ``seconds``."""
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
@@ -99,8 +106,11 @@ async def _load(port: int, make: Callable[[int], bytes], seconds: float) -> tupl
     if errors:
         raise RuntimeError(f"{errors} requests failed during the REST benchmark")
     latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else 0.0
-    return len(latencies) / elapsed, p99
+    if not latencies:
+        return 0.0, 0.0, 0.0
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
+    return len(latencies) / elapsed, p50, p99
 
 
 def _get(path: str) -> Callable[[int], bytes]:
@@ -131,27 +141,33 @@ async def run(ctx: BenchContext) -> list[Figure]:
     proc = await asyncio.create_subprocess_exec(
         *cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    seconds = 2.0 if ctx.quick else 5.0
+    seconds = 2.0 if ctx.quick else 4.0
+    rounds = 2 if ctx.quick else ROUNDS
     tenant = f"bench-rest-{os.getpid()}"
     try:
         await _wait_ready(port, proc)
         for i in range(100):
             await _one(port, _put(tenant)(i))
         key = f"/api/v1/tenants/{tenant}/namespaces/svc/keys/k7"
-        best: dict[str, tuple[float, float]] = {}
-        for make in (_get("/healthz"), _get(key)):
-            await _load(port, make, 0.5)  # warm up
-        for _ in range(ROUNDS):
+        best: dict[str, tuple[float, float, float]] = {}
+        for make in (_get("/healthz"), _get(key), _put(tenant), _get(key)):
+            await _load(port, make, 1.0)  # warm up (the first GET starts the cache)
+        for _ in range(rounds):
+            found: dict[str, float] = {}
             for name, make in [
                 ("healthz", _get("/healthz")),
                 ("get", _get(key)),
                 ("put", _put(tenant)),
             ]:
-                rps, p99 = await _load(port, make, seconds)
-                ctx.log(f"  {name}: {rps:,.0f} req/s, p99 {p99:.1f} ms")
+                rps, p50, p99 = await _load(port, make, seconds)
+                found[name] = rps
+                ctx.log(f"  {name}: {rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
                 old = best.get(name)
                 if old is None or rps > old[0]:
-                    best[name] = (rps, p99)
+                    best[name] = (rps, p50, p99)
+            base = found["healthz"] or 1.0
+            get, put = found["get"] / base, found["put"] / base
+            ctx.log(f"  round ratios: GET {get:.2f}x, PUT {put:.2f}x")
     finally:
         proc.terminate()
         try:
@@ -159,15 +175,22 @@ async def run(ctx: BenchContext) -> list[Figure]:
         except TimeoutError:
             proc.kill()
             await proc.wait()
-    base_rps, base_p99 = best["healthz"]
-    note = f"{CONNECTIONS} keep-alive connections, {seconds:.0f} s per round, uvicorn 1 worker"
+    base_rps, base_p50, base_p99 = best["healthz"]
+    note = (
+        f"{CONNECTIONS} keep-alive connections, best of {rounds} rounds of {seconds:.0f} s, "
+        f"uvicorn 1 worker"
+    )
+    p50s = (
+        f"p50: healthz {base_p50:.1f} ms, GET {best['get'][1]:.1f} ms, PUT {best['put'][1]:.1f} ms"
+    )
     return [
         figure("GET key", "req/s", best["get"][0], "GET /healthz", base_rps,
-               goal_ratio=0.7, notes=note),
+               goal_ratio=0.7, notes=note + "; served by the read cache"),
         figure("PUT key", "req/s", best["put"][0], "GET /healthz", base_rps,
                goal_ratio=0.5, notes=note),
-        figure("GET key p99", "ms", best["get"][1], "GET /healthz p99", base_p99,
-               goal_ratio=1 / 0.7, higher_is_better=False, notes="goal: inverse of the req/s goal"),
-        figure("PUT key p99", "ms", best["put"][1], "GET /healthz p99", base_p99,
+        figure("GET key p99", "ms", best["get"][2], "GET /healthz p99", base_p99,
+               goal_ratio=1 / 0.7, higher_is_better=False,
+               notes="goal: inverse of the req/s goal; " + p50s),
+        figure("PUT key p99", "ms", best["put"][2], "GET /healthz p99", base_p99,
                goal_ratio=2.0, higher_is_better=False, notes="goal: inverse of the req/s goal"),
     ]  # fmt: skip
