@@ -55,16 +55,30 @@ def test_compose_structure() -> None:
     assert any(v.endswith(":/data") for v in api["volumes"])
 
 
-def test_docker_compose_config_validates() -> None:
+def _compose_command() -> list[str] | None:
+    """``docker compose`` where the plugin exists, else the standalone ``docker-compose``."""
     docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("docker is not installed")
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        pytest.skip("this docker client has no compose plugin")
+    if docker is not None:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone is not None else None
+
+
+def test_docker_compose_config_validates() -> None:
+    compose = _compose_command()
+    if compose is None:
+        pytest.skip("no compose-capable client (docker compose or docker-compose)")
+    env = {"KVCONF_ADMIN_TOKEN": "test-token", "PATH": "/usr/bin:/bin:/usr/local/bin"}
     result = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE), "config", "--quiet"],
-        capture_output=True, text=True, check=False,
-        env={"KVCONF_ADMIN_TOKEN": "test-token", "PATH": "/usr/bin:/bin"},
+        [*compose, "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    missing = subprocess.run(
+        [*compose, "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True, text=True, check=False, env={"PATH": env["PATH"]},
+    )  # fmt: skip
+    assert missing.returncode != 0, "compose must refuse to start without an admin token"
+    assert "KVCONF_ADMIN_TOKEN" in missing.stderr
