@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from kvconf._background import background_services
-from kvconf._connect import embedded_server
+from kvconf._connect import embedded_server, is_cluster_url
 from kvconf._embedded import open_embedded_store, persister_of
 from kvconf.config import Settings
 from kvconf.exceptions import KvconfError
@@ -54,13 +54,13 @@ async def open_store(settings: Settings) -> Store:
 
 
 def _watchable(store: Store, settings: Settings) -> bool:
-    """True when a watcher opened on ``settings.redis_url`` sees this store's server.
+    """True when a watcher opened on ``settings.redis_url`` can follow this store's server.
 
     An embedded store may sit on a private in-memory server (a second data
     dir in one process) that a watcher with no URL would not reach.
     """
     if settings.redis_url is not None:
-        return True
+        return not is_cluster_url(settings.redis_url)  # watchers do not follow a Cluster yet
     persister = persister_of(store)
     return persister is not None and persister.server is embedded_server("default")
 
