@@ -161,9 +161,14 @@ class Hub:
         """Stop the reader and close the connection."""
         self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # redis-py may swallow a cancellation inside a command: cancel until done.
+            for _ in range(50):
+                self._task.cancel()
+                done, _ = await asyncio.wait([self._task], timeout=0.1)
+                if done:
+                    break
+            if self._task.done() and not self._task.cancelled():
+                self._task.exception()  # retrieved: the reader's end is not an error here
         await self._client.aclose()
 
     def _listeners(self) -> set[Listener]:

@@ -223,11 +223,15 @@ class Watcher(WatchEngine):
             self._wake.set()
         if self._queue is not None:
             self._queue.put_nowait(_nothing())
-        for task in self._tasks:
-            task.cancel()
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(self._tasks, timeout=self._timeout)
+        pending = set(self._tasks)
+        for _ in range(20):
+            if not pending:
+                break
+            # redis-py (8.1) often swallows a cancellation that lands inside a
+            # command, so cancel again until every task has really ended.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
         for task in pending:
             log.warning("watcher task %s did not stop", task.get_name())
         for task in self._tasks:
