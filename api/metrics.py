@@ -36,9 +36,17 @@ class Metrics:
         self.rollbacks = Counter("kvconf_rollbacks", "Rollbacks committed", ["scope"], registry=r)
         self.errors = Counter("kvconf_errors", "Error responses by code", ["code"], registry=r)
         self.watchers = Gauge("kvconf_watchers", "Open watch (SSE) streams", registry=r)
+        self.reads = Counter(
+            "kvconf_reads", "Key, namespace and per-AI reads by source", ["source"], registry=r
+        )
+        self._reads = {s: self.reads.labels(s) for s in ("cache", "redis")}
 
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._writes: dict[str, Any] = {}
+
+    def read(self, cached: bool) -> None:
+        """Count one read served from the read cache (``cached``) or from Redis."""
+        self._reads["cache" if cached else "redis"].inc()
 
     def wrote(self, kind: str) -> None:
         """Count one committed write of ``kind`` (label child cached: hot path)."""

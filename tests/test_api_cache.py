@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -66,6 +67,9 @@ async def test_read_your_writes_in_the_same_app(app: FastAPI, tenant: str) -> No
         slow = await c.get(key_url(tenant), params={"consistent": "true"})
         assert fast.content == slow.content
         assert fast.headers["etag"] == slow.headers["etag"]
+        metrics = (await c.get("/metrics")).text
+        assert re.search(r'kvconf_reads_total\{source="cache"\} [1-9]', metrics)
+        assert re.search(r'kvconf_reads_total\{source="redis"\} [1-9]', metrics)
 
 
 async def test_a_write_from_another_store_becomes_visible(

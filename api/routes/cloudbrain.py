@@ -141,6 +141,7 @@ async def _view(
     created = await ensure_schema(store, read_cache(request))
     ns = f"ai-{ai_id}"
     cache, watcher = cached_reader(request, AI_TENANT)
+    request.app.state.metrics.read(watcher is not None)
     if watcher is not None:
         assert cache is not None
         return _cached_view(cache, watcher, access, ns, created, keys)

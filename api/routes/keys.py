@@ -104,6 +104,7 @@ async def get_namespace(
         revision = watcher.revision
         assert cache is not None
         mask = Masker(None if access.secrets else cache.specs(watcher, namespace))
+        request.app.state.metrics.read(True)
         return _namespace_doc(access, namespace, revision, entries, mask)
     else:
         state = await store.read_state(access.tenant, [namespace])
@@ -111,6 +112,7 @@ async def get_namespace(
         revision = state.revision
         if cache is not None:
             cache.found(access.tenant)
+    request.app.state.metrics.read(False)
     mask = await masker(access, namespace)
     return _namespace_doc(access, namespace, revision, entries, mask)
 
@@ -199,7 +201,9 @@ async def read_key(request: Request, access: Access, namespace: str, key: str) -
         if entry is not None:
             assert cache is not None
             mask = Masker(None if access.secrets else cache.specs(watcher, namespace))
+            request.app.state.metrics.read(True)
             return respond(entry_doc(key, entry, mask), headers=_etag(entry.version))
+    request.app.state.metrics.read(False)
     # A miss goes to Redis: it tells an unknown key from an unknown tenant.
     found = await access.store.get(access.tenant, namespace, key)
     if cache is not None:
