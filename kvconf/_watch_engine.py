@@ -403,6 +403,9 @@ class WatchEngine:
                         log.warning("cannot write cache file %s: %s", self._cache_file, exc)
 
     async def _check(self) -> None:
+        # What was applied before asking: events applied while the reply is in
+        # flight must not look like the server's revision going backwards.
+        before_epoch, before_rev = self._state.epoch, self._state.revision
         try:
             rev, epoch = await self._position()
         except _FAILURES as exc:
@@ -415,8 +418,10 @@ class WatchEngine:
             self._stale.discard("check")
             self._need_catchup = True
             self._wakeup()
-        if epoch != state.epoch or rev < state.revision:
-            self._need_resync = self._need_resync or "epoch"
+        if epoch != state.epoch or (epoch == before_epoch and rev < before_rev):
+            self._need_resync = self._need_resync or (
+                "epoch" if epoch != state.epoch else "revision went backwards"
+            )
             self._wakeup()
         elif rev > state.revision:
             await asyncio.sleep(min(0.1, self._interval / 4))
