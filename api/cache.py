@@ -43,6 +43,8 @@ __all__ = ["ReadCache", "namespace_entries", "wants_consistent"]
 log = logging.getLogger("kvconf.api")
 
 _FAILURE_PAUSE = 5.0
+#: The true spellings of ``?consistent=`` that FastAPI's bool parsing accepts.
+_CONSISTENT = frozenset(f"consistent={v}" for v in ("true", "1", "yes", "on", "t", "y"))
 
 
 class _Slot:
@@ -266,6 +268,4 @@ def wants_consistent(query: str, cache_control: str | None) -> bool:
     """True when the caller asked for a Redis read (``?consistent=true``, ``no-cache``)."""
     if cache_control is not None and "no-cache" in cache_control.lower():
         return True
-    return "consistent=" in query and any(
-        part.lower() in ("consistent=true", "consistent=1") for part in query.split("&")
-    )
+    return "consistent=" in query and any(part.lower() in _CONSISTENT for part in query.split("&"))
