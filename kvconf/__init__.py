@@ -30,6 +30,7 @@ from .exceptions import (
     VersionConflict,
     VersionNotFound,
 )
+from .fleet import FleetMember, fleet
 from .models import (
     ChangeEvent,
     Entry,
@@ -45,15 +46,19 @@ from .models import (
 )
 from .store import Store
 from .sync import SyncStore
+from .watcher import Binding, Change, Resync, SyncWatcher, ValueChange, Watcher
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Binding",
+    "Change",
     "ChangeEvent",
     "Conflict",
     "EmptyChangeSet",
     "Entry",
     "Explanation",
+    "FleetMember",
     "HistoryTrimmed",
     "InvalidInput",
     "InvalidName",
@@ -66,6 +71,7 @@ __all__ = [
     "KvconfError",
     "LayerValue",
     "NotFound",
+    "Resync",
     "Schema",
     "SchemaProblem",
     "SchemaViolation",
@@ -76,15 +82,19 @@ __all__ = [
     "SnapshotVersionUnsupported",
     "Store",
     "SyncStore",
+    "SyncWatcher",
     "TenantExists",
     "TenantInfo",
     "TenantNotFound",
     "TenantState",
     "Unavailable",
+    "ValueChange",
     "ValueTooLarge",
     "Version",
     "VersionConflict",
     "VersionNotFound",
+    "Watcher",
     "WriteResult",
+    "fleet",
     "__version__",
 ]
