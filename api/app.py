@@ -3,7 +3,7 @@
 ``uvicorn --factory api.app:create_app`` (what ``kvconf serve`` runs) reads
 :class:`~kvconf.config.Settings` from ``KVCONF_*`` environment variables. The
 store is opened once in the lifespan (embedded fakeredis when no Redis URL is
-set), with the read cache (see :mod:`api.cache`; ``KVCONF_API_READ_CACHE=0``
+set), with the read cache (see :mod:`api.cache`; ``KVCONF_API_READ_CACHE=false``
 turns it off), and the server's background services run for the app's
 lifetime.
 """
@@ -11,7 +11,6 @@ lifetime.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -99,13 +98,12 @@ def create_app(
 ) -> FastAPI:
     """Build the API app; ``settings`` default to ``Settings.from_env()``.
 
-    ``read_cache`` serves reads from watchers (default: on unless the
-    environment says ``KVCONF_API_READ_CACHE=0``).
+    ``read_cache`` serves reads from watchers (default:
+    ``settings.api_read_cache``, i.e. ``KVCONF_API_READ_CACHE``).
     """
     settings = settings if settings is not None else Settings.from_env()
     if read_cache is None:
-        flag = os.environ.get("KVCONF_API_READ_CACHE", "1").strip().lower()
-        read_cache = flag not in ("0", "false", "no", "off")
+        read_cache = settings.api_read_cache
     app = FastAPI(
         title="kvconf",
         summary="Multi-tenant, versioned configuration store on Redis with hot reload",

@@ -51,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_keep: int = 24
     #: Embedded mode: persist before acknowledging a write (else within ~1 s).
     fsync_writes: bool = False
+    #: REST API: serve reads from in-process watchers when they are in step.
+    api_read_cache: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

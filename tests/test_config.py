@@ -24,6 +24,12 @@ def test_settings_from_environment_and_overrides() -> None:
     assert settings.redis_url is None
 
 
+def test_boolean_settings_from_text() -> None:
+    assert Settings.from_env({"KVCONF_API_READ_CACHE": "0"}).api_read_cache is False
+    assert Settings.from_env({"KVCONF_FSYNC_WRITES": "true"}).fsync_writes is True
+    assert Settings.from_env({}).api_read_cache is True
+
+
 def test_flags_may_pass_paths_and_numbers_as_objects() -> None:
     settings = Settings.from_env({}, data_dir=Path("/tmp/kv2"), port=8000, fsync_writes=True)
     assert (settings.data_dir, settings.port, settings.fsync_writes) == (
