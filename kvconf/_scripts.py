@@ -3,13 +3,23 @@
 redis-py's ``register_script`` runs ``EVALSHA`` and falls back to loading the
 script on ``NOSCRIPT`` (after a server restart or ``SCRIPT FLUSH``), so each
 call is one round trip in the steady state.
+
+:meth:`Scripts.batched` adds automatic pipelining for concurrent callers: the
+first call goes out at once; calls made while it is in flight queue up and go
+out together as one pipeline of ``EVALSHA`` commands (not a transaction: each
+script is still atomic on its own and fails or succeeds alone). An idle caller
+pays nothing extra; many concurrent callers share round trips and the
+client-side cost of a socket write and read.
 """
 
 from __future__ import annotations
 
+import asyncio
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from redis.exceptions import NoScriptError
 
 __all__ = ["Scripts", "script_source"]
 
@@ -20,16 +30,101 @@ def script_source(name: str) -> str:
     return resources.files("kvconf").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
-class Scripts:
-    """The scripts bound to one Redis client, registered lazily by name."""
+class _Pipelined:
+    """Automatic pipelining of one script's concurrent calls (see module docstring)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, script: Any) -> None:
+        self._client = client
+        self._script = script
+        self._busy = False
+        self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        if self._busy:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending.append((keys, args, future))
+            return await future
+        self._busy = True
+        try:
+            return await self._script(keys=keys, args=args)
+        finally:
+            if self._pending:
+                self._drainer = asyncio.get_running_loop().create_task(self._drain())
+            else:
+                self._busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._send(batch)
+        finally:
+            self._busy = False
+            for _, _, future in self._pending:  # only if cancelled mid-drain
+                if not future.done():
+                    future.cancel()
+            self._pending = []
+
+    async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        retry = []
+        for item, result in zip(batch, results, strict=True):
+            future = item[2]
+            if future.done():
+                continue
+            if isinstance(result, NoScriptError):
+                retry.append(item)
+            elif isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if retry:  # the server lost its script cache: load once, send again
+            await self._client.script_load(self._script.script)
+            self._pending[:0] = retry
+
+
+class Scripts:
+    """The scripts bound to one Redis client, registered lazily by name.
+
+    ``pipelining=False`` (used for Cluster clients, whose pipelines route per
+    slot) makes :meth:`batched` a plain call.
+    """
+
+    def __init__(self, client: Any, *, pipelining: bool = True) -> None:
         self._client = client
         self._bound: dict[str, Any] = {}
+        self._pipelined: dict[str, _Pipelined] = {}
+        self._pipelining = pipelining
 
-    async def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """Run script ``name`` with ``keys`` and ``args``; one round trip."""
+    def _script(self, name: str) -> Any:
         script = self._bound.get(name)
         if script is None:
             script = self._bound[name] = self._client.register_script(script_source(name))
-        return await script(keys=keys, args=args)
+        return script
+
+    async def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run script ``name`` with ``keys`` and ``args``; one round trip."""
+        return await self._script(name)(keys=keys, args=args)
+
+    async def batched(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Like calling, but concurrent calls share pipelined round trips."""
+        if not self._pipelining:
+            return await self(name, keys, args)
+        runner = self._pipelined.get(name)
+        if runner is None:
+            runner = self._pipelined[name] = _Pipelined(self._client, self._script(name))
+        return await runner(keys, args)

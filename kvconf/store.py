@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import _codec
@@ -135,7 +136,7 @@ class Store:
             url = self.settings.redis_url
         self.url = url
         self.redis: Any = client if client is not None else connect(url)
-        self._scripts = Scripts(self.redis)
+        self._scripts = Scripts(self.redis, pipelining=not isinstance(self.redis, RedisCluster))
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._schemas: dict[str, _TenantSchemas] = {}
 
@@ -523,7 +524,7 @@ class Store:
                     if values:
                         check_values(schemas.specs(ns), values)
                 args[6] = f"{schemas.gen} {limits}"
-                reply = await self._scripts("write", keys, args)
+                reply = await self._scripts.batched("write", keys, args)
                 if reply[0] != b"schema":
                     return await self._write_result(tk, namespace, ops, reply)
                 self._schemas.pop(tk.tenant, None)

@@ -444,3 +444,24 @@ async def test_change_set_across_namespaces_refused_whole(store: Store, tenant: 
     with pytest.raises(EmptyChangeSet):
         await store.commit_across(tenant, {})
     assert await store.read_state(tenant) == before
+
+
+async def test_pipelined_writes_fail_alone_and_survive_script_flush(
+    store: Store, tenant: str
+) -> None:
+    await store.set_many(tenant, "ns", {f"k{i}": 0 for i in range(20)})
+    # Twenty concurrent writes share pipelines; the odd ones carry a wrong
+    # expectation and must fail alone, without disturbing the others.
+    results = await asyncio.gather(
+        *(store.set(tenant, "ns", f"k{i}", 1, expect_version=1 if i % 2 == 0 else 7)
+          for i in range(20)),
+        return_exceptions=True,
+    )  # fmt: skip
+    assert [isinstance(r, VersionConflict) for r in results] == [i % 2 == 1 for i in range(20)]
+    revisions = sorted(r.revision for r in results if not isinstance(r, BaseException))
+    assert revisions == list(range(2, 12))
+    await store.redis.script_flush()
+    again = await asyncio.gather(*(store.set(tenant, "ns", f"k{i}", 2) for i in range(20)))
+    assert sorted(r.revision for r in again) == list(range(12, 32))
+    state = await store.read_state(tenant)
+    assert {e.value for e in state.namespaces["ns"].values()} == {2}
