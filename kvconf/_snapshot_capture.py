@@ -117,7 +117,7 @@ async def capture(client: Any, tenant: str) -> TenantDump | None:
         flat_log.extend((int(score), member))
     return TenantDump(
         tenant=tenant,
-        revision=int(rev or 0),
+        revision=int(rev) if rev and rev.isdigit() else 0,  # as tonumber() in the script
         epoch=_text(epoch or b""),
         meta={_text(k): _text(v) for k, v in iter_flat_pairs(_flat(meta))},
         namespaces=sorted(_text(n) for n in now_names),
