@@ -95,6 +95,6 @@ __all__ = [
     "VersionNotFound",
     "Watcher",
     "WriteResult",
-    "fleet",
     "__version__",
+    "fleet",
 ]

@@ -36,7 +36,7 @@ import fakeredis
 
 from ._connect import _servers, embedded_server
 from ._keys import PREFIX, TENANTS_KEY, tenant_from_key
-from ._scripts import Scripts, script_source
+from ._scripts import script_source
 from ._snapshot_capture import capture
 from ._snapshot_format import SnapshotReader
 from ._snapshot_journal import (
@@ -63,7 +63,8 @@ _READ_SCRIPTS = frozenset(
 )
 _READ_ONLY_COMMANDS = (
     "GET MGET HGET HMGET HGETALL HKEYS HVALS HLEN HEXISTS HSCAN SMEMBERS SISMEMBER "
-    "SMISMEMBER SCARD SSCAN ZRANGE ZREVRANGE ZRANGEBYSCORE ZREVRANGEBYSCORE ZCARD ZSCORE "
+    "SMISMEMBER SCARD SSCAN ZRANGE ZREVRANGE ZRANGEBYSCORE ZREVRANGEBYSCORE ZRANGEBYLEX "
+    "ZREVRANGEBYLEX ZLEXCOUNT ZCARD ZSCORE "
     "ZSCAN ZCOUNT ZRANK EXISTS TYPE TTL PTTL SCAN KEYS PING INFO SCRIPT EVALSHA_RO EVAL_RO "
     "FCALL_RO PUBLISH SPUBLISH SUBSCRIBE SSUBSCRIBE PSUBSCRIBE CLIENT HELLO SELECT DBSIZE "
     "TIME ECHO CONFIG COMMAND STRLEN LRANGE LLEN MEMORY OBJECT DUMP"
@@ -142,8 +143,6 @@ class Persister:
         self.sync = True
         self.dirty_tenants: set[str] = set()
         self.dirty_globals: set[str] = set()
-        self.hints: dict[str, set[str]] = {}
-        self.after: dict[str, int] = {}
         self.marked = 0
         self.durable = 0
         self.generation = 0
@@ -163,9 +162,6 @@ class Persister:
             if key.endswith("}:fleet"):
                 return False  # watcher presence: not state, never persisted
             self.dirty_tenants.add(tenant)
-            at = key.find("}:hist:")
-            if at > 0:
-                self.hints.setdefault(tenant, set()).add(key[at + 7 :])
             return True
         if key.startswith(f"{PREFIX}:") and key != TENANTS_KEY:
             self.dirty_globals.add(key)
@@ -250,15 +246,7 @@ class Persister:
             await self.flush()
 
     async def _tenant_record(self, store: Store, tenant: str) -> JournalRecord:
-        hints = sorted(self.hints.get(tenant, ()))
-        scripts = Scripts(store.redis)
-        dump = await capture(scripts, tenant, after=self.after.get(tenant, 0), hints=hints)
-        if dump is None:
-            self.hints.pop(tenant, None)
-            self.after.pop(tenant, None)
-        else:
-            self.hints[tenant] = set(dump.history)
-            self.after[tenant] = dump.revision
+        dump = await capture(store.redis, tenant)
         return JournalRecord(tenant=tenant, dump=dump)
 
     async def _global_record(self, key: str) -> JournalRecord:
@@ -291,7 +279,7 @@ class Persister:
                 globals_.append(await self._global_record(key))
         journal = JournalWriter(journal_path(self.data_dir, gen))
         await asyncio.to_thread(journal.append, globals_)
-        footer = await write_snapshot(
+        await write_snapshot(
             store, self.data_dir / BASE_NAME, None, label="base", generation=gen,
             include_deleted=True,
         )  # fmt: skip
@@ -303,8 +291,6 @@ class Persister:
                 journal_path(self.data_dir, g).unlink(missing_ok=True)
         size = (self.data_dir / BASE_NAME).stat().st_size
         self.compact_at = max(_COMPACT_MIN, 2 * size)
-        for t in footer.tenants:
-            self.after.setdefault(t.tenant, t.revision)
 
     async def load(self) -> None:
         """Fill the (empty) server from the base snapshot and the journal."""
@@ -315,8 +301,6 @@ class Persister:
                 self.generation = reader.footer.generation
                 for dump in reader.dumps():
                     await load_dump(store, dump)
-                    self.hints[dump.tenant] = set(dump.history)
-                    self.after[dump.tenant] = dump.revision
         gens = journal_generations(self.data_dir)
         for g in gens:
             if g < self.generation:
@@ -358,15 +342,11 @@ class Persister:
             if names:
                 await client.unlink(*names)
             await client.srem(TENANTS_KEY, tenant)
-            self.hints.pop(tenant, None)
-            self.after.pop(tenant, None)
             return
-        stale = [f"hist:{h}" for h in self.hints.get(tenant, ()) if h not in dump.history]
-        await load_dump(store, dump, doomed=stale)
+        # replaces the live tenant: every key of it is named from its namespace set
+        await load_dump(store, dump)
         if "deleted_at" in dump.meta or "created_at" not in dump.meta:
             await client.srem(TENANTS_KEY, tenant)
-        self.hints[tenant] = set(dump.history)
-        self.after[tenant] = dump.revision
 
 
 class _TrackedRedis(fakeredis.FakeAsyncRedis):

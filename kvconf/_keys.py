@@ -83,14 +83,14 @@ class TenantKeys:
         """Hash of a namespace's current values."""
         return f"{self.base}:ns:{namespace}"
 
-    def hist(self, namespace: str, key: str) -> str:
-        """Sorted set of one key's versions."""
-        return f"{self.base}:hist:{namespace}:{key}"
+    def hist(self, namespace: str) -> str:
+        """Sorted set of every version of every key of a namespace.
 
-    @property
-    def hist_pattern(self) -> str:
-        """SCAN pattern for every history key of the tenant."""
-        return f"{self.base}:hist:*"
+        All scores are 0; members ``<key>|<version, 10 digits>|<record JSON>``
+        sort by key, then version (``|`` never occurs in a key), so one key's
+        versions are a lexicographic range (:func:`hist_range`).
+        """
+        return f"{self.base}:hist:{namespace}"
 
     @property
     def changes_channel(self) -> str:
@@ -101,6 +101,16 @@ class TenantKeys:
     def fleet(self) -> str:
         """Hash of watcher instances reporting their applied revision."""
         return f"{self.base}:fleet"
+
+
+HIST_VERSION_DIGITS: Final = 10
+
+
+def hist_member_prefix(key: str, version: int | None = None) -> bytes:
+    """``key|`` or ``key|<version>|``: the start of a key's history members."""
+    if version is None:
+        return f"{key}|".encode()
+    return f"{key}|{version:0{HIST_VERSION_DIGITS}d}|".encode()
 
 
 def tenant_from_key(key: str) -> str | None:

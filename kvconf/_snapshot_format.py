@@ -3,7 +3,7 @@
 Layout (all integers big-endian)::
 
     magic    16 bytes  b"KVCONF-SNAPSHOT\\n"
-    format    4 bytes  format version (1)
+    format    4 bytes  format version (2; 1 is still read, see below)
     body      n bytes  zstd stream of records: u32 length + msgpack TenantDump
     footer    m bytes  JSON: created_at, body_size, per-tenant summary, extras
     m         4 bytes  footer length
@@ -14,6 +14,12 @@ flushed and fsynced, renamed into place and the directory fsynced, so a
 crash leaves either the previous file or the new complete one. Readers check
 magic, format version and checksum before decoding anything, and then check
 that the decoded body matches the footer's summary.
+
+Format 2 stores a tenant's history per namespace: the members of its history
+zset (``<key>|<version, 10 digits>|<record JSON>``, all scored 0), in order.
+Format 1 stored it per key (``"ns:key"`` to its records, oldest first);
+version-1 files are still read, their history converted on the fly
+(:func:`upgrade_history`), and only version-2 files are written.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import struct
 from collections.abc import Iterable, Iterator
@@ -34,7 +41,9 @@ import zstandard
 from .exceptions import SnapshotCorrupt, SnapshotNotFound, SnapshotVersionUnsupported
 
 MAGIC = b"KVCONF-SNAPSHOT\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Format versions this kvconf reads (version 1: per-key history, converted).
+READABLE_VERSIONS = (1, 2)
 SUFFIX = ".kvsnap"
 _PREFIX_LEN = len(MAGIC) + 4
 _TRAILER_LEN = 4 + 32
@@ -47,9 +56,9 @@ class TenantDump(msgspec.Struct, array_like=True):
     """One tenant as captured at one revision: raw stored records, untouched.
 
     ``values`` and ``trash`` map a namespace to its flat hash (field, record,
-    ...); ``history`` maps ``"ns:key"`` to its records, oldest first (each
-    record starts with its version, the zset score); ``log`` is flat
-    (revision, event, ...).
+    ...); ``history`` maps a namespace to the members of its history zset in
+    order (``<key>|<version, 10 digits>|<record JSON>``; every score is 0);
+    ``log`` is flat (revision, event, ...).
     """
 
     tenant: str
@@ -85,6 +94,37 @@ class TenantSummary(msgspec.Struct, frozen=True):
     versions: int
     log: int
     deleted: bool = False
+
+
+_V1_VERSION = re.compile(rb'^\{"version":(\d+),')
+
+
+def upgrade_history(dump: TenantDump) -> TenantDump:
+    """Convert a format-1 dump's per-key history to per-namespace members, in place.
+
+    Format 1 named history by ``"ns:key"``; namespaces never hold ``:``, so a
+    name with one is format 1. Records become ``<key>|<version>|<record>``
+    (the version is the record's first field), sorted as the zset holds them.
+    Returns ``dump``; a format-2 dump is left as it is.
+    """
+    if not any(":" in name for name in dump.history):
+        return dump
+    merged: dict[str, list[bytes]] = {}
+    for name, records in dump.history.items():
+        ns, sep, key = name.partition(":")
+        if not sep:  # already per namespace
+            merged.setdefault(ns, []).extend(records)
+            continue
+        out = merged.setdefault(ns, [])
+        head = key.encode() + b"|"
+        for record in records:
+            found = _V1_VERSION.match(record)
+            version = int(found.group(1)) if found else 0
+            out.append(b"%s%010d|%s" % (head, version, record))
+    for members in merged.values():
+        members.sort()
+    dump.history = merged
+    return dump
 
 
 def summarize(dump: TenantDump) -> TenantSummary:
@@ -221,6 +261,7 @@ class SnapshotReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.version = FORMAT_VERSION
         try:
             self._fh = open(path, "rb")  # noqa: SIM115
         except FileNotFoundError:
@@ -255,14 +296,15 @@ class SnapshotReader:
         if len(head) < _PREFIX_LEN or self.size < _PREFIX_LEN + _TRAILER_LEN:
             raise self._corrupt("truncated")
         (version,) = struct.unpack(">I", head[len(MAGIC) :])
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise SnapshotVersionUnsupported(
                 f"snapshot {self.path} has format version {version}; this kvconf reads "
-                f"version {FORMAT_VERSION}",
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}",
                 path=str(self.path),
                 version=version,
-                supported=[FORMAT_VERSION],
+                supported=list(READABLE_VERSIONS),
             )
+        self.version = version
         sha = hashlib.sha256(head)
         left = self.size - 32 - _PREFIX_LEN
         while left > 0:
@@ -283,7 +325,7 @@ class SnapshotReader:
             footer = _footer_decoder.decode(fh.read(footer_len))
         except msgspec.DecodeError as exc:
             raise self._corrupt(f"bad footer: {exc}") from None
-        if footer.format != FORMAT_VERSION or footer.body_size != body_end - _PREFIX_LEN:
+        if footer.format != version or footer.body_size != body_end - _PREFIX_LEN:
             raise self._corrupt("footer does not match the file")
         if footer.compression != "zstd":
             raise self._corrupt(f"unknown compression {footer.compression!r}")
@@ -316,7 +358,7 @@ class SnapshotReader:
                     at += 4 + n
                     if summarize(dump) != next(expected, None):
                         raise self._corrupt(f"tenant {dump.tenant!r} does not match the footer")
-                    yield dump
+                    yield upgrade_history(dump) if self.version == 1 else dump
                 if at > _CHUNK:
                     del buf[:at]
                     at = 0

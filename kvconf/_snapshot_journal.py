@@ -5,6 +5,10 @@ is a msgpack :class:`JournalRecord`: the full state of one tenant as captured
 at one revision (or its absence), or one global key. Replaying a journal in
 order over its base snapshot rebuilds the store; a torn or damaged tail (a
 crash while appending) ends the replay at the last whole record.
+
+A record's dump has the layout of snapshot format 2 (history per namespace);
+records written by a kvconf with per-key history are converted when read
+(:func:`kvconf._snapshot_format.upgrade_history`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from ._snapshot_format import TenantDump, fsync_dir
+from ._snapshot_format import TenantDump, fsync_dir, upgrade_history
 
 _HEAD = struct.Struct(">I32s")
 
@@ -72,9 +76,12 @@ def read_journal(path: Path) -> tuple[list[JournalRecord], int]:
         if len(payload) != n or hashlib.sha256(payload).digest() != digest:
             break
         try:
-            records.append(_decoder.decode(payload))
+            record = _decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             break
+        if record.dump is not None:
+            upgrade_history(record.dump)
+        records.append(record)
         at += _HEAD.size + n
     return records, at
 

@@ -5,11 +5,12 @@
 42
 >>> report = await restore(store, info.path, tenants=["acme"], as_tenant="acme-copy")
 
-A snapshot holds, per tenant, its current values with their metadata, per-key
-history, change log, schemas, tenant metadata, revision and epoch, each
-tenant captured by one server-side script at one revision while writes go
-on. Files are written per invariant 6 (temporary file, fsync, atomic rename,
-directory fsync, mode 0600) and carry a format version and a SHA-256 that
+A snapshot holds, per tenant, its current values with their metadata, the
+history of every key (deleted ones too; one list per namespace), change log,
+schemas, tenant metadata, revision and epoch, each tenant captured by one
+server-side script at one revision while writes go on. Files are written
+per invariant 6 (temporary file, fsync, atomic rename, directory fsync,
+mode 0600) and carry a format version and a SHA-256 that
 :func:`verify` and :func:`restore` check before touching Redis (see
 :mod:`kvconf._snapshot_format` for the layout).
 
@@ -68,6 +69,8 @@ __all__ = [
 ]
 
 RestoreMode = Literal["replace", "merge"]
+#: Restore scripts in flight at once (Redis runs one while the next is packed).
+_RESTORE_WINDOW = 2
 #: Progress callback: (done, total, what).
 Progress = Callable[[int, int, str], None]
 
@@ -145,8 +148,8 @@ async def capture_all(
     tenants: Sequence[str] | None,
     *,
     include_deleted: bool = False,
-) -> tuple[list[str], dict[str, int], dict[str, list[bytes]]]:
-    """The tenants to capture, their revisions, then their history keys (in that order)."""
+) -> list[str]:
+    """The tenants to capture (soft-deleted ones too with ``include_deleted``)."""
     client = store.redis
     if tenants is None:
         names = await store.tenants()
@@ -155,9 +158,7 @@ async def capture_all(
             names = sorted(set(names) | set(metas))
     else:
         names = [validate_tenant(t) for t in tenants]
-    revs = await revisions(client, names)
-    hints = await scan_suffixes(client, None if tenants is None else names, kind="hist:")
-    return names, revs, hints
+    return names
 
 
 async def write_snapshot(
@@ -172,14 +173,12 @@ async def write_snapshot(
     progress: Progress | None = None,
 ) -> Footer:
     """Capture tenants into a new file at ``path`` (replacing it atomically)."""
-    scripts = Scripts(store.redis)
     try:
-        names, revs, suffixes = await capture_all(store, tenants, include_deleted=include_deleted)
+        names = await capture_all(store, tenants, include_deleted=include_deleted)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
         def fetch(t: str) -> asyncio.Task[TenantDump | None]:
-            hints = suffixes.get(t, ())
-            return asyncio.ensure_future(capture(scripts, t, after=revs[t], hints=hints))
+            return asyncio.ensure_future(capture(store.redis, t))
 
         window = 4
         with SnapshotWriter(path, label=label, generation=generation) as writer:
@@ -390,49 +389,87 @@ async def restore(
         live_revs = await revisions(store.redis, list(targets.values()))
         if not dry_run:
             safety = await _safety_snapshot(store, safety_dir, list(targets.values()))
-            suffixes = await scan_suffixes(store.redis, targets.values())
         done = 0
-        with SnapshotReader(source) as reader:
-            for dump in reader.dumps():
-                if dump.tenant not in targets:
-                    continue
-                target = targets[dump.tenant]
-                eff_mode: RestoreMode = mode
-                if mode == "merge" and not await store.exists(target):
-                    eff_mode = "replace"
-                added, changed, removed, unchanged = await _diff(store, dump, target, eff_mode)
-                live_rev = live_revs[target]
-                new_rev, epoch = max(live_rev, dump.revision) + 1, ""
-                if not dry_run:
+        # Redis runs one tenant's script while the next is decoded and packed;
+        # at most _RESTORE_WINDOW scripts are in flight, rows stay in file order.
+        inflight: list[tuple[asyncio.Future[Any], Callable[[Any], TenantRestore]]] = []
+
+        async def settle_oldest() -> None:
+            nonlocal done
+            task, make_row = inflight.pop(0)
+            results.append(make_row(await task))
+            done += 1
+            if progress is not None:
+                progress(done, len(targets), results[-1].tenant)
+
+        async def run_one(dump: TenantDump, target: str, args: list[Any]) -> Any:
+            reply = await restore_one(scripts, dump, target, args)
+            await store.redis.sadd(TENANTS_KEY, target)
+            return reply
+
+        try:
+            with SnapshotReader(source) as reader:
+                for dump in reader.dumps():
+                    if dump.tenant not in targets:
+                        continue
+                    target = targets[dump.tenant]
+                    eff_mode: RestoreMode = mode
+                    if mode == "merge" and not await store.exists(target):
+                        eff_mode = "replace"
+                    counts = await _diff(store, dump, target, eff_mode)
+                    live_rev = live_revs[target]
+
+                    def make_row(
+                        reply: Any,
+                        dump: TenantDump = dump,
+                        target: str = target,
+                        eff_mode: RestoreMode = eff_mode,
+                        counts: tuple[int, ...] = counts,
+                        live_rev: int = live_rev,
+                    ) -> TenantRestore:
+                        new_rev, epoch = max(live_rev, dump.revision) + 1, ""
+                        if reply is not None:
+                            new_rev, epoch, live_rev, _ = reply
+                        added, changed, removed, unchanged = counts
+                        return TenantRestore(
+                            tenant=target, source=dump.tenant, mode=eff_mode,
+                            live_revision=live_rev, file_revision=dump.revision,
+                            revision=new_rev, added=added, changed=changed, removed=removed,
+                            unchanged=unchanged, epoch=epoch,
+                        )  # fmt: skip
+
+                    if dry_run:
+                        results.append(make_row(None))
+                        done += 1
+                        if progress is not None:
+                            progress(done, len(targets), target)
+                        continue
                     args = restore_args(
                         dump, target, mode=eff_mode, actor=actor, reason=reason,
-                        log_limit=settings.log_limit, after=live_rev,
-                        doomed=suffixes.get(target, ()),
+                        log_limit=settings.log_limit,
                     )  # fmt: skip
-                    new_rev, epoch, live_rev, _ = await restore_one(scripts, dump, target, args)
-                    await store.redis.sadd(TENANTS_KEY, target)
-                row = TenantRestore(
-                    tenant=target, source=dump.tenant, mode=eff_mode,
-                    live_revision=live_rev, file_revision=dump.revision, revision=new_rev,
-                    added=added, changed=changed, removed=removed, unchanged=unchanged,
-                    epoch=epoch,
-                )  # fmt: skip
-                results.append(row)
-                done += 1
-                if progress is not None:
-                    progress(done, len(targets), target)
+                    task = asyncio.ensure_future(run_one(dump, target, args))
+                    inflight.append((task, make_row))
+                    while len(inflight) >= _RESTORE_WINDOW:
+                        await settle_oldest()
+                while inflight:
+                    await settle_oldest()
+        finally:
+            # on error: no script left unawaited (one already sent still completes)
+            pending = [task for task, _ in inflight]
+            await asyncio.gather(*pending, return_exceptions=True)
     except RedisError as exc:
         raise _unavailable(exc) from exc
     return RestoreReport(path=str(source), dry_run=dry_run, tenants=results, safety_snapshot=safety)
 
 
-async def load_dump(store: Store, dump: TenantDump, *, doomed: Sequence[str] = ()) -> None:
+async def load_dump(store: Store, dump: TenantDump) -> None:
     """Write a captured tenant exactly as captured, replacing what is there.
 
-    For the embedded store's start-up; ``doomed`` names extra keys to delete.
+    For the embedded store's start-up and journal replay.
     """
     args = restore_args(dump, dump.tenant, mode="load", actor="", reason="",
-                        log_limit=store.settings.log_limit, after=0, doomed=doomed)  # fmt: skip
+                        log_limit=store.settings.log_limit)  # fmt: skip
     await restore_one(Scripts(store.redis), dump, dump.tenant, args)
     if "deleted_at" not in dump.meta and "created_at" in dump.meta:
         await store.redis.sadd(TENANTS_KEY, dump.tenant)

@@ -26,7 +26,15 @@ from redis.exceptions import RedisError
 
 from . import _codec
 from ._connect import connect
-from ._keys import DEFAULTS_NAMESPACE, TENANTS_KEY, TenantKeys, validate_key, validate_namespace
+from ._keys import (
+    DEFAULTS_NAMESPACE,
+    HIST_VERSION_DIGITS,
+    TENANTS_KEY,
+    TenantKeys,
+    hist_member_prefix,
+    validate_key,
+    validate_namespace,
+)
 from ._keys import validate_tenant as _validate_tenant
 from ._scripts import Scripts
 from .config import Settings
@@ -273,26 +281,29 @@ class Store:
     ) -> list[Version]:
         """Versions of a key, newest first; page with ``before=<oldest seen>``."""
         tk = tenant_keys(tenant)
-        hist = tk.hist(validate_namespace(namespace), validate_key(key))
+        hist = tk.hist(validate_namespace(namespace))
         if limit < 1 or (before is not None and before < 1):
             raise InvalidInput("limit must be >= 1 and before >= 1")
-        top = "+inf" if before is None else f"({before}"
-        raw = await self.redis.zrevrangebyscore(hist, top, "-inf", start=0, num=limit)
+        prefix = hist_member_prefix(validate_key(key))
+        top = b"[" + prefix + b"\xff" if before is None else b"(" + hist_member_prefix(key, before)
+        raw = await self.redis.zrevrangebylex(hist, top, b"[" + prefix, start=0, num=limit)
         if not raw and before is None:
             await self._require_tenant(tk)
             raise KeyNotFound(tenant, namespace, [key])
-        return [_codec.decode_version(r) for r in raw]
+        skip = len(prefix) + HIST_VERSION_DIGITS + 1
+        return [_codec.decode_version(r[skip:]) for r in raw]
 
     @_redis_errors
     async def version(self, tenant: str, namespace: str, key: str, version: int) -> Version:
         """One version of a key from its history."""
         tk = tenant_keys(tenant)
-        hist = tk.hist(validate_namespace(namespace), validate_key(key))
-        raw = await self.redis.zrangebyscore(hist, version, version)
+        hist = tk.hist(validate_namespace(namespace))
+        prefix = hist_member_prefix(validate_key(key), version)
+        raw = await self.redis.zrangebylex(hist, b"[" + prefix, b"[" + prefix + b"\xff")
         if not raw:
             await self._require_tenant(tk)
             raise VersionNotFound(tenant, namespace, key, version)
-        return _codec.decode_version(raw[0])
+        return _codec.decode_version(raw[0][len(prefix) :])
 
     # -- effective reads -------------------------------------------------------
 
@@ -426,8 +437,7 @@ class Store:
         validate_namespace(namespace)
         ops = self._ops(values, deletes, expect or {})
         self._check_count(len(ops))
-        keys = [tk.ns(namespace)]
-        keys.extend(tk.hist(namespace, op[0]) for op in ops)
+        keys = [tk.ns(namespace), tk.hist(namespace)]
         return await self._write(
             tk, namespace, keys, ops, {namespace: values}, actor, reason, create
         )
@@ -458,16 +468,15 @@ class Store:
             raise InvalidInput(f"expected versions given for namespaces not in the change set: "
                                f"{sorted(unknown)}")  # fmt: skip
         ops: list[tuple[str, str, bytes]] = []
-        keys = [""]
         for namespace in {**dict.fromkeys(values), **dict.fromkeys(deletes)}:
             validate_namespace(namespace)
             for key, op, data in self._ops(
                 values.get(namespace, {}), deletes.get(namespace, ()), expect.get(namespace, {})
             ):
                 ops.append((f"{namespace}/{key}", op, data))
-                keys.append(tk.hist(namespace, key))
         self._check_count(len(ops))
-        keys[0] = tk.ns(ops[0][0].partition("/")[0])
+        first = ops[0][0].partition("/")[0]
+        keys = [tk.ns(first), tk.hist(first)]
         return await self._write(tk, "*", keys, ops, values, actor, reason, create)
 
     def _ops(

@@ -106,6 +106,36 @@ async def test_journal_compacts_and_torn_tail_is_dropped(
     assert (await store.get(tenant, "ns", "after")).value == 1
 
 
+async def test_journal_record_with_per_key_history_is_replayed(
+    opener: Callable[..., object], tenant: str, tmp_path: Path
+) -> None:
+    """A journal appended by a kvconf with per-key history zsets still replays."""
+    from kvconf._snapshot_format import TenantDump
+    from kvconf._snapshot_journal import JournalRecord
+
+    store = await opener()  # type: ignore[misc]
+    await store.set(tenant, "ns", "k", 1)
+    data_dir = tmp_path / "data"
+    await opener()  # type: ignore[misc]
+    head = b'"updated_at":"2026-01-01T00:00:00Z","updated_by":"op","deleted":false,"reason":""'
+    rec = [b'{"version":%d,"revision":%d,%s,"value":%d}' % (v, v, head, v) for v in (1, 2)]
+    old = TenantDump(
+        tenant="legacy", revision=3, epoch="e1", meta={"created_at": "2026-01-01T00:00:00Z"},
+        namespaces=["ns"], schemas={}, values={"ns": [b"k", rec[1]]}, trash={},
+        history={"ns:k": rec, "ns:gone": [rec[0]]},
+        log=[],
+    )  # fmt: skip
+    journal = data_dir / f"journal-{journal_generations(data_dir)[-1]:08d}.log"
+    writer = JournalWriter(journal)
+    writer.append([JournalRecord(tenant="legacy", dump=old)])
+    writer.close()
+    store = await opener()  # type: ignore[misc]
+    assert [v.value for v in await store.history("legacy", "ns", "k")] == [2, 1]
+    assert [v.version for v in await store.history("legacy", "ns", "gone")] == [1]
+    assert (await store.set("legacy", "ns", "k", 3)).versions == {"k": 3}
+    assert (await store.get(tenant, "ns", "k")).value == 1
+
+
 def _home_env(data_dir: Path) -> dict[str, str]:
     """Point the default data dir (``~/.kvconf``) at ``data_dir``."""
     assert data_dir.name == ".kvconf"

@@ -41,7 +41,7 @@ def test_every_tenant_key_shares_one_hash_tag() -> None:
     tk = TenantKeys("acme")
     names = [
         tk.rev, tk.epoch, tk.log, tk.meta, tk.namespaces, tk.schema, tk.fleet,
-        tk.ns("ai-1"), tk.hist("ai-1", "k"), tk.changes_channel,
+        tk.ns("ai-1"), tk.hist("ai-1"), tk.changes_channel,
     ]  # fmt: skip
     assert all(n.startswith("kvconf:{acme}:") for n in names)
     assert all(tenant_from_key(n) == "acme" for n in names)

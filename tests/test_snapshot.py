@@ -257,12 +257,18 @@ async def test_snapshot_under_concurrent_writers_is_one_revision_per_tenant(
                 assert len({e["value"] for e in main}) == 1  # one change set, whole
                 assert max(e["revision"] for e in entries.values()) == dump.revision
                 assert int(dump.log[-2]) == dump.revision  # log ends at the same revision
-                for suffix, records in dump.history.items():
-                    decoded = [msgspec.json.decode(r) for r in records]
-                    assert max(r["revision"] for r in decoded) <= dump.revision
-                    ns, key = suffix.split(":", 1)
-                    if (ns, key) in entries:
-                        assert decoded[-1]["version"] == entries[(ns, key)]["version"]
+                newest: dict[tuple[str, bytes], dict[str, int]] = {}
+                for ns, members in dump.history.items():
+                    assert members == sorted(members)  # the zset's order
+                    for member in members:
+                        key, version, record = member.split(b"|", 2)
+                        decoded = msgspec.json.decode(record)
+                        assert int(version) == decoded["version"]
+                        assert decoded["revision"] <= dump.revision
+                        newest[(ns, key)] = decoded  # members of a key: oldest first
+                assert newest.keys() >= entries.keys()
+                for where, entry in entries.items():
+                    assert newest[where]["version"] == entry["version"]
 
 
 async def test_prune_keeps_newest(store: Store, tenant: str, tmp_path: Path) -> None:
@@ -313,16 +319,146 @@ async def test_restore_over_soft_deleted_keeps_it_in_the_safety_snapshot(
     assert (await store.get(tenant, "ns", "k")).value == "hidden"
 
 
-async def test_capture_finds_deleted_keys_history_from_the_log(store: Store, tenant: str) -> None:
-    from kvconf._scripts import Scripts
+async def test_capture_reads_deleted_keys_history_without_scan(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
     from kvconf._snapshot_capture import capture
 
     await store.set(tenant, "a", "single", 1)
     await store.delete(tenant, "a", "single")
     await store.commit_across(tenant, {"a": {"x": 1}, "b": {"y": 2}})
     await store.commit_across(tenant, {}, deletes={"a": ["x"], "b": ["y"]})
-    # no SCAN hints at all: tombstoned keys are found from the log alone
-    dump = await capture(Scripts(store.redis), tenant, after=0, hints=[])
+    # one script, no SCAN: the namespaces' history zsets hold tombstoned keys too
+    dump = await capture(store.redis, tenant)
     assert dump is not None
-    assert set(dump.history) == {"a:single", "a:x", "b:y"}
     assert dump.values == {}
+    keys = {(ns, m.split(b"|", 1)[0]) for ns, members in dump.history.items() for m in members}
+    assert keys == {("a", b"single"), ("a", b"x"), ("b", b"y")}
+    assert dump.versions == 6  # each key: written, then deleted
+    # and a restore brings the tombstones' history back
+    info = await save(store, tmp_path, [tenant])
+    await _wipe(store, tenant)
+    await restore(store, info.path)
+    assert [v.deleted for v in await store.history(tenant, "a", "x")] == [True, False]
+    assert [v.deleted for v in await store.history(tenant, "b", "y")] == [True, False]
+
+
+async def test_restore_replace_removes_live_only_history(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    await store.set(tenant, "ns", "k", 1)
+    info = await save(store, tmp_path, [tenant])
+    await store.set(tenant, "ns", "k", 2)
+    await store.set(tenant, "other", "later", 1)
+    await store.delete(tenant, "other", "later")
+    await restore(store, info.path, safety_dir=tmp_path / "s")
+    tk = TenantKeys(tenant)
+    assert [v.value for v in await store.history(tenant, "ns", "k")] == [1]
+    assert not await store.redis.exists(tk.hist("other"))
+    assert await store.namespaces(tenant) == ["ns"]
+    # versions continue from the restored history
+    assert (await store.set(tenant, "ns", "k", 3)).versions == {"k": 2}
+
+
+def test_version_1_file_is_read_with_its_history_converted(tmp_path: Path) -> None:
+    from kvconf import _snapshot_format as fmt
+
+    rec1 = b'{"version":1,"revision":1,"updated_at":"t","updated_by":"a","deleted":false,'
+    rec1 += b'"reason":"","value":1}'
+    rec2 = rec1.replace(b'"version":1', b'"version":2').replace(b'"revision":1', b'"revision":2')
+    dump = fmt.TenantDump(
+        tenant="old", revision=2, epoch="e", meta={"created_at": "t"}, namespaces=["ns"],
+        schemas={}, values={"ns": [b"k", rec2]}, trash={},
+        history={"ns:k": [rec1, rec2], "ns:gone": [rec1]}, log=[],
+    )  # fmt: skip
+    path = tmp_path / "v1.kvsnap"
+    saved = fmt.FORMAT_VERSION
+    fmt.FORMAT_VERSION = 1
+    try:
+        with fmt.SnapshotWriter(path) as writer:
+            writer.add(dump)
+            writer.finish()
+    finally:
+        fmt.FORMAT_VERSION = saved
+    info = verify(path)
+    assert (info.format, info.keys, info.versions) == (1, 1, 3)
+    with SnapshotReader(path) as reader:
+        (got,) = reader.dumps()
+    assert got.history == {
+        "ns": [b"gone|0000000001|" + rec1, b"k|0000000001|" + rec1, b"k|0000000002|" + rec2]
+    }
+
+
+async def test_version_1_file_restores(store: Store, tenant: str, tmp_path: Path) -> None:
+    from kvconf import _snapshot_format as fmt
+
+    await store.set(tenant, "ns", "k", 1)
+    await store.set(tenant, "ns", "k", 2)
+    info = await save(store, tmp_path, [tenant])
+    with SnapshotReader(Path(info.path)) as reader:
+        (dump,) = reader.dumps()
+    # the same tenant as a kvconf with per-key history would have saved it
+    dump.history = {"ns:k": [m.split(b"|", 2)[2] for m in dump.history["ns"]]}
+    path = tmp_path / "v1.kvsnap"
+    saved = fmt.FORMAT_VERSION
+    fmt.FORMAT_VERSION = 1
+    try:
+        with fmt.SnapshotWriter(path) as writer:
+            writer.add(dump)
+            writer.finish()
+    finally:
+        fmt.FORMAT_VERSION = saved
+    await _wipe(store, tenant)
+    await restore(store, path)
+    assert [v.value for v in await store.history(tenant, "ns", "k")] == [2, 1]
+    assert (await store.set(tenant, "ns", "k", 3)).versions == {"k": 3}
+
+
+async def test_capture_by_script_reads_the_same_as_the_transaction(
+    store: Store, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kvconf import _snapshot_capture
+    from kvconf._scripts import Scripts
+
+    await _fill(store, tenant)
+    await store.commit_across(tenant, {"a": {"x": 1}}, deletes={"svc": ["host"]})
+    by_tx = await _snapshot_capture.capture(store.redis, tenant)
+    by_script = await _snapshot_capture.capture_by_script(Scripts(store.redis), tenant)
+    assert by_tx is not None
+    assert by_tx == by_script
+    assert by_tx.history["a"][0].startswith(b"x|0000000001|")
+
+    # a namespace created between reading the namespace set and the transaction
+    # is not missed: the tenant is read again by the script
+    real = store.redis.smembers
+
+    async def stale_smembers(key: str) -> set[bytes]:
+        found: set[bytes] = await real(key)
+        await store.set(tenant, "late", "k", 1)
+        return found
+
+    monkeypatch.setattr(store.redis, "smembers", stale_smembers)
+    dump = await _snapshot_capture.capture(store.redis, tenant)
+    monkeypatch.undo()
+    assert dump is not None
+    assert "late" in dump.namespaces
+    assert dump.values["late"][0] == b"k"
+    assert dump.history["late"][0].startswith(b"k|0000000001|")
+    assert dump.revision == await store.revision(tenant)
+
+
+async def test_restore_many_tenants_reports_each_in_file_order(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    tenants = [f"{tenant}-{i}" for i in range(5)]
+    for i, t in enumerate(tenants):
+        await store.set_many(t, "ns", {f"k{j}": i for j in range(i + 1)})
+    info = await save(store, tmp_path, tenants)
+    for t in tenants:
+        await _wipe(store, t)
+    report = await restore(store, info.path)
+    expected = [(t, i + 1) for i, t in enumerate(tenants)]
+    assert [(r.tenant, r.added) for r in report.tenants] == expected
+    for i, t in enumerate(tenants):
+        assert (await store.get(t, "ns", f"k{i}")).value == i
+        assert t in await store.tenants()

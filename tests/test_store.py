@@ -119,9 +119,11 @@ async def test_refused_change_set_leaves_every_key_untouched(store: Store, tenan
 async def test_foreign_redis_key_refuses_the_whole_write(store: Store, tenant: str) -> None:
     await store.set(tenant, "ns", "a", 1)
     tk = TenantKeys(tenant)
-    await store.redis.set(tk.hist("ns", "b"), "not a zset")
+    await store.redis.set(tk.hist("other"), "not a zset")
     with pytest.raises(Unavailable):
-        await store.set_many(tenant, "ns", {"a": 2, "b": 2})
+        await store.set_many(tenant, "other", {"a": 2, "b": 2})
+    with pytest.raises(Unavailable):
+        await store.commit_across(tenant, {"ns": {"a": 2}, "other": {"b": 2}})
     assert (await store.get(tenant, "ns", "a")).value == 1
     assert await store.revision(tenant) == 1
 
@@ -465,3 +467,21 @@ async def test_pipelined_writes_fail_alone_and_survive_script_flush(
     assert sorted(r.revision for r in again) == list(range(12, 32))
     state = await store.read_state(tenant)
     assert {e.value for e in state.namespaces["ns"].values()} == {2}
+
+
+async def test_histories_of_keys_sharing_a_prefix_stay_apart(
+    make_store: Callable[..., Store], tenant: str
+) -> None:
+    store = make_store(history_limit=2)
+    names = ["a", "ab", "a-b", "a_", "a.b", "A"]
+    for round_ in range(4):
+        await store.set_many(tenant, "ns", {n: f"{n}{round_}" for n in names})
+    await store.delete(tenant, "ns", "ab")
+    for name in names:
+        history = await store.history(tenant, "ns", name, limit=10)
+        assert all(v.value in (None, *(f"{name}{r}" for r in range(4))) for v in history)
+        assert len(history) == 2  # trimmed per key, not per namespace
+    assert [v.deleted for v in await store.history(tenant, "ns", "ab")] == [True, False]
+    assert (await store.version(tenant, "ns", "a", 4)).value == "a3"
+    with pytest.raises(VersionNotFound):
+        await store.version(tenant, "ns", "a", 2)

@@ -1,12 +1,15 @@
 """Bench section ``snapshot``: save and restore throughput beside raw baselines.
 
 Data: ``1,000,000`` keys across ``1,000`` tenants (``--quick``: 50,000 across
-100), each key written twice through the write script in big change sets so
-it has history and a change log. Save is compared with a raw dump in the
-same run (SCAN + pipelined HGETALL of the namespace hashes, msgpack, the
-same zstd level, fsync); restore (verify + one script per tenant into an
-emptied Redis) is compared with raw pipelined HSETs of the same hashes and
-judged against an absolute floor.
+100), two namespaces each, every key written twice through the real write
+path (``Store.set_many``, 500-key change sets, many in flight at once) so it
+has two versions in its namespace's history zset and the log holds the
+change sets. Save (one MULTI/EXEC read per tenant: values, trash and one
+ZRANGE per namespace history) is compared with a raw dump in the same run
+(SCAN + pipelined HGETALL of the namespace hashes, msgpack, the same zstd
+level, fsync) and with a raw dump of every key; restore (verify + one script
+per tenant into an emptied Redis) is compared with raw pipelined HSETs of the
+same hashes and judged against an absolute floor.
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
     try:
         await client.flushall(asynchronous=True)
         started = time.perf_counter()
-        await _load(store, tenants, per_tenant, min(ctx.concurrency, 16))
+        await _load(store, tenants, per_tenant, min(ctx.concurrency, 32))
         ctx.log(f"  loaded {total:,} keys x 2 versions in {time.perf_counter() - started:.1f}s")
         with tempfile.TemporaryDirectory(prefix="kvconf-bench-snap-") as tmp:
             workdir = Path(tmp)

@@ -3,16 +3,14 @@
 -- KEYS: 1 rev, 2 epoch, 3 meta, 4 namespace set, 5 schema hash, 6 log.
 -- ARGV: 1 mode ("replace", "merge", "load"), 2 tenant key prefix, 3 tenant,
 --       4 fresh epoch, 5 the file's revision, 6 now, 7 actor (JSON), 8 reason
---       (JSON), 9 channel, 10 log bound, 11 delete history keys named in log
---       events after this revision (replace), 12 the file's epoch;
---       13 the sections as one blob of items (one argument instead of
---       millions keeps the client's encoding cheap), 14 how items are
+--       (JSON), 9 channel, 10 log bound, 11 the file's epoch;
+--       12 the sections as one blob of items (one argument instead of
+--       millions keeps the client's encoding cheap), 13 how items are
 --       delimited: "z" each ends with a NUL byte, "l" each is "<length>:<bytes>";
 --       each section is a count followed by its items:
---       extra keys to delete (suffixes); meta (field, value pairs); schemas
---       (pairs); namespace set members; values (ns, n pairs, pairs ...);
---       trash (same); history (suffix, n records, records oldest first:
---       each starts with its version, the score);
+--       meta (field, value pairs); schemas (pairs); namespace set members;
+--       values (ns, n pairs, pairs ...); trash (same); history (ns, n members,
+--       members: "<key>|<version, 10 digits>|<record JSON>", all scored 0);
 --       log (score/member pairs).
 --
 -- replace: the tenant becomes the captured one; merge: captured keys are
@@ -20,6 +18,9 @@
 -- differs), live-only keys stay. Both move the revision past max(live, file),
 -- set a fresh epoch and log and publish a "reset" event. load (embedded
 -- start-up into an empty server) writes the captured state exactly.
+-- replace and load delete the live tenant first: its fixed keys and, per
+-- namespace of its namespace set, the values hash, trash hash and history
+-- zset (that is all of a tenant's state; no SCAN needed).
 -- Every check runs before the first write: Redis does not roll back.
 
 local mode, base = ARGV[1], ARGV[2]
@@ -47,7 +48,7 @@ local function parse(blob, sep)
   end
   return out
 end
-local A = parse(ARGV[13], ARGV[14])
+local A = parse(ARGV[12], ARGV[13])
 local pos = 1
 local function count()
   local n = tonumber(A[pos])
@@ -55,9 +56,9 @@ local function count()
   return n
 end
 local CHUNK = 1000
+local HCHUNK = 2000
 
 -- parse the sections into index ranges (nothing written yet)
-local ndel = count(); local del_at = pos; pos = pos + ndel
 local nmeta = count(); local meta_at = pos; pos = pos + 2 * nmeta
 local nschema = count(); local schema_at = pos; pos = pos + 2 * nschema
 local nnames = count(); local names_at = pos; pos = pos + nnames
@@ -93,22 +94,15 @@ local function put_hash(key, at, n)
   end
 end
 local match = string.match
-local VERSION = '^{"version":(%d+),'
 local function put_history(key, at, n)
-  -- the common short histories without building an argument table
-  if n == 1 then
-    redis.call('ZADD', key, match(A[at], VERSION) or '0', A[at])
-    return
-  elseif n == 2 then
-    redis.call('ZADD', key, match(A[at], VERSION) or '0', A[at],
-      match(A[at + 1], VERSION) or '0', A[at + 1])
-    return
-  end
-  for i = at, at + n - 1, CHUNK do
-    local args = {}
-    for j = i, math.min(i + CHUNK - 1, at + n - 1) do
-      args[#args + 1] = match(A[j], VERSION) or '0'
-      args[#args + 1] = A[j]
+  -- ZADD 0 member 0 member ...: many members per call, under unpack's limit
+  local last = at + n - 1
+  for i = at, last, HCHUNK do
+    local args, k = {}, 0
+    for j = i, math.min(i + HCHUNK - 1, last) do
+      args[k + 1] = '0'
+      args[k + 2] = A[j]
+      k = k + 2
     end
     redis.call('ZADD', key, unpack(args))
   end
@@ -125,34 +119,16 @@ if mode == 'merge' then
     local t = redis.call('TYPE', base .. 'ns:' .. h[1]).ok
     if t ~= 'none' and t ~= 'hash' then return {'wrongtype', base .. 'ns:' .. h[1]} end
   end
-  for _, h in ipairs(history) do
+  for _, h in ipairs(values) do
     local t = redis.call('TYPE', base .. 'hist:' .. h[1]).ok
     if t ~= 'none' and t ~= 'zset' then return {'wrongtype', base .. 'hist:' .. h[1]} end
   end
 else
   -- replace and load: remove every key of the live tenant first
   local doomed = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
-  for i = del_at, del_at + ndel - 1 do doomed[#doomed + 1] = base .. A[i] end
   for _, ns in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-    for _, prefix in ipairs({'ns:', 'trash:ns:'}) do
-      local hk = base .. prefix .. ns
-      doomed[#doomed + 1] = hk
-      for _, field in ipairs(redis.call('HKEYS', hk)) do
-        doomed[#doomed + 1] = base .. 'hist:' .. ns .. ':' .. field
-      end
-    end
-  end
-  local after = tonumber(ARGV[11]) or 0
-  for _, event in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. after, '+inf')) do
-    local ns = string.match(event, '"namespace":"([^"]*)"')
-    if ns == '*' then  -- a change set across namespaces: each change names its own
-      for key, kns in string.gmatch(event, '{"key":"([^"]+)","namespace":"([^"]+)","version":') do
-        doomed[#doomed + 1] = base .. 'hist:' .. kns .. ':' .. key
-      end
-    elseif ns and ns ~= '' then
-      for key in string.gmatch(event, '{"key":"([^"]+)","version":') do
-        doomed[#doomed + 1] = base .. 'hist:' .. ns .. ':' .. key
-      end
+    for _, prefix in ipairs({'ns:', 'trash:ns:', 'hist:'}) do
+      doomed[#doomed + 1] = base .. prefix .. ns
     end
   end
   for i = 1, #doomed, CHUNK do
@@ -160,7 +136,7 @@ else
   end
 end
 
-local rev, epoch = tonumber(ARGV[5]), ARGV[12]
+local rev, epoch = tonumber(ARGV[5]), ARGV[11]
 if mode ~= 'load' then
   rev = math.max(live_rev, tonumber(ARGV[5])) + 1
   epoch = ARGV[4]
@@ -192,21 +168,49 @@ for _, h in ipairs(trash) do put_hash(base .. 'trash:ns:' .. h[1], h[2], h[3]) e
 
 local changed = 0
 if mode == 'merge' then
-  local hist_at = {}
-  for _, h in ipairs(history) do hist_at[h[1]] = h end
+  -- the file's history of one key: indexes of its members, built per namespace
+  local file_hist, by_ns = {}, {}
+  for _, h in ipairs(history) do file_hist[h[1]] = h end
+  local function file_versions(ns, key)
+    local index = by_ns[ns]
+    if not index then
+      index = {}
+      local h = file_hist[ns]
+      if h then
+        for j = h[2], h[2] + h[3] - 1 do
+          local k = match(A[j], '^([^|]*)|')
+          if k then
+            local list = index[k]
+            if not list then list = {}; index[k] = list end
+            list[#list + 1] = j
+          end
+        end
+      end
+      by_ns[ns] = index
+    end
+    return index[key]
+  end
   local meta_json = ',"revision":' .. rev .. ',"updated_at":"' .. now .. '","updated_by":' .. actor
   for _, h in ipairs(values) do
     local ns, hk = h[1], base .. 'ns:' .. h[1]
+    local zk = base .. 'hist:' .. ns
     redis.call('SADD', KEYS[4], ns)
     for i = h[2], h[2] + 2 * h[3] - 1, 2 do
       local key, entry = A[i], A[i + 1]
-      local suffix = ns .. ':' .. key
-      local zk = base .. 'hist:' .. suffix
-      local top = redis.call('ZREVRANGE', zk, 0, 0, 'WITHSCORES')
-      if not top[2] then
+      local top = redis.call('ZREVRANGEBYLEX', zk, '[' .. key .. '|\255', '[' .. key .. '|', 'LIMIT', 0, 1)
+      if not top[1] then
         redis.call('HSET', hk, key, entry)
-        local fh = hist_at[suffix]
-        if fh then put_history(zk, fh[2], fh[3]) end
+        local mine = file_versions(ns, key)
+        if mine then
+          for j = 1, #mine, HCHUNK do
+            local args = {}
+            for x = j, math.min(j + HCHUNK - 1, #mine) do
+              args[#args + 1] = '0'
+              args[#args + 1] = A[mine[x]]
+            end
+            redis.call('ZADD', zk, unpack(args))
+          end
+        end
         changed = changed + 1
       else
         local value = string.sub(entry, select(2, string.find(entry, ',"value":', 1, true)) + 1, -2)
@@ -216,10 +220,12 @@ if mode == 'merge' then
           live_value = string.sub(live, select(2, string.find(live, ',"value":', 1, true)) + 1, -2)
         end
         if live_value ~= value then
-          local v = math.max(tonumber(top[2]), tonumber(string.match(entry, '^{"version":(%d+),'))) + 1
+          local top_v = tonumber(match(top[1], '^[^|]*|(%d+)|')) or 0
+          local v = math.max(top_v, tonumber(match(entry, '^{"version":(%d+),')) or 0) + 1
           local head = '{"version":' .. v .. meta_json
           redis.call('HSET', hk, key, head .. ',"value":' .. value .. '}')
-          redis.call('ZADD', zk, v, head .. ',"deleted":false,"reason":' .. reason .. ',"value":' .. value .. '}')
+          redis.call('ZADD', zk, 0, key .. '|' .. string.format('%010d', v) .. '|' .. head
+            .. ',"deleted":false,"reason":' .. reason .. ',"value":' .. value .. '}')
           changed = changed + 1
         end
       end

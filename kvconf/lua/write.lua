@@ -1,7 +1,7 @@
 -- kvconf write: one change set, all or nothing, one revision.
 --
--- KEYS: 1 a namespace hash (the one written, or any of them), 1+i history of
---       the i-th key.
+-- KEYS: 1 a namespace hash (the one written, or the first of them), 2 that
+--       namespace's history zset.
 -- ARGV: 1 tenant key prefix ("kvconf:{t}"), 2 namespace, or "*" for a change
 --       set across namespaces, 3 tenant, 4 actor (JSON string), 5 reason
 --       (JSON string), 6 now (ISO-8601),
@@ -10,10 +10,14 @@
 --       ("namespace/key" when ARGV[2] is "*"), op+expected ("s-1": set, no
 --       precondition; "d3": delete if at version 3; "s0": create only),
 --       value JSON.
--- The tenant's rev, epoch, log, meta, namespace-set keys and namespace
--- hashes are named from the prefix: they share the hash tag of KEYS, so they
--- live in the same slot (legal on Cluster; the argument list stays short,
--- which is most of a client's cost per call).
+-- The tenant's rev, epoch, log, meta, namespace-set keys, and the other
+-- namespaces' hashes and histories, are named from the prefix: they share the
+-- hash tag of KEYS, so they live in the same slot (legal on Cluster; the
+-- argument list stays short, which is most of a client's cost per call).
+--
+-- History: one zset per namespace, all scores 0, members
+-- "<key>|<version, 10 digits>|<record JSON>": a key's versions are the
+-- lexicographic range ["<key>|", "<key>|\255"] ("|" never occurs in a key).
 --
 -- Every check runs before the first write: Redis does not roll a script back.
 -- Stored records end with their value, see kvconf/_codec.py.
@@ -22,11 +26,11 @@ local base = ARGV[1]
 local multi = ARGV[2] == '*'
 local K = {KEYS[1], base .. ':rev', base .. ':epoch', base .. ':log', base .. ':meta', base .. ':nss'}
 local gen_arg, create_arg, keep_arg, log_arg = string.match(ARGV[7], '^(%S+) (%S+) (%S+) (%S+)$')
-local n = #KEYS - 1
+local n = (#ARGV - 7) / 3
 
--- Per key: its namespace, namespace hash and field name.
-local nsname, hkey, field, label = {}, {}, {}, {}
-local hashes = {K[1]}
+-- Per key: its namespace, namespace hash, history zset and field name.
+local nsname, hkey, zkey, field, label = {}, {}, {}, {}, {}
+local hashes, hists = {K[1]}, {KEYS[2]}
 for i = 1, n do
   local arg = ARGV[7 + (i - 1) * 3 + 1]
   label[i] = arg
@@ -35,9 +39,11 @@ for i = 1, n do
     nsname[i] = string.sub(arg, 1, slash - 1)
     field[i] = string.sub(arg, slash + 1)
     hkey[i] = base .. ':ns:' .. nsname[i]
+    zkey[i] = base .. ':hist:' .. nsname[i]
     hashes[#hashes + 1] = hkey[i]
+    hists[#hists + 1] = zkey[i]
   else
-    nsname[i], field[i], hkey[i] = ARGV[2], arg, K[1]
+    nsname[i], field[i], hkey[i], zkey[i] = ARGV[2], arg, K[1], KEYS[2]
   end
 end
 
@@ -50,9 +56,9 @@ for _, h in ipairs(hashes) do
   local t = redis.call('TYPE', h).ok
   if t ~= 'none' and t ~= 'hash' then return {'wrongtype', h} end
 end
-for i = 1, n do
-  local t = redis.call('TYPE', KEYS[1 + i]).ok
-  if t ~= 'none' and t ~= 'zset' then return {'wrongtype', KEYS[1 + i]} end
+for _, z in ipairs(hists) do
+  local t = redis.call('TYPE', z).ok
+  if t ~= 'none' and t ~= 'zset' then return {'wrongtype', z} end
 end
 
 local created = 0
@@ -75,8 +81,9 @@ for i = 1, n do
   local op = string.sub(ARGV[b + 2], 1, 1)
   local expected = tonumber(string.sub(ARGV[b + 2], 2))
   local last = 0
-  local top = redis.call('ZREVRANGE', KEYS[1 + i], 0, 0, 'WITHSCORES')
-  if top[2] then last = tonumber(top[2]) end
+  local top = redis.call('ZREVRANGEBYLEX', zkey[i], '[' .. field[i] .. '|\255', '[' .. field[i] .. '|',
+    'LIMIT', 0, 1)
+  if top[1] then last = tonumber(string.match(top[1], '^[^|]*|(%d+)|')) or 0 end
   local cur = 0
   local entry = redis.call('HGET', hkey[i], field[i])
   if entry then
@@ -124,9 +131,12 @@ for i = 1, n do
   else
     redis.call('HSET', hkey[i], field[i], head .. ',"value":' .. value .. '}')
   end
-  redis.call('ZADD', KEYS[1 + i], v,
-    head .. ',"deleted":' .. deleted .. ',"reason":' .. reason .. ',"value":' .. value .. '}')
-  redis.call('ZREMRANGEBYRANK', KEYS[1 + i], 0, -(keep + 1))
+  redis.call('ZADD', zkey[i], 0, field[i] .. '|' .. string.format('%010d', v) .. '|'
+    .. head .. ',"deleted":' .. deleted .. ',"reason":' .. reason .. ',"value":' .. value .. '}')
+  if v > keep then
+    redis.call('ZREMRANGEBYLEX', zkey[i], '[' .. field[i] .. '|',
+      '[' .. field[i] .. '|' .. string.format('%010d', v - keep) .. '|\255')
+  end
   local where = ''
   if multi then where = ',"namespace":"' .. nsname[i] .. '"' end
   changes[i] = '{"key":"' .. field[i] .. '"' .. where .. ',"version":' .. v .. ',"old_version":' .. olds[i]
