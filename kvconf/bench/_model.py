@@ -35,15 +35,23 @@ def figure(
     baseline_name: str,
     baseline: float,
     *,
-    goal_ratio: float,
+    goal_ratio: float | None,
     higher_is_better: bool = True,
     goal_absolute: float | None = None,
     notes: str = "",
 ) -> Figure:
-    """Build a :class:`Figure`, judging the ratio (and absolute bound) goals."""
+    """Build a :class:`Figure`, judging the ratio (and absolute bound) goals.
+
+    ``goal_ratio=None`` reports the figure beside its baseline with no goal.
+    """
     ratio = value / baseline if baseline else float("inf")
+    if goal_ratio is None:
+        return Figure(
+            name=name, unit=unit, value=value, baseline_name=baseline_name, baseline=baseline,
+            ratio=ratio, goal="reported", ok=True, higher_is_better=higher_is_better, notes=notes,
+        )  # fmt: skip
     ok = ratio >= goal_ratio if higher_is_better else ratio <= goal_ratio
-    goal = f"ratio {'>=' if higher_is_better else '<='} {goal_ratio}"
+    goal = f"ratio {'>=' if higher_is_better else '<='} {goal_ratio:g}"
     if goal_absolute is not None:
         ok = ok and (value >= goal_absolute if higher_is_better else value <= goal_absolute)
         goal += f" and {'>=' if higher_is_better else '<='} {goal_absolute} {unit}"
