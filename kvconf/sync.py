@@ -14,11 +14,11 @@ import asyncio
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .store import Store
 
-__all__ = ["LoopThread", "SyncStore", "blocking"]
+__all__ = ["LoopThread", "SyncFacade", "SyncStore", "blocking"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,8 +58,34 @@ def blocking(
     return wrapper
 
 
-class SyncStore:
+class SyncFacade:
+    """Lifecycle shared by the blocking facades: an async object on a loop thread.
+
+    Subclasses set ``self._runner`` (a :class:`LoopThread`) and ``self._async``
+    (an object with ``aclose()``) in ``__init__``.
+    """
+
+    _runner: LoopThread
+    _async: Any
+
+    def close(self) -> None:
+        """Close the wrapped object and stop its loop thread."""
+        try:
+            self._runner.run(self._async.aclose())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class SyncStore(SyncFacade):
     """Blocking :class:`~kvconf.Store` with the same methods and arguments."""
+
+    _async: Store
 
     def __init__(self, url: str | None = None, **kwargs: Any) -> None:
         self._runner = LoopThread()
@@ -69,19 +95,6 @@ class SyncStore:
     def store(self) -> Store:
         """The wrapped async store (use it only from its own loop)."""
         return self._async
-
-    def close(self) -> None:
-        """Close the store and stop its loop thread."""
-        try:
-            self._runner.run(self._async.aclose())
-        finally:
-            self._runner.close()
-
-    def __enter__(self) -> SyncStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     get = blocking(Store.get)
     get_namespace = blocking(Store.get_namespace)

@@ -44,7 +44,7 @@ from .config import Settings
 from .exceptions import InvalidInput, Unavailable
 from .models import Entry, KeySpec
 from .store import Store, tenant_keys
-from .sync import LoopThread, blocking
+from .sync import LoopThread, SyncFacade, blocking
 
 __all__ = ["Binding", "Change", "Resync", "SyncWatcher", "ValueChange", "Watcher"]
 
@@ -382,7 +382,7 @@ class Watcher(WatchEngine):
             self._wake.set()
 
 
-class SyncWatcher:
+class SyncWatcher(SyncFacade):
     """Blocking :class:`Watcher` for threaded services: the same implementation on a
     background event loop. Reads are served from memory in the caller's thread;
     callbacks run on the watcher's thread.
@@ -390,6 +390,8 @@ class SyncWatcher:
     >>> with SyncWatcher("acme", "redis://localhost:6379/0") as watcher:
     ...     watcher.get("ai-12", "stale_timeout", 30)
     """
+
+    _async: Watcher
 
     def __init__(self, tenant: str, url: str | None = None, **kwargs: Any) -> None:
         self._runner = LoopThread("kvconf-watch")
@@ -404,19 +406,6 @@ class SyncWatcher:
     def watcher(self) -> Watcher:
         """The wrapped async watcher (use it only from its own loop)."""
         return self._async
-
-    def close(self) -> None:
-        """Stop the watcher and its loop thread."""
-        try:
-            self._runner.run(self._async.aclose())
-        finally:
-            self._runner.close()
-
-    def __enter__(self) -> SyncWatcher:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def get(self, namespace: str, key: str, default: Any = None) -> Any:
         """See :meth:`Watcher.get`."""
