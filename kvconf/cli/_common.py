@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -80,6 +81,16 @@ def print_json(obj: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(msgspec.json.encode(msgspec.to_builtins(obj)).decode() + "\n")
     sys.stdout.flush()
+
+
+@asynccontextmanager
+async def opened_store(cfg: Settings) -> AsyncIterator[Store]:
+    """A Store for the length of a command, closed afterwards."""
+    store = await open_store(cfg)
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 async def open_store(cfg: Settings) -> Store:

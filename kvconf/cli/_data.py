@@ -13,7 +13,7 @@ from rich.table import Table
 from ..exceptions import InvalidInput
 from ..schema import coerce_text, decode_schema_document, mask_value
 from ..store import Store
-from ._common import DataDir, JsonFlag, RedisUrl, console, open_store, print_json, run, settings
+from ._common import DataDir, JsonFlag, RedisUrl, console, opened_store, print_json, run, settings
 
 Tenant = Annotated[str, typer.Argument(help="Tenant name.")]
 Namespace = Annotated[str, typer.Argument(help="Namespace (one agent, service or scope).")]
@@ -29,11 +29,8 @@ def _text(value: Any) -> str:
 
 
 async def _with_store(redis_url: str | None, data_dir: Path | None, fn: Any) -> Any:
-    store = await open_store(settings(redis_url, data_dir))
-    try:
+    async with opened_store(settings(redis_url, data_dir)) as store:
         return await fn(store)
-    finally:
-        await store.aclose()
 
 
 def get(

@@ -12,7 +12,7 @@ from rich.table import Table
 from .. import io
 from ..config import Settings
 from ..exceptions import InvalidInput
-from ._common import DataDir, JsonFlag, RedisUrl, console, open_store, print_json, run, settings
+from ._common import DataDir, JsonFlag, RedisUrl, console, opened_store, print_json, run, settings
 
 FormatOpt = Annotated[
     str | None,
@@ -57,11 +57,8 @@ def export(
 
     async def go() -> str:
         chosen = _format(fmt, str(output) if output else "")
-        store = await open_store(_settings(redis_url, data_dir))
-        try:
+        async with opened_store(_settings(redis_url, data_dir)) as store:
             doc = await io.export_tenant(store, tenant, namespace, schemas=not no_schemas)
-        finally:
-            await store.aclose()
         return io.dumps(doc, chosen, prefix=prefix)
 
     text = run(go())
@@ -100,14 +97,11 @@ def import_(
         chosen = _format(fmt, file if file != "-" else "")
         text = _read(file)
         spaces = io.loads(text, chosen, namespace=namespace, prefix=prefix, keep_case=keep_case)
-        store = await open_store(_settings(redis_url, data_dir))
-        try:
+        async with opened_store(_settings(redis_url, data_dir)) as store:
             return await io.import_values(
                 store, tenant, spaces, texts=chosen == "env", dry_run=dry_run, actor=actor,
                 reason=reason,
             )  # fmt: skip
-        finally:
-            await store.aclose()
 
     report = run(go(), as_json=as_json)
     if as_json:

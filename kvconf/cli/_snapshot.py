@@ -19,7 +19,7 @@ from ._common import (
     RedisUrl,
     console,
     err_console,
-    open_store,
+    opened_store,
     print_json,
     run,
     settings,
@@ -95,13 +95,10 @@ def save_cmd(
     """Save a snapshot of every live tenant (or the chosen ones)."""
 
     async def go() -> snap.SnapshotInfo:
-        store = await open_store(_settings(redis_url, data_dir))
-        try:
+        async with opened_store(_settings(redis_url, data_dir)) as store:
             with _progress("saving", not as_json) as progress:
                 return await snap.save(store, directory, tenant or None, label=label,
                                        progress=progress)  # fmt: skip
-        finally:
-            await store.aclose()
 
     info = run(go(), as_json=as_json)
     if as_json:
@@ -181,16 +178,13 @@ def restore_cmd(
 
             raise InvalidInput(f"--mode must be replace or merge, not {mode!r}")
         snap.verify(file)  # refuse a bad file before opening the store
-        store = await open_store(_settings(redis_url, data_dir))
-        try:
+        async with opened_store(_settings(redis_url, data_dir)) as store:
             with _progress("restoring", not as_json) as progress:
                 return await snap.restore(
                     store, file, tenants=tenant or None, as_tenant=as_tenant,
                     mode=mode,  # type: ignore[arg-type]
                     dry_run=dry_run, reason=reason, progress=progress,
                 )  # fmt: skip
-        finally:
-            await store.aclose()
 
     report = run(go(), as_json=as_json)
     if as_json:

@@ -9,9 +9,8 @@ import typer
 from rich.table import Table
 
 from ..schema import mask_value
-from ..store import Store
 from ..timeline import KeyState, diff
-from ._common import DataDir, JsonFlag, RedisUrl, console, open_store, print_json, run, settings
+from ._common import DataDir, JsonFlag, RedisUrl, console, opened_store, print_json, run, settings
 
 
 def _shown(state: KeyState | None, value: Any) -> str:
@@ -40,14 +39,11 @@ def diff_command(
     """Show every key that differs between two revisions (added, removed, changed)."""
 
     async def go() -> None:
-        store: Store = await open_store(settings(redis_url, data_dir))
-        try:
+        async with opened_store(settings(redis_url, data_dir)) as store:
             result = await diff(store, tenant, from_revision, to_revision, namespace=namespace)
             specs = {
                 ns: await store.specs(tenant, ns) for ns in {c.namespace for c in result.changes}
             }
-        finally:
-            await store.aclose()
 
         def mask(ns: str, key: str, state: KeyState | None) -> Any:
             if state is None or show_secrets:
