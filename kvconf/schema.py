@@ -59,9 +59,9 @@ def check_value(key: str, value: Any, spec: KeySpec) -> list[SchemaProblem]:
     problems: list[SchemaProblem] = []
     if isinstance(value, int | float) and not isinstance(value, bool):
         if spec.min is not None and value < spec.min:
-            problems.append(SchemaProblem(key, "min", f"{value} is below the minimum {spec.min}"))
+            problems.append(SchemaProblem(key, "min", f"{value} is below the minimum {spec.min:g}"))
         if spec.max is not None and value > spec.max:
-            problems.append(SchemaProblem(key, "max", f"{value} is above the maximum {spec.max}"))
+            problems.append(SchemaProblem(key, "max", f"{value} is above the maximum {spec.max:g}"))
     if (
         spec.max_length is not None
         and isinstance(value, str | list | dict)
