@@ -26,7 +26,7 @@ from kvconf.config import Settings
 from kvconf.exceptions import KvconfError
 from kvconf.store import Store
 
-from .auth import Authenticator
+from .auth import Authenticator, is_loopback
 from .cache import ReadCache
 from .errors import (
     CLOUDBRAIN_PREFIX,
@@ -70,7 +70,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store = await open_store(settings)
     app.state.store = store
-    app.state.auth = Authenticator(store.redis, settings.admin_token)
+    app.state.auth = Authenticator(
+        store.redis, settings.admin_token, allow_open=is_loopback(settings.host)
+    )
     try:
         try:
             if await app.state.auth.is_open():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -127,14 +128,18 @@ _record_decoder = msgspec.json.Decoder(TokenRecord)
 class Authenticator:
     """Resolves bearer tokens to principals; creates, lists and revokes tokens."""
 
-    def __init__(self, redis: Any, admin_token: str | None) -> None:
+    def __init__(self, redis: Any, admin_token: str | None, *, allow_open: bool = True) -> None:
         self.redis = redis
         self.admin_token = admin_token or None
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._anonymous = Principal("anonymous", _ADMIN_GRANTS, open=True)
         self._admin = Principal("admin", _ADMIN_GRANTS)
         self._open_until = 0.0
-        self._open = False
+        # Open mode is for a fresh loopback server only: never on another
+        # address, and once tokens have been seen it never comes back in this
+        # process (revoking every token, or Redis losing its data, must not
+        # turn the API into an unauthenticated admin).
+        self._open = allow_open and self.admin_token is None
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -143,14 +148,22 @@ class Authenticator:
             raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
 
     async def is_open(self) -> bool:
-        """True when no admin token and no tokens are configured (cached briefly)."""
-        if self.admin_token is not None:
+        """True while no admin token and no token has ever been seen (cached briefly).
+
+        Open mode only ever ends: it latches closed for the process's lifetime.
+        """
+        if not self._open:
             return False
         now = time.monotonic()
         if now >= self._open_until:
-            self._open = await self._call(self.redis.hlen(TOKENS_KEY)) == 0
+            if await self._call(self.redis.hlen(TOKENS_KEY)) > 0:
+                self._open = False
             self._open_until = now + _CACHE_SECONDS
         return self._open
+
+    async def count(self) -> int:
+        """How many API tokens exist."""
+        return int(await self._call(self.redis.hlen(TOKENS_KEY)))
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an ``Authorization`` header (401 if invalid or missing)."""
@@ -240,3 +253,13 @@ class TokenExists(Conflict):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"token {name!r} already exists", token=name)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from fastapi import FastAPI
 
+from api.auth import TOKEN_NAMES_KEY, TOKENS_KEY
+
 from .api_helpers import ADMIN, client, make_token, running_app
 
 SECRET = "hunter2-" + uuid.uuid4().hex
@@ -181,3 +183,38 @@ async def test_tenant_admin_may_grant_only_its_own_rights(app: FastAPI, tenant: 
         r = await c.post("/api/v1/tokens", json={"name": "x", "grants": {tenant: ["root"]}})
         assert r.status_code == 422
         assert (await c.delete(f"/api/v1/tokens/u-{tenant}")).status_code == 200
+
+
+async def test_open_mode_never_returns_once_tokens_exist(backend_url: str, tenant: str) -> None:
+    async with running_app(backend_url) as app:  # no admin token: open on loopback
+        async with client(app) as anon:
+            assert (await anon.get("/api/v1/tokens/me")).json()["open"] is True
+            made = await anon.post(
+                "/api/v1/tokens", json={"name": f"{tenant}-a", "grants": {tenant: ["admin"]}}
+            )
+            assert made.status_code == 201
+            first = made.json()["token"]
+            assert (await anon.get("/api/v1/tokens/me")).status_code == 401
+        async with client(app, first) as tenant_admin:
+            last = await tenant_admin.delete(f"/api/v1/tokens/{tenant}-a")
+            assert last.status_code == 409  # the last token: revoking it would open nothing
+            second = await tenant_admin.post(
+                "/api/v1/tokens", json={"name": f"{tenant}-b", "grants": {tenant: ["read"]}}
+            )
+            assert second.status_code == 201
+            assert (await tenant_admin.delete(f"/api/v1/tokens/{tenant}-b")).status_code == 200
+        # Even with every token gone behind the API's back (Redis lost its data),
+        # this process stays closed: no anonymous global admin, ever again.
+        redis = app.state.store.redis
+        await redis.delete(TOKENS_KEY, TOKEN_NAMES_KEY)
+        app.state.auth._open_until = 0.0
+        async with client(app) as anon:
+            assert (await anon.get("/api/v1/tokens/me")).status_code == 401
+            grab = {"name": "x", "grants": {"*": ["admin"]}}
+            assert (await anon.post("/api/v1/tokens", json=grab)).status_code == 401
+
+
+async def test_a_non_loopback_server_is_never_open(backend_url: str) -> None:
+    async with running_app(backend_url, host="0.0.0.0") as app, client(app) as anon:
+        assert (await anon.get("/api/v1/tokens/me")).status_code == 401
+        assert (await anon.get("/api/v1/config/1")).status_code == 401

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
+from kvconf.exceptions import Conflict
+
 from ..auth import Authenticator, TokenRecord
 from ..deps import PrincipalDep
 from ..errors import Forbidden
@@ -62,5 +64,10 @@ async def revoke_token(name: TokenName, request: Request, principal: PrincipalDe
     record = await auth.get(name)
     if not _visible(principal, record):
         raise Forbidden(f"revoking {name!r} needs admin on every tenant it grants")
+    if auth.admin_token is None and await auth.count() <= 1:
+        raise Conflict(
+            f"{name!r} is the last token and no admin token is configured: revoking it "
+            "would lock everyone out (set KVCONF_ADMIN_TOKEN, or create another token first)"
+        )
     await auth.revoke(name)
     return respond({"name": name, "revoked": True})

@@ -10,28 +10,19 @@ open and says so.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
+from api.auth import is_loopback
+
 from ..config import Settings
 from ..exceptions import KvconfError
 from ._common import DataDir, RedisUrl, err_console, exit_code, open_store, settings
 
 __all__ = ["is_loopback", "register", "serve"]
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _safe_url(url: str) -> str:
