@@ -218,3 +218,22 @@ async def test_a_non_loopback_server_is_never_open(backend_url: str) -> None:
     async with running_app(backend_url, host="0.0.0.0") as app, client(app) as anon:
         assert (await anon.get("/api/v1/tokens/me")).status_code == 401
         assert (await anon.get("/api/v1/config/1")).status_code == 401
+
+
+async def test_log_of_a_tenant_rollback_is_masked_for_readers(app: FastAPI, tenant: str) -> None:
+    await seed(app, tenant)  # r1 values, r2 schema, r3 password = SECRET
+    async with client(app, ADMIN) as c:
+        base = f"/api/v1/tenants/{tenant}"
+        assert (await c.put(f"{base}/namespaces/db/keys/dsn", json={"value": "x"})).is_success
+        rolled = await c.post(f"{base}/rollback", json={"to_revision": 1})
+        assert rolled.status_code == 200, rolled.text
+        assert rolled.json()["commits"][0]["namespace"] == "*"
+    reader = await make_token(app, f"{tenant}-r", {tenant: ["read"]})
+    async with client(app, reader) as c:
+        log = await c.get(f"/api/v1/tenants/{tenant}/log", params={"since": 3})
+        assert log.status_code == 200, log.text
+        (event,) = [e for e in log.json()["events"] if e["namespace"] == "*"]
+        by_key = {ch["key"]: ch["value"] for ch in event["changes"]}
+        assert by_key["password"] == "***"
+        assert OLD not in log.text
+        assert SECRET not in log.text

@@ -39,8 +39,12 @@ async def mask_event(access: Access, event: timeline.LogEvent) -> dict[str, Any]
     doc: dict[str, Any] = msgspec.to_builtins(event)
     if access.secrets or not event.changes:
         return doc
-    mask = await masker(access, event.namespace)
-    for change in doc["changes"]:
+    masks: dict[str, Masker] = {}
+    for change, raw in zip(doc["changes"], event.changes, strict=True):
+        ns = event.namespace_of(raw)  # a change set across namespaces names each one
+        mask = masks.get(ns)
+        if mask is None:
+            mask = masks[ns] = await masker(access, ns)
         change["value"] = mask(change["key"], change["value"])
     return doc
 
