@@ -58,29 +58,23 @@ class _Pipelined:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                await self._send(batch)
+                try:
+                    await self._send(batch)
+                except asyncio.CancelledError:
+                    _settle(batch, None)
+                    raise
+                except Exception as exc:  # every caller hears of it; none waits forever
+                    _settle(batch, exc)
         finally:
             self._busy = False
-            for _, _, future in self._pending:  # only if cancelled mid-drain
-                if not future.done():
-                    future.cancel()
-            self._pending = []
+            leftover, self._pending = self._pending, []
+            _settle(leftover, None)  # only when cancelled mid-drain
 
     async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for keys, args, _ in batch:
             pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:
-            for _, _, future in batch:
-                future.cancel()
-            raise
-        except Exception as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+        results = await pipe.execute(raise_on_error=False)
         retry = []
         for item, result in zip(batch, results, strict=True):
             future = item[2]
@@ -92,9 +86,25 @@ class _Pipelined:
                 future.set_exception(result)
             else:
                 future.set_result(result)
-        if retry:  # the server lost its script cache: load once, send again
-            await self._client.script_load(self._script.script)
+        if retry:  # the server lost its script cache: load once, send those again
+            try:
+                await self._client.script_load(self._script.script)
+            except Exception as exc:
+                _settle(retry, exc)
+                return
             self._pending[:0] = retry
+
+
+def _settle(
+    batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]], exc: BaseException | None
+) -> None:
+    """Fail (``exc``) or cancel (None) every future of ``batch`` not yet done."""
+    for _, _, future in batch:
+        if not future.done():
+            if exc is None:
+                future.cancel()
+            else:
+                future.set_exception(exc)
 
 
 class Scripts:

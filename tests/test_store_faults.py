@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from kvconf import Settings, Store, Unavailable
+from kvconf._scripts import script_source
 
 from .redis_server import RedisServer
 
@@ -42,5 +45,34 @@ async def test_write_refused_under_maxmemory_changes_nothing(redis_server: Redis
             admin.config_set("maxmemory", 0)
         assert await store.read_state("t") == before
         assert await store.changes_since("t", before.revision) == []
+    finally:
+        await store.aclose()
+
+
+async def test_concurrent_writes_fail_rather_than_hang_when_scripts_cannot_load(
+    redis_server: RedisServer,
+) -> None:
+    # A user that may run scripts by SHA but not load them: after SCRIPT FLUSH,
+    # EVALSHA answers NOSCRIPT and reloading fails, for the first caller and
+    # for the pipelined batch queued behind it alike.
+    with redis_server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "kv", "on", ">pw", "~*", "&*", "+@all",
+                              "-script|load")  # fmt: skip
+        for name in ("write", "read_schemas"):
+            admin.script_load(script_source(name))
+    url = f"redis://kv:pw@127.0.0.1:{redis_server.port}/0"
+    store = Store(settings=Settings(redis_url=url), environ={})
+    try:
+        await store.set("t", "ns", "warm", 0)  # scripts found by SHA; schemas cached
+        with redis_server.client() as admin:
+            admin.script_flush()
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(store.set("t", "ns", f"k{i}", i) for i in range(12)), return_exceptions=True
+            ),
+            timeout=10,
+        )
+        assert all(isinstance(r, Unavailable) for r in results), results
+        assert await store.revision("t") == 1  # nothing was written
     finally:
         await store.aclose()
