@@ -69,6 +69,9 @@ __all__ = ["Store"]
 P = ParamSpec("P")
 R = TypeVar("R")
 _MAX_ACTOR = 256
+# Versions are kept as 10 digits in history members; Lua prints larger numbers
+# in exponent form, so nothing above this can be a real version.
+_MAX_VERSION = 9_999_999_999
 _MAX_REASON = 1024
 
 
@@ -494,8 +497,11 @@ class Store:
         for key, version in expect.items():
             if key not in values and key not in deletes:
                 raise InvalidInput(f"expected version given for {key!r}, not in the change set")
-            if type(version) is not int or version < 0:
-                raise InvalidInput(f"expected version of {key!r} must be an integer >= 0")
+            if type(version) is not int or not 0 <= version <= _MAX_VERSION:
+                raise InvalidInput(
+                    f"expected version of {key!r} must be an integer from 0 to {_MAX_VERSION}",
+                    key=key,
+                )
         return [(key, f"{op}{expect.get(key, -1)}", data) for key, op, data in ops]
 
     def _check_count(self, count: int) -> None:

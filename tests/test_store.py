@@ -349,6 +349,9 @@ async def test_bad_values_and_sizes_are_refused(
         await store.set(tenant, "ns", "k", 1, reason="r" * 5000)
     with pytest.raises(InvalidInput):
         await store.set_many(tenant, "ns", {"a": 1}, expect={"b": 0})
+    for huge in (10**10, 10**20, -1):
+        with pytest.raises(InvalidInput):
+            await store.set(tenant, "ns", "a", 1, expect_version=huge)
     with pytest.raises(InvalidName):
         await store.get("bad tenant", "ns", "k")
     assert not await store.exists(tenant)
