@@ -22,6 +22,7 @@ from kvconf.exceptions import (
     SnapshotNotFound,
     SnapshotVersionUnsupported,
     TenantNotFound,
+    Unavailable,
 )
 from kvconf.snapshot import list_snapshots, prune, restore, save, verify
 
@@ -462,3 +463,23 @@ async def test_restore_many_tenants_reports_each_in_file_order(
     for i, t in enumerate(tenants):
         assert (await store.get(t, "ns", f"k{i}")).value == i
         assert t in await store.tenants()
+
+
+async def test_restore_refuses_a_foreign_key_before_touching_the_tenant(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    await store.set(tenant, "svc", "a", 1)
+    await store.set(tenant, "x", "b", 1)
+    info = await save(store, tmp_path, [tenant])
+    await store.set(tenant, "svc", "a", 2)
+    # An operator's edit: namespace "x" forgotten, its hash replaced by a string.
+    tk = TenantKeys(tenant)
+    await store.redis.srem(tk.namespaces, "x")
+    await store.redis.delete(tk.ns("x"))
+    await store.redis.set(tk.ns("x"), "junk")
+    before = await store.read_state(tenant)
+    history = await store.history(tenant, "svc", "a")
+    with pytest.raises(Unavailable):
+        await restore(store, Path(info.path), tenants=[tenant], mode="replace")
+    assert await store.read_state(tenant) == before
+    assert await store.history(tenant, "svc", "a") == history

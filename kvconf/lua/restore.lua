@@ -114,23 +114,37 @@ local function put_zset(key, at, n)
   end
 end
 
-if mode == 'merge' then
-  for _, h in ipairs(values) do
-    local t = redis.call('TYPE', base .. 'ns:' .. h[1]).ok
-    if t ~= 'none' and t ~= 'hash' then return {'wrongtype', base .. 'ns:' .. h[1]} end
-  end
-  for _, h in ipairs(values) do
-    local t = redis.call('TYPE', base .. 'hist:' .. h[1]).ok
-    if t ~= 'none' and t ~= 'zset' then return {'wrongtype', base .. 'hist:' .. h[1]} end
-  end
-else
-  -- replace and load: remove every key of the live tenant first
-  local doomed = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
+-- Every key this script will write must be absent or of its kind, checked
+-- before the first write. replace and load delete the live tenant's keys
+-- first, so those are exempt (a restore may repair them); a namespace that is
+-- in the file but not in the live namespace set is not, so its keys are checked.
+local doomed, doomed_set = {}, {}
+if mode ~= 'merge' then
+  doomed = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}
   for _, ns in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     for _, prefix in ipairs({'ns:', 'trash:ns:', 'hist:'}) do
       doomed[#doomed + 1] = base .. prefix .. ns
     end
   end
+  for _, k in ipairs(doomed) do doomed_set[k] = true end
+end
+local targets = {
+  {KEYS[2], 'string'}, {KEYS[3], 'hash'}, {KEYS[4], 'set'}, {KEYS[5], 'hash'}, {KEYS[6], 'zset'},
+}
+for _, h in ipairs(values) do
+  targets[#targets + 1] = {base .. 'ns:' .. h[1], 'hash'}
+  targets[#targets + 1] = {base .. 'hist:' .. h[1], 'zset'}
+end
+for _, h in ipairs(trash) do targets[#targets + 1] = {base .. 'trash:ns:' .. h[1], 'hash'} end
+for _, h in ipairs(history) do targets[#targets + 1] = {base .. 'hist:' .. h[1], 'zset'} end
+for _, target in ipairs(targets) do
+  if not doomed_set[target[1]] then
+    local t = redis.call('TYPE', target[1]).ok
+    if t ~= 'none' and t ~= target[2] then return {'wrongtype', target[1]} end
+  end
+end
+
+if mode ~= 'merge' then
   for i = 1, #doomed, CHUNK do
     redis.call('DEL', unpack(doomed, i, math.min(i + CHUNK - 1, #doomed)))
   end
