@@ -157,10 +157,14 @@ class Masker:
         self.specs = specs
 
     def __call__(self, key: str, value: Any) -> Any:
+        return MASK if self.hides(key) else value
+
+    def hides(self, key: str) -> bool:
+        """True when this caller must not learn anything about ``key``'s value."""
         if self.specs is None:
-            return value
+            return False
         spec = self.specs.get(key)
-        return MASK if spec is not None and spec.sensitive else value
+        return spec is not None and spec.sensitive
 
 
 _seen: weakref.WeakKeyDictionary[Store, dict[str, float]] = weakref.WeakKeyDictionary()

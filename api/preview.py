@@ -45,7 +45,8 @@ async def preview(
     changes: list[dict[str, Any]] = []
     for key, value in values.items():
         entry = current.get(key)
-        if entry is not None and entry.value == value and type(entry.value) is type(value):
+        same = entry is not None and entry.value == value and type(entry.value) is type(value)
+        if same and not mask.hides(key):  # "unchanged" would confirm a guessed secret
             kind = "unchanged"
         else:
             kind = "added" if entry is None else "changed"

@@ -237,3 +237,20 @@ async def test_log_of_a_tenant_rollback_is_masked_for_readers(app: FastAPI, tena
         assert by_key["password"] == "***"
         assert OLD not in log.text
         assert SECRET not in log.text
+
+
+async def test_dry_run_does_not_confirm_a_guessed_secret(app: FastAPI, tenant: str) -> None:
+    await seed(app, tenant)
+    writer = await make_token(app, f"{tenant}-w", {tenant: ["write"]})
+    async with client(app, writer) as c:
+        verdicts = []
+        for guess in ("wrong-guess", SECRET):
+            r = await c.post(
+                f"/api/v1/tenants/{tenant}/namespaces/svc",
+                params={"dry_run": "true"},
+                json={"values": {"password": guess, "plain": 1}},
+            )
+            assert r.status_code == 200, r.text
+            verdicts.append({ch["key"]: ch["change"] for ch in r.json()["changes"]})
+    assert verdicts[0]["password"] == verdicts[1]["password"] == "changed"
+    assert verdicts[1]["plain"] == "unchanged"  # non-sensitive keys still say so
