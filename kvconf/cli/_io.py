@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -65,10 +66,11 @@ def export(
     if output is None:
         sys.stdout.write(text)
         return
-    fd = output.open("w", encoding="utf-8")
-    with fd:
+    # Created 0600 from the start: an export holds unmasked values.
+    handle = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(handle, 0o600)  # an existing file keeps its mode under O_CREAT
+    with os.fdopen(handle, "w", encoding="utf-8") as fd:
         fd.write(text)
-    output.chmod(0o600)
 
 
 def import_(
