@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,10 @@ async def test_cli_export_import(
 
     await store.set_many(tenant, "ai-1", {"timeout": 30, "model": "m1"})
     out_file = tmp_path / "ai-1.json"
+    out_file.write_text("stale")
+    out_file.chmod(0o644)
     code, _ = await cli("export", tenant, "ai-1", "-o", str(out_file))
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o600  # unmasked values: owner only
     assert code == 0
     assert json.loads(out_file.read_text())["namespaces"]["ai-1"]["timeout"] == 30
     code, out = await cli("import", f"{tenant}-2", str(out_file), "--json")
