@@ -384,7 +384,9 @@ async def test_watchers_in_one_process_share_one_pubsub_connection(
             clients = await store.redis.client_list(_type="pubsub")
             mine = [c for c in clients if c.get("laddr") and _hub_conn(hub, c)]
             assert len(mine) == 1
-        assert not any(key[1] == url for key in hubs._hubs)
+        # Closing the last watcher releases this loop's hub and its connection.
+        assert all(h is not hub for h in hubs._hubs.values())
+        assert hub._pubsub is None
 
 
 def _hub_conn(hub: hubs.Hub, client: dict[str, Any]) -> bool:
