@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Collection, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from ..config import Settings
 from ..exceptions import Conflict, InvalidInput, KvconfError, NotFound, SnapshotError, Unavailable
@@ -75,6 +76,21 @@ def run(coro: Coroutine[Any, Any, T], *, as_json: bool = False) -> T:
         else:
             err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
         raise typer.Exit(exit_code(exc)) from None
+
+
+def report_table(
+    report: Any, as_json: bool, columns: Sequence[str], no_wrap: Collection[str] = ()
+) -> Table | None:
+    """Show a write report: as JSON (returns None), or a dry-run banner and an empty table."""
+    if as_json:
+        print_json(report)
+        return None
+    if report.dry_run:
+        console.print("dry run: nothing was written", style="yellow")
+    table = Table()
+    for name in columns:
+        table.add_column(name, no_wrap=name in no_wrap)
+    return table
 
 
 def print_json(obj: Any) -> None:

@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from .. import io
 from ..config import Settings
 from ..exceptions import InvalidInput
-from ._common import DataDir, JsonFlag, RedisUrl, console, opened_store, print_json, run, settings
+from ._common import (
+    DataDir,
+    JsonFlag,
+    RedisUrl,
+    console,
+    opened_store,
+    report_table,
+    run,
+    settings,
+)
 
 FormatOpt = Annotated[
     str | None,
@@ -106,14 +114,10 @@ def import_(
             )  # fmt: skip
 
     report = run(go(), as_json=as_json)
-    if as_json:
-        print_json(report)
+    table = report_table(report, as_json, ("namespace", "written", "unchanged", "revision"),
+                         {"namespace"})  # fmt: skip
+    if table is None:
         return
-    if report.dry_run:
-        console.print("dry run: nothing was written", style="yellow")
-    table = Table()
-    for name in ("namespace", "written", "unchanged", "revision"):
-        table.add_column(name, no_wrap=name == "namespace")
     for row in report.namespaces:
         table.add_row(row.namespace, str(row.written), str(row.unchanged),
                       "-" if row.revision is None else str(row.revision))  # fmt: skip

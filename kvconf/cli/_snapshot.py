@@ -21,6 +21,7 @@ from ._common import (
     err_console,
     opened_store,
     print_json,
+    report_table,
     run,
     settings,
 )
@@ -187,14 +188,10 @@ def restore_cmd(
                 )  # fmt: skip
 
     report = run(go(), as_json=as_json)
-    if as_json:
-        print_json(report)
+    columns = ("tenant", "from", "mode", "revision", "added", "changed", "removed", "same")
+    table = report_table(report, as_json, columns, {"tenant", "from", "revision"})
+    if table is None:
         return
-    if report.dry_run:
-        console.print("dry run: nothing was written", style="yellow")
-    table = Table()
-    for name in ("tenant", "from", "mode", "revision", "added", "changed", "removed", "same"):
-        table.add_column(name, no_wrap=name in ("tenant", "from", "revision"))
     for row in report.tenants:
         revs: Any = f"{row.live_revision} -> {row.revision}"
         table.add_row(row.tenant, row.source, row.mode, revs, str(row.added),
