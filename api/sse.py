@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -64,17 +65,28 @@ async def change_stream(
     *,
     max_events: int | None = None,
     poll: float = 1.0,
+    recheck: Callable[[], Awaitable[Access]] | None = None,
+    recheck_every: float = 5.0,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Events after revision ``start`` (None: from now), masked for the caller."""
+    """Events after revision ``start`` (None: from now), masked for the caller.
+
+    ``recheck`` re-authenticates the caller every ``recheck_every`` seconds: a
+    revoked token ends the stream with an ``error`` event, and a narrowed
+    right (no more ``secrets``) applies to the events after it.
+    """
     from .routes.history import mask_event
 
     store, tenant = access.store, access.tenant
     metrics.watchers.inc()
     pubsub = await _subscribe(access)
     sent = 0
+    next_check = time.monotonic() + recheck_every
     try:
         last = start if start is not None else await store.revision(tenant)
         while True:
+            if recheck is not None and time.monotonic() >= next_check:
+                access = await recheck()
+                next_check = time.monotonic() + recheck_every
             current = await store.revision(tenant)
             if current < last:
                 yield _event("reset", current, {"tenant": tenant, "revision": current,

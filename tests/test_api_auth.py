@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.auth import TOKEN_NAMES_KEY, TOKENS_KEY
+from api.routes import watch as watch_routes
 
 from .api_helpers import ADMIN, client, make_token, running_app
 
@@ -254,3 +256,29 @@ async def test_dry_run_does_not_confirm_a_guessed_secret(app: FastAPI, tenant: s
             verdicts.append({ch["key"]: ch["change"] for ch in r.json()["changes"]})
     assert verdicts[0]["password"] == verdicts[1]["password"] == "changed"
     assert verdicts[1]["plain"] == "unchanged"  # non-sensitive keys still say so
+
+
+async def test_a_revoked_token_loses_its_open_watch_stream(
+    app: FastAPI, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watch_routes, "RECHECK_SECONDS", 0.1)
+    await seed(app, tenant)
+    reader = await make_token(app, f"{tenant}-s", {tenant: ["read"]})
+
+    async def revoke_then_write() -> None:
+        await asyncio.sleep(0.5)
+        async with client(app, ADMIN) as admin:
+            assert (await admin.delete(f"/api/v1/tokens/{tenant}-s")).status_code == 200
+            url = f"/api/v1/tenants/{tenant}/namespaces/svc/keys/plain"
+            assert (await admin.put(url, json={"value": "after-revoke"})).is_success
+
+    async with client(app, reader) as c:
+        task = asyncio.create_task(revoke_then_write())
+        r = await asyncio.wait_for(
+            c.get(f"/api/v1/tenants/{tenant}/watch", params={"max_events": 1}), timeout=10
+        )
+        await task
+    assert r.status_code == 200
+    assert "event: error" in r.text
+    assert "unauthorized" in r.text
+    assert "after-revoke" not in r.text

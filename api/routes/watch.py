@@ -6,21 +6,23 @@ import importlib
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 
 from kvconf.exceptions import InvalidInput
 
-from ..deps import MetricsDep, ReadAccess
+from ..deps import MetricsDep, ReadAccess, resolve_access
 from ..models import respond
 from ..sse import change_stream
 
-__all__ = ["HEARTBEAT_SECONDS", "router"]
+__all__ = ["HEARTBEAT_SECONDS", "RECHECK_SECONDS", "router"]
 
 router = APIRouter(prefix="/api/v1/tenants/{tenant}", tags=["watch"])
 #: Seconds between heartbeat comments on an idle stream.
 HEARTBEAT_SECONDS = 5
+#: Seconds between re-authentications of an open stream's caller.
+RECHECK_SECONDS = 5.0
 
 
 @router.get(
@@ -29,6 +31,7 @@ HEARTBEAT_SECONDS = 5
     response_class=EventSourceResponse,
 )
 async def watch(
+    request: Request,
     access: ReadAccess,
     metrics: MetricsDep,
     from_revision: Annotated[
@@ -50,7 +53,11 @@ async def watch(
         start = await access.store.revision(access.tenant)
     else:
         await access.store.info(access.tenant)
-    stream = change_stream(access, start, metrics, max_events=max_events)
+    tenant = access.tenant
+    stream = change_stream(
+        access, start, metrics, max_events=max_events,
+        recheck=lambda: resolve_access(request, tenant, "read"), recheck_every=RECHECK_SECONDS,
+    )  # fmt: skip
     return EventSourceResponse(stream, ping=HEARTBEAT_SECONDS)
 
 
