@@ -18,6 +18,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,35 +59,55 @@ async def _load(store: Store, tenants: int, per_tenant: int, concurrency: int) -
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def _raw_dump(client: Any, path: Path) -> tuple[int, dict[bytes, dict[bytes, bytes]]]:
-    """The baseline: SCAN + pipelined HGETALL, msgpack, same zstd level, fsync."""
+async def _scan_dump(
+    client: Any,
+    path: Path,
+    match: str,
+    read: Callable[[list[bytes]], Awaitable[tuple[Any, int]]],
+) -> int:
+    """SCAN ``match`` in batches of 500; ``read`` turns a batch into (payload, keys).
+
+    Each payload is msgpack-encoded into one zstd stream (level 3, as
+    snapshots use), then the file is fsynced. Returns the keys counted.
+    """
     keys = 0
-    kept: dict[bytes, dict[bytes, bytes]] = {}
     encoder = msgspec.msgpack.Encoder()
     deflate = zstandard.ZstdCompressor(level=3).compressobj()
     with open(path, "wb") as fh:  # noqa: ASYNC230 - a benchmark, one file
         batch: list[bytes] = []
 
-        async def drain() -> int:
-            async with client.pipeline(transaction=False) as pipe:
-                for name in batch:
-                    pipe.hgetall(name)
-                hashes = await pipe.execute()
-            fh.write(deflate.compress(encoder.encode(list(zip(batch, hashes, strict=True)))))
-            kept.update(zip(batch, hashes, strict=True))
+        async def drain() -> None:
+            nonlocal keys
+            payload, found = await read(batch)
+            fh.write(deflate.compress(encoder.encode(payload)))
+            keys += found
             batch.clear()
-            return sum(len(h) for h in hashes)
 
-        async for name in client.scan_iter(match="kvconf:{*}:ns:*", count=5000):
+        async for name in client.scan_iter(match=match, count=5000):
             batch.append(name)
             if len(batch) >= 500:
-                keys += await drain()
+                await drain()
         if batch:
-            keys += await drain()
+            await drain()
         fh.write(deflate.flush())
         fh.flush()
         os.fsync(fh.fileno())
-    return keys, kept
+    return keys
+
+
+async def _raw_dump(client: Any, path: Path) -> tuple[int, dict[bytes, dict[bytes, bytes]]]:
+    """The baseline: SCAN + pipelined HGETALL, msgpack, same zstd level, fsync."""
+    kept: dict[bytes, dict[bytes, bytes]] = {}
+
+    async def read(batch: list[bytes]) -> tuple[Any, int]:
+        async with client.pipeline(transaction=False) as pipe:
+            for name in batch:
+                pipe.hgetall(name)
+            hashes = await pipe.execute()
+        kept.update(zip(batch, hashes, strict=True))
+        return list(zip(batch, hashes, strict=True)), sum(len(h) for h in hashes)
+
+    return await _scan_dump(client, path, "kvconf:{*}:ns:*", read), kept
 
 
 def _plain(reply: Any) -> Any:
@@ -101,43 +122,23 @@ def _plain(reply: Any) -> Any:
 
 async def _raw_full_dump(client: Any, path: Path) -> int:
     """The same data as a snapshot, raw: SCAN + pipelined reads by key kind, no pinning."""
-    keys = 0
-    encoder = msgspec.msgpack.Encoder()
-    deflate = zstandard.ZstdCompressor(level=3).compressobj()
-    with open(path, "wb") as fh:  # noqa: ASYNC230 - a benchmark, one file
-        batch: list[bytes] = []
 
-        async def drain() -> int:
-            found = 0
-            async with client.pipeline(transaction=False) as pipe:
-                for name in batch:
-                    if b":hist:" in name or name.endswith((b":log",)):
-                        pipe.zrange(name, 0, -1, withscores=True)
-                    elif b":ns:" in name or name.endswith((b":meta", b":schema")):
-                        pipe.hgetall(name)
-                        found += b":ns:" in name
-                    elif name.endswith(b":nss"):
-                        pipe.smembers(name)
-                    else:
-                        pipe.get(name)
-                replies = await pipe.execute()
-            for name, reply in zip(batch, replies, strict=True):
-                if b":ns:" in name:
-                    found += len(reply) - 1
-            fh.write(deflate.compress(encoder.encode([batch, [_plain(r) for r in replies]])))
-            batch.clear()
-            return found
+    async def read(batch: list[bytes]) -> tuple[Any, int]:
+        async with client.pipeline(transaction=False) as pipe:
+            for name in batch:
+                if b":hist:" in name or name.endswith(b":log"):
+                    pipe.zrange(name, 0, -1, withscores=True)
+                elif b":ns:" in name or name.endswith((b":meta", b":schema")):
+                    pipe.hgetall(name)
+                elif name.endswith(b":nss"):
+                    pipe.smembers(name)
+                else:
+                    pipe.get(name)
+            replies = await pipe.execute()
+        found = sum(len(r) for n, r in zip(batch, replies, strict=True) if b":ns:" in n)
+        return [batch, [_plain(r) for r in replies]], found
 
-        async for name in client.scan_iter(match="kvconf:{*", count=5000):
-            batch.append(name)
-            if len(batch) >= 500:
-                keys += await drain()
-        if batch:
-            keys += await drain()
-        fh.write(deflate.flush())
-        fh.flush()
-        os.fsync(fh.fileno())
-    return keys
+    return await _scan_dump(client, path, "kvconf:{*", read)
 
 
 async def _raw_load(client: Any, hashes: dict[bytes, dict[bytes, bytes]]) -> int:
