@@ -7,6 +7,7 @@ import contextlib
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -373,14 +374,7 @@ def test_version_1_file_is_read_with_its_history_converted(tmp_path: Path) -> No
         history={"ns:k": [rec1, rec2], "ns:gone": [rec1]}, log=[],
     )  # fmt: skip
     path = tmp_path / "v1.kvsnap"
-    saved = fmt.FORMAT_VERSION
-    fmt.FORMAT_VERSION = 1
-    try:
-        with fmt.SnapshotWriter(path) as writer:
-            writer.add(dump)
-            writer.finish()
-    finally:
-        fmt.FORMAT_VERSION = saved
+    _write_format_1(path, dump)
     info = verify(path)
     assert (info.format, info.keys, info.versions) == (1, 1, 3)
     with SnapshotReader(path) as reader:
@@ -391,7 +385,6 @@ def test_version_1_file_is_read_with_its_history_converted(tmp_path: Path) -> No
 
 
 async def test_version_1_file_restores(store: Store, tenant: str, tmp_path: Path) -> None:
-    from kvconf import _snapshot_format as fmt
 
     await store.set(tenant, "ns", "k", 1)
     await store.set(tenant, "ns", "k", 2)
@@ -401,14 +394,7 @@ async def test_version_1_file_restores(store: Store, tenant: str, tmp_path: Path
     # the same tenant as a kvconf with per-key history would have saved it
     dump.history = {"ns:k": [m.split(b"|", 2)[2] for m in dump.history["ns"]]}
     path = tmp_path / "v1.kvsnap"
-    saved = fmt.FORMAT_VERSION
-    fmt.FORMAT_VERSION = 1
-    try:
-        with fmt.SnapshotWriter(path) as writer:
-            writer.add(dump)
-            writer.finish()
-    finally:
-        fmt.FORMAT_VERSION = saved
+    _write_format_1(path, dump)
     await _wipe(store, tenant)
     await restore(store, path)
     assert [v.value for v in await store.history(tenant, "ns", "k")] == [2, 1]
@@ -483,3 +469,17 @@ async def test_restore_refuses_a_foreign_key_before_touching_the_tenant(
         await restore(store, Path(info.path), tenants=[tenant], mode="replace")
     assert await store.read_state(tenant) == before
     assert await store.history(tenant, "svc", "a") == history
+
+
+def _write_format_1(path: Path, dump: Any) -> None:
+    """Write ``dump`` as a format-1 file, as a kvconf with per-key history did."""
+    from kvconf import _snapshot_format as fmt
+
+    saved = fmt.FORMAT_VERSION
+    fmt.FORMAT_VERSION = 1
+    try:
+        with fmt.SnapshotWriter(path) as writer:
+            writer.add(dump)
+            writer.finish()
+    finally:
+        fmt.FORMAT_VERSION = saved
