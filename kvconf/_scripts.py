@@ -38,6 +38,7 @@ class _Pipelined:
         self._script = script
         self._busy = False
         self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        # Held so the running drain task is not garbage-collected mid-flight.
         self._drainer: asyncio.Task[None] | None = None
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:

@@ -438,8 +438,8 @@ class Store:
         """
         tk = tenant_keys(tenant)
         validate_namespace(namespace)
+        self._check_count(len(values) + len(deletes))  # before encoding any value
         ops = self._ops(values, deletes, expect or {})
-        self._check_count(len(ops))
         keys = [tk.ns(namespace), tk.hist(namespace)]
         return await self._write(
             tk, namespace, keys, ops, {namespace: values}, actor, reason, create
@@ -470,6 +470,9 @@ class Store:
         if unknown:
             raise InvalidInput(f"expected versions given for namespaces not in the change set: "
                                f"{sorted(unknown)}")  # fmt: skip
+        self._check_count(
+            sum(len(v) for v in values.values()) + sum(len(d) for d in deletes.values())
+        )  # before encoding any value
         ops: list[tuple[str, str, bytes]] = []
         for namespace in {**dict.fromkeys(values), **dict.fromkeys(deletes)}:
             validate_namespace(namespace)
@@ -477,7 +480,6 @@ class Store:
                 values.get(namespace, {}), deletes.get(namespace, ()), expect.get(namespace, {})
             ):
                 ops.append((f"{namespace}/{key}", op, data))
-        self._check_count(len(ops))
         first = ops[0][0].partition("/")[0]
         keys = [tk.ns(first), tk.hist(first)]
         return await self._write(tk, "*", keys, ops, values, actor, reason, create)
