@@ -736,17 +736,14 @@ class Store:
         if created is None or deleted is not None:
             raise TenantNotFound(tk.tenant)
 
+    @_redis_errors
     async def exists(self, tenant: str) -> bool:
         """True if the tenant exists and is not deleted."""
         try:
-            await self._redis_exists(tenant_keys(tenant))
+            await self._require_tenant(tenant_keys(tenant))
         except TenantNotFound:
             return False
         return True
-
-    @_redis_errors
-    async def _redis_exists(self, tk: TenantKeys) -> None:
-        await self._require_tenant(tk)
 
     @_redis_errors
     async def ping(self) -> bool:
