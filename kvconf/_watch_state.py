@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ._keys import DEFAULTS_NAMESPACE
+from ._reader import CachedReader
 from .layers import effective_keys, resolve
 from .models import Entry, KeyChange, KeySpec, Schema
 from .schema import effective_specs
@@ -158,9 +159,25 @@ class CacheState:
         self.schema_gen = -1
         self.entries: dict[str, dict[str, Entry]] = {}
         self.schemas: dict[str, Schema] = {}
-        #: Effective values per namespace, built on first read; swapped whole.
-        self.views: dict[str, dict[str, Any]] = {}
+        self._views: dict[str, dict[str, Any]] = {}
+        self._readers: list[CachedReader] = []
         self._lock = threading.Lock()
+
+    @property
+    def views(self) -> dict[str, dict[str, Any]]:
+        """Effective values per namespace, built on first read; swapped whole."""
+        return self._views
+
+    @views.setter
+    def views(self, views: dict[str, dict[str, Any]]) -> None:
+        self._views = views
+        for reader in self._readers:
+            reader._views = views
+
+    def attach(self, reader: CachedReader) -> None:
+        """Keep ``reader._views`` the same object as :attr:`views` from now on."""
+        self._readers.append(reader)
+        reader._views = self._views
 
     def follows(self, namespace: str) -> bool:
         """True if this cache keeps ``namespace`` (``_defaults`` always)."""

@@ -36,6 +36,7 @@ import msgspec
 
 from . import _watch_hub as hubs
 from ._keys import DEFAULTS_NAMESPACE, validate_key, validate_namespace
+from ._reader import CachedReader
 from ._watch_callbacks import Binding, Callback, ChangeCallback, Resync
 from ._watch_engine import FAILURES, WatchEngine
 from ._watch_file import load_cache_file
@@ -57,6 +58,11 @@ _MISSING: Any = object()
 class Watcher(WatchEngine):
     """Async watcher of one tenant: local cache, callbacks, typed bindings.
 
+    ``get(namespace, key, default=None)`` is the effective value of ``key``
+    (namespace > ``_defaults`` > environment > schema default), ``default``
+    when no layer has it, served from memory: two dict lookups, in C when
+    the optional ``kvconf._speedups`` module is built.
+
     ``url`` is the Redis URL (None: ``settings.redis_url``, else the embedded
     default). ``namespaces`` limits what is cached (``_defaults`` is always
     followed, for layering). ``check_interval`` is the period of the
@@ -67,6 +73,8 @@ class Watcher(WatchEngine):
     notifications (``CONFIG SET``) so edits made outside kvconf are noticed
     at once; refused, the watcher carries on without them.
     """
+
+    __slots__ = ("_configure_keyspace", "_hub", "_patterns", "_tasks", "url")
 
     def __init__(
         self,
@@ -94,6 +102,7 @@ class Watcher(WatchEngine):
         self.namespaces = follow
         prefix = settings.defaults_env_prefix
         self._state = CacheState(follow, os.environ if environ is None else environ, prefix)
+        self._state.attach(self)
         self._store = Store(settings=settings, client=hubs.client_for(self.url, timeout))
         self._interval = check_interval
         self._timeout = timeout
@@ -240,17 +249,11 @@ class Watcher(WatchEngine):
 
     # -- reads (never touch Redis) -----------------------------------------------
 
-    def get(self, namespace: str, key: str, default: Any = None) -> Any:
-        """The effective value of ``key``: namespace > ``_defaults`` > env > schema default.
+    # ``get(namespace, key, default=None)`` comes from CachedReader (C when
+    # built): two dict lookups in the cached views, else _get_slow.
 
-        ``default`` when no layer has the key. Served from memory.
-        """
-        try:
-            return self._state.views[namespace][key]
-        except KeyError:
-            return self._get_slow(namespace, key, default)
-
-    def _get_slow(self, namespace: str, key: str, default: Any) -> Any:
+    def _get_slow(self, namespace: str, key: str, default: Any = None) -> Any:
+        """:meth:`get` when the fast path misses: build the view or resolve the layers."""
         self._check_followed(namespace)
         value = self._state.view(namespace).get(key, _MISSING)
         if value is not _MISSING:
@@ -382,7 +385,7 @@ class Watcher(WatchEngine):
             self._wake.set()
 
 
-class SyncWatcher(SyncFacade):
+class SyncWatcher(CachedReader, SyncFacade):
     """Blocking :class:`Watcher` for threaded services: the same implementation on a
     background event loop. Reads are served from memory in the caller's thread;
     callbacks run on the watcher's thread.
@@ -396,6 +399,7 @@ class SyncWatcher(SyncFacade):
     def __init__(self, tenant: str, url: str | None = None, **kwargs: Any) -> None:
         self._runner = LoopThread("kvconf-watch")
         self._async = Watcher(tenant, url, **kwargs)
+        self._async._state.attach(self)
         try:
             self._runner.run(self._async.start())
         except BaseException:
@@ -407,9 +411,8 @@ class SyncWatcher(SyncFacade):
         """The wrapped async watcher (use it only from its own loop)."""
         return self._async
 
-    def get(self, namespace: str, key: str, default: Any = None) -> Any:
-        """See :meth:`Watcher.get`."""
-        return self._async.get(namespace, key, default)
+    def _get_slow(self, namespace: str, key: str, default: Any = None) -> Any:
+        return self._async._get_slow(namespace, key, default)  # see Watcher.get
 
     def entry(self, namespace: str, key: str) -> Entry | None:
         """See :meth:`Watcher.entry`."""

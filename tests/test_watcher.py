@@ -82,14 +82,20 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def drop_events(watcher: Watcher, revisions: set[int]) -> None:
-    """Test hook: the watcher never sees the published events of ``revisions``."""
-    original = watcher.on_event
+    """Test hook: the watcher never sees the published events of ``revisions``.
 
-    def on_event(event: Any) -> None:
-        if event.revision not in revisions:
-            original(event)
+    A watcher is slotted (no instance attributes to patch), so this swaps its
+    class for a subclass of the same layout.
+    """
 
-    watcher.on_event = on_event  # type: ignore[method-assign]
+    class Dropping(type(watcher)):  # type: ignore[misc]
+        __slots__ = ()
+
+        def on_event(self, event: Any) -> None:
+            if event.revision not in revisions:
+                super().on_event(event)
+
+    watcher.__class__ = Dropping
 
 
 # -- following -------------------------------------------------------------------

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 import redis.asyncio as aredis
 
+from .._reader import SPEEDUPS
 from ..config import Settings
 from ..store import Store
 from ..watcher import Change, Watcher
@@ -177,7 +178,8 @@ async def run(ctx: BenchContext) -> list[Figure]:
         figure("propagation set→callback p99", "µs", w_p99, "SPUBLISH→receive p99", raw_p99,
                goal_ratio=1.5, higher_is_better=False, goal_absolute=2000, notes=rate),
         figure("cached get", "ns", get_ns, "dict.get", dict_ns, goal_ratio=2.0,
-               higher_is_better=False, notes="Watcher.get of an existing key, 200-key namespace"),
+               higher_is_better=False, notes="Watcher.get of an existing key, 200-key namespace, "
+               + ("C fast path" if SPEEDUPS else "pure Python (kvconf._speedups not built)")),
         figure("bound typed read", "ns", bound_ns, "dict.get", dict_ns, goal_ratio=2.0,
                higher_is_better=False, notes="Binding.value.<field> of a bound Struct"),
         figure(f"full resync, {big:,} keys", "ms", cold_ms, "raw HGETALL", hgetall_ms,

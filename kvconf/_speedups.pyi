@@ -1,0 +1,6 @@
+from typing import Any
+
+class CachedReader:
+    _views: dict[str, dict[str, Any]]
+    def get(self, namespace: str, key: str, default: Any = None) -> Any: ...
+    def _get_slow(self, namespace: str, key: str, default: Any = None) -> Any: ...
