@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
@@ -50,10 +51,15 @@ class Binding(Generic[S]):
         self._registry = registry
         self._value: S = self._build()
 
-    @property
-    def value(self) -> S:
-        """The current typed value."""
-        return self._value
+    if TYPE_CHECKING:
+
+        @property
+        def value(self) -> S:
+            """The current typed value."""
+
+    else:
+        # read-only and with no Python frame: a bound read stays near dict.get
+        value = property(operator.attrgetter("_value"), doc="The current typed value.")
 
     def _build(self) -> S:
         view = self._state.view(self.namespace)

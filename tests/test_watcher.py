@@ -244,6 +244,8 @@ async def test_binding_is_typed_live_and_never_half_a_change_set(
         result = await store.set(tenant, "lim", "low", 5)
         assert await watcher.wait_for_revision(result.revision, timeout=5)
         assert (limits.value.low, limits.error) == (5, None)
+        with pytest.raises(AttributeError):
+            limits.value = Limits(low=0, high=0)  # type: ignore[misc]
         with pytest.raises(InvalidInput):
             watcher.bind("bad", msgspec.defstruct("Need", [("req", int)]))
 
