@@ -488,3 +488,28 @@ async def test_histories_of_keys_sharing_a_prefix_stay_apart(
     assert (await store.version(tenant, "ns", "a", 4)).value == "a3"
     with pytest.raises(VersionNotFound):
         await store.version(tenant, "ns", "a", 2)
+
+
+@pytest.mark.parametrize("which", ["meta", "rev", "epoch", "log", "nss", "hash", "hist", "other"])
+async def test_a_foreign_key_type_refuses_the_write_and_changes_nothing(
+    store: Store, tenant: str, which: str
+) -> None:
+    await store.set_many(tenant, "ns", {"a": 1})
+    await store.set_many(tenant, "other", {"b": 1})
+    tk = TenantKeys(tenant)
+    key = {
+        "hash": tk.ns("ns"), "hist": tk.hist("ns"), "other": tk.hist("other"),
+        "meta": tk.meta, "rev": tk.rev, "epoch": tk.epoch, "log": tk.log, "nss": tk.namespaces,
+    }[which]  # fmt: skip
+    raw = store.redis
+    saved = await raw.dump(key)
+    await raw.delete(key)
+    await raw.rpush(key, "foreign")  # a list where kvconf keeps something else
+    with pytest.raises(Unavailable) as caught:
+        await store.commit_across(tenant, {"ns": {"a": 2}, "other": {"b": 2}})
+    assert caught.value.to_dict()["reason"] == "corrupt_state"
+    assert key in str(caught.value)
+    await raw.delete(key)
+    await raw.restore(key, 0, saved)
+    assert await store.changes_since(tenant, 2) == []
+    assert (await store.get(tenant, "ns", "a")).version == 1

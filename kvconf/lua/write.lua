@@ -30,7 +30,6 @@ local n = (#ARGV - 7) / 3
 
 -- Per key: its namespace, namespace hash, history zset and field name.
 local nsname, hkey, zkey, field, label = {}, {}, {}, {}, {}
-local hashes, hists = {K[1]}, {KEYS[2]}
 for i = 1, n do
   local arg = ARGV[7 + (i - 1) * 3 + 1]
   label[i] = arg
@@ -40,40 +39,39 @@ for i = 1, n do
     field[i] = string.sub(arg, slash + 1)
     hkey[i] = base .. ':ns:' .. nsname[i]
     zkey[i] = base .. ':hist:' .. nsname[i]
-    hashes[#hashes + 1] = hkey[i]
-    hists[#hists + 1] = zkey[i]
   else
     nsname[i], field[i], hkey[i], zkey[i] = ARGV[2], arg, K[1], KEYS[2]
   end
 end
 
+-- A key of a foreign type must fail the script before its first write. The
+-- log and namespace-set keys are only written: TYPE them. Every other key is
+-- read first, with pcall, and a WRONGTYPE reply is answered the same way.
+local function foreign(reply)
+  if type(reply) ~= 'table' or reply.err == nil then return false end
+  if string.find(tostring(reply.err), 'WRONGTYPE', 1, true) then return true end
+  error(reply)  -- any other error: the script's error, nothing written yet
+end
 local want = {'hash', 'string', 'string', 'zset', 'hash', 'set'}
-for i = 2, 6 do
+for _, i in ipairs({4, 6}) do
   local t = redis.call('TYPE', K[i]).ok
   if t ~= 'none' and t ~= want[i] then return {'wrongtype', K[i]} end
 end
-for _, h in ipairs(hashes) do
-  local t = redis.call('TYPE', h).ok
-  if t ~= 'none' and t ~= 'hash' then return {'wrongtype', h} end
-end
-for _, z in ipairs(hists) do
-  local t = redis.call('TYPE', z).ok
-  if t ~= 'none' and t ~= 'zset' then return {'wrongtype', z} end
-end
 
+local meta = redis.pcall('HMGET', K[5], 'created_at', 'deleted_at', 'schema_gen')
+if foreign(meta) then return {'wrongtype', K[5]} end
 local created = 0
-if redis.call('EXISTS', K[5]) == 0 then
+if not (meta[1] or meta[2] or meta[3]) and redis.call('EXISTS', K[5]) == 0 then
   if create_arg ~= '1' then return {'notenant'} end
   created = 1
-elseif redis.call('HEXISTS', K[5], 'deleted_at') == 1 then
+elseif meta[2] then
   return {'deleted'}
 end
-if gen_arg ~= '-1' then
-  local gen = redis.call('HGET', K[5], 'schema_gen') or '0'
-  if gen ~= gen_arg then return {'schema', gen} end
-end
-local rev_raw = redis.call('GET', K[2])
-if rev_raw and not tonumber(rev_raw) then return {'wrongtype', K[2]} end
+if gen_arg ~= '-1' and (meta[3] or '0') ~= gen_arg then return {'schema', meta[3] or '0'} end
+local rev_raw = redis.pcall('GET', K[2])
+if foreign(rev_raw) or (rev_raw and not tonumber(rev_raw)) then return {'wrongtype', K[2]} end
+local epoch = redis.pcall('GET', K[3])
+if foreign(epoch) then return {'wrongtype', K[3]} end
 
 local conflicts, missing, olds, lasts = {}, {}, {}, {}
 for i = 1, n do
@@ -81,11 +79,13 @@ for i = 1, n do
   local op = string.sub(ARGV[b + 2], 1, 1)
   local expected = tonumber(string.sub(ARGV[b + 2], 2))
   local last = 0
-  local top = redis.call('ZREVRANGEBYLEX', zkey[i], '[' .. field[i] .. '|\255', '[' .. field[i] .. '|',
+  local top = redis.pcall('ZREVRANGEBYLEX', zkey[i], '[' .. field[i] .. '|\255', '[' .. field[i] .. '|',
     'LIMIT', 0, 1)
+  if foreign(top) then return {'wrongtype', zkey[i]} end
   if top[1] then last = tonumber(string.match(top[1], '^[^|]*|(%d+)|')) or 0 end
   local cur = 0
-  local entry = redis.call('HGET', hkey[i], field[i])
+  local entry = redis.pcall('HGET', hkey[i], field[i])
+  if foreign(entry) then return {'wrongtype', hkey[i]} end
   if entry then
     cur = tonumber(string.match(entry, '^{"version":(%d+),')) or last
     if cur > last then last = cur end
@@ -102,7 +102,6 @@ if #missing > 0 then return {'missing', '[' .. table.concat(missing, ',') .. ']'
 
 -- From here on: writes only.
 local rev = redis.call('INCR', K[2])
-local epoch = redis.call('GET', K[3])
 if not epoch then
   local t = redis.call('TIME')
   epoch = string.format('%x%06x%x', tonumber(t[1]), tonumber(t[2]), rev)
