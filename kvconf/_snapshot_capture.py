@@ -1,16 +1,30 @@
-"""Reading tenants out of Redis and writing them back, one script per tenant."""
+"""Reading tenants out of Redis and writing them back.
+
+Save reads each tenant with one MULTI/EXEC. On a standalone server (real or
+fakeredis) :func:`capture_stream` does it over one dedicated RESP2
+connection with the commands pre-encoded and several tenants in flight, so
+Redis serves the next tenants while Python turns the last reply into a
+:class:`TenantDump`; on a cluster it falls back to :func:`capture`, one
+redis-py transaction pipeline per tenant.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
+
+from redis.asyncio.connection import ConnectionPool
+from redis.exceptions import ResponseError
 
 from . import _codec
 from ._keys import PREFIX, TenantKeys
 from ._scripts import Scripts
 from ._snapshot_format import TenantDump, iter_flat_pairs
-from .exceptions import TenantNotFound, Unavailable
+from .exceptions import Conflict, TenantNotFound, Unavailable
 
 
 def _text(raw: bytes | str) -> str:
@@ -56,6 +70,184 @@ async def scan_suffixes(
             continue
         found.setdefault(tenant, []).append(key[end + skip :])
     return {t.decode(): v for t, v in found.items()}
+
+
+#: Connections a save reads over at once: Redis writes at most 64 KB to one
+#: client per event-loop turn, so two streams of big replies go faster than one.
+_STREAMS = 2
+
+
+def resp(*args: bytes | str | int) -> bytes:
+    """One command in the Redis protocol (what redis-py's ``pack_command`` makes)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg if type(arg) is bytes else b"%d" % arg if type(arg) is int else str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+@asynccontextmanager
+async def dedicated_connections(client: Any, n: int) -> AsyncIterator[list[Any]]:
+    """``n`` new RESP2 connections to ``client``'s server, closed on exit; [] on a cluster.
+
+    RESP2, so hashes arrive as flat lists (as snapshots store them) rather
+    than dicts; connections of their own, so pre-encoded commands and their
+    replies are never interleaved with anyone else's.
+    """
+    pool = getattr(client, "connection_pool", None)
+    conns: list[Any] = []
+    try:
+        if isinstance(pool, ConnectionPool):
+            options = {**pool.connection_kwargs, "protocol": 2, "decode_responses": False}
+            options["socket_read_size"] = 1 << 20
+            for _ in range(n):
+                conns.append(pool.connection_class(**options))
+                await conns[-1].connect()
+        yield conns
+    finally:
+        for conn in conns:
+            await conn.disconnect()
+
+
+def _checked(reply: Any) -> Any:
+    """``reply`` unless it is (or, for a transaction, holds) an error reply."""
+    if isinstance(reply, Exception):
+        raise reply
+    if isinstance(reply, list):
+        for item in reply:
+            if isinstance(item, Exception):
+                raise item
+    return reply
+
+
+async def read_replies(conn: Any, n: int, *, errors: bool = True) -> list[Any]:
+    """The next ``n`` replies on ``conn``; every one is read, then the first error
+    reply is raised (``errors=False``: returned in its place)."""
+    out: list[Any] = []
+    error: ResponseError | None = None
+    for _ in range(n):
+        try:
+            out.append(await conn.read_response(disable_decoding=True))
+        except ResponseError as exc:
+            error = error or exc
+            out.append(exc)
+    if error is not None and errors:
+        raise error
+    return out
+
+
+def _capture_request(tk: TenantKeys, names: Sequence[str]) -> tuple[bytes, int]:
+    """MULTI, the reads of :func:`capture`, EXEC; and how many replies that makes."""
+    cmds = [
+        resp("MULTI"),
+        resp("EXISTS", tk.meta, tk.rev),
+        resp("GET", tk.rev),
+        resp("GET", tk.epoch),
+        resp("HGETALL", tk.meta),
+        resp("SMEMBERS", tk.namespaces),
+        resp("HGETALL", tk.schema),
+        resp("ZRANGE", tk.log, 0, -1, "WITHSCORES"),
+    ]
+    for ns in names:
+        cmds.append(resp("HGETALL", tk.ns(ns)))
+        cmds.append(resp("HGETALL", f"{tk.base}:trash:ns:{ns}"))
+        cmds.append(resp("ZRANGE", tk.hist(ns), 0, -1))
+    cmds.append(resp("EXEC"))
+    return b"".join(cmds), len(cmds)
+
+
+def _dump_from_reply(tenant: str, names: Sequence[str], reply: list[Any]) -> TenantDump | None:
+    """The dump of a RESP2 EXEC reply of :func:`_capture_request`."""
+    exists, rev, epoch, meta, now_names, schemas, log = reply[:7]
+    if not exists:
+        return None
+    values: dict[str, list[bytes]] = {}
+    trash: dict[str, list[bytes]] = {}
+    history: dict[str, list[bytes]] = {}
+    for i, ns in enumerate(names):
+        at = 7 + 3 * i
+        if reply[at]:
+            values[ns] = reply[at]
+        if reply[at + 1]:
+            trash[ns] = reply[at + 1]
+        if reply[at + 2]:
+            history[ns] = reply[at + 2]
+    flat_log: list[int | bytes] = []
+    for member, score in iter_flat_pairs(log):
+        flat_log.extend((int(float(score)), member))
+    return TenantDump(
+        tenant=tenant,
+        revision=int(rev) if rev and rev.isdigit() else 0,  # as tonumber() in the script
+        epoch=_text(epoch or b""),
+        meta={_text(k): _text(v) for k, v in iter_flat_pairs(meta)},
+        namespaces=sorted(_text(n) for n in now_names),
+        schemas={_text(k): v for k, v in iter_flat_pairs(schemas)},
+        values=values,
+        trash=trash,
+        history=history,
+        log=flat_log,
+    )
+
+
+async def capture_stream(
+    client: Any, tenants: Sequence[str], *, window: int = 8
+) -> AsyncGenerator[TenantDump | None]:
+    """Each of ``tenants`` at one revision, in order (None for a tenant with no state).
+
+    Same result as :func:`capture` per tenant. On a standalone server one
+    dedicated connection carries up to ``window`` tenants' transactions at
+    once: the namespace sets first (one round trip for all tenants), then
+    one pre-encoded MULTI/EXEC per tenant; a tenant whose namespace set grew
+    in between is read again by the ``snapshot_read`` script.
+    """
+    if not tenants:
+        return
+    async with dedicated_connections(client, _STREAMS) as conns:
+        if not conns:
+            async for dump in _capture_each(client, tenants, window=4):
+                yield dump
+            return
+        keys = [TenantKeys(t) for t in tenants]
+        await conns[0].send_packed_command(b"".join(resp("SMEMBERS", tk.namespaces) for tk in keys))
+        known = [{_text(n) for n in reply} for reply in await read_replies(conns[0], len(keys))]
+        sent: deque[tuple[int, list[str], int]] = deque()
+
+        async def send(i: int) -> None:
+            names = sorted(known[i])
+            request, n = _capture_request(keys[i], names)
+            await conns[i % len(conns)].send_packed_command(request, check_health=False)
+            sent.append((i, names, n))
+
+        for i in range(min(window, len(tenants))):
+            await send(i)
+        while sent:
+            i, names, n = sent.popleft()
+            replies = await read_replies(conns[i % len(conns)], n)
+            if i + window < len(tenants):
+                await send(i + window)  # Redis reads the next tenants while this one is built
+            reply = _checked(replies[-1])
+            if reply[0] and not {_text(x) for x in reply[4]} <= known[i]:
+                yield await capture_by_script(Scripts(client), tenants[i])
+            else:
+                yield _dump_from_reply(tenants[i], names, reply)
+
+
+async def _capture_each(
+    client: Any, tenants: Sequence[str], *, window: int
+) -> AsyncGenerator[TenantDump | None]:
+    """:func:`capture` of each tenant, ``window`` at once, yielded in order."""
+    pending: deque[asyncio.Task[TenantDump | None]] = deque()
+    try:
+        for i, tenant in enumerate(tenants):
+            pending.append(asyncio.ensure_future(capture(client, tenant)))
+            if i >= window - 1:
+                yield await pending.popleft()
+        while pending:
+            yield await pending.popleft()
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _flat(reply: Any) -> list[Any]:
@@ -236,3 +428,159 @@ async def restore_one(
     if reply[0] == b"wrongtype":
         raise Unavailable(f"redis key {_text(reply[1])} has a foreign type", reason="corrupt_state")
     raise TenantNotFound(tenant)
+
+
+#: Times a restore transaction is retried when a concurrent write to the tenant aborts it.
+RESTORE_ATTEMPTS = 5
+_CHUNK = 1000
+
+
+def _command(
+    head: Sequence[bytes | str | int], items: Sequence[bytes], *, scored: bool = False
+) -> bytes:
+    """``head`` followed by ``items`` (each after a ``0`` score with ``scored``), encoded."""
+    width = 2 if scored else 1
+    out = [b"*%d\r\n" % (len(head) + width * len(items))]
+    for arg in head:
+        raw = arg if type(arg) is bytes else b"%d" % arg if type(arg) is int else str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    if scored:
+        out.extend([b"$1\r\n0\r\n$%d\r\n%s\r\n" % (len(m), m) for m in items])
+    else:
+        out.extend([b"$%d\r\n%s\r\n" % (len(m), m) for m in items])
+    return b"".join(out)
+
+
+def _chunked(head: Sequence[bytes | str | int], items: Sequence[bytes], width: int) -> list[bytes]:
+    """``head + items`` as commands of at most ``_CHUNK`` groups of ``width`` items."""
+    step = _CHUNK * width
+    return [_command(head, items[at : at + step]) for at in range(0, len(items), step)]
+
+
+def _as_bytes(items: Iterable[bytes | str | int]) -> list[bytes]:
+    return [
+        i if type(i) is bytes else b"%d" % i if type(i) is int else str(i).encode() for i in items
+    ]
+
+
+def _foreign(key: str) -> Unavailable:
+    return Unavailable(f"redis key {key} has a foreign type", reason="corrupt_state")
+
+
+async def restore_tx(
+    conn: Any,
+    dump: TenantDump,
+    tenant: str,
+    *,
+    mode: str,
+    actor: str,
+    reason: str,
+    log_limit: int,
+) -> tuple[int, str, int, int]:
+    """Restore ``dump`` as ``tenant`` in one MULTI/EXEC (modes ``replace`` and ``load``).
+
+    The same writes as ``restore.lua`` in those modes, sent as native
+    commands: WATCH the tenant's keys, read what the writes depend on (live
+    revision, schema generation, namespace set, the types of the keys to
+    fill), then one transaction deletes the live tenant and writes the
+    captured one. A write to the tenant in between aborts the transaction
+    (nothing written) and it is tried again with fresh reads, up to
+    :data:`RESTORE_ATTEMPTS` times, then :class:`Conflict`. ``conn`` is a
+    RESP2 connection of :func:`dedicated_connections`. Returns (new revision,
+    epoch, live revision, 0).
+    """
+    tk = TenantKeys(tenant)
+    values, trash = dump.values, dump.trash
+    if mode != "load" and trash:
+        # restoring a soft-deleted capture brings the tenant back with its values
+        values, trash = {**trash, **values}, {}
+    fixed = [tk.rev, tk.epoch, tk.meta, tk.namespaces, tk.schema, tk.log]
+    kinds: dict[str, bytes] = {}
+    for ns in values:
+        kinds[tk.ns(ns)] = b"hash"
+        kinds[tk.hist(ns)] = b"zset"
+    for ns in trash:
+        kinds[f"{tk.base}:trash:ns:{ns}"] = b"hash"
+    for ns in dump.history:
+        kinds[tk.hist(ns)] = b"zset"
+    targets = list(kinds)
+    # the bulk of the transaction does not depend on the live tenant: built once
+    body: list[bytes] = []
+    if dump.schemas:
+        body += _chunked(("HSET", tk.schema), _as_bytes(_flatten(dump.schemas)), 2)
+    if mode == "load" and dump.meta:
+        body += _chunked(("HSET", tk.meta), _as_bytes(_flatten(dump.meta)), 2)
+    body += _chunked(("SADD", tk.namespaces), _as_bytes(dump.namespaces), 1)
+    for ns, flat in trash.items():
+        body += _chunked(("HSET", f"{tk.base}:trash:ns:{ns}"), flat, 2)
+    for ns, flat in values.items():
+        body += _chunked(("HSET", tk.ns(ns)), flat, 2)
+    for ns, members in dump.history.items():
+        for at in range(0, len(members), _CHUNK):
+            body.append(_command(("ZADD", tk.hist(ns)), members[at : at + _CHUNK], scored=True))
+    body += _chunked(("ZADD", tk.log), _as_bytes(rename_events(dump.log, dump.tenant, tenant)), 2)
+    read = resp("WATCH", *fixed, *targets) + b"".join(
+        [resp("GET", tk.rev), resp("HGET", tk.meta, "schema_gen"), resp("SMEMBERS", tk.namespaces)]
+        + [resp("TYPE", key) for key in targets]
+    )
+    for _ in range(RESTORE_ATTEMPTS):
+        await conn.send_packed_command(read)
+        replies = await read_replies(conn, 4 + len(targets), errors=False)
+        for key, reply in zip((tk.rev, tk.meta, tk.namespaces), replies[1:4], strict=True):
+            if isinstance(reply, Exception):
+                raise _foreign(key)
+        live_raw, gen_raw, names = replies[1:4]
+        if live_raw is not None and not live_raw.isdigit():
+            raise _foreign(tk.rev)
+        live_rev = int(live_raw or 0)
+        doomed = fixed + [
+            key
+            for ns in sorted(_text(n) for n in names)
+            for key in (tk.ns(ns), f"{tk.base}:trash:ns:{ns}", tk.hist(ns))
+        ]
+        spared = set(targets) - set(doomed)
+        for key, kind in zip(targets, replies[4:], strict=True):
+            if key in spared and kind not in (b"none", kinds[key]):
+                await conn.send_packed_command(resp("UNWATCH"))
+                await read_replies(conn, 1)
+                raise _foreign(key)
+        cmds = [resp("MULTI"), *_chunked(("DEL",), _as_bytes(doomed), 1), *body]
+        rev, epoch = dump.revision, dump.epoch
+        if mode != "load":
+            rev, epoch = max(live_rev, dump.revision) + 1, secrets.token_hex(8)
+            meta = dict(dump.meta)
+            meta.pop("deleted_at", None)
+            meta.setdefault("created_at", _codec.now_iso())
+            live_gen = int(gen_raw) if gen_raw and gen_raw.isdigit() else 0
+            file_gen = meta.get("schema_gen", "0")
+            meta["schema_gen"] = str(max(live_gen, int(file_gen) if file_gen.isdigit() else 0) + 1)
+            cmds += _chunked(("HSET", tk.meta), _as_bytes(_flatten(meta)), 2)
+        cmds += [resp("SET", tk.rev, rev), resp("SET", tk.epoch, epoch)]
+        if mode != "load":
+            event = b"".join([
+                b'{"tenant":"', tenant.encode(), b'","epoch":"', epoch.encode(),
+                b'","revision":%d,"namespace":"","actor":' % rev, _codec.encode(actor),
+                b',"reason":', _codec.encode(reason), b',"ts":"', _codec.now_iso().encode(),
+                b'","type":"reset","changes":[]}',
+            ])  # fmt: skip
+            cmds += [
+                resp("ZADD", tk.log, rev, event),
+                resp("ZREMRANGEBYRANK", tk.log, 0, -(log_limit + 1)),
+                resp("SPUBLISH", tk.changes_channel, event),
+            ]
+        cmds.append(resp("EXEC"))
+        await conn.send_packed_command(b"".join(cmds))
+        result = (await read_replies(conn, len(cmds)))[-1]
+        if result is not None:
+            _checked(result)
+            return rev, epoch, live_rev, 0
+    raise Conflict(
+        f"tenant {tenant!r} kept changing during the restore ({RESTORE_ATTEMPTS} attempts); "
+        "nothing of it was restored",
+        tenant=tenant,
+        reason="concurrent_writes",
+    )
+
+
+def _flatten(mapping: dict[str, Any]) -> list[Any]:
+    return [x for pair in mapping.items() for x in pair]

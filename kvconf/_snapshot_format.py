@@ -158,6 +158,11 @@ _dump_decoder = msgspec.msgpack.Decoder(TenantDump)
 _footer_decoder = msgspec.json.Decoder(Footer)
 
 
+def encode_dump(dump: TenantDump) -> bytes:
+    """One tenant as a body record's payload (msgpack)."""
+    return _encoder.encode(dump)
+
+
 def snapshot_name(label: str = "", now: datetime | None = None) -> str:
     """A sortable, unique file name: ``kvconf-<UTC time>[-label].kvsnap``."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -220,11 +225,19 @@ class SnapshotWriter:
 
     def add(self, dump: TenantDump) -> TenantSummary:
         """Append one tenant."""
-        data = _encoder.encode(dump)
-        self._sink.write(self._zstd.compress(struct.pack(">I", len(data)) + data))
         summary = summarize(dump)
-        self._tenants.append(summary)
+        self.add_encoded(encode_dump(dump), summary)
         return summary
+
+    def add_encoded(self, data: bytes, summary: TenantSummary) -> None:
+        """Append one tenant encoded by :func:`encode_dump`.
+
+        Compression, hashing and writing release the GIL: run it in a thread
+        while the event loop reads the next tenants.
+        """
+        self._sink.write(self._zstd.compress(struct.pack(">I", len(data))))
+        self._sink.write(self._zstd.compress(data))
+        self._tenants.append(summary)
 
     def finish(self) -> Footer:
         """Complete the file: footer, checksum, fsync, rename, directory fsync."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, aclosing
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -34,9 +35,11 @@ from redis.exceptions import RedisError
 from ._keys import TENANTS_KEY, TenantKeys, validate_tenant
 from ._scripts import Scripts
 from ._snapshot_capture import (
-    capture,
+    capture_stream,
+    dedicated_connections,
     restore_args,
     restore_one,
+    restore_tx,
     revisions,
     scan_suffixes,
 )
@@ -47,9 +50,11 @@ from ._snapshot_format import (
     SnapshotWriter,
     TenantDump,
     TenantSummary,
+    encode_dump,
     iter_flat_pairs,
     read_footer,
     snapshot_name,
+    summarize,
 )
 from .exceptions import InvalidInput, KvconfError, NotFound, TenantNotFound, Unavailable
 from .store import Store
@@ -69,8 +74,10 @@ __all__ = [
 ]
 
 RestoreMode = Literal["replace", "merge"]
-#: Restore scripts in flight at once (Redis runs one while the next is packed).
-_RESTORE_WINDOW = 2
+#: Restore transactions in flight at once, one per dedicated connection.
+_RESTORE_WINDOW = 4
+#: Restore scripts in flight at once where there are no dedicated connections (cluster).
+_RESTORE_SCRIPTS = 2
 #: Progress callback: (done, total, what).
 Progress = Callable[[int, int, str], None]
 
@@ -177,36 +184,32 @@ async def write_snapshot(
         names = await capture_all(store, tenants, include_deleted=include_deleted)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-        def fetch(t: str) -> asyncio.Task[TenantDump | None]:
-            return asyncio.ensure_future(capture(store.redis, t))
-
-        window = 4
         with SnapshotWriter(path, label=label, generation=generation) as writer:
-            pending = [fetch(t) for t in names[:window]]
             adding: asyncio.Future[Any] | None = None
             try:
-                for i, name in enumerate(names):
-                    dump = await pending.pop(0)
-                    if i + window < len(names):
-                        pending.append(fetch(names[i + window]))
-                    deleted = "deleted_at" in (dump.meta if dump is not None else {})
-                    if strict and (dump is None or deleted):
-                        raise TenantNotFound(name)
-                    if dump is None or (deleted and not include_deleted and tenants is None):
-                        continue
-                    if adding is not None:
-                        await adding
-                    # encoding and compression run beside the next captures
-                    adding = asyncio.ensure_future(asyncio.to_thread(writer.add, dump))
-                    if progress is not None:
-                        progress(i + 1, len(names), name)
+                async with aclosing(capture_stream(store.redis, names)) as dumps:
+                    i = 0
+                    async for dump in dumps:
+                        name = names[i]
+                        i += 1
+                        deleted = "deleted_at" in (dump.meta if dump is not None else {})
+                        if strict and (dump is None or deleted):
+                            raise TenantNotFound(name)
+                        if dump is None or (deleted and not include_deleted and tenants is None):
+                            continue
+                        data, summary = encode_dump(dump), summarize(dump)
+                        if adding is not None:
+                            await adding
+                        # compression and the file write run beside the next captures
+                        adding = asyncio.ensure_future(
+                            asyncio.to_thread(writer.add_encoded, data, summary)
+                        )
+                        if progress is not None:
+                            progress(i, len(names), name)
                 if adding is not None:
                     await adding
             finally:
-                # on error: no capture left running, no thread writing to the file
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                # on error: no thread left writing to the file
                 if adding is not None:
                     await asyncio.gather(adding, return_exceptions=True)
             return await asyncio.to_thread(writer.finish)
@@ -385,13 +388,19 @@ async def restore(
     scripts = Scripts(store.redis)
     results: list[TenantRestore] = []
     safety: str | None = None
+    stack = AsyncExitStack()
     try:
         live_revs = await revisions(store.redis, list(targets.values()))
         if not dry_run:
             safety = await _safety_snapshot(store, safety_dir, list(targets.values()))
         done = 0
-        # Redis runs one tenant's script while the next is decoded and packed;
-        # at most _RESTORE_WINDOW scripts are in flight, rows stay in file order.
+        # Redis restores some tenants while the next are decoded and encoded;
+        # one transaction in flight per connection, rows stay in file order.
+        conns = await stack.enter_async_context(
+            dedicated_connections(store.redis, 0 if dry_run else _RESTORE_WINDOW)
+        )
+        idle = list(conns)
+        window = len(conns) or _RESTORE_SCRIPTS
         inflight: list[tuple[asyncio.Future[Any], Callable[[Any], TenantRestore]]] = []
 
         async def settle_oldest() -> None:
@@ -402,8 +411,20 @@ async def restore(
             if progress is not None:
                 progress(done, len(targets), results[-1].tenant)
 
-        async def run_one(dump: TenantDump, target: str, args: list[Any]) -> Any:
-            reply = await restore_one(scripts, dump, target, args)
+        async def run_one(dump: TenantDump, target: str, eff_mode: RestoreMode) -> Any:
+            if eff_mode == "merge" or not idle:
+                args = restore_args(
+                    dump, target, mode=eff_mode, actor=actor, reason=reason,
+                    log_limit=settings.log_limit,
+                )  # fmt: skip
+                reply = await restore_one(scripts, dump, target, args)
+            else:
+                conn = idle.pop()
+                reply = await restore_tx(
+                    conn, dump, target, mode=eff_mode, actor=actor, reason=reason,
+                    log_limit=settings.log_limit,
+                )  # fmt: skip
+                idle.append(conn)  # not on error: a failed exchange may leave replies unread
             await store.redis.sadd(TENANTS_KEY, target)
             return reply
 
@@ -444,22 +465,20 @@ async def restore(
                         if progress is not None:
                             progress(done, len(targets), target)
                         continue
-                    args = restore_args(
-                        dump, target, mode=eff_mode, actor=actor, reason=reason,
-                        log_limit=settings.log_limit,
-                    )  # fmt: skip
-                    task = asyncio.ensure_future(run_one(dump, target, args))
+                    task = asyncio.ensure_future(run_one(dump, target, eff_mode))
                     inflight.append((task, make_row))
-                    while len(inflight) >= _RESTORE_WINDOW:
+                    while len(inflight) >= window:
                         await settle_oldest()
                 while inflight:
                     await settle_oldest()
         finally:
-            # on error: no script left unawaited (one already sent still completes)
+            # on error: nothing left unawaited (a transaction already sent still completes)
             pending = [task for task, _ in inflight]
             await asyncio.gather(*pending, return_exceptions=True)
     except RedisError as exc:
         raise _unavailable(exc) from exc
+    finally:
+        await stack.aclose()
     return RestoreReport(path=str(source), dry_run=dry_run, tenants=results, safety_snapshot=safety)
 
 
@@ -468,8 +487,13 @@ async def load_dump(store: Store, dump: TenantDump) -> None:
 
     For the embedded store's start-up and journal replay.
     """
-    args = restore_args(dump, dump.tenant, mode="load", actor="", reason="",
-                        log_limit=store.settings.log_limit)  # fmt: skip
-    await restore_one(Scripts(store.redis), dump, dump.tenant, args)
+    async with dedicated_connections(store.redis, 1) as conns:
+        if conns:
+            await restore_tx(conns[0], dump, dump.tenant, mode="load", actor="", reason="",
+                             log_limit=store.settings.log_limit)  # fmt: skip
+        else:
+            args = restore_args(dump, dump.tenant, mode="load", actor="", reason="",
+                                log_limit=store.settings.log_limit)  # fmt: skip
+            await restore_one(Scripts(store.redis), dump, dump.tenant, args)
     if "deleted_at" not in dump.meta and "created_at" in dump.meta:
         await store.redis.sadd(TENANTS_KEY, dump.tenant)
