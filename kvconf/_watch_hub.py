@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from typing import Any, Protocol
@@ -97,6 +98,8 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._send_lock = asyncio.Lock()
+        self._last_rx = 0.0
+        self._ping_sent: float | None = None
 
     @property
     def pubsub_client(self) -> Any:
@@ -207,21 +210,57 @@ class Hub:
                     await pubsub.aclose()
 
     async def _read(self, pubsub: Any) -> None:
-        last_rx = time.monotonic()
-        ping_sent: float | None = None
+        """Read and dispatch until the connection fails; a keepalive task pings it.
+
+        Reads block without a timeout (a per-read timeout costs more than
+        the rest of receiving a message); liveness is the keepalive's job.
+        """
+        self._last_rx, self._ping_sent = time.monotonic(), None
+        tasks = [
+            asyncio.ensure_future(self._receive(pubsub)),
+            asyncio.ensure_future(self._keepalive(pubsub)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # the failure that ended the connection
+        finally:
+            for _ in range(50):  # redis-py may swallow a cancellation mid-read
+                pending = [t for t in tasks if not t.done()]
+                if not pending:
+                    break
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=0.1)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved; the first failure was raised above
+
+    async def _receive(self, pubsub: Any) -> None:
+        conn = pubsub.connection
         while not self._closing:
-            msg = await pubsub.get_message(timeout=self.ping_interval)
+            # What PubSub.get_message(timeout=None) does, without its retry
+            # wrapper: the hub reconnects itself. math.inf: block, no timeout.
+            response = await conn.read_response(
+                timeout=math.inf, disconnect_on_error=False, push_request=True
+            )
+            self._last_rx, self._ping_sent = time.monotonic(), None
+            msg = await pubsub.handle_message(response)
+            if msg is not None:
+                self._dispatch(msg)
+
+    async def _keepalive(self, pubsub: Any) -> None:
+        """PING an idle connection; no answer within ``timeout`` ends it."""
+        while not self._closing:
+            await asyncio.sleep(self.ping_interval / 4)
             now = time.monotonic()
-            if msg is None:
-                if ping_sent is not None and now - ping_sent > self.timeout:
+            if self._ping_sent is not None:
+                if now - self._ping_sent > self.timeout:
                     raise TimeoutError("no answer to PING on the pub/sub connection")
-                if ping_sent is None and now - last_rx >= self.ping_interval:
-                    async with self._send_lock:
-                        await pubsub.ping()
-                    ping_sent = now
-                continue
-            last_rx, ping_sent = now, None
-            self._dispatch(msg)
+            elif now - self._last_rx >= self.ping_interval:
+                self._ping_sent = now  # before sending: the answer may beat the send's return
+                async with asyncio.timeout(self.timeout), self._send_lock:
+                    await pubsub.ping()
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
