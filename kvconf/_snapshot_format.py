@@ -30,7 +30,7 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -226,18 +226,19 @@ class SnapshotWriter:
     def add(self, dump: TenantDump) -> TenantSummary:
         """Append one tenant."""
         summary = summarize(dump)
-        self.add_encoded(encode_dump(dump), summary)
+        self.add_encoded([(encode_dump(dump), summary)])
         return summary
 
-    def add_encoded(self, data: bytes, summary: TenantSummary) -> None:
-        """Append one tenant encoded by :func:`encode_dump`.
+    def add_encoded(self, records: Sequence[tuple[bytes, TenantSummary]]) -> None:
+        """Append tenants encoded by :func:`encode_dump`, with their summaries.
 
         Compression, hashing and writing release the GIL: run it in a thread
-        while the event loop reads the next tenants.
+        while the event loop reads the next tenants. A few megabytes at a
+        time, so the thread takes the GIL back rarely.
         """
-        self._sink.write(self._zstd.compress(struct.pack(">I", len(data))))
-        self._sink.write(self._zstd.compress(data))
-        self._tenants.append(summary)
+        framed = b"".join(x for data, _ in records for x in (struct.pack(">I", len(data)), data))
+        self._sink.write(self._zstd.compress(framed))
+        self._tenants.extend(summary for _, summary in records)
 
     def finish(self) -> Footer:
         """Complete the file: footer, checksum, fsync, rename, directory fsync."""

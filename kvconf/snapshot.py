@@ -78,6 +78,8 @@ RestoreMode = Literal["replace", "merge"]
 _RESTORE_WINDOW = 4
 #: Restore scripts in flight at once where there are no dedicated connections (cluster).
 _RESTORE_SCRIPTS = 2
+#: Bytes of encoded tenants handed to the compressing thread at once.
+_WRITE_BATCH = 16 << 20
 #: Progress callback: (done, total, what).
 Progress = Callable[[int, int, str], None]
 
@@ -186,6 +188,17 @@ async def write_snapshot(
 
         with SnapshotWriter(path, label=label, generation=generation) as writer:
             adding: asyncio.Future[Any] | None = None
+            batch: list[tuple[bytes, TenantSummary]] = []
+            size = 0
+
+            async def flush() -> None:
+                nonlocal adding, batch, size
+                if adding is not None:
+                    await adding
+                # compression and the file write run beside the next captures
+                adding = asyncio.ensure_future(asyncio.to_thread(writer.add_encoded, batch))
+                batch, size = [], 0
+
             try:
                 async with aclosing(capture_stream(store.redis, names)) as dumps:
                     i = 0
@@ -197,15 +210,15 @@ async def write_snapshot(
                             raise TenantNotFound(name)
                         if dump is None or (deleted and not include_deleted and tenants is None):
                             continue
-                        data, summary = encode_dump(dump), summarize(dump)
-                        if adding is not None:
-                            await adding
-                        # compression and the file write run beside the next captures
-                        adding = asyncio.ensure_future(
-                            asyncio.to_thread(writer.add_encoded, data, summary)
-                        )
+                        data = encode_dump(dump)
+                        batch.append((data, summarize(dump)))
+                        size += len(data)
+                        if size >= _WRITE_BATCH:
+                            await flush()
                         if progress is not None:
                             progress(i, len(names), name)
+                if batch:
+                    await flush()
                 if adding is not None:
                     await adding
             finally:
