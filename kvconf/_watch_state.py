@@ -25,7 +25,7 @@ __all__ = ["CacheState", "Change", "ValueChange", "WireEvent", "decode_wire"]
 _EPOCH0 = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class ValueChange(msgspec.Struct, frozen=True):
+class ValueChange(msgspec.Struct, frozen=True, gc=False):
     """One key's old and new value and version (``None``/0 when absent)."""
 
     old: Any
@@ -77,7 +77,7 @@ class Change(msgspec.Struct, frozen=True):
         }
 
 
-class WireEvent(msgspec.Struct, frozen=True):
+class WireEvent(msgspec.Struct, frozen=True, gc=False):
     """A change event as published or logged, decoded leniently (any ``type``)."""
 
     tenant: str

@@ -31,11 +31,13 @@ ValueType = Literal["str", "int", "float", "bool", "json"]
 LayerName = Literal["namespace", "tenant_defaults", "environment", "schema_default"]
 
 
-class Entry(msgspec.Struct, frozen=True):
+class Entry(msgspec.Struct, frozen=True, gc=False):
     """The current value of one key with its metadata.
 
     ``version`` counts writes to this key (1 on first write, deletes count too);
     ``revision`` is the tenant revision of the change set that wrote it.
+    Not tracked by the garbage collector (``gc=False``): a watcher holds one
+    per cached key and a JSON value cannot refer back to its entry.
     """
 
     value: Any
@@ -57,7 +59,7 @@ class Version(msgspec.Struct, frozen=True):
     value: Any = None
 
 
-class KeyChange(msgspec.Struct, frozen=True):
+class KeyChange(msgspec.Struct, frozen=True, gc=False):
     """One key's part of a change event (``old_version`` 0: the key was absent).
 
     ``namespace`` is set only in events of change sets across namespaces
