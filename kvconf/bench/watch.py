@@ -1,7 +1,8 @@
 """Bench section ``watch``: propagation latency, cached reads, full resync.
 
 - set → callback latency through a :class:`~kvconf.Watcher` beside raw
-  ``SPUBLISH`` → receive on the same server, both paced at the same rate;
+  ``SPUBLISH`` → receive on the same server, both paced at the same rate, in
+  alternating rounds (each keeps its best round's percentiles);
 - a cached ``Watcher.get`` beside ``dict.get`` on a dict of the same size;
 - a cold full resync (start) of a tenant of 100,000 keys beside a raw
   ``HGETALL`` of the same hash.
@@ -14,7 +15,7 @@ import statistics
 import time
 import timeit
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 import redis.asyncio as aredis
@@ -26,11 +27,17 @@ from ..watcher import Change, Watcher
 from ._model import BenchContext, Figure, figure
 
 RATE = 1000.0
+ROUNDS = 3
 
 
 def _pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _best(rounds: Sequence[tuple[list[float], ...]], which: int, q: float) -> float:
+    """The lowest ``q`` percentile (µs) of series ``which`` over the rounds."""
+    return min(_pct(r[which], q) for r in rounds) * 1e6
 
 
 async def _paced(count: int, send: Callable[[int], Awaitable[object]]) -> None:
@@ -148,20 +155,26 @@ async def _resync_time(store: Store, url: str, tenant: str, keys: int) -> tuple[
 
 async def run(ctx: BenchContext) -> list[Figure]:
     """Measure the watcher against raw pub/sub, dict reads and HGETALL."""
-    count = 800 if ctx.quick else 3000
+    count = 800 if ctx.quick else 2000
     big = 10_000 if ctx.quick else 100_000
     tenant = f"bench-watch-{uuid.uuid4().hex[:8]}"
     url = ctx.redis_url
     store = Store(settings=Settings(redis_url=url, history_limit=2, log_limit=1000))
     try:
-        raw = await _raw_latency(url, count)
-        watched, trips = await _watch_latency(store, url, tenant, count)
-        trip_p50, trip_p99 = _pct(trips, 0.5) * 1e6, _pct(trips, 0.99) * 1e6
-        raw_p50, raw_p99 = _pct(raw, 0.5) * 1e6, _pct(raw, 0.99) * 1e6
-        w_p50, w_p99 = _pct(watched, 0.5) * 1e6, _pct(watched, 0.99) * 1e6
-        ctx.log(f"  set→callback p50 {w_p50:,.0f} µs p99 {w_p99:,.0f} µs; "
-                f"raw p50 {raw_p50:,.0f} µs p99 {raw_p99:,.0f} µs "
-                f"(mean {statistics.fmean(watched) * 1e6:,.0f} µs)")  # fmt: skip
+        # Rounds alternate raw and watched, so load from elsewhere on the
+        # machine hits both alike; each keeps its best round's percentiles.
+        rounds: list[tuple[list[float], list[float], list[float]]] = []
+        for _ in range(ROUNDS):
+            raw = await _raw_latency(url, count)
+            watched, trips = await _watch_latency(store, url, tenant, count)
+            rounds.append((raw, watched, trips))
+            ctx.log(f"  round: set→callback p50 {_pct(watched, 0.5) * 1e6:,.0f} µs "
+                    f"p99 {_pct(watched, 0.99) * 1e6:,.0f} µs; raw p50 "
+                    f"{_pct(raw, 0.5) * 1e6:,.0f} µs p99 {_pct(raw, 0.99) * 1e6:,.0f} µs "
+                    f"(mean {statistics.fmean(watched) * 1e6:,.0f} µs)")  # fmt: skip
+        raw_p50, raw_p99 = _best(rounds, 0, 0.5), _best(rounds, 0, 0.99)
+        w_p50, w_p99 = _best(rounds, 1, 0.5), _best(rounds, 1, 0.99)
+        trip_p50, trip_p99 = _best(rounds, 2, 0.5), _best(rounds, 2, 0.99)
         get_ns, dict_ns, bound_ns = await _get_cost(store, url, tenant, ctx.quick)
         ctx.log(f"  cached get {get_ns:.0f} ns, bound .value.k {bound_ns:.0f} ns, "
                 f"dict.get {dict_ns:.0f} ns")  # fmt: skip
@@ -170,7 +183,8 @@ async def run(ctx: BenchContext) -> list[Figure]:
     finally:
         await store.delete_tenant(tenant, hard=True)
         await store.aclose()
-    rate = (f"{count} writes at {RATE:.0f}/s; the Store.set round trip alone took "
+    rate = (f"best of {ROUNDS} alternating rounds of {count} writes at {RATE:.0f}/s; "
+            f"the Store.set round trip alone took "
             f"p50 {trip_p50:,.0f} µs, p99 {trip_p99:,.0f} µs")  # fmt: skip
     return [
         figure("propagation set→callback p50", "µs", w_p50, "SPUBLISH→receive p50", raw_p50,
