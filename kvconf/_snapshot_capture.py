@@ -276,17 +276,20 @@ async def capture(client: Any, tenant: str) -> TenantDump | None:
     known = {_text(n) for n in await client.smembers(tk.namespaces)}
     names = sorted(known)
     async with client.pipeline(transaction=True) as pipe:
-        pipe.exists(tk.meta, tk.rev)
-        pipe.get(tk.rev)
-        pipe.get(tk.epoch)
-        pipe.hgetall(tk.meta)
-        pipe.smembers(tk.namespaces)
-        pipe.hgetall(tk.schema)
-        pipe.zrange(tk.log, 0, -1, withscores=True)
+        # plain execute_command: the cluster client's transaction passes the
+        # ``keys=`` option of redis-py's command methods to reply callbacks
+        # that do not take it (redis-py 8.1)
+        pipe.execute_command("EXISTS", tk.meta, tk.rev)
+        pipe.execute_command("GET", tk.rev)
+        pipe.execute_command("GET", tk.epoch)
+        pipe.execute_command("HGETALL", tk.meta)
+        pipe.execute_command("SMEMBERS", tk.namespaces)
+        pipe.execute_command("HGETALL", tk.schema)
+        pipe.execute_command("ZRANGE", tk.log, 0, -1, "WITHSCORES")
         for ns in names:
-            pipe.hgetall(tk.ns(ns))
-            pipe.hgetall(f"{tk.base}:trash:ns:{ns}")
-            pipe.zrange(tk.hist(ns), 0, -1)
+            pipe.execute_command("HGETALL", tk.ns(ns))
+            pipe.execute_command("HGETALL", f"{tk.base}:trash:ns:{ns}")
+            pipe.execute_command("ZRANGE", tk.hist(ns), 0, -1)
         reply = await pipe.execute()
     exists, rev, epoch, meta, now_names, schemas, log = reply[:7]
     if not exists:
@@ -304,9 +307,11 @@ async def capture(client: Any, tenant: str) -> TenantDump | None:
             trash[ns] = _flat(reply[at + 1])
         if reply[at + 2]:
             history[ns] = list(reply[at + 2])
+    # RESP3 scored members come as [member, score] pairs, RESP2 flat
+    pairs = log if log and isinstance(log[0], list | tuple) else iter_flat_pairs(log)
     flat_log: list[int | bytes] = []
-    for member, score in log:
-        flat_log.extend((int(score), member))
+    for member, score in pairs:
+        flat_log.extend((int(float(score)), member))
     return TenantDump(
         tenant=tenant,
         revision=int(rev) if rev and rev.isdigit() else 0,  # as tonumber() in the script

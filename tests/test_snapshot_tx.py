@@ -1,0 +1,133 @@
+"""Snapshot paths over dedicated connections: pipelined capture, restore transactions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvconf import Store
+from kvconf import _snapshot_capture as capture_mod
+from kvconf._keys import TenantKeys
+from kvconf.exceptions import Conflict, NotFound
+from kvconf.snapshot import load_dump, restore, save
+
+
+def _race_restores(
+    monkeypatch: pytest.MonkeyPatch, store: Store, tenant: str, times: int
+) -> list[int]:
+    """Write to ``tenant`` right after each of the first ``times`` WATCH reads of a
+    restore transaction, before its MULTI/EXEC goes out; returns the revisions written."""
+    real = capture_mod.read_replies
+    written: list[int] = []
+
+    async def racing(conn: Any, n: int, **kwargs: Any) -> list[Any]:
+        replies = await real(conn, n, **kwargs)
+        watch_round = n > 1 and replies[0] == b"OK" and replies[1] != b"QUEUED"
+        if watch_round and len(written) < times:
+            result = await store.set(tenant, "svc", "raced", len(written))
+            written.append(result.revision)
+        return replies
+
+    monkeypatch.setattr(capture_mod, "read_replies", racing)
+    return written
+
+
+async def test_restore_retries_when_a_write_races_the_transaction(
+    store: Store, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.set_many(tenant, "svc", {"a": 1, "b": 2})
+    info = await save(store, tmp_path, [tenant])
+    await store.set(tenant, "svc", "a", 10)
+    written = _race_restores(monkeypatch, store, tenant, times=1)
+
+    report = await restore(store, info.path, safety_dir=tmp_path / "safety")
+    monkeypatch.undo()
+    (row,) = report.tenants
+    assert len(written) == 1  # the first transaction was aborted by the write ...
+    assert row.live_revision == written[0]  # ... and the retry read the raced revision
+    assert row.revision == written[0] + 1
+    assert await store.revision(tenant) == written[0] + 1
+    state = await store.read_state(tenant)
+    assert {k: e.value for k, e in state.namespaces["svc"].items()} == {"a": 1, "b": 2}
+    with pytest.raises(NotFound):
+        await store.history(tenant, "svc", "raced")
+    events = await store.changes_since(tenant, written[0])
+    assert [(e.type, e.revision) for e in events] == [("reset", written[0] + 1)]
+
+
+async def test_restore_gives_up_on_a_tenant_that_keeps_changing_and_writes_nothing(
+    store: Store, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.set_many(tenant, "svc", {"a": 1, "b": 2})
+    info = await save(store, tmp_path, [tenant])
+    await store.set(tenant, "svc", "a", 10)
+    written = _race_restores(monkeypatch, store, tenant, times=capture_mod.RESTORE_ATTEMPTS)
+
+    with pytest.raises(Conflict, match="kept changing") as caught:
+        await restore(store, info.path, safety_dir=tmp_path / "safety")
+    monkeypatch.undo()
+    assert caught.value.details["tenant"] == tenant
+    assert len(written) == capture_mod.RESTORE_ATTEMPTS
+    # only the racing writes happened: no restore, no reset event
+    assert await store.revision(tenant) == written[-1]
+    state = await store.read_state(tenant)
+    values = {k: e.value for k, e in state.namespaces["svc"].items()}
+    assert values == {"a": 10, "b": 2, "raced": capture_mod.RESTORE_ATTEMPTS - 1}
+    assert [e.type for e in await store.changes_since(tenant, 0)] == ["change"] * (
+        2 + capture_mod.RESTORE_ATTEMPTS
+    )
+
+
+async def test_capture_stream_rereads_a_tenant_whose_namespaces_grew(
+    store: Store, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    others = [f"{tenant}-{i}" for i in range(3)]
+    for t in [tenant, *others]:
+        await store.set(t, "svc", "k", 1)
+    real = capture_mod.read_replies
+    calls = 0
+
+    async def late_namespace(conn: Any, n: int, **kwargs: Any) -> list[Any]:
+        nonlocal calls
+        replies = await real(conn, n, **kwargs)
+        calls += 1
+        if calls == 1:  # the namespace sets were read; the transactions are not sent yet
+            await store.set(tenant, "late", "k", 2)
+        return replies
+
+    monkeypatch.setattr(capture_mod, "read_replies", late_namespace)
+    names = [*others, tenant]
+    dumps = [d async for d in capture_mod.capture_stream(store.redis, names, window=2)]
+    monkeypatch.undo()
+    assert [d.tenant for d in dumps if d is not None] == names
+    dump = dumps[-1]
+    assert dump is not None
+    assert dump.namespaces == ["late", "svc"]
+    assert dump.values["late"][0] == b"k"
+    assert dump.history["late"][0].startswith(b"k|0000000001|")
+    assert dump.revision == await store.revision(tenant)
+    for t, d in zip(names, dumps, strict=True):
+        assert d == await capture_mod.capture(store.redis, t)
+
+
+async def test_capture_stream_of_unknown_tenants_yields_none(store: Store, tenant: str) -> None:
+    await store.set(tenant, "svc", "k", 1)
+    names = [f"{tenant}-missing", tenant]
+    dumps = [d async for d in capture_mod.capture_stream(store.redis, names)]
+    assert dumps[0] is None
+    assert dumps[1] is not None
+    assert dumps[1].tenant == tenant
+
+
+async def test_load_dump_writes_the_capture_exactly(store: Store, tenant: str) -> None:
+    await store.set_many(tenant, "svc", {"a": 1, "b": [2]})
+    await store.delete(tenant, "svc", "b")
+    await store.set(tenant, "_defaults", "t", 30)
+    dump = await capture_mod.capture(store.redis, tenant)
+    assert dump is not None
+    await store.set(tenant, "extra", "x", 1)  # live-only state is dropped
+    await load_dump(store, dump)
+    assert await capture_mod.capture(store.redis, tenant) == dump
+    assert await store.redis.exists(TenantKeys(tenant).ns("extra")) == 0
