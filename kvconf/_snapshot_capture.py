@@ -11,6 +11,7 @@ redis-py transaction pipeline per tenant.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
@@ -125,12 +126,14 @@ async def read_replies(conn: Any, n: int, *, errors: bool = True) -> list[Any]:
     reply is raised (``errors=False``: returned in its place)."""
     out: list[Any] = []
     error: ResponseError | None = None
-    for _ in range(n):
-        try:
-            out.append(await conn.read_response(disable_decoding=True))
-        except ResponseError as exc:
-            error = error or exc
-            out.append(exc)
+    # one deadline for all n (a timer per reply costs more than parsing most of them)
+    async with asyncio.timeout(conn.socket_timeout):
+        for _ in range(n):
+            try:
+                out.append(await conn.read_response(disable_decoding=True, timeout=math.inf))
+            except ResponseError as exc:
+                error = error or exc
+                out.append(exc)
     if error is not None and errors:
         raise error
     return out
@@ -140,7 +143,6 @@ def _capture_request(tk: TenantKeys, names: Sequence[str]) -> tuple[bytes, int]:
     """MULTI, the reads of :func:`capture`, EXEC; and how many replies that makes."""
     cmds = [
         resp("MULTI"),
-        resp("EXISTS", tk.meta, tk.rev),
         resp("GET", tk.rev),
         resp("GET", tk.epoch),
         resp("HGETALL", tk.meta),
@@ -158,14 +160,14 @@ def _capture_request(tk: TenantKeys, names: Sequence[str]) -> tuple[bytes, int]:
 
 def _dump_from_reply(tenant: str, names: Sequence[str], reply: list[Any]) -> TenantDump | None:
     """The dump of a RESP2 EXEC reply of :func:`_capture_request`."""
-    exists, rev, epoch, meta, now_names, schemas, log = reply[:7]
-    if not exists:
+    rev, epoch, meta, now_names, schemas, log = reply[:6]
+    if rev is None and not meta:  # neither key exists
         return None
     values: dict[str, list[bytes]] = {}
     trash: dict[str, list[bytes]] = {}
     history: dict[str, list[bytes]] = {}
     for i, ns in enumerate(names):
-        at = 7 + 3 * i
+        at = 6 + 3 * i
         if reply[at]:
             values[ns] = reply[at]
         if reply[at + 1]:
@@ -226,7 +228,7 @@ async def capture_stream(
             if i + window < len(tenants):
                 await send(i + window)  # Redis reads the next tenants while this one is built
             reply = _checked(replies[-1])
-            if reply[0] and not {_text(x) for x in reply[4]} <= known[i]:
+            if not {_text(x) for x in reply[3]} <= known[i]:
                 yield await capture_by_script(Scripts(client), tenants[i])
             else:
                 yield _dump_from_reply(tenants[i], names, reply)

@@ -30,7 +30,7 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -158,9 +158,24 @@ _dump_decoder = msgspec.msgpack.Decoder(TenantDump)
 _footer_decoder = msgspec.json.Decoder(Footer)
 
 
-def encode_dump(dump: TenantDump) -> bytes:
-    """One tenant as a body record's payload (msgpack)."""
-    return _encoder.encode(dump)
+class RecordBatch:
+    """Body records (``u32 length + msgpack TenantDump``) framed into one buffer.
+
+    Each dump is encoded straight into the buffer, with no copy of its own.
+    """
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.summaries: list[TenantSummary] = []
+
+    def add(self, dump: TenantDump) -> TenantSummary:
+        """Frame one tenant; returns its summary."""
+        start = len(self.data) + 4
+        self.data += b"\0\0\0\0"
+        _encoder.encode_into(dump, self.data, start)
+        struct.pack_into(">I", self.data, start - 4, len(self.data) - start)
+        self.summaries.append(summarize(dump))
+        return self.summaries[-1]
 
 
 def snapshot_name(label: str = "", now: datetime | None = None) -> str:
@@ -225,20 +240,20 @@ class SnapshotWriter:
 
     def add(self, dump: TenantDump) -> TenantSummary:
         """Append one tenant."""
-        summary = summarize(dump)
-        self.add_encoded([(encode_dump(dump), summary)])
+        batch = RecordBatch()
+        summary = batch.add(dump)
+        self.add_batch(batch)
         return summary
 
-    def add_encoded(self, records: Sequence[tuple[bytes, TenantSummary]]) -> None:
-        """Append tenants encoded by :func:`encode_dump`, with their summaries.
+    def add_batch(self, batch: RecordBatch) -> None:
+        """Append the tenants of ``batch``.
 
         Compression, hashing and writing release the GIL: run it in a thread
-        while the event loop reads the next tenants. A few megabytes at a
-        time, so the thread takes the GIL back rarely.
+        while the event loop reads the next tenants. Batches of a few
+        megabytes, so the thread takes the GIL back rarely.
         """
-        framed = b"".join(x for data, _ in records for x in (struct.pack(">I", len(data)), data))
-        self._sink.write(self._zstd.compress(framed))
-        self._tenants.extend(summary for _, summary in records)
+        self._sink.write(self._zstd.compress(batch.data))
+        self._tenants.extend(batch.summaries)
 
     def finish(self) -> Footer:
         """Complete the file: footer, checksum, fsync, rename, directory fsync."""

@@ -46,15 +46,14 @@ from ._snapshot_capture import (
 from ._snapshot_format import (
     SUFFIX,
     Footer,
+    RecordBatch,
     SnapshotReader,
     SnapshotWriter,
     TenantDump,
     TenantSummary,
-    encode_dump,
     iter_flat_pairs,
     read_footer,
     snapshot_name,
-    summarize,
 )
 from .exceptions import InvalidInput, KvconfError, NotFound, TenantNotFound, Unavailable
 from .store import Store
@@ -188,16 +187,15 @@ async def write_snapshot(
 
         with SnapshotWriter(path, label=label, generation=generation) as writer:
             adding: asyncio.Future[Any] | None = None
-            batch: list[tuple[bytes, TenantSummary]] = []
-            size = 0
+            batch = RecordBatch()
 
             async def flush() -> None:
-                nonlocal adding, batch, size
+                nonlocal adding, batch
                 if adding is not None:
                     await adding
                 # compression and the file write run beside the next captures
-                adding = asyncio.ensure_future(asyncio.to_thread(writer.add_encoded, batch))
-                batch, size = [], 0
+                adding = asyncio.ensure_future(asyncio.to_thread(writer.add_batch, batch))
+                batch = RecordBatch()
 
             try:
                 async with aclosing(capture_stream(store.redis, names)) as dumps:
@@ -210,14 +208,12 @@ async def write_snapshot(
                             raise TenantNotFound(name)
                         if dump is None or (deleted and not include_deleted and tenants is None):
                             continue
-                        data = encode_dump(dump)
-                        batch.append((data, summarize(dump)))
-                        size += len(data)
-                        if size >= _WRITE_BATCH:
+                        batch.add(dump)
+                        if len(batch.data) >= _WRITE_BATCH:
                             await flush()
                         if progress is not None:
                             progress(i, len(names), name)
-                if batch:
+                if batch.summaries:
                     await flush()
                 if adding is not None:
                     await adding

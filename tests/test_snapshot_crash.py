@@ -115,7 +115,7 @@ async def test_injected_failure_at_each_step_keeps_previous_file(
     elif step == "replace":
         monkeypatch.setattr(fmt.os, "replace", boom)
     else:
-        monkeypatch.setattr(fmt.SnapshotWriter, "add_encoded", boom)
+        monkeypatch.setattr(fmt.SnapshotWriter, "add_batch", boom)
     with pytest.raises(OSError, match=r"injected|No space"):
         await write_snapshot(store, target, [tenant])
     monkeypatch.undo()
