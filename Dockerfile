@@ -4,8 +4,11 @@
 # Without KVCONF_REDIS_URL it serves the embedded store, durable in /data.
 
 FROM python:3.11-slim AS build
+# A C compiler builds the optional fast path of the watcher's cached reads.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY kvconf ./kvconf
 COPY api ./api
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
