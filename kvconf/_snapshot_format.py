@@ -159,21 +159,20 @@ _footer_decoder = msgspec.json.Decoder(Footer)
 
 
 class RecordBatch:
-    """Body records (``u32 length + msgpack TenantDump``) framed into one buffer.
-
-    Each dump is encoded straight into the buffer, with no copy of its own.
-    """
+    """Body records (``u32 length + msgpack TenantDump``) waiting to be compressed."""
 
     def __init__(self) -> None:
-        self.data = bytearray()
+        self.records: list[bytearray] = []
+        self.size = 0
         self.summaries: list[TenantSummary] = []
 
     def add(self, dump: TenantDump) -> TenantSummary:
         """Frame one tenant; returns its summary."""
-        start = len(self.data) + 4
-        self.data += b"\0\0\0\0"
-        _encoder.encode_into(dump, self.data, start)
-        struct.pack_into(">I", self.data, start - 4, len(self.data) - start)
+        record = bytearray(4)
+        _encoder.encode_into(dump, record, 4)
+        struct.pack_into(">I", record, 0, len(record) - 4)
+        self.records.append(record)
+        self.size += len(record)
         self.summaries.append(summarize(dump))
         return self.summaries[-1]
 
@@ -252,7 +251,8 @@ class SnapshotWriter:
         while the event loop reads the next tenants. Batches of a few
         megabytes, so the thread takes the GIL back rarely.
         """
-        self._sink.write(self._zstd.compress(batch.data))
+        for record in batch.records:
+            self._sink.write(self._zstd.compress(record))
         self._tenants.extend(batch.summaries)
 
     def finish(self) -> Footer:

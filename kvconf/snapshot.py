@@ -209,7 +209,7 @@ async def write_snapshot(
                         if dump is None or (deleted and not include_deleted and tenants is None):
                             continue
                         batch.add(dump)
-                        if len(batch.data) >= _WRITE_BATCH:
+                        if batch.size >= _WRITE_BATCH:
                             await flush()
                         if progress is not None:
                             progress(i, len(names), name)
