@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _codec
 from ._keys import PREFIX, TenantKeys
@@ -127,13 +128,17 @@ async def read_replies(conn: Any, n: int, *, errors: bool = True) -> list[Any]:
     out: list[Any] = []
     error: ResponseError | None = None
     # one deadline for all n (a timer per reply costs more than parsing most of them)
-    async with asyncio.timeout(conn.socket_timeout):
-        for _ in range(n):
-            try:
-                out.append(await conn.read_response(disable_decoding=True, timeout=math.inf))
-            except ResponseError as exc:
-                error = error or exc
-                out.append(exc)
+    try:
+        async with asyncio.timeout(conn.socket_timeout):
+            for _ in range(n):
+                try:
+                    out.append(await conn.read_response(disable_decoding=True, timeout=math.inf))
+                except ResponseError as exc:
+                    error = error or exc
+                    out.append(exc)
+    except TimeoutError:
+        await conn.disconnect()  # replies may still be on their way: never reuse it
+        raise RedisTimeoutError(f"no reply within {conn.socket_timeout} s") from None
     if error is not None and errors:
         raise error
     return out

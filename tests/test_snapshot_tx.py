@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aredis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from kvconf import Store
+from kvconf import Settings, Store
 from kvconf import _snapshot_capture as capture_mod
 from kvconf._keys import TenantKeys
-from kvconf.exceptions import Conflict, NotFound
+from kvconf.exceptions import Conflict, NotFound, Unavailable
 from kvconf.snapshot import load_dump, restore, save
+
+from .redis_server import RedisServer
 
 
 def _race_restores(
@@ -131,3 +136,36 @@ async def test_load_dump_writes_the_capture_exactly(store: Store, tenant: str) -
     await load_dump(store, dump)
     assert await capture_mod.capture(store.redis, tenant) == dump
     assert await store.redis.exists(TenantKeys(tenant).ns("extra")) == 0
+
+
+async def test_a_reply_that_never_comes_times_out_as_a_redis_error(
+    redis_server: RedisServer,
+) -> None:
+    client = aredis.Redis.from_url(redis_server.url, socket_timeout=0.3)
+    try:
+        async with capture_mod.dedicated_connections(client, 1) as (conn,):
+            await conn.send_packed_command(capture_mod.resp("BLPOP", "kvconf:never", 5))
+            with pytest.raises(RedisTimeoutError):
+                await capture_mod.read_replies(conn, 1)
+            assert not conn.is_connected  # a late reply can never be taken for another's
+    finally:
+        await client.aclose()
+
+
+async def test_a_frozen_server_makes_save_unavailable(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    client = aredis.Redis.from_url(redis_server.url, socket_timeout=0.5)
+    store = Store(client=client, settings=Settings(redis_url=redis_server.url), environ={})
+    try:
+        await store.set_many("frozen", "svc", {"a": 1})
+        redis_server.pause()
+        try:
+            with pytest.raises(Unavailable):
+                await asyncio.wait_for(save(store, tmp_path / "snaps", ["frozen"]), 10)
+        finally:
+            redis_server.resume()
+        assert (await store.get("frozen", "svc", "a")).value == 1
+        assert list((tmp_path / "snaps").glob("*")) == []  # not even a temporary file
+    finally:
+        await store.aclose()
