@@ -8,15 +8,18 @@
 A snapshot holds, per tenant, its current values with their metadata, the
 history of every key (deleted ones too; one list per namespace), change log,
 schemas, tenant metadata, revision and epoch, each tenant captured by one
-server-side script at one revision while writes go on. Files are written
+MULTI/EXEC transaction at one revision while writes go on. Files are written
 per invariant 6 (temporary file, fsync, atomic rename, directory fsync,
 mode 0600) and carry a format version and a SHA-256 that
 :func:`verify` and :func:`restore` check before touching Redis (see
 :mod:`kvconf._snapshot_format` for the layout).
 
-A restore moves each tenant's revision past both the file's and the live one,
-gives it a fresh epoch and logs and publishes a ``reset`` event, so watchers
-resynchronise. It first saves a safety snapshot of what it overwrites.
+A restore writes each tenant in one transaction (a tenant is never half
+restored; one that keeps changing meanwhile is refused with
+:class:`~kvconf.exceptions.Conflict`), moves its revision past both the file's
+and the live one, gives it a fresh epoch and logs and publishes a ``reset``
+event, so watchers resynchronise. It first saves a safety snapshot of what it
+overwrites.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ has two versions in its namespace's history zset and the log holds the
 change sets. Save (one MULTI/EXEC read per tenant: values, trash and one
 ZRANGE per namespace history) is compared with a raw dump in the same run
 (SCAN + pipelined HGETALL of the namespace hashes, msgpack, the same zstd
-level, fsync) and with a raw dump of every key; restore (verify + one script
-per tenant into an emptied Redis) is compared with raw pipelined HSETs of the
-same hashes and judged against an absolute floor.
+level, fsync) and with a raw dump of every key; restore (verify, safety
+snapshot, one MULTI/EXEC per tenant into an emptied Redis) is compared with
+raw pipelined HSETs of the same hashes and judged against an absolute floor.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
             goal_ratio=0.8, notes="same keys as the snapshot, but no per-tenant revision pinning",
         ),
         figure(
-            "restore (verify + one script per tenant)", "keys/s", restore_rate,
+            "restore (verify + one transaction per tenant)", "keys/s", restore_rate,
             "pipelined HSET of the same hashes", raw_restore, goal_ratio=0.0,
             goal_absolute=100_000,
         ),
