@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kvconf import Settings, Store
 from kvconf import _snapshot_capture as capture_mod
+from kvconf._connect import _servers
 from kvconf._keys import TenantKeys
+from kvconf._snapshot_format import TenantDump
 from kvconf.exceptions import Conflict, NotFound, Unavailable
 from kvconf.snapshot import load_dump, restore, save
 
@@ -169,3 +172,24 @@ async def test_a_frozen_server_makes_save_unavailable(
         assert list((tmp_path / "snaps").glob("*")) == []  # not even a temporary file
     finally:
         await store.aclose()
+
+
+async def test_load_dump_of_a_big_tenant_is_quick_on_fakeredis(tenant: str) -> None:
+    # fakeredis parses one huge joined buffer of commands very slowly (11 s here)
+    record = b'{"version":1,"revision":1,"updated_at":"t","updated_by":"a","value":%d}'
+    keys = [b"k%d" % i for i in range(5000)]
+    dump = TenantDump(
+        tenant=tenant, revision=1, epoch="e", meta={"created_at": "t"}, namespaces=["ns"],
+        schemas={}, values={"ns": [x for k in keys for x in (k, record % 1)]}, trash={},
+        history={"ns": sorted(b"%s|0000000001|%s" % (k, record % 1) for k in keys)},
+        log=[1, b'{"tenant":"%s"}' % tenant.encode()],
+    )  # fmt: skip
+    store = Store(settings=Settings(redis_url=f"memory://{tenant}"), environ={})
+    try:
+        started = time.perf_counter()
+        await load_dump(store, dump)
+        assert time.perf_counter() - started < 5
+        assert await capture_mod.capture(store.redis, tenant) == dump
+    finally:
+        await store.aclose()
+        _servers.pop(tenant, None)
