@@ -209,7 +209,7 @@ async def capture_stream(
     """
     if not tenants:
         return
-    async with dedicated_connections(client, _STREAMS) as conns:
+    async with dedicated_connections(client, min(_STREAMS, len(tenants))) as conns:
         if not conns:
             async for dump in _capture_each(client, tenants, window=4):
                 yield dump

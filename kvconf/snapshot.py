@@ -409,7 +409,7 @@ async def restore(
         # Redis restores some tenants while the next are decoded and encoded;
         # one transaction in flight per connection, rows stay in file order.
         conns = await stack.enter_async_context(
-            dedicated_connections(store.redis, 0 if dry_run else _RESTORE_WINDOW)
+            dedicated_connections(store.redis, 0 if dry_run else min(_RESTORE_WINDOW, len(targets)))
         )
         idle = list(conns)
         window = len(conns) or _RESTORE_SCRIPTS
