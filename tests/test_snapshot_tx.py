@@ -193,3 +193,15 @@ async def test_load_dump_of_a_big_tenant_is_quick_on_fakeredis(tenant: str) -> N
     finally:
         await store.aclose()
         _servers.pop(tenant, None)
+
+
+async def test_save_refuses_a_tenant_with_a_foreign_key_and_leaves_no_file(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    await store.set(tenant, "svc", "a", 1)
+    hist = TenantKeys(tenant).hist("svc")
+    await store.redis.delete(hist)
+    await store.redis.set(hist, "junk")  # an operator's mistake
+    with pytest.raises(Unavailable, match="WRONGTYPE"):
+        await save(store, tmp_path / "snaps", [tenant])
+    assert list((tmp_path / "snaps").glob("*")) == []
