@@ -197,7 +197,7 @@ def _dump_from_reply(tenant: str, names: Sequence[str], reply: list[Any]) -> Ten
 
 
 async def capture_stream(
-    client: Any, tenants: Sequence[str], *, window: int = 8
+    client: Any, tenants: Sequence[str], *, window: int = 4
 ) -> AsyncGenerator[TenantDump | None]:
     """Each of ``tenants`` at one revision, in order (None for a tenant with no state).
 
