@@ -37,15 +37,7 @@ from redis.exceptions import RedisError
 
 from ._keys import TENANTS_KEY, TenantKeys, validate_tenant
 from ._scripts import Scripts
-from ._snapshot_capture import (
-    capture_stream,
-    dedicated_connections,
-    restore_args,
-    restore_one,
-    restore_tx,
-    revisions,
-    scan_suffixes,
-)
+from ._snapshot_capture import capture_stream, dedicated_connections, revisions, scan_suffixes
 from ._snapshot_format import (
     SUFFIX,
     Footer,
@@ -58,6 +50,7 @@ from ._snapshot_format import (
     read_footer,
     snapshot_name,
 )
+from ._snapshot_restore import restore_args, restore_one, restore_tx
 from .exceptions import InvalidInput, KvconfError, NotFound, TenantNotFound, Unavailable
 from .store import Store
 

@@ -13,6 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kvconf import Settings, Store
 from kvconf import _snapshot_capture as capture_mod
+from kvconf import _snapshot_restore as restore_mod
 from kvconf._connect import _servers
 from kvconf._keys import TenantKeys
 from kvconf._snapshot_format import TenantDump
@@ -27,7 +28,7 @@ def _race_restores(
 ) -> list[int]:
     """Write to ``tenant`` right after each of the first ``times`` WATCH reads of a
     restore transaction, before its MULTI/EXEC goes out; returns the revisions written."""
-    real = capture_mod.read_replies
+    real = restore_mod.read_replies
     written: list[int] = []
 
     async def racing(conn: Any, n: int, **kwargs: Any) -> list[Any]:
@@ -38,7 +39,7 @@ def _race_restores(
             written.append(result.revision)
         return replies
 
-    monkeypatch.setattr(capture_mod, "read_replies", racing)
+    monkeypatch.setattr(restore_mod, "read_replies", racing)
     return written
 
 
@@ -71,20 +72,20 @@ async def test_restore_gives_up_on_a_tenant_that_keeps_changing_and_writes_nothi
     await store.set_many(tenant, "svc", {"a": 1, "b": 2})
     info = await save(store, tmp_path, [tenant])
     await store.set(tenant, "svc", "a", 10)
-    written = _race_restores(monkeypatch, store, tenant, times=capture_mod.RESTORE_ATTEMPTS)
+    written = _race_restores(monkeypatch, store, tenant, times=restore_mod.RESTORE_ATTEMPTS)
 
     with pytest.raises(Conflict, match="kept changing") as caught:
         await restore(store, info.path, safety_dir=tmp_path / "safety")
     monkeypatch.undo()
     assert caught.value.details["tenant"] == tenant
-    assert len(written) == capture_mod.RESTORE_ATTEMPTS
+    assert len(written) == restore_mod.RESTORE_ATTEMPTS
     # only the racing writes happened: no restore, no reset event
     assert await store.revision(tenant) == written[-1]
     state = await store.read_state(tenant)
     values = {k: e.value for k, e in state.namespaces["svc"].items()}
-    assert values == {"a": 10, "b": 2, "raced": capture_mod.RESTORE_ATTEMPTS - 1}
+    assert values == {"a": 10, "b": 2, "raced": restore_mod.RESTORE_ATTEMPTS - 1}
     assert [e.type for e in await store.changes_since(tenant, 0)] == ["change"] * (
-        2 + capture_mod.RESTORE_ATTEMPTS
+        2 + restore_mod.RESTORE_ATTEMPTS
     )
 
 
