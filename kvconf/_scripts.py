@@ -48,7 +48,14 @@ class _Pipelined:
             return await future
         self._busy = True
         try:
-            return await self._script(keys=keys, args=args)
+            command = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
+            (reply,) = await _pipeline(self._client, [command])
+            if isinstance(reply, NoScriptError):  # the server lost its scripts: load, once
+                await self._client.script_load(self._script.script)
+                (reply,) = await _pipeline(self._client, [command])
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
         finally:
             if self._pending:
                 self._drainer = asyncio.get_running_loop().create_task(self._drain())
@@ -106,7 +113,7 @@ async def _pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:
-        await conn.send_packed_command(conn.pack_commands(commands))
+        await conn.send_packed_command(b"".join(map(_pack, commands)), check_health=False)
         results: list[Any] = []
         for _ in commands:
             try:
@@ -119,6 +126,18 @@ async def _pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     finally:
         await pool.release(conn)
     return results
+
+
+def _pack(args: tuple[Any, ...]) -> bytes:
+    """One command in RESP: what redis-py's ``pack_command`` does, in a third of the time.
+
+    Arguments are ``str`` (UTF-8), ``bytes`` or ``int``, as the scripts take them.
+    """
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if type(arg) is str else b"%d" % arg if type(arg) is int else arg
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 def _settle(
@@ -136,8 +155,9 @@ def _settle(
 class Scripts:
     """The scripts bound to one Redis client, registered lazily by name.
 
-    ``pipelining=False`` (used for Cluster clients, whose pipelines route per
-    slot) makes :meth:`batched` a plain call.
+    ``pipelining=False`` (for Cluster clients, whose pipelines route per
+    slot, and in-process clients, which must see every command through
+    ``execute_command``) makes :meth:`batched` a plain call.
     """
 
     def __init__(self, client: Any, *, pipelining: bool = True) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import fakeredis
 import msgspec
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
@@ -147,7 +148,11 @@ class Store:
             url = self.settings.redis_url
         self.url = url
         self.redis: Any = client if client is not None else connect(url)
-        self._scripts = Scripts(self.redis, pipelining=not isinstance(self.redis, RedisCluster))
+        # Pipelining talks to connections directly: not on Cluster (routing per
+        # slot) nor in-process (the embedded client sees its writes through
+        # execute_command, and there is no round trip to share).
+        pipelining = not isinstance(self.redis, RedisCluster | fakeredis.FakeAsyncRedis)
+        self._scripts = Scripts(self.redis, pipelining=pipelining)
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._schemas: dict[str, _TenantSchemas] = {}
 

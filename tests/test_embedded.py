@@ -51,6 +51,23 @@ async def opener(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     await close_all()
 
 
+async def test_concurrent_writes_survive_reopen(
+    opener: Callable[..., object], tenant: str
+) -> None:
+    # Concurrent writers share round trips on a server; every one of them
+    # must still be marked for the data dir.
+    store = await opener()  # type: ignore[misc]
+    await asyncio.gather(*(store.set(tenant, "svc", f"k{i}", i) for i in range(40)))
+    await asyncio.gather(*(store.set(f"{tenant}-{i}", "svc", "k", i) for i in range(10)))
+    before = await store.read_state(tenant)
+    assert len(before.namespaces["svc"]) == 40
+
+    store = await opener()  # type: ignore[misc]
+    assert await store.read_state(tenant) == before
+    for i in range(10):
+        assert (await store.get(f"{tenant}-{i}", "svc", "k")).value == i
+
+
 async def test_state_survives_reopen(opener: Callable[..., object], tenant: str) -> None:
     store = await opener()  # type: ignore[misc]
     await store.create_tenant(tenant)
