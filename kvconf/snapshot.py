@@ -484,7 +484,24 @@ async def restore(
         raise _unavailable(exc) from exc
     finally:
         await stack.aclose()
+        if not dry_run:
+            await _journal(store, list(targets.values()))
     return RestoreReport(path=str(source), dry_run=dry_run, tenants=results, safety_snapshot=safety)
+
+
+async def _journal(store: Store, tenants: list[str]) -> None:
+    """Embedded store: persist the restored tenants before returning.
+
+    Its client marks what to persist from the commands it executes, which
+    the restore transactions' own connections go around.
+    """
+    from ._embedded import persister_of  # _embedded imports this module
+
+    persister = persister_of(store)
+    if persister is not None:
+        for tenant in tenants:
+            persister.note_key(TenantKeys(tenant).rev)
+        await persister.flush()
 
 
 async def load_dump(store: Store, dump: TenantDump) -> None:

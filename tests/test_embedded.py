@@ -21,6 +21,7 @@ from kvconf._background import background_services
 from kvconf._embedded import close_embedded, open_embedded_store, persister_of
 from kvconf._snapshot_journal import JournalWriter, journal_generations
 from kvconf.exceptions import TenantNotFound, Unavailable
+from kvconf import snapshot
 from kvconf.snapshot import list_snapshots, verify
 
 from .redis_server import free_port
@@ -66,6 +67,21 @@ async def test_concurrent_writes_survive_reopen(
     assert await store.read_state(tenant) == before
     for i in range(10):
         assert (await store.get(f"{tenant}-{i}", "svc", "k")).value == i
+
+
+async def test_a_restore_survives_reopen(
+    opener: Callable[..., object], tenant: str, tmp_path: Path
+) -> None:
+    store = await opener()  # type: ignore[misc]
+    await store.set(tenant, "svc", "port", 80)
+    saved = await snapshot.save(store, directory=tmp_path / "snaps")
+    await store.set(tenant, "svc", "port", 81)
+    await snapshot.restore(store, saved.path)
+    restored = await store.read_state(tenant)
+    assert restored.namespaces["svc"]["port"].value == 80
+
+    store = await opener()  # type: ignore[misc]
+    assert await store.read_state(tenant) == restored
 
 
 async def test_state_survives_reopen(opener: Callable[..., object], tenant: str) -> None:
