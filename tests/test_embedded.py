@@ -52,9 +52,7 @@ async def opener(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     await close_all()
 
 
-async def test_concurrent_writes_survive_reopen(
-    opener: Callable[..., object], tenant: str
-) -> None:
+async def test_concurrent_writes_survive_reopen(opener: Callable[..., object], tenant: str) -> None:
     # Concurrent writers share round trips on a server; every one of them
     # must still be marked for the data dir.
     store = await opener()  # type: ignore[misc]
