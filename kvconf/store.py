@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import fakeredis
-import msgspec
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
@@ -38,17 +37,15 @@ from ._keys import (
 )
 from ._keys import validate_tenant as _validate_tenant
 from ._scripts import Scripts
+from ._write_ops import MAX_ACTOR, MAX_REASON, Op, audit_text, change_ops, check_count, outcome
 from .config import Settings
 from .exceptions import (
-    EmptyChangeSet,
     HistoryTrimmed,
     InvalidInput,
-    KeyConflict,
     KeyNotFound,
     TenantExists,
     TenantNotFound,
     Unavailable,
-    VersionConflict,
     VersionNotFound,
 )
 from .layers import effective_keys, resolve
@@ -69,11 +66,6 @@ __all__ = ["Store"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-_MAX_ACTOR = 256
-# Versions are kept as 10 digits in history members; Lua prints larger numbers
-# in exponent form, so nothing above this can be a real version.
-_MAX_VERSION = 9_999_999_999
-_MAX_REASON = 1024
 
 
 def _redis_errors(
@@ -443,8 +435,10 @@ class Store:
         """
         tk = tenant_keys(tenant)
         validate_namespace(namespace)
-        self._check_count(len(values) + len(deletes))  # before encoding any value
-        ops = self._ops(values, deletes, expect or {})
+        check_count(
+            len(values) + len(deletes), self.settings.max_keys_per_write
+        )  # before encoding any value
+        ops = change_ops(values, deletes, expect or {}, self.settings.max_value_bytes)
         keys = [tk.ns(namespace), tk.hist(namespace)]
         return await self._write(
             tk, namespace, keys, ops, {namespace: values}, actor, reason, create
@@ -475,55 +469,30 @@ class Store:
         if unknown:
             raise InvalidInput(f"expected versions given for namespaces not in the change set: "
                                f"{sorted(unknown)}")  # fmt: skip
-        self._check_count(
-            sum(len(v) for v in values.values()) + sum(len(d) for d in deletes.values())
+        check_count(
+            sum(len(v) for v in values.values()) + sum(len(d) for d in deletes.values()),
+            self.settings.max_keys_per_write,
         )  # before encoding any value
-        ops: list[tuple[str, str, bytes]] = []
+        ops: list[Op] = []
         for namespace in {**dict.fromkeys(values), **dict.fromkeys(deletes)}:
             validate_namespace(namespace)
-            for key, op, data in self._ops(
-                values.get(namespace, {}), deletes.get(namespace, ()), expect.get(namespace, {})
+            for key, op, data in change_ops(
+                values.get(namespace, {}),
+                deletes.get(namespace, ()),
+                expect.get(namespace, {}),
+                self.settings.max_value_bytes,
             ):
                 ops.append((f"{namespace}/{key}", op, data))
         first = ops[0][0].partition("/")[0]
         keys = [tk.ns(first), tk.hist(first)]
         return await self._write(tk, "*", keys, ops, values, actor, reason, create)
 
-    def _ops(
-        self, values: Mapping[str, Any], deletes: Sequence[str], expect: Mapping[str, int]
-    ) -> list[tuple[str, str, bytes]]:
-        """Validated (key, op+expected version, value JSON) triples of one namespace."""
-        limit = self.settings.max_value_bytes
-        ops = [(validate_key(k), "s", _codec.encode_value(k, v, limit)) for k, v in values.items()]
-        for key in deletes:
-            if validate_key(key) in values:
-                raise InvalidInput(f"key {key!r} is both set and deleted", key=key)
-            ops.append((key, "d", b""))
-        if len(ops) != len({op[0] for op in ops}):
-            raise InvalidInput("a key appears twice in the change set")
-        for key, version in expect.items():
-            if key not in values and key not in deletes:
-                raise InvalidInput(f"expected version given for {key!r}, not in the change set")
-            if type(version) is not int or not 0 <= version <= _MAX_VERSION:
-                raise InvalidInput(
-                    f"expected version of {key!r} must be an integer from 0 to {_MAX_VERSION}",
-                    key=key,
-                )
-        return [(key, f"{op}{expect.get(key, -1)}", data) for key, op, data in ops]
-
-    def _check_count(self, count: int) -> None:
-        if count == 0:
-            raise EmptyChangeSet()
-        limit = self.settings.max_keys_per_write
-        if count > limit:
-            raise InvalidInput(f"a change set holds at most {limit} keys, got {count}", limit=limit)
-
     async def _write(
         self,
         tk: TenantKeys,
         namespace: str,
         keys: list[str],
-        ops: list[tuple[str, str, bytes]],
+        ops: list[Op],
         checks: Mapping[str, Mapping[str, Any]],
         actor: str | None,
         reason: str,
@@ -531,8 +500,8 @@ class Store:
     ) -> WriteResult:
         """Run the write script; reload schemas and retry when they changed meanwhile."""
         settings = self.settings
-        actor_json = self._audit_text("actor", actor or settings.actor, _MAX_ACTOR)
-        reason_json = self._audit_text("reason", reason, _MAX_REASON)
+        actor_json = audit_text("actor", actor or settings.actor, MAX_ACTOR)
+        reason_json = audit_text("reason", reason, MAX_REASON)
         limits = f"{1 if create else 0} {settings.history_limit} {settings.log_limit}"
         args: list[Any] = [
             tk.base, namespace, tk.tenant, actor_json, reason_json, _codec.now_iso(), "",
@@ -548,47 +517,14 @@ class Store:
                 args[6] = f"{schemas.gen} {limits}"
                 reply = await self._scripts.batched("write", keys, args)
                 if reply[0] != b"schema":
-                    return await self._write_result(tk, namespace, ops, reply)
+                    result = outcome(tk.tenant, namespace, ops, reply)
+                    if reply[3] == 1:  # the write created the tenant
+                        await self.redis.sadd(TENANTS_KEY, tk.tenant)
+                    return result
                 self._schemas.pop(tk.tenant, None)
         except RedisError as exc:
             raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
         raise Unavailable(f"schema of {tk.tenant!r} kept changing during the write")
-
-    async def _write_result(
-        self, tk: TenantKeys, namespace: str, ops: list[tuple[str, str, bytes]], reply: list[Any]
-    ) -> WriteResult:
-        status = reply[0]
-        tenant = tk.tenant
-        if status == b"ok":
-            if reply[3] == 1:
-                await self.redis.sadd(TENANTS_KEY, tenant)
-            return WriteResult(
-                tenant=tenant,
-                namespace=namespace,
-                revision=int(reply[1]),
-                epoch=_text(reply[2]),
-                versions={op[0]: int(v) for op, v in zip(ops, reply[4:], strict=True)},
-            )
-        if status == b"conflict":
-            conflicts = msgspec.json.decode(reply[1], type=list[KeyConflict])
-            raise VersionConflict(tenant, namespace, conflicts)
-        if status == b"missing":
-            raise KeyNotFound(tenant, namespace, msgspec.json.decode(reply[1], type=list[str]))
-        if status in (b"notenant", b"deleted"):
-            raise TenantNotFound(tenant)
-        if status == b"wrongtype":
-            raise Unavailable(
-                f"redis key {_text(reply[1])} has a foreign type", reason="corrupt_state"
-            )
-        raise Unavailable(f"unexpected reply from the write script: {reply[0]!r}")
-
-    @staticmethod
-    def _audit_text(field: str, text: object, limit: int) -> bytes:
-        if not isinstance(text, str):
-            raise InvalidInput(f"{field} must be a string", field=field)
-        if len(text) > limit:
-            raise InvalidInput(f"{field} is longer than {limit} characters", field=field)
-        return _codec.encode(text)
 
     # -- schemas ---------------------------------------------------------------
 
@@ -640,8 +576,8 @@ class Store:
         body = b""
         if schema is not None:
             body = _codec.encode(validate_schema(schema))
-        actor_json = self._audit_text("actor", actor or self.settings.actor, _MAX_ACTOR)
-        reason_json = self._audit_text("reason", reason, _MAX_REASON)
+        actor_json = audit_text("actor", actor or self.settings.actor, MAX_ACTOR)
+        reason_json = audit_text("reason", reason, MAX_REASON)
         for _ in range(5):
             self._schemas.pop(tenant, None)
             current = await self._tenant_schemas(tk)
