@@ -4,21 +4,26 @@
 native commands in one transaction over a dedicated connection of
 :func:`~kvconf._snapshot_capture.dedicated_connections`; :func:`restore_one`
 runs ``restore.lua`` (mode ``merge``, and every mode on a cluster) with the
-arguments of :func:`restore_args`.
+arguments of :func:`restore_args`. :func:`restore_diff` counts what a
+restore would change (its dry run); :func:`persist_restored` makes the
+embedded store journal what the transactions wrote.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _codec
 from ._keys import TenantKeys
 from ._scripts import Scripts
 from ._snapshot_capture import as_text, checked_reply, read_replies, resp, script_keys
-from ._snapshot_format import TenantDump
+from ._snapshot_format import TenantDump, iter_flat_pairs
 from .exceptions import Conflict, TenantNotFound, Unavailable
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 def pack(items: Sequence[bytes | str | int]) -> tuple[bytes, str]:
@@ -262,3 +267,62 @@ async def restore_tx(
 
 def _flatten(mapping: dict[str, Any]) -> list[Any]:
     return [x for pair in mapping.items() for x in pair]
+
+
+def _raw_values(flat: list[bytes]) -> dict[bytes, bytes]:
+    # a record ends with its value: the first ',"value":' is structural (see _codec)
+    out: dict[bytes, bytes] = {}
+    for k, v in iter_flat_pairs(flat):
+        at = v.find(b',"value":')
+        out[k] = v[at + 9 : -1] if at >= 0 else v
+    return out
+
+
+async def restore_diff(store: Store, dump: TenantDump, target: str, mode: str) -> tuple[int, ...]:
+    """(added, changed, removed, unchanged) keys a restore would make, comparing raw values.
+
+    ``mode`` ``"replace"`` also counts live keys the file does not have.
+    """
+    tk = TenantKeys(target)
+    live: dict[str, dict[bytes, bytes]] = {}
+    if await store.redis.exists(tk.meta):
+        for raw in await store.redis.smembers(tk.namespaces):
+            ns = raw.decode() if isinstance(raw, bytes) else raw
+            flat = await store.redis.execute_command("HGETALL", tk.ns(ns))
+            if isinstance(flat, dict):
+                flat = [x for pair in flat.items() for x in pair]
+            live[ns] = _raw_values(flat)
+    added = changed = removed = unchanged = 0
+    for ns, flat in dump.values.items():
+        have = live.get(ns, {})
+        if not have:
+            added += len(flat) // 2
+            continue
+        for key, value in _raw_values(flat).items():
+            old = have.get(key)
+            if old is None:
+                added += 1
+            elif old == value:
+                unchanged += 1
+            else:
+                changed += 1
+    if mode == "replace":
+        for ns, have in live.items():
+            mine = {k for k, _ in iter_flat_pairs(dump.values.get(ns, []))}
+            removed += sum(1 for k in have if k not in mine)
+    return added, changed, removed, unchanged
+
+
+async def persist_restored(store: Store, tenants: list[str]) -> None:
+    """Embedded store: persist the restored tenants before returning.
+
+    Its client marks what to persist from the commands it executes, which
+    the restore transactions' own connections go around.
+    """
+    from ._embedded import persister_of  # _embedded imports this module
+
+    persister = persister_of(store)
+    if persister is not None:
+        for tenant in tenants:
+            persister.note_key(TenantKeys(tenant).rev)
+        await persister.flush()

@@ -46,11 +46,16 @@ from ._snapshot_format import (
     SnapshotWriter,
     TenantDump,
     TenantSummary,
-    iter_flat_pairs,
     read_footer,
     snapshot_name,
 )
-from ._snapshot_restore import restore_args, restore_one, restore_tx
+from ._snapshot_restore import (
+    persist_restored,
+    restore_args,
+    restore_diff,
+    restore_one,
+    restore_tx,
+)
 from .exceptions import InvalidInput, KvconfError, NotFound, TenantNotFound, Unavailable
 from .store import Store
 
@@ -290,47 +295,6 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
     return doomed
 
 
-def _raw_values(flat: list[bytes]) -> dict[bytes, bytes]:
-    # a record ends with its value: the first ',"value":' is structural (see _codec)
-    out: dict[bytes, bytes] = {}
-    for k, v in iter_flat_pairs(flat):
-        at = v.find(b',"value":')
-        out[k] = v[at + 9 : -1] if at >= 0 else v
-    return out
-
-
-async def _diff(store: Store, dump: TenantDump, target: str, mode: RestoreMode) -> tuple[int, ...]:
-    """(added, changed, removed, unchanged) keys, comparing raw stored values."""
-    tk = TenantKeys(target)
-    live: dict[str, dict[bytes, bytes]] = {}
-    if await store.redis.exists(tk.meta):
-        for raw in await store.redis.smembers(tk.namespaces):
-            ns = raw.decode() if isinstance(raw, bytes) else raw
-            flat = await store.redis.execute_command("HGETALL", tk.ns(ns))
-            if isinstance(flat, dict):
-                flat = [x for pair in flat.items() for x in pair]
-            live[ns] = _raw_values(flat)
-    added = changed = removed = unchanged = 0
-    for ns, flat in dump.values.items():
-        have = live.get(ns, {})
-        if not have:
-            added += len(flat) // 2
-            continue
-        for key, value in _raw_values(flat).items():
-            old = have.get(key)
-            if old is None:
-                added += 1
-            elif old == value:
-                unchanged += 1
-            else:
-                changed += 1
-    if mode == "replace":
-        for ns, have in live.items():
-            mine = {k for k, _ in iter_flat_pairs(dump.values.get(ns, []))}
-            removed += sum(1 for k in have if k not in mine)
-    return added, changed, removed, unchanged
-
-
 async def _safety_snapshot(store: Store, directory: Path | None, tenants: list[str]) -> str | None:
     """Save what a restore will overwrite (soft-deleted tenants too); None if nothing."""
     present = []
@@ -442,7 +406,7 @@ async def restore(
                     eff_mode: RestoreMode = mode
                     if mode == "merge" and not await store.exists(target):
                         eff_mode = "replace"
-                    counts = await _diff(store, dump, target, eff_mode)
+                    counts = await restore_diff(store, dump, target, eff_mode)
                     live_rev = live_revs[target]
 
                     def make_row(
@@ -485,23 +449,8 @@ async def restore(
     finally:
         await stack.aclose()
         if not dry_run:
-            await _journal(store, list(targets.values()))
+            await persist_restored(store, list(targets.values()))
     return RestoreReport(path=str(source), dry_run=dry_run, tenants=results, safety_snapshot=safety)
-
-
-async def _journal(store: Store, tenants: list[str]) -> None:
-    """Embedded store: persist the restored tenants before returning.
-
-    Its client marks what to persist from the commands it executes, which
-    the restore transactions' own connections go around.
-    """
-    from ._embedded import persister_of  # _embedded imports this module
-
-    persister = persister_of(store)
-    if persister is not None:
-        for tenant in tenants:
-            persister.note_key(TenantKeys(tenant).rev)
-        await persister.flush()
 
 
 async def load_dump(store: Store, dump: TenantDump) -> None:
