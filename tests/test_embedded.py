@@ -16,12 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kvconf import KeySpec, Schema, Settings, Store
+from kvconf import KeySpec, Schema, Settings, Store, snapshot
 from kvconf._background import background_services
 from kvconf._embedded import close_embedded, open_embedded_store, persister_of
 from kvconf._snapshot_journal import JournalWriter, journal_generations
 from kvconf.exceptions import TenantNotFound, Unavailable
-from kvconf import snapshot
 from kvconf.snapshot import list_snapshots, verify
 
 from .redis_server import free_port
