@@ -130,14 +130,18 @@ reader_get(CachedReader *self, PyObject *const *args, Py_ssize_t nargs, PyObject
             view = Py_NewRef(self->last_view);
         }
         else {
-            view = PyDict_GetItemWithError(self->views, args[0]);
+            /* held: a str subclass key may run Python code that swaps ``_views`` */
+            PyObject *views = Py_NewRef(self->views);
+            view = PyDict_GetItemWithError(views, args[0]);
+            Py_XINCREF(view);
+            Py_DECREF(views);
             if (view == NULL || !PyDict_CheckExact(view)) {
+                Py_XDECREF(view);
                 if (PyErr_Occurred()) {
                     return NULL;
                 }
                 return reader_slow((PyObject *)self, args, (size_t)nargs, kwnames);
             }
-            Py_INCREF(view);
             PyObject *old_ns = self->last_ns, *old_view = self->last_view;
             self->last_ns = Py_NewRef(args[0]);
             self->last_view = Py_NewRef(view);

@@ -113,7 +113,7 @@ class Hub:
         new_patterns = [p for p in patterns if p not in self._patterns]
         for pattern, prefix in patterns.items():
             self._patterns.setdefault(pattern, {})[listener] = prefix
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="kvconf-hub")
             return
         if not new_channel and channel in self._confirmed:
@@ -225,19 +225,27 @@ class Hub:
             for task in done:
                 task.result()  # the failure that ended the connection
         finally:
+            cancelled = False
             for _ in range(50):  # redis-py may swallow a cancellation mid-read
                 pending = [t for t in tasks if not t.done()]
                 if not pending:
                     break
                 for task in pending:
                     task.cancel()
-                await asyncio.wait(pending, timeout=0.1)
+                try:
+                    await asyncio.wait(pending, timeout=0.1)
+                except asyncio.CancelledError:
+                    cancelled = True  # aclose cancels again: finish the cleanup first
             for task in tasks:
                 if task.done() and not task.cancelled():
                     task.exception()  # retrieved; the first failure was raised above
+            if cancelled:
+                raise asyncio.CancelledError
 
     async def _receive(self, pubsub: Any) -> None:
         conn = pubsub.connection
+        if conn is None:  # nothing subscribed (the last listener is leaving)
+            raise ConnectionError("no subscriptions on the pub/sub connection")
         while not self._closing:
             # What PubSub.get_message(timeout=None) does, without its retry
             # wrapper: the hub reconnects itself. math.inf: block, no timeout.
@@ -258,8 +266,9 @@ class Hub:
                 if now - self._ping_sent > self.timeout:
                     raise TimeoutError("no answer to PING on the pub/sub connection")
             elif now - self._last_rx >= self.ping_interval:
-                self._ping_sent = now  # before sending: the answer may beat the send's return
                 async with asyncio.timeout(self.timeout), self._send_lock:
+                    # before sending: the answer may beat the send's return
+                    self._ping_sent = time.monotonic()
                     await pubsub.ping()
 
     def _dispatch(self, msg: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ thread sees a change set entirely or not at all.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -160,7 +161,7 @@ class CacheState:
         self.entries: dict[str, dict[str, Entry]] = {}
         self.schemas: dict[str, Schema] = {}
         self._views: dict[str, dict[str, Any]] = {}
-        self._readers: list[CachedReader] = []
+        self._readers: list[weakref.ref[CachedReader]] = []  # weak: no cycle via the state
         self._lock = threading.Lock()
 
     @property
@@ -171,12 +172,15 @@ class CacheState:
     @views.setter
     def views(self, views: dict[str, dict[str, Any]]) -> None:
         self._views = views
-        for reader in self._readers:
-            reader._views = views
+        for ref in self._readers:
+            reader = ref()
+            if reader is not None:
+                reader._views = views
 
     def attach(self, reader: CachedReader) -> None:
         """Keep ``reader._views`` the same object as :attr:`views` from now on."""
-        self._readers.append(reader)
+        self._readers = [r for r in self._readers if r() is not None]
+        self._readers.append(weakref.ref(reader))
         reader._views = self._views
 
     def follows(self, namespace: str) -> bool:

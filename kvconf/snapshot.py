@@ -25,6 +25,7 @@ overwrites.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, aclosing
@@ -72,6 +73,8 @@ __all__ = [
     "save",
     "verify",
 ]
+
+log = logging.getLogger("kvconf.snapshot")
 
 RestoreMode = Literal["replace", "merge"]
 #: Restore transactions in flight at once, one per dedicated connection.
@@ -445,12 +448,27 @@ async def restore(
             pending = [task for task, _ in inflight]
             await asyncio.gather(*pending, return_exceptions=True)
     except RedisError as exc:
-        raise _unavailable(exc) from exc
-    finally:
         await stack.aclose()
-        if not dry_run:
-            await persist_restored(store, list(targets.values()))
+        await _persist_after_failure(store, dry_run, list(targets.values()))
+        raise _unavailable(exc) from exc
+    except BaseException:
+        await stack.aclose()
+        await _persist_after_failure(store, dry_run, list(targets.values()))
+        raise
+    await stack.aclose()
+    if not dry_run:
+        await persist_restored(store, list(targets.values()))
     return RestoreReport(path=str(source), dry_run=dry_run, tenants=results, safety_snapshot=safety)
+
+
+async def _persist_after_failure(store: Store, dry_run: bool, tenants: list[str]) -> None:
+    """Journal what a failed restore already wrote, keeping its error the one raised."""
+    if dry_run:
+        return
+    try:
+        await persist_restored(store, tenants)
+    except Exception:
+        log.exception("a failed restore's tenants could not be persisted to the data dir")
 
 
 async def load_dump(store: Store, dump: TenantDump) -> None:

@@ -141,3 +141,17 @@ def test_the_watcher_works_without_the_c_module() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["1 from-defaults 7 fallback", "2"]
+
+
+def test_a_dropped_watcher_is_freed_without_the_cycle_collector() -> None:
+    # The cache keeps its readers weakly: no watcher -> cache -> watcher cycle.
+    from kvconf.watcher import Watcher
+
+    gc.disable()
+    try:
+        watcher = Watcher("t", "memory://reader-cycle", environ={})
+        ref = weakref.ref(watcher)
+        del watcher
+        assert ref() is None
+    finally:
+        gc.enable()
