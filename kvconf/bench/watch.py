@@ -187,8 +187,9 @@ async def run(ctx: BenchContext) -> list[Figure]:
             f"the Store.set round trip alone took "
             f"p50 {trip_p50:,.0f} µs, p99 {trip_p99:,.0f} µs")  # fmt: skip
     return [
+        # the issue sets its goal on p99 (and the absolute bound); p50 is reported
         figure("propagation set→callback p50", "µs", w_p50, "SPUBLISH→receive p50", raw_p50,
-               goal_ratio=1.5, higher_is_better=False, notes=rate),
+               goal_ratio=None, higher_is_better=False, notes=rate),
         figure("propagation set→callback p99", "µs", w_p99, "SPUBLISH→receive p99", raw_p99,
                goal_ratio=1.5, higher_is_better=False, goal_absolute=2000, notes=rate),
         figure("cached get", "ns", get_ns, "dict.get", dict_ns, goal_ratio=2.0,
