@@ -20,6 +20,7 @@ from ._keys import TenantKeys
 from ._scripts import Scripts
 from ._snapshot_capture import as_text, checked_reply, read_replies, resp, script_keys
 from ._snapshot_format import TenantDump, iter_flat_pairs
+from ._write_ops import foreign_type
 from .exceptions import Conflict, TenantNotFound, Unavailable
 
 if TYPE_CHECKING:
@@ -145,10 +146,6 @@ def _as_bytes(items: Iterable[bytes | str | int]) -> list[bytes]:
     ]
 
 
-def _foreign(key: str) -> Unavailable:
-    return Unavailable(f"redis key {key} has a foreign type", reason="corrupt_state")
-
-
 async def restore_tx(
     conn: Any,
     dump: TenantDump,
@@ -210,10 +207,10 @@ async def restore_tx(
         replies = await read_replies(conn, 4 + len(targets), errors=False)
         for key, reply in zip((tk.rev, tk.meta, tk.namespaces), replies[1:4], strict=True):
             if isinstance(reply, Exception):
-                raise _foreign(key)
+                raise foreign_type(key)
         live_raw, gen_raw, names = replies[1:4]
         if live_raw is not None and not live_raw.isdigit():
-            raise _foreign(tk.rev)
+            raise foreign_type(tk.rev)
         live_rev = int(live_raw or 0)
         doomed = fixed + [
             key
@@ -225,7 +222,7 @@ async def restore_tx(
             if key in spared and kind not in (b"none", kinds[key]):
                 await conn.send_packed_command(resp("UNWATCH"))
                 await read_replies(conn, 1)
-                raise _foreign(key)
+                raise foreign_type(key)
         cmds = [resp("MULTI"), *_chunked(("DEL",), _as_bytes(doomed), 1), *body]
         rev, epoch = dump.revision, dump.epoch
         if mode != "load":

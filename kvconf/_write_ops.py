@@ -25,7 +25,16 @@ from .exceptions import (
 )
 from .models import WriteResult
 
-__all__ = ["MAX_ACTOR", "MAX_REASON", "Op", "audit_text", "change_ops", "check_count", "outcome"]
+__all__ = [
+    "MAX_ACTOR",
+    "MAX_REASON",
+    "Op",
+    "audit_text",
+    "change_ops",
+    "check_count",
+    "foreign_type",
+    "outcome",
+]
 
 MAX_ACTOR = 256
 MAX_REASON = 1024
@@ -105,8 +114,13 @@ def outcome(tenant: str, namespace: str, ops: list[Op], reply: list[Any]) -> Wri
     if status in (b"notenant", b"deleted"):
         raise TenantNotFound(tenant)
     if status == b"wrongtype":
-        raise Unavailable(f"redis key {_text(reply[1])} has a foreign type", reason="corrupt_state")
+        raise foreign_type(_text(reply[1]))
     raise Unavailable(f"unexpected reply from the write script: {reply[0]!r}")
+
+
+def foreign_type(key: str) -> Unavailable:
+    """The error for a kvconf key that holds a Redis type kvconf never writes there."""
+    return Unavailable(f"redis key {key} has a foreign type", reason="corrupt_state")
 
 
 def _text(raw: bytes | str) -> str:

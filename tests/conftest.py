@@ -3,6 +3,7 @@ redis-server started here on a free loopback port."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from kvconf import Settings, Store
 from kvconf._connect import _servers
 
-from .redis_server import RedisServer
+from .redis_cluster import RedisCluster
+from .redis_server import RedisServer, redis_binary
 
 BACKENDS = ["fake", "redis"]
 
@@ -24,6 +26,17 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis-shared")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A local three-primary Redis Cluster, started once for the whole run."""
+    redis_binary()
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli not installed")
+    started = RedisCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
+    yield started
+    started.stop()
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,17 +13,6 @@ from kvconf._codec import decode_event
 from kvconf._keys import TenantKeys
 
 from .redis_cluster import RedisCluster
-from .redis_server import redis_binary
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    redis_binary()
-    if shutil.which("redis-cli") is None:
-        pytest.skip("redis-cli not installed")
-    started = RedisCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
-    yield started
-    started.stop()
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@ save reads with transaction pipelines, restore runs the restore script)."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,6 @@ from kvconf._snapshot_capture import capture, capture_stream, dedicated_connecti
 from kvconf.snapshot import restore, save
 
 from .redis_cluster import RedisCluster
-from .redis_server import redis_binary
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    redis_binary()
-    if shutil.which("redis-cli") is None:
-        pytest.skip("redis-cli not installed")
-    started = RedisCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
-    yield started
-    started.stop()
 
 
 @pytest.fixture
