@@ -15,6 +15,8 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from . import _codec
 from ._keys import TenantKeys
 from ._scripts import Scripts
@@ -250,7 +252,15 @@ async def restore_tx(
         cmds.append(resp("EXEC"))
         # a list, not one joined buffer: fakeredis's parser slows down on huge buffers
         await conn.send_packed_command(cmds)
-        result = (await read_replies(conn, len(cmds)))[-1]
+        try:
+            result = (await read_replies(conn, len(cmds)))[-1]
+        except RedisTimeoutError as exc:  # EXEC was sent: all of it or none was applied
+            raise Unavailable(
+                f"no answer to the restore transaction of tenant {tenant!r} ({exc}); it was "
+                f"applied whole or not at all: revision {rev} means it was",
+                tenant=tenant,
+                reason="outcome_unknown",
+            ) from exc
         if result is not None:
             checked_reply(result)
             return rev, epoch, live_rev, 0

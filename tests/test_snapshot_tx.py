@@ -206,3 +206,27 @@ async def test_save_refuses_a_tenant_with_a_foreign_key_and_leaves_no_file(
     with pytest.raises(Unavailable, match="WRONGTYPE"):
         await save(store, tmp_path / "snaps", [tenant])
     assert list((tmp_path / "snaps").glob("*")) == []
+
+
+async def test_no_answer_to_the_transaction_says_the_outcome_is_unknown(
+    store: Store, tenant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.set_many(tenant, "svc", {"a": 1})
+    info = await save(store, tmp_path, [tenant])
+    await store.set(tenant, "svc", "a", 2)
+    real = restore_mod.read_replies
+
+    async def lost_answer(conn: Any, n: int, **kw: Any) -> list[Any]:
+        replies = await real(conn, n, **kw)
+        if kw.get("errors", True) and n > 1:  # the MULTI ... EXEC replies
+            raise RedisTimeoutError("no reply within 0.5 s")  # as if they came too late
+        return replies
+
+    monkeypatch.setattr(restore_mod, "read_replies", lost_answer)
+    with pytest.raises(Unavailable, match="whole or not at all") as caught:
+        await restore(store, info.path, safety_dir=tmp_path / "safety")
+    monkeypatch.undo()
+    assert caught.value.details["reason"] == "outcome_unknown"
+    # here it was applied, whole: the revision the message names, the file's values
+    assert f"revision {await store.revision(tenant)} means it was" in str(caught.value)
+    assert (await store.get(tenant, "svc", "a")).value == 1
