@@ -1,0 +1,5 @@
+"""``python -m kvconf``: the ``kvconf`` command."""
+
+from .cli import main
+
+main()
