@@ -298,11 +298,13 @@ class WatchEngine(CachedReader):
         if kind == "change":
             self._apply(event)
         elif kind == "schema":
+            state = self._state
+            before = state.effective_views(state.schema_scope(event.namespace))
             await self._load_schemas(-1)
-            self._state.revision = event.revision
-            self._applied([], None)
+            state.revision = event.revision
+            self._applied(state.schema_changes(event.revision, before, event.actor), None)
             for binding in list(self._bindings):
-                binding.refresh()
+                binding.refresh()  # the schema may change what validates
         else:
             await self._resync(kind)
 

@@ -139,6 +139,33 @@ def _diff(
     return Change(revision, namespace, added, changed, removed, resync=True, reason="resync")
 
 
+def _effective_diff(
+    revision: int,
+    namespace: str,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    own: Mapping[str, Entry],
+    actor: str,
+) -> Change | None:
+    """A schema change's effect on the effective values of ``namespace`` (None: none)."""
+    added: dict[str, ValueChange] = {}
+    changed: dict[str, ValueChange] = {}
+    removed: dict[str, ValueChange] = {}
+    for key, value in new.items():
+        version = own[key].version if key in own else 0
+        if key not in old:
+            added[key] = ValueChange(None, value, 0, version)
+        elif old[key] != value or type(old[key]) is not type(value):
+            changed[key] = ValueChange(old[key], value, version, version)
+    for key, value in old.items():
+        if key not in new:
+            version = own[key].version if key in own else 0
+            removed[key] = ValueChange(value, None, version, 0)
+    if not (added or changed or removed):
+        return None
+    return Change(revision, namespace, added, changed, removed, actor=actor, reason="schema")
+
+
 class CacheState:
     """One tenant's cached entries, schemas and precomputed layered views.
 
@@ -277,6 +304,34 @@ class CacheState:
             self.epoch, self.revision = epoch, revision
             self.entries = entries
             self._invalidate([c.namespace for c in changes])
+        return changes
+
+    def schema_scope(self, namespace: str) -> list[str]:
+        """The followed namespaces whose effective values a schema of ``namespace`` shapes."""
+        if namespace != DEFAULTS_NAMESPACE:
+            return [namespace] if self.follows(namespace) else []
+        return sorted(ns for ns in {*self.entries, *self.schemas, namespace} if self.follows(ns))
+
+    def effective_views(self, namespaces: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The effective values of ``namespaces``, as :meth:`view` gives them."""
+        return {ns: self.view(ns) for ns in namespaces}
+
+    def schema_changes(
+        self, revision: int, before: Mapping[str, Mapping[str, Any]], actor: str
+    ) -> list[Change]:
+        """What new schemas changed in the effective values ``before`` held.
+
+        One ``Change(reason="schema")`` per namespace whose effective values
+        differ (a schema default appeared, changed or went away); versions
+        are the keys' own (0 for a key only a default gives).
+        """
+        changes = []
+        for ns, old in before.items():
+            found = _effective_diff(
+                revision, ns, old, self.view(ns), self.entries.get(ns, {}), actor
+            )
+            if found is not None:
+                changes.append(found)
         return changes
 
     def set_schemas(self, gen: int, schemas: dict[str, Schema]) -> None:

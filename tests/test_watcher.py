@@ -18,7 +18,7 @@ from kvconf import InvalidInput, KeySpec, Schema, Store, Unavailable
 from kvconf import _watch_hub as hubs
 from kvconf._connect import _servers
 from kvconf._keys import TenantKeys
-from kvconf.watcher import Change, Resync, SyncWatcher, Watcher
+from kvconf.watcher import Change, Resync, SyncWatcher, ValueChange, Watcher
 
 from .redis_server import RedisServer, free_port
 
@@ -157,6 +157,43 @@ async def test_effective_get_uses_the_store_layers(make_store, tenant: str, back
         assert await watcher.wait_for_revision(rev, timeout=5)
         await until(lambda: watcher.get("ns", "sch") == 8)
         assert watcher.namespace("ns") == await store.effective(tenant, "ns")
+
+
+async def test_a_schema_change_calls_back_with_the_effective_values_it_changed(
+    store: Store, tenant: str, backend_url: str
+):
+    await store.set_many(tenant, "svc", {"port": 80})
+    await store.set_many(tenant, "web", {"port": 81})
+    async with Watcher(tenant, backend_url, environ={}) as watcher:
+        seen: list[Change] = []
+        watcher.on_change(seen.append)
+        ttl = Schema(keys={"ttl": KeySpec(type="int", default=30)})
+        rev = await store.set_schema(tenant, "svc", ttl, actor="ops")
+        assert await watcher.wait_for_revision(rev, timeout=5)
+        assert [(c.namespace, c.reason, c.actor, c.revision) for c in seen] == [
+            ("svc", "schema", "ops", rev)
+        ]
+        assert seen[0].added == {"ttl": ValueChange(None, 30, 0, 0)}
+        assert watcher.get("svc", "ttl") == 30
+
+        # tenant-wide: a default that own values shadow changes only _defaults itself
+        seen.clear()
+        shared = Schema(keys={"port": KeySpec(type="int", default=1), "ttl": KeySpec(type="int")})
+        rev = await store.set_schema(tenant, "_defaults", shared)
+        assert await watcher.wait_for_revision(rev, timeout=5)
+        assert [(c.namespace, c.added) for c in seen] == [
+            ("_defaults", {"port": ValueChange(None, 1, 0, 0)})
+        ]
+        assert watcher.namespace("_defaults") == await store.effective(tenant, "_defaults")
+        seen.clear()
+
+        rev = await store.set_schema(tenant, "svc", None)  # the ttl default goes away
+        assert await watcher.wait_for_revision(rev, timeout=5)
+        assert [(c.namespace, c.removed) for c in seen] == [
+            ("svc", {"ttl": ValueChange(30, None, 0, 0)})
+        ]
+        assert watcher.get("svc", "ttl", "gone") == "gone"
+        assert watcher.namespace("svc") == await store.effective(tenant, "svc")
 
 
 async def test_namespace_filter_follows_defaults_too(store: Store, tenant: str, backend_url):
