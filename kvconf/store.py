@@ -13,19 +13,13 @@ revision, logs and publishes the change event: one round trip, all or nothing.
 
 from __future__ import annotations
 
-import functools
-import os
-import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
-import fakeredis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import _codec
-from ._connect import connect
 from ._keys import (
     DEFAULTS_NAMESPACE,
     HIST_VERSION_DIGITS,
@@ -35,87 +29,26 @@ from ._keys import (
     validate_key,
     validate_namespace,
 )
-from ._keys import validate_tenant as _validate_tenant
-from ._scripts import Scripts
+from ._store_admin import AdminOps
+from ._store_base import redis_errors, text
+from ._store_base import tenant_keys as tenant_keys  # re-exported: callers name it from here
 from ._write_ops import MAX_ACTOR, MAX_REASON, Op, audit_text, change_ops, check_count, outcome
-from .config import Settings
 from .exceptions import (
     HistoryTrimmed,
     InvalidInput,
     KeyNotFound,
-    TenantExists,
     TenantNotFound,
     Unavailable,
     VersionNotFound,
 )
 from .layers import effective_keys, resolve
-from .models import (
-    ChangeEvent,
-    Entry,
-    Explanation,
-    KeySpec,
-    Schema,
-    TenantInfo,
-    TenantState,
-    Version,
-    WriteResult,
-)
-from .schema import check_values, effective_specs, validate_schema
+from .models import ChangeEvent, Entry, Explanation, KeySpec, TenantInfo, Version, WriteResult
+from .schema import check_values
 
 __all__ = ["Store"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
-
-def _redis_errors(
-    fn: Callable[Concatenate[Store, P], Awaitable[R]],
-) -> Callable[Concatenate[Store, P], Awaitable[R]]:
-    """Turn redis-py errors into :class:`Unavailable` at the store boundary."""
-
-    async def wrapper(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(self, *args, **kwargs)
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
-
-    functools.update_wrapper(wrapper, fn)
-    return wrapper
-
-
-@functools.lru_cache(maxsize=4096)
-def tenant_keys(tenant: str) -> TenantKeys:
-    """Validated key names of ``tenant`` (cached: this is on every hot path)."""
-    return TenantKeys(_validate_tenant(tenant))
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def _pairs(flat: Sequence[Any]) -> Iterable[tuple[str, bytes]]:
-    it = iter(flat)
-    return ((_text(k), v) for k, v in zip(it, it, strict=True))
-
-
-class _TenantSchemas:
-    """One tenant's schemas at one generation, with merged specs per namespace."""
-
-    __slots__ = ("_specs", "gen", "schemas")
-
-    def __init__(self, gen: int, schemas: dict[str, Schema]) -> None:
-        self.gen = gen
-        self.schemas = schemas
-        self._specs: dict[str, dict[str, KeySpec]] = {}
-
-    def specs(self, namespace: str) -> dict[str, KeySpec]:
-        found = self._specs.get(namespace)
-        if found is None:
-            found = self._specs[namespace] = effective_specs(self.schemas, namespace)
-        return found
-
-
-class Store:
+class Store(AdminOps):
     """Async client of a kvconf store.
 
     ``Store()`` opens the embedded default (fakeredis in-process, shared by the
@@ -124,46 +57,15 @@ class Store:
     context manager or call :meth:`aclose`.
 
     ``environ`` is the environment layer of effective reads (default:
-    ``os.environ``, read live).
+    ``os.environ``, read live). Schemas and tenants: :class:`AdminOps`.
     """
-
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        settings: Settings | None = None,
-        client: Any = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        self.settings = settings if settings is not None else Settings(redis_url=url)
-        if url is None:
-            url = self.settings.redis_url
-        self.url = url
-        self.redis: Any = client if client is not None else connect(url)
-        # Pipelining talks to connections directly: not on Cluster (routing per
-        # slot) nor in-process (the embedded client sees its writes through
-        # execute_command, and there is no round trip to share).
-        pipelining = not isinstance(self.redis, RedisCluster | fakeredis.FakeAsyncRedis)
-        self._scripts = Scripts(self.redis, pipelining=pipelining)
-        self._environ: Mapping[str, str] = os.environ if environ is None else environ
-        self._schemas: dict[str, _TenantSchemas] = {}
-
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self.redis.aclose()
 
     # -- reads ---------------------------------------------------------------
 
     async def get(self, tenant: str, namespace: str, key: str) -> Entry:
         """The current entry of one key; :class:`KeyNotFound` if it has none."""
         tk = tenant_keys(tenant)
-        try:  # inline rather than @_redis_errors: this is the hottest read
+        try:  # inline rather than @redis_errors: this is the hottest read
             raw = await self.redis.hget(tk.ns(validate_namespace(namespace)), validate_key(key))
             if raw is None:
                 await self._require_tenant(tk)
@@ -172,30 +74,30 @@ class Store:
             raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
         return _codec.decode_entry(raw)
 
-    @_redis_errors
+    @redis_errors
     async def get_namespace(self, tenant: str, namespace: str) -> dict[str, Entry]:
         """Every current entry of a namespace (empty if it has none)."""
         tk = tenant_keys(tenant)
         raw = await self.redis.hgetall(tk.ns(validate_namespace(namespace)))
         if not raw:
             await self._require_tenant(tk)
-        return {_text(k): _codec.decode_entry(v) for k, v in raw.items()}
+        return {text(k): _codec.decode_entry(v) for k, v in raw.items()}
 
-    @_redis_errors
+    @redis_errors
     async def tenants(self) -> list[str]:
         """Names of every live tenant, sorted."""
-        return sorted(_text(t) for t in await self.redis.smembers(TENANTS_KEY))
+        return sorted(text(t) for t in await self.redis.smembers(TENANTS_KEY))
 
-    @_redis_errors
+    @redis_errors
     async def namespaces(self, tenant: str) -> list[str]:
         """Names of a tenant's namespaces that were ever written, sorted."""
         tk = tenant_keys(tenant)
         names = await self.redis.smembers(tk.namespaces)
         if not names:
             await self._require_tenant(tk)
-        return sorted(_text(n) for n in names)
+        return sorted(text(n) for n in names)
 
-    @_redis_errors
+    @redis_errors
     async def revision(self, tenant: str) -> int:
         """The tenant's current revision (0 before its first write)."""
         tk = tenant_keys(tenant)
@@ -205,7 +107,7 @@ class Store:
             return 0
         return int(raw)
 
-    @_redis_errors
+    @redis_errors
     async def info(self, tenant: str) -> TenantInfo:
         """A tenant's revision, epoch, namespaces and creation time."""
         tk = tenant_keys(tenant)
@@ -220,36 +122,12 @@ class Store:
         return TenantInfo(
             tenant=tenant,
             revision=int(rev or 0),
-            epoch=_text(epoch or b""),
-            namespaces=sorted(_text(n) for n in names),
-            created_at=datetime.fromisoformat(_text(created)),
+            epoch=text(epoch or b""),
+            namespaces=sorted(text(n) for n in names),
+            created_at=datetime.fromisoformat(text(created)),
         )
 
-    @_redis_errors
-    async def read_state(self, tenant: str, namespaces: Iterable[str] | None = None) -> TenantState:
-        """A tenant's state read atomically at one revision.
-
-        ``namespaces`` limits the namespaces read (default: all of them).
-        """
-        tk = tenant_keys(tenant)
-        names = [validate_namespace(n) for n in namespaces] if namespaces is not None else []
-        reply = await self._scripts(
-            "read_state", [tk.rev, tk.epoch, tk.meta, tk.namespaces], [tk.ns(""), *names]
-        )
-        if reply[0] != 1:
-            raise TenantNotFound(tenant)
-        spaces: dict[str, dict[str, Entry]] = {}
-        for i in range(4, len(reply), 2):
-            spaces[_text(reply[i])] = {k: _codec.decode_entry(v) for k, v in _pairs(reply[i + 1])}
-        return TenantState(
-            tenant=tenant,
-            epoch=_text(reply[2]),
-            revision=int(reply[1]),
-            namespaces=spaces,
-            schema_gen=int(reply[3]),
-        )
-
-    @_redis_errors
+    @redis_errors
     async def changes_since(
         self, tenant: str, revision: int, *, limit: int = 1000
     ) -> list[ChangeEvent]:
@@ -269,7 +147,7 @@ class Store:
             raise HistoryTrimmed(tenant, revision, oldest)
         return [_codec.decode_event(e) for e in reply[3:]]
 
-    @_redis_errors
+    @redis_errors
     async def history(
         self,
         tenant: str,
@@ -293,7 +171,7 @@ class Store:
         skip = len(prefix) + HIST_VERSION_DIGITS + 1
         return [_codec.decode_version(r[skip:]) for r in raw]
 
-    @_redis_errors
+    @redis_errors
     async def version(self, tenant: str, namespace: str, key: str, version: int) -> Version:
         """One version of a key from its history."""
         tk = tenant_keys(tenant)
@@ -508,7 +386,7 @@ class Store:
         ]  # fmt: skip
         for op in ops:
             args.extend(op)
-        try:  # inline rather than @_redis_errors: this is the write hot path
+        try:  # inline rather than @redis_errors: this is the write hot path
             for _ in range(5):
                 schemas = await self._tenant_schemas(tk)
                 for ns, values in checks.items():
@@ -525,168 +403,3 @@ class Store:
         except RedisError as exc:
             raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
         raise Unavailable(f"schema of {tk.tenant!r} kept changing during the write")
-
-    # -- schemas ---------------------------------------------------------------
-
-    async def _tenant_schemas(self, tk: TenantKeys, gen: int | None = None) -> _TenantSchemas:
-        cached = self._schemas.get(tk.tenant)
-        if cached is not None and (gen is None or cached.gen == gen):
-            return cached
-        reply = await self._scripts("read_schemas", [tk.meta, tk.schema], [])
-        schemas = {ns: _codec.decode_schema(raw) for ns, raw in _pairs(reply[1])}
-        if len(self._schemas) > 10_000:
-            self._schemas.clear()
-        found = self._schemas[tk.tenant] = _TenantSchemas(int(reply[0]), schemas)
-        return found
-
-    @_redis_errors
-    async def schemas(self, tenant: str) -> dict[str, Schema]:
-        """Every schema of a tenant by namespace (``_defaults``: tenant-wide)."""
-        tk = tenant_keys(tenant)
-        await self._require_tenant(tk)
-        self._schemas.pop(tenant, None)
-        return dict((await self._tenant_schemas(tk)).schemas)
-
-    async def get_schema(self, tenant: str, namespace: str) -> Schema | None:
-        """The schema set on ``namespace`` itself, or None."""
-        validate_namespace(namespace)
-        return (await self.schemas(tenant)).get(namespace)
-
-    async def specs(self, tenant: str, namespace: str) -> dict[str, KeySpec]:
-        """The merged key specs that apply to ``namespace`` (own over ``_defaults``)."""
-        validate_namespace(namespace)
-        return dict((await self._tenant_schemas(tenant_keys(tenant))).specs(namespace))
-
-    @_redis_errors
-    async def set_schema(
-        self,
-        tenant: str,
-        namespace: str,
-        schema: Schema | None,
-        *,
-        actor: str | None = None,
-        reason: str = "",
-    ) -> int:
-        """Replace (or with None remove) a namespace's schema; returns the revision.
-
-        Refused with :class:`SchemaViolation` when current values break it.
-        """
-        tk = tenant_keys(tenant)
-        validate_namespace(namespace)
-        body = b""
-        if schema is not None:
-            body = _codec.encode(validate_schema(schema))
-        actor_json = audit_text("actor", actor or self.settings.actor, MAX_ACTOR)
-        reason_json = audit_text("reason", reason, MAX_REASON)
-        for _ in range(5):
-            self._schemas.pop(tenant, None)
-            current = await self._tenant_schemas(tk)
-            await self._check_current_values(tenant, current, namespace, schema)
-            reply = await self._scripts(
-                "schema",
-                [tk.schema, tk.meta, tk.rev, tk.epoch, tk.log],
-                [
-                    namespace, body, current.gen, tenant, actor_json, reason_json,
-                    _codec.now_iso(), secrets.token_hex(8), tk.changes_channel,
-                    self.settings.log_limit,
-                ],
-            )  # fmt: skip
-            if reply[0] == b"ok":
-                self._schemas.pop(tenant, None)
-                if reply[4] == 1:
-                    await self.redis.sadd(TENANTS_KEY, tenant)
-                return int(reply[1])
-            if reply[0] in (b"notenant", b"deleted"):
-                raise TenantNotFound(tenant)
-        raise Unavailable(f"schema of {tenant!r} kept changing")
-
-    async def _check_current_values(
-        self, tenant: str, current: _TenantSchemas, namespace: str, schema: Schema | None
-    ) -> None:
-        proposed = dict(current.schemas)
-        if schema is None:
-            proposed.pop(namespace, None)
-        else:
-            proposed[namespace] = schema
-        try:
-            state = await self.read_state(tenant)
-        except TenantNotFound:
-            return  # no values yet; the schema script creates the tenant
-        targets = (
-            state.namespaces
-            if namespace == DEFAULTS_NAMESPACE
-            else {namespace: state.namespaces.get(namespace, {})}
-        )
-        for ns, entries in targets.items():
-            check_values(effective_specs(proposed, ns), {k: e.value for k, e in entries.items()})
-
-    # -- tenants ---------------------------------------------------------------
-
-    @_redis_errors
-    async def create_tenant(self, tenant: str) -> None:
-        """Create an empty tenant; :class:`TenantExists` if it exists."""
-        tk = tenant_keys(tenant)
-        reply = await self._tenant_op(tk, "create")
-        if reply[0] == b"exists":
-            raise TenantExists(tenant)
-        await self.redis.sadd(TENANTS_KEY, tenant)
-
-    @_redis_errors
-    async def delete_tenant(self, tenant: str, *, hard: bool = False) -> None:
-        """Delete a tenant: soft (restorable with :meth:`undelete_tenant`) or hard.
-
-        A soft delete hides every value and refuses writes; history stays. A
-        hard delete removes every key of the tenant.
-        """
-        tk = tenant_keys(tenant)
-        reply = await self._tenant_op(tk, "delete")
-        if reply[0] == b"notenant" or (reply[0] == b"deleted" and not hard):
-            raise TenantNotFound(tenant)
-        await self.redis.srem(TENANTS_KEY, tenant)
-        if hard:
-            batch: list[Any] = []
-            async for name in self.redis.scan_iter(match=f"{tk.base}:*", count=1000):
-                if _text(name) != tk.meta:
-                    batch.append(name)
-                if len(batch) >= 500:
-                    await self.redis.unlink(*batch)
-                    batch.clear()
-            if batch:
-                await self.redis.unlink(*batch)
-            await self.redis.unlink(tk.meta)
-            self._schemas.pop(tenant, None)
-
-    @_redis_errors
-    async def undelete_tenant(self, tenant: str) -> None:
-        """Bring back a soft-deleted tenant with all its values."""
-        tk = tenant_keys(tenant)
-        reply = await self._tenant_op(tk, "undelete")
-        if reply[0] == b"notenant":
-            raise TenantNotFound(tenant)
-        await self.redis.sadd(TENANTS_KEY, tenant)
-
-    async def _tenant_op(self, tk: TenantKeys, op: str) -> Any:
-        return await self._scripts(
-            "tenant",
-            [tk.meta, tk.rev, tk.epoch, tk.namespaces],
-            [op, _codec.now_iso(), secrets.token_hex(8), tk.ns(""), f"{tk.base}:trash:ns:"],
-        )
-
-    async def _require_tenant(self, tk: TenantKeys) -> None:
-        created, deleted = await self.redis.hmget(tk.meta, "created_at", "deleted_at")
-        if created is None or deleted is not None:
-            raise TenantNotFound(tk.tenant)
-
-    @_redis_errors
-    async def exists(self, tenant: str) -> bool:
-        """True if the tenant exists and is not deleted."""
-        try:
-            await self._require_tenant(tenant_keys(tenant))
-        except TenantNotFound:
-            return False
-        return True
-
-    @_redis_errors
-    async def ping(self) -> bool:
-        """True when Redis answers (raises :class:`Unavailable` otherwise)."""
-        return bool(await self.redis.ping())
