@@ -253,6 +253,8 @@ class Hub:
                 timeout=math.inf, disconnect_on_error=False, push_request=True
             )
             self._last_rx, self._ping_sent = time.monotonic(), None
+            if response is None:  # nothing read (as get_message treats it)
+                continue
             msg = await pubsub.handle_message(response)
             if msg is not None:
                 self._dispatch(msg)
