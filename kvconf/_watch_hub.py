@@ -253,8 +253,8 @@ class Hub:
                 timeout=math.inf, disconnect_on_error=False, push_request=True
             )
             self._last_rx, self._ping_sent = time.monotonic(), None
-            if response is None:  # nothing read (as get_message treats it)
-                continue
+            if response is None:  # a blocking read that returns nothing: the socket is gone
+                raise ConnectionError("the pub/sub connection returned no reply")
             msg = await pubsub.handle_message(response)
             if msg is not None:
                 self._dispatch(msg)
