@@ -51,6 +51,9 @@ DataDir = Annotated[
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+ShowSecrets = Annotated[
+    bool, typer.Option("--show-secrets", help="Print values of sensitive keys unmasked.")
+]
 
 
 def exit_code(exc: KvconfError) -> int:

@@ -13,13 +13,20 @@ from rich.table import Table
 from ..exceptions import InvalidInput
 from ..schema import coerce_text, decode_schema_document, mask_value
 from ..store import Store
-from ._common import DataDir, JsonFlag, RedisUrl, console, opened_store, print_json, run, settings
+from ._common import (
+    DataDir,
+    JsonFlag,
+    RedisUrl,
+    ShowSecrets,
+    console,
+    opened_store,
+    print_json,
+    run,
+    settings,
+)
 
 Tenant = Annotated[str, typer.Argument(help="Tenant name.")]
 Namespace = Annotated[str, typer.Argument(help="Namespace (one agent, service or scope).")]
-ShowSecrets = Annotated[
-    bool, typer.Option("--show-secrets", help="Print values of sensitive keys unmasked.")
-]
 Reason = Annotated[str, typer.Option("--reason", help="Why: kept in the audit trail.")]
 Actor = Annotated[str | None, typer.Option("--actor", envvar="KVCONF_ACTOR", help="Who.")]
 

@@ -10,7 +10,17 @@ from rich.table import Table
 
 from ..schema import mask_value
 from ..timeline import KeyState, diff
-from ._common import DataDir, JsonFlag, RedisUrl, console, opened_store, print_json, run, settings
+from ._common import (
+    DataDir,
+    JsonFlag,
+    RedisUrl,
+    ShowSecrets,
+    console,
+    opened_store,
+    print_json,
+    run,
+    settings,
+)
 
 
 def _shown(state: KeyState | None, value: Any) -> str:
@@ -29,9 +39,7 @@ def diff_command(
     to_revision: Annotated[
         int | None, typer.Option("--to", min=0, help="Newer revision (default: now).")
     ] = None,
-    show_secrets: Annotated[
-        bool, typer.Option("--show-secrets", help="Print values of sensitive keys unmasked.")
-    ] = False,
+    show_secrets: ShowSecrets = False,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,

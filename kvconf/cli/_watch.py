@@ -13,7 +13,7 @@ import typer
 
 from ..schema import mask_value
 from ..watcher import Change, Resync, Watcher
-from ._common import DataDir, JsonFlag, RedisUrl, print_json, run, settings
+from ._common import DataDir, JsonFlag, RedisUrl, ShowSecrets, print_json, run, settings
 
 
 def _text(value: Any) -> str:
@@ -112,9 +112,7 @@ def watch(
         list[str] | None,
         typer.Option("--namespace", "-n", help="Follow only this namespace (repeatable)."),
     ] = None,
-    show_secrets: Annotated[
-        bool, typer.Option("--show-secrets", help="Print values of sensitive keys unmasked.")
-    ] = False,
+    show_secrets: ShowSecrets = False,
     check_interval: Annotated[
         float, typer.Option("--check-interval", min=0.05, help="Seconds between revision checks.")
     ] = 1.0,
