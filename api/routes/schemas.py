@@ -28,6 +28,20 @@ class SchemaNotFound(NotFound):
     code = "schema_not_found"
 
 
+async def _set_schema(
+    request: Request, access: Access, namespace: str, schema: Schema | None
+) -> int:
+    """Replace (None: remove) the schema, audited and counted; the new revision."""
+    try:
+        revision = await access.store.set_schema(
+            access.tenant, namespace, schema, actor=access.actor, reason=access.why()
+        )
+    finally:
+        note_write(request, access.tenant, None)
+    request.app.state.metrics.writes.labels("schema").inc()
+    return revision
+
+
 def _shown(access: Access, schema: Schema) -> dict[str, Any]:
     """A schema as JSON; defaults of sensitive keys masked without the secrets right."""
     doc: dict[str, Any] = msgspec.to_builtins(schema)
@@ -63,13 +77,7 @@ async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
 async def put_schema(namespace: Namespace, request: Request, access: AdminAccess) -> Response:
     """422 listing every problem when the document or current values break it."""
     schema = decode_schema_document(await request.body())
-    try:
-        revision = await access.store.set_schema(
-            access.tenant, namespace, schema, actor=access.actor, reason=access.why()
-        )
-    finally:
-        note_write(request, access.tenant, None)
-    request.app.state.metrics.writes.labels("schema").inc()
+    revision = await _set_schema(request, access, namespace, schema)
     return respond({"revision": revision, "schema": _shown(access, schema)})
 
 
@@ -78,11 +86,4 @@ async def delete_schema(namespace: Namespace, request: Request, access: AdminAcc
     """Removing a schema that does not exist is a 404."""
     if await access.store.get_schema(access.tenant, namespace) is None:
         raise SchemaNotFound(f"{access.tenant}/{namespace} has no schema", namespace=namespace)
-    try:
-        revision = await access.store.set_schema(
-            access.tenant, namespace, None, actor=access.actor, reason=access.why()
-        )
-    finally:
-        note_write(request, access.tenant, None)
-    request.app.state.metrics.writes.labels("schema").inc()
-    return respond({"revision": revision})
+    return respond({"revision": await _set_schema(request, access, namespace, None)})
