@@ -48,11 +48,7 @@ class _Pipelined:
             return await future
         self._busy = True
         try:
-            command = ("EVALSHA", self._script.sha, len(keys), *keys, *args)
-            (reply,) = await _pipeline(self._client, [command])
-            if isinstance(reply, NoScriptError):  # the server lost its scripts: load, once
-                await self._client.script_load(self._script.script)
-                (reply,) = await _pipeline(self._client, [command])
+            (reply,) = await self._evalsha([(keys, args)])
             if isinstance(reply, Exception):
                 raise reply
             return reply
@@ -79,27 +75,35 @@ class _Pipelined:
             _settle(leftover, None)  # only when cancelled mid-drain
 
     async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        sha = self._script.sha
-        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args, _ in batch]
-        results = await _pipeline(self._client, commands)
-        retry = []
-        for item, result in zip(batch, results, strict=True):
-            future = item[2]
+        results = await self._evalsha([(keys, args) for keys, args, _ in batch])
+        for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
-            if isinstance(result, NoScriptError):
-                retry.append(item)
-            elif isinstance(result, Exception):
+            if isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
-        if retry:  # the server lost its script cache: load once, send those again
+
+    async def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Every call's reply in one round trip, errors as values.
+
+        Calls answered NOSCRIPT (the server lost its scripts: a restart,
+        SCRIPT FLUSH) are sent again once after loading the script; if it
+        cannot be loaded, they get that error.
+        """
+        sha = self._script.sha
+        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
+        results = await _pipeline(self._client, commands)
+        lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if lost:
             try:
                 await self._client.script_load(self._script.script)
+                again = await _pipeline(self._client, [commands[i] for i in lost])
             except Exception as exc:
-                _settle(retry, exc)
-                return
-            self._pending[:0] = retry
+                again = [exc] * len(lost)
+            for i, result in zip(lost, again, strict=True):
+                results[i] = result
+        return results
 
 
 async def _pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
