@@ -163,7 +163,7 @@ def _capture_request(tk: TenantKeys, names: Sequence[str]) -> tuple[bytes, int]:
 
 
 def _dump_from_reply(tenant: str, names: Sequence[str], reply: list[Any]) -> TenantDump | None:
-    """The dump of a RESP2 EXEC reply of :func:`_capture_request`."""
+    """The dump of a RESP2 EXEC reply of :func:`_capture_request` (and of :func:`capture`)."""
     rev, epoch, meta, now_names, schemas, log = reply[:6]
     if rev is None and not meta:  # neither key exists
         return None
@@ -303,34 +303,14 @@ async def capture(client: Any, tenant: str) -> TenantDump | None:
         return None
     if not {as_text(n) for n in now_names} <= known:
         return await capture_by_script(Scripts(client), tenant)
-    values: dict[str, list[bytes]] = {}
-    trash: dict[str, list[bytes]] = {}
-    history: dict[str, list[bytes]] = {}
-    for i, ns in enumerate(names):
-        at = 7 + 3 * i
-        if reply[at]:
-            values[ns] = _flat(reply[at])
-        if reply[at + 1]:
-            trash[ns] = _flat(reply[at + 1])
-        if reply[at + 2]:
-            history[ns] = list(reply[at + 2])
-    # RESP3 scored members come as [member, score] pairs, RESP2 flat
-    pairs = log if log and isinstance(log[0], list | tuple) else iter_flat_pairs(log)
-    flat_log: list[int | bytes] = []
-    for member, score in pairs:
-        flat_log.extend((int(float(score)), member))
-    return TenantDump(
-        tenant=tenant,
-        revision=int(rev) if rev and rev.isdigit() else 0,  # as tonumber() in the script
-        epoch=as_text(epoch or b""),
-        meta={as_text(k): as_text(v) for k, v in iter_flat_pairs(_flat(meta))},
-        namespaces=sorted(as_text(n) for n in now_names),
-        schemas={as_text(k): v for k, v in iter_flat_pairs(_flat(schemas))},
-        values=values,
-        trash=trash,
-        history=history,
-        log=flat_log,
-    )
+    # the RESP2 layout _dump_from_reply reads: hashes flat, scored members flat
+    if log and isinstance(log[0], list | tuple):  # RESP3: [member, score] pairs
+        log = [x for pair in log for x in pair]
+    head = [rev, epoch, _flat(meta), now_names, _flat(schemas), log]
+    spaces = reply[7:]
+    for i in range(0, len(spaces), 3):
+        head += [_flat(spaces[i]), _flat(spaces[i + 1]), list(spaces[i + 2])]
+    return _dump_from_reply(tenant, names, head)
 
 
 async def capture_by_script(scripts: Scripts, tenant: str) -> TenantDump | None:
