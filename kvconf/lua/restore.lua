@@ -87,12 +87,14 @@ for i = meta_at, meta_at + 2 * nmeta - 1, 2 do
   if A[i] == 'schema_gen' then file_gen = tonumber(A[i + 1]) or 0 end
 end
 
-local function put_hash(key, at, n)
+-- HSET key f v f v ... / ZADD key s m s m ...: n pairs from A[at], CHUNK per call
+local function put_pairs(command, key, at, n)
   local last = at + 2 * n - 1
   for i = at, last, 2 * CHUNK do
-    redis.call('HSET', key, unpack(A, i, math.min(i + 2 * CHUNK - 1, last)))
+    redis.call(command, key, unpack(A, i, math.min(i + 2 * CHUNK - 1, last)))
   end
 end
+local function put_hash(key, at, n) put_pairs('HSET', key, at, n) end
 local match = string.match
 local function put_history(key, at, n)
   -- ZADD 0 member 0 member ...: many members per call, under unpack's limit
@@ -105,12 +107,6 @@ local function put_history(key, at, n)
       k = k + 2
     end
     redis.call('ZADD', key, unpack(args))
-  end
-end
-local function put_zset(key, at, n)
-  local last = at + 2 * n - 1
-  for i = at, last, 2 * CHUNK do
-    redis.call('ZADD', key, unpack(A, i, math.min(i + 2 * CHUNK - 1, last)))
   end
 end
 
@@ -248,7 +244,7 @@ if mode == 'merge' then
 else
   for _, h in ipairs(values) do put_hash(base .. 'ns:' .. h[1], h[2], h[3]) end
   for _, h in ipairs(history) do put_history(base .. 'hist:' .. h[1], h[2], h[3]) end
-  if nlog > 0 then put_zset(KEYS[6], log_at, nlog) end
+  if nlog > 0 then put_pairs('ZADD', KEYS[6], log_at, nlog) end
 end
 
 redis.call('SET', KEYS[1], rev)
