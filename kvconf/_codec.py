@@ -29,6 +29,11 @@ _any_decoder = msgspec.json.Decoder()
 _SCALARS = (str, bool, int, type(None))
 
 
+def as_text(raw: bytes | str) -> str:
+    """A Redis reply item (bytes, or str from a decoding client) as text."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def now_iso() -> str:
     """The current UTC time as ISO-8601 with milliseconds and a ``Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

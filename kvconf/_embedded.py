@@ -34,6 +34,7 @@ from typing import Any
 
 import fakeredis
 
+from ._codec import as_text
 from ._connect import _servers, embedded_server
 from ._keys import PREFIX, TENANTS_KEY, tenant_from_key
 from ._scripts import script_source
@@ -71,10 +72,6 @@ _READ_ONLY_COMMANDS = (
 )
 _READ_ONLY = frozenset(_READ_ONLY_COMMANDS.split())
 _MULTI_KEY = frozenset({"DEL", "UNLINK", "TOUCH"})
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 class _DirLock:
@@ -172,9 +169,9 @@ class Persister:
         """Mark the keys a command writes (nothing for reads); True if any."""
         if not args:
             return False
-        name = _text(args[0]).upper()
+        name = as_text(args[0]).upper()
         if name in ("EVALSHA", "EVAL"):
-            if name == "EVALSHA" and _text(args[1]) in _READ_SCRIPTS:
+            if name == "EVALSHA" and as_text(args[1]) in _READ_SCRIPTS:
                 return False
             keys = args[3 : 3 + int(args[2])]
         elif name in _READ_ONLY:
@@ -186,7 +183,7 @@ class Persister:
         marked = False
         for key in keys:
             if isinstance(key, bytes | str):
-                marked = self.note_key(_text(key)) or marked
+                marked = self.note_key(as_text(key)) or marked
         if marked:
             self.marked += 1
         return marked
@@ -251,7 +248,7 @@ class Persister:
 
     async def _global_record(self, key: str) -> JournalRecord:
         client = self._client
-        kind = _text(await client.type(key))
+        kind = as_text(await client.type(key))
         data: list[bytes] = []
         if kind == "hash":
             for k, v in (await client.hgetall(key)).items():
@@ -274,7 +271,7 @@ class Persister:
         gen = self.generation + 1
         globals_ = []
         async for raw in store.redis.scan_iter(match=f"{PREFIX}:*", count=1000):
-            key = _text(raw)
+            key = as_text(raw)
             if tenant_from_key(key) is None and key != TENANTS_KEY:
                 globals_.append(await self._global_record(key))
         journal = JournalWriter(journal_path(self.data_dir, gen))

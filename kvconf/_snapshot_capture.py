@@ -22,14 +22,10 @@ from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._codec import as_text
 from ._keys import PREFIX, TenantKeys
 from ._scripts import Scripts
 from ._snapshot_format import TenantDump, iter_flat_pairs
-
-
-def as_text(raw: bytes | str) -> str:
-    """``raw`` as text."""
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def script_keys(tk: TenantKeys) -> list[str]:

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _codec
+from ._codec import as_text
 from ._keys import TenantKeys
 from ._scripts import Scripts
-from ._snapshot_capture import as_text, checked_reply, read_replies, resp, script_keys
+from ._snapshot_capture import checked_reply, read_replies, resp, script_keys
 from ._snapshot_format import TenantDump, iter_flat_pairs
 from ._write_ops import foreign_type
 from .exceptions import Conflict, TenantNotFound, Unavailable

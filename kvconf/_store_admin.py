@@ -6,8 +6,9 @@ import secrets
 from typing import Any
 
 from . import _codec
+from ._codec import as_text
 from ._keys import DEFAULTS_NAMESPACE, TENANTS_KEY, TenantKeys, validate_namespace
-from ._store_base import StoreBase, TenantSchemas, redis_errors, tenant_keys, text
+from ._store_base import StoreBase, TenantSchemas, redis_errors, tenant_keys
 from ._write_ops import MAX_ACTOR, MAX_REASON, audit_text
 from .exceptions import TenantExists, TenantNotFound, Unavailable
 from .models import KeySpec, Schema
@@ -128,7 +129,7 @@ class AdminOps(StoreBase):
         if hard:
             batch: list[Any] = []
             async for name in self.redis.scan_iter(match=f"{tk.base}:*", count=1000):
-                if text(name) != tk.meta:
+                if as_text(name) != tk.meta:
                     batch.append(name)
                 if len(batch) >= 500:
                     await self.redis.unlink(*batch)

@@ -18,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import _codec
+from ._codec import as_text
 from ._connect import connect
 from ._keys import TenantKeys, validate_namespace
 from ._keys import validate_tenant as _validate_tenant
@@ -27,7 +28,7 @@ from .exceptions import TenantNotFound, Unavailable
 from .models import Entry, KeySpec, Schema, TenantState
 from .schema import effective_specs
 
-__all__ = ["StoreBase", "TenantSchemas", "pairs", "redis_errors", "tenant_keys", "text"]
+__all__ = ["StoreBase", "TenantSchemas", "pairs", "redis_errors", "tenant_keys"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,13 +56,9 @@ def tenant_keys(tenant: str) -> TenantKeys:
     return TenantKeys(_validate_tenant(tenant))
 
 
-def text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
 def pairs(flat: Sequence[Any]) -> Iterable[tuple[str, bytes]]:
     it = iter(flat)
-    return ((text(k), v) for k, v in zip(it, it, strict=True))
+    return ((as_text(k), v) for k, v in zip(it, it, strict=True))
 
 
 class TenantSchemas:
@@ -136,10 +133,10 @@ class StoreBase:
             raise TenantNotFound(tenant)
         spaces: dict[str, dict[str, Entry]] = {}
         for i in range(4, len(reply), 2):
-            spaces[text(reply[i])] = {k: _codec.decode_entry(v) for k, v in pairs(reply[i + 1])}
+            spaces[as_text(reply[i])] = {k: _codec.decode_entry(v) for k, v in pairs(reply[i + 1])}
         return TenantState(
             tenant=tenant,
-            epoch=text(reply[2]),
+            epoch=as_text(reply[2]),
             revision=int(reply[1]),
             namespaces=spaces,
             schema_gen=int(reply[3]),

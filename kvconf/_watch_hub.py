@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from ._codec import as_text
 from ._connect import connect, is_cluster_url
 from ._watch_state import WireEvent, decode_wire
 
@@ -276,7 +277,7 @@ class Hub:
     def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
         if kind == "smessage":
-            members = self._channels.get(_text(msg["channel"]))
+            members = self._channels.get(as_text(msg["channel"]))
             if not members:
                 return
             try:
@@ -289,23 +290,19 @@ class Hub:
             for listener in list(members):
                 listener.on_event(event)
         elif kind == "pmessage":
-            owners = self._patterns.get(_text(msg["pattern"]))
+            owners = self._patterns.get(as_text(msg["pattern"]))
             if not owners:
                 return
-            channel, op = _text(msg["channel"]), _text(msg["data"])
+            channel, op = as_text(msg["channel"]), as_text(msg["data"])
             for listener, prefix in list(owners.items()):
                 if channel.startswith(prefix):
                     listener.on_keyspace(channel[len(prefix) :], op)
         elif kind == "ssubscribe":
-            channel = _text(msg["channel"])
+            channel = as_text(msg["channel"])
             self._confirmed.add(channel)
             self.connected = True
             for listener in list(self._channels.get(channel, ())):
                 listener.on_subscribed()
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 _hubs: dict[tuple[asyncio.AbstractEventLoop, str | None], Hub] = {}

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from . import _codec
+from ._codec import as_text
 from ._keys import validate_key
 from .exceptions import (
     EmptyChangeSet,
@@ -103,7 +104,7 @@ def outcome(tenant: str, namespace: str, ops: list[Op], reply: list[Any]) -> Wri
             tenant=tenant,
             namespace=namespace,
             revision=int(reply[1]),
-            epoch=_text(reply[2]),
+            epoch=as_text(reply[2]),
             versions={op[0]: int(v) for op, v in zip(ops, reply[4:], strict=True)},
         )
     if status == b"conflict":
@@ -114,14 +115,10 @@ def outcome(tenant: str, namespace: str, ops: list[Op], reply: list[Any]) -> Wri
     if status in (b"notenant", b"deleted"):
         raise TenantNotFound(tenant)
     if status == b"wrongtype":
-        raise foreign_type(_text(reply[1]))
+        raise foreign_type(as_text(reply[1]))
     raise Unavailable(f"unexpected reply from the write script: {reply[0]!r}")
 
 
 def foreign_type(key: str) -> Unavailable:
     """The error for a kvconf key that holds a Redis type kvconf never writes there."""
     return Unavailable(f"redis key {key} has a foreign type", reason="corrupt_state")
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw

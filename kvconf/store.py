@@ -20,6 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from . import _codec
+from ._codec import as_text
 from ._keys import (
     DEFAULTS_NAMESPACE,
     HIST_VERSION_DIGITS,
@@ -30,7 +31,7 @@ from ._keys import (
     validate_namespace,
 )
 from ._store_admin import AdminOps
-from ._store_base import redis_errors, text
+from ._store_base import redis_errors
 from ._store_base import tenant_keys as tenant_keys  # re-exported: callers name it from here
 from ._write_ops import MAX_ACTOR, MAX_REASON, Op, audit_text, change_ops, check_count, outcome
 from .exceptions import (
@@ -81,12 +82,12 @@ class Store(AdminOps):
         raw = await self.redis.hgetall(tk.ns(validate_namespace(namespace)))
         if not raw:
             await self._require_tenant(tk)
-        return {text(k): _codec.decode_entry(v) for k, v in raw.items()}
+        return {as_text(k): _codec.decode_entry(v) for k, v in raw.items()}
 
     @redis_errors
     async def tenants(self) -> list[str]:
         """Names of every live tenant, sorted."""
-        return sorted(text(t) for t in await self.redis.smembers(TENANTS_KEY))
+        return sorted(as_text(t) for t in await self.redis.smembers(TENANTS_KEY))
 
     @redis_errors
     async def namespaces(self, tenant: str) -> list[str]:
@@ -95,7 +96,7 @@ class Store(AdminOps):
         names = await self.redis.smembers(tk.namespaces)
         if not names:
             await self._require_tenant(tk)
-        return sorted(text(n) for n in names)
+        return sorted(as_text(n) for n in names)
 
     @redis_errors
     async def revision(self, tenant: str) -> int:
@@ -122,9 +123,9 @@ class Store(AdminOps):
         return TenantInfo(
             tenant=tenant,
             revision=int(rev or 0),
-            epoch=text(epoch or b""),
-            namespaces=sorted(text(n) for n in names),
-            created_at=datetime.fromisoformat(text(created)),
+            epoch=as_text(epoch or b""),
+            namespaces=sorted(as_text(n) for n in names),
+            created_at=datetime.fromisoformat(as_text(created)),
         )
 
     @redis_errors
