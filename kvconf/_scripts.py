@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-__all__ = ["Scripts", "script_source"]
+__all__ = ["Scripts", "pack_command", "script_source"]
 
 
 @cache
@@ -117,7 +117,7 @@ async def _pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:
-        await conn.send_packed_command(b"".join(map(_pack, commands)), check_health=False)
+        await conn.send_packed_command(b"".join(map(pack_command, commands)), check_health=False)
         results: list[Any] = []
         for _ in commands:
             try:
@@ -132,7 +132,7 @@ async def _pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     return results
 
 
-def _pack(args: tuple[Any, ...]) -> bytes:
+def pack_command(args: tuple[Any, ...]) -> bytes:
     """One command in RESP: what redis-py's ``pack_command`` does, in a third of the time.
 
     Arguments are ``str`` (UTF-8), ``bytes``, ``int`` or ``float``, as the

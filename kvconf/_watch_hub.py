@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from typing import Any, Protocol
@@ -29,6 +28,7 @@ from redis.retry import Retry
 
 from ._codec import as_text
 from ._connect import connect, is_cluster_url
+from ._watch_conn import Session, open_session
 from ._watch_state import WireEvent, decode_wire
 
 __all__ = ["Hub", "Listener", "acquire", "backoff_delay", "release"]
@@ -92,7 +92,7 @@ class Hub:
         self.refs = 0
         self.connected = False
         self._client = client_for(url, timeout, pubsub=True)
-        self._pubsub: Any = None
+        self._session: Session | None = None
         self._channels: dict[str, set[Listener]] = {}
         self._patterns: dict[str, dict[Listener, str]] = {}
         self._confirmed: set[str] = set()
@@ -106,6 +106,11 @@ class Hub:
     def pubsub_client(self) -> Any:
         """The Redis client the hub subscribes with (for tests and benchmarks)."""
         return self._client
+
+    @property
+    def sockname(self) -> tuple[str, int] | None:
+        """The local address of the pub/sub connection, while it is open."""
+        return None if self._session is None else self._session.sockname
 
     async def add(self, listener: Listener, channel: str, patterns: dict[str, str]) -> None:
         """Subscribe ``listener`` to ``channel`` and keyspace ``patterns`` (pattern → prefix)."""
@@ -122,13 +127,13 @@ class Hub:
         if new_channel or new_patterns:
             try:
                 async with asyncio.timeout(self.timeout), self._send_lock:
-                    pubsub = self._pubsub
-                    if pubsub is None:
+                    session = self._session
+                    if session is None:
                         return  # the reader subscribes everything when it reconnects
                     if new_patterns:
-                        await pubsub.psubscribe(*new_patterns)
+                        await session.send("PSUBSCRIBE", *new_patterns)
                     if new_channel:
-                        await pubsub.ssubscribe(channel)
+                        await session.send("SSUBSCRIBE", channel)
             except (RedisError, OSError, TimeoutError) as exc:
                 log.debug("subscribe failed, the reader reconnects: %s", exc)
 
@@ -153,13 +158,13 @@ class Hub:
         if gone_channel or gone_patterns:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(self.timeout), self._send_lock:
-                    pubsub = self._pubsub
-                    if pubsub is None:
+                    session = self._session
+                    if session is None:
                         return
                     if gone_channel:
-                        await pubsub.sunsubscribe(channel)
+                        await session.send("SUNSUBSCRIBE", channel)
                     if gone_patterns:
-                        await pubsub.punsubscribe(*gone_patterns)
+                        await session.send("PUNSUBSCRIBE", *gone_patterns)
 
     async def aclose(self) -> None:
         """Stop the reader and close the connection."""
@@ -184,17 +189,18 @@ class Hub:
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
-            pubsub = self._client.pubsub()
+            session = open_session(self._client, self._on_reply, embedded=is_embedded(self.url))
             try:
+                await session.open()
                 async with self._send_lock:
-                    self._pubsub = pubsub
+                    self._session = session
                     if self._patterns:
-                        await pubsub.psubscribe(*self._patterns)
+                        await session.send("PSUBSCRIBE", *self._patterns)
                     if self._channels:
-                        await pubsub.ssubscribe(*self._channels)
-                await self._read(pubsub)
+                        await session.send("SSUBSCRIBE", *self._channels)
+                await self._read(session)
             except (RedisError, OSError, TimeoutError) as exc:
-                self._pubsub = None
+                self._session = None
                 self._confirmed.clear()
                 if self.connected or attempt == 0:
                     log.warning("pub/sub connection to %s lost: %s", self.url or "embedded", exc)
@@ -206,20 +212,15 @@ class Hub:
             else:
                 attempt = 0
             finally:
-                self._pubsub = None
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                self._session = None
+                await session.close()
 
-    async def _read(self, pubsub: Any) -> None:
-        """Read and dispatch until the connection fails; a keepalive task pings it.
-
-        Reads block without a timeout (a per-read timeout costs more than
-        the rest of receiving a message); liveness is the keepalive's job.
-        """
+    async def _read(self, session: Session) -> None:
+        """Deliver replies until the connection fails; a keepalive task pings it."""
         self._last_rx, self._ping_sent = time.monotonic(), None
         tasks = [
-            asyncio.ensure_future(self._receive(pubsub)),
-            asyncio.ensure_future(self._keepalive(pubsub)),
+            asyncio.ensure_future(session.run()),
+            asyncio.ensure_future(self._keepalive(session)),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -243,24 +244,7 @@ class Hub:
             if cancelled:
                 raise asyncio.CancelledError
 
-    async def _receive(self, pubsub: Any) -> None:
-        conn = pubsub.connection
-        if conn is None:  # nothing subscribed (the last listener is leaving)
-            raise ConnectionError("no subscriptions on the pub/sub connection")
-        while not self._closing:
-            # What PubSub.get_message(timeout=None) does, without its retry
-            # wrapper: the hub reconnects itself. math.inf: block, no timeout.
-            response = await conn.read_response(
-                timeout=math.inf, disconnect_on_error=False, push_request=True
-            )
-            self._last_rx, self._ping_sent = time.monotonic(), None
-            if response is None:  # a blocking read that returns nothing: the socket is gone
-                raise ConnectionError("the pub/sub connection returned no reply")
-            msg = await pubsub.handle_message(response)
-            if msg is not None:
-                self._dispatch(msg)
-
-    async def _keepalive(self, pubsub: Any) -> None:
+    async def _keepalive(self, session: Session) -> None:
         """PING an idle connection; no answer within ``timeout`` ends it."""
         while not self._closing:
             await asyncio.sleep(self.ping_interval / 4)
@@ -272,16 +256,20 @@ class Hub:
                 async with asyncio.timeout(self.timeout), self._send_lock:
                     # before sending: the answer may beat the send's return
                     self._ping_sent = time.monotonic()
-                    await pubsub.ping()
+                    await session.send("PING")
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
-        kind = msg["type"]
-        if kind == "smessage":
-            members = self._channels.get(as_text(msg["channel"]))
+    def _on_reply(self, reply: Any) -> None:
+        """One reply on the pub/sub connection: a message, a confirmation or a PONG."""
+        self._last_rx, self._ping_sent = time.monotonic(), None
+        if not isinstance(reply, list) or not reply:
+            return  # a PONG outside subscribed mode
+        kind = reply[0]
+        if kind == b"smessage" or kind == "smessage":
+            members = self._channels.get(as_text(reply[1]))
             if not members:
                 return
             try:
-                event = decode_wire(msg["data"])
+                event = decode_wire(reply[2])
             except msgspec.DecodeError as exc:
                 log.warning("undecodable change event, catching up from the log: %s", exc)
                 for listener in list(members):
@@ -289,16 +277,18 @@ class Hub:
                 return
             for listener in list(members):
                 listener.on_event(event)
-        elif kind == "pmessage":
-            owners = self._patterns.get(as_text(msg["pattern"]))
+            return
+        kind = as_text(kind)
+        if kind == "pmessage":
+            owners = self._patterns.get(as_text(reply[1]))
             if not owners:
                 return
-            channel, op = as_text(msg["channel"]), as_text(msg["data"])
+            channel, op = as_text(reply[2]), as_text(reply[3])
             for listener, prefix in list(owners.items()):
                 if channel.startswith(prefix):
                     listener.on_keyspace(channel[len(prefix) :], op)
         elif kind == "ssubscribe":
-            channel = as_text(msg["channel"])
+            channel = as_text(reply[1])
             self._confirmed.add(channel)
             self.connected = True
             for listener in list(self._channels.get(channel, ())):

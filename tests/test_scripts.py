@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from redis.asyncio.connection import Connection
 
-from kvconf._scripts import _pack
+from kvconf._scripts import pack_command
 
 
 @pytest.mark.parametrize(
@@ -20,10 +20,10 @@ from kvconf._scripts import _pack
     ],
 )
 def test_pack_is_what_redis_py_sends(args: tuple[Any, ...]) -> None:
-    assert _pack(args) == b"".join(Connection().pack_command(*args))
+    assert pack_command(args) == b"".join(Connection().pack_command(*args))
 
 
 @pytest.mark.parametrize("bad", [True, None, ["list"], 3j])
 def test_pack_refuses_what_scripts_never_take(bad: object) -> None:
     with pytest.raises(TypeError, match="script argument"):
-        _pack(("SET", "k", bad))
+        pack_command(("SET", "k", bad))

@@ -431,14 +431,13 @@ async def test_watchers_in_one_process_share_one_pubsub_connection(
             assert len(mine) == 1
         # Closing the last watcher releases this loop's hub and its connection.
         assert all(h is not hub for h in hubs._hubs.values())
-        assert hub._pubsub is None
+        assert hub.sockname is None
 
 
 def _hub_conn(hub: hubs.Hub, client: dict[str, Any]) -> bool:
-    conn = hub._pubsub.connection if hub._pubsub is not None else None
-    if conn is None or conn._writer is None:
+    if hub.sockname is None:
         return False
-    host, port = conn._writer.get_extra_info("sockname")[:2]
+    host, port = hub.sockname
     return bool(client["addr"] == f"{host}:{port}")
 
 
