@@ -44,18 +44,14 @@ for i = 1, n do
   end
 end
 
--- A key of a foreign type must fail the script before its first write. The
--- log and namespace-set keys are only written: TYPE them. Every other key is
--- read first, with pcall, and a WRONGTYPE reply is answered the same way.
+-- A key of a foreign type must fail the script before its first write. Every
+-- key but the log is read first, with pcall, and a WRONGTYPE reply answered
+-- with {'wrongtype', key}; the log's ZADD is the script's first write, also
+-- with pcall, so a foreign log too fails with nothing written.
 local function foreign(reply)
   if type(reply) ~= 'table' or reply.err == nil then return false end
   if string.find(tostring(reply.err), 'WRONGTYPE', 1, true) then return true end
   error(reply)  -- any other error: the script's error, nothing written yet
-end
-local want = {'hash', 'string', 'string', 'zset', 'hash', 'set'}
-for _, i in ipairs({4, 6}) do
-  local t = redis.call('TYPE', K[i]).ok
-  if t ~= 'none' and t ~= want[i] then return {'wrongtype', K[i]} end
 end
 
 local meta = redis.pcall('HMGET', K[5], 'created_at', 'deleted_at', 'schema_gen')
@@ -73,7 +69,9 @@ if foreign(rev_raw) or (rev_raw and not tonumber(rev_raw)) then return {'wrongty
 local epoch = redis.pcall('GET', K[3])
 if foreign(epoch) then return {'wrongtype', K[3]} end
 
-local conflicts, missing, olds, lasts = {}, {}, {}, {}
+-- Per key: its current and last version, and the checks; per namespace,
+-- whether the namespace set lists it already.
+local conflicts, missing, olds, lasts, listed = {}, {}, {}, {}, {}
 for i = 1, n do
   local b = 7 + (i - 1) * 3
   local op = string.sub(ARGV[b + 2], 1, 1)
@@ -96,57 +94,71 @@ for i = 1, n do
   if op == 'd' and not entry then missing[#missing + 1] = '"' .. label[i] .. '"' end
   olds[i] = cur
   lasts[i] = last
+  if listed[nsname[i]] == nil then
+    local member = redis.pcall('SISMEMBER', K[6], nsname[i])
+    if foreign(member) then return {'wrongtype', K[6]} end
+    listed[nsname[i]] = member == 1
+  end
 end
 if #conflicts > 0 then return {'conflict', '[' .. table.concat(conflicts, ',') .. ']'} end
 if #missing > 0 then return {'missing', '[' .. table.concat(missing, ',') .. ']'} end
 
--- From here on: writes only.
-local rev = redis.call('INCR', K[2])
-if not epoch then
+-- The records and the event, built before the first write.
+local rev = (tonumber(rev_raw) or 0) + 1
+local new_epoch = not epoch
+if new_epoch then
   local t = redis.call('TIME')
   epoch = string.format('%x%06x%x', tonumber(t[1]), tonumber(t[2]), rev)
-  redis.call('SET', K[3], epoch)
 end
-if created == 1 then redis.call('HSET', K[5], 'created_at', ARGV[6]) end
-
 local actor, reason, now = ARGV[4], ARGV[5], ARGV[6]
-local keep = tonumber(keep_arg)
-local meta = ',"revision":' .. rev .. ',"updated_at":"' .. now .. '","updated_by":' .. actor
-local changes, out, seen = {}, {'ok', rev, epoch, created}, {}
+local stamp = ',"revision":' .. rev .. ',"updated_at":"' .. now .. '","updated_by":' .. actor
+local changes, current, history, out = {}, {}, {}, {'ok', rev, epoch, created}
 for i = 1, n do
   local b = 7 + (i - 1) * 3
   local op, value = string.sub(ARGV[b + 2], 1, 1), ARGV[b + 3]
-  if not seen[nsname[i]] then
-    seen[nsname[i]] = true
-    redis.call('SADD', K[6], nsname[i])
-  end
   local v = lasts[i] + 1
-  local head = '{"version":' .. v .. meta
+  local head = '{"version":' .. v .. stamp
   local deleted = 'false'
   if op == 'd' then
-    deleted = 'true'
-    value = 'null'
-    redis.call('HDEL', hkey[i], field[i])
+    deleted, value = 'true', 'null'
   else
-    redis.call('HSET', hkey[i], field[i], head .. ',"value":' .. value .. '}')
+    current[i] = head .. ',"value":' .. value .. '}'
   end
-  redis.call('ZADD', zkey[i], 0, field[i] .. '|' .. string.format('%010d', v) .. '|'
-    .. head .. ',"deleted":' .. deleted .. ',"reason":' .. reason .. ',"value":' .. value .. '}')
-  if v > keep then
-    redis.call('ZREMRANGEBYLEX', zkey[i], '[' .. field[i] .. '|',
-      '[' .. field[i] .. '|' .. string.format('%010d', v - keep) .. '|\255')
-  end
+  history[i] = field[i] .. '|' .. string.format('%010d', v) .. '|' .. head .. ',"deleted":' .. deleted
+    .. ',"reason":' .. reason .. ',"value":' .. value .. '}'
   local where = ''
   if multi then where = ',"namespace":"' .. nsname[i] .. '"' end
   changes[i] = '{"key":"' .. field[i] .. '"' .. where .. ',"version":' .. v .. ',"old_version":' .. olds[i]
     .. ',"deleted":' .. deleted .. ',"value":' .. value .. '}'
   out[4 + i] = v
 end
-
 local event = '{"tenant":"' .. ARGV[3] .. '","epoch":"' .. epoch .. '","revision":' .. rev
   .. ',"namespace":"' .. ARGV[2] .. '","actor":' .. actor .. ',"reason":' .. reason
   .. ',"ts":"' .. now .. '","type":"change","changes":[' .. table.concat(changes, ',') .. ']}'
-redis.call('ZADD', K[4], rev, event)
+
+-- From here on: writes only, the log's first.
+if foreign(redis.pcall('ZADD', K[4], rev, event)) then return {'wrongtype', K[4]} end
 redis.call('ZREMRANGEBYRANK', K[4], 0, -(tonumber(log_arg) + 1))
+redis.call('INCR', K[2])
+if new_epoch then redis.call('SET', K[3], epoch) end
+if created == 1 then redis.call('HSET', K[5], 'created_at', now) end
+local keep = tonumber(keep_arg)
+for i = 1, n do
+  if not listed[nsname[i]] then
+    listed[nsname[i]] = true
+    redis.call('SADD', K[6], nsname[i])
+  end
+  if current[i] then
+    redis.call('HSET', hkey[i], field[i], current[i])
+  else
+    redis.call('HDEL', hkey[i], field[i])
+  end
+  redis.call('ZADD', zkey[i], 0, history[i])
+  local v = lasts[i] + 1
+  if v > keep then
+    redis.call('ZREMRANGEBYLEX', zkey[i], '[' .. field[i] .. '|',
+      '[' .. field[i] .. '|' .. string.format('%010d', v - keep) .. '|\255')
+  end
+end
 redis.call('SPUBLISH', base .. ':changes', event)
 return out
