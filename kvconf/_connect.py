@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import fakeredis
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
+from redis.maint_notifications import MaintNotificationsConfig
 
 __all__ = ["connect", "embedded_server", "is_cluster_url"]
 
@@ -45,6 +46,11 @@ def connect(url: str | None, **options: Any) -> Any:
     if url is None or url.startswith("memory://"):
         name = "default" if url is None else (url.removeprefix("memory://") or "default")
         return fakeredis.FakeAsyncRedis(server=embedded_server(name), **options)
+    # redis-py 8.1 turns maintenance notifications (a Redis Enterprise/Cloud
+    # feature) on by default over RESP3, and then its pool lends connections
+    # the server has closed (redis-py #4252): after a restart, the next
+    # command on each pooled connection failed. kvconf does not use them.
+    options.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
     if is_cluster_url(url):
         parts = urlsplit(url)
         scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"

@@ -15,11 +15,13 @@ client-side cost of a socket write and read.
 from __future__ import annotations
 
 import asyncio
+import select
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["Scripts", "pack_command", "script_source"]
 
@@ -36,6 +38,10 @@ class _Pipelined:
     def __init__(self, client: Any, script: Any) -> None:
         self._client = client
         self._script = script
+        # One connection of the client's pool, held while the runner lives:
+        # calls go out one round trip at a time, so one is all it needs, and
+        # taking it from the pool and back cost more than packing the call.
+        self._conn: Any = None
         self._busy = False
         self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         # Held so the running drain task is not garbage-collected mid-flight.
@@ -93,43 +99,94 @@ class _Pipelined:
         """
         sha = self._script.sha
         commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
-        results = await _pipeline(self._client, commands)
+        results = await self._roundtrip(commands)
         lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if lost:
             try:
-                await self._client.script_load(self._script.script)
-                again = await _pipeline(self._client, [commands[i] for i in lost])
+                # SCRIPT LOAD first, in the same round trip as the calls again
+                load, *again = await self._roundtrip(
+                    [("SCRIPT", "LOAD", self._script.script), *(commands[i] for i in lost)]
+                )
+                if isinstance(load, Exception):
+                    again = [load] * len(lost)
             except Exception as exc:
                 again = [exc] * len(lost)
             for i, result in zip(lost, again, strict=True):
                 results[i] = result
         return results
 
+    async def _roundtrip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` in one write on the runner's connection; every reply, errors as values.
 
-async def _pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Send ``commands`` in one write on one pooled connection; every reply, errors as values.
+        What ``pipeline(transaction=False).execute(raise_on_error=False)`` does
+        for commands without response callbacks, without its per-command
+        bookkeeping (it cost more than the Redis round trip it saves). A
+        failure mid-way drops the connection, so no reply is left on the
+        wire; the next call connects again.
+        """
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self._client.connection_pool.get_connection()
+        elif not _open(conn):  # the server closed it (restart, idle timeout)
+            await conn.disconnect()
+        try:
+            await _write_now(conn, b"".join(map(pack_command, commands)))
+            results: list[Any] = []
+            for _ in commands:
+                try:
+                    results.append(await conn.read_response())
+                except ResponseError as exc:
+                    results.append(exc)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        return results
 
-    What ``pipeline(transaction=False).execute(raise_on_error=False)`` does
-    for commands without response callbacks, without its per-command
-    bookkeeping (it cost more than the Redis round trip it saves). A failure
-    mid-way drops the connection so no reply is left on the wire.
+    async def aclose(self) -> None:
+        """Give the runner's connection back to the pool."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._client.connection_pool.release(conn)
+
+
+def _open(conn: Any) -> bool:
+    """True if ``conn`` is connected and nothing waits to be read on it.
+
+    What the pool checks before it lends a connection, in one ``select``: a
+    server that closed the connection (a restart, an idle timeout) left an
+    EOF there, whether or not the event loop has seen it yet.
     """
-    pool = client.connection_pool
-    conn = await pool.get_connection()
-    try:
-        await conn.send_packed_command(b"".join(map(pack_command, commands)), check_health=False)
-        results: list[Any] = []
-        for _ in commands:
-            try:
-                results.append(await conn.read_response())
-            except ResponseError as exc:
-                results.append(exc)
-    except BaseException:
-        await conn.disconnect()
-        raise
-    finally:
-        await pool.release(conn)
-    return results
+    reader, writer = getattr(conn, "_reader", None), getattr(conn, "_writer", None)
+    if not conn.is_connected or not isinstance(reader, asyncio.StreamReader):
+        return False
+    if reader.at_eof() or reader.exception() is not None:
+        return False
+    sock = writer.get_extra_info("socket") if isinstance(writer, asyncio.StreamWriter) else None
+    if sock is None:
+        return True
+    readable, _, _ = select.select([sock], [], [], 0)
+    return not readable
+
+
+async def _write_now(conn: Any, data: bytes) -> None:
+    """Write ``data`` on redis-py connection ``conn`` now.
+
+    ``send_packed_command`` with a socket timeout (redis-py's default is 5 s)
+    runs the write in a new task under ``wait_for``: the bytes leave one loop
+    step later. Here they leave at once; only a full socket buffer is waited
+    for, within the timeout.
+    """
+    writer = getattr(conn, "_writer", None) if conn.is_connected else None
+    if not isinstance(writer, asyncio.StreamWriter):  # not connected yet: connect, then send
+        await conn.send_packed_command(data, check_health=False)
+        return
+    writer.write(data)
+    if writer.transport.get_write_buffer_size():
+        try:
+            async with asyncio.timeout(conn.socket_timeout):
+                await writer.drain()
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout writing to socket") from None
 
 
 def pack_command(args: tuple[Any, ...]) -> bytes:
@@ -197,3 +254,8 @@ class Scripts:
         if runner is None:
             runner = self._pipelined[name] = _Pipelined(self._client, self._script(name))
         return await runner(keys, args)
+
+    async def aclose(self) -> None:
+        """Give the connections the batched runners hold back to the client's pool."""
+        for runner in self._pipelined.values():
+            await runner.aclose()

@@ -114,6 +114,7 @@ class StoreBase:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
+        await self._scripts.aclose()
         await self.redis.aclose()
 
     # -- shared reads ----------------------------------------------------------

@@ -31,6 +31,29 @@ async def test_redis_down_is_unavailable_and_recovers(redis_server: RedisServer)
         await store.aclose()
 
 
+async def test_a_write_after_a_restart_reconnects(redis_server: RedisServer) -> None:
+    # The write runner holds a connection between calls; the server closing
+    # it must not cost the next write an error (nor the script's reload).
+    store = Store(settings=Settings(redis_url=redis_server.url), environ={})
+    try:
+        await store.set("t", "ns", "k", 1)
+        redis_server.kill()
+        redis_server.start()
+        await asyncio.sleep(0.05)  # idle for a moment, as a service would be
+        result = await store.set("t", "ns", "k", 2)
+        assert (result.revision, result.versions) == (1, {"k": 1})  # a new, empty server
+        results = await asyncio.gather(*(store.set("t", "ns", f"k{i}", i) for i in range(20)))
+        assert sorted(r.revision for r in results) == list(range(2, 22))
+        redis_server.kill()
+        redis_server.start()
+        await asyncio.sleep(0.05)
+        # Reads go through the client's pool: it must not lend a closed connection.
+        assert [await store.tenants() for _ in range(3)] == [[], [], []]
+        assert (await store.set("t", "ns", "k", 3)).revision == 1
+    finally:
+        await store.aclose()
+
+
 async def test_write_refused_under_maxmemory_changes_nothing(redis_server: RedisServer) -> None:
     store = Store(settings=Settings(redis_url=redis_server.url), environ={})
     try:
