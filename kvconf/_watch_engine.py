@@ -210,7 +210,7 @@ class WatchEngine(CachedReader):
         except Exception:
             log.exception("change callback %r raised; the watcher goes on", cb.fn)
             return
-        if inspect.isawaitable(result) and self._queue is not None:
+        if result is not None and inspect.isawaitable(result) and self._queue is not None:
             self._queue.put_nowait(awaited(result))
 
     async def _dispatch_loop(self) -> None:
