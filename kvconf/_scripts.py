@@ -9,7 +9,8 @@ first call goes out at once; calls made while it is in flight queue up and go
 out together as one pipeline of ``EVALSHA`` commands (not a transaction: each
 script is still atomic on its own and fails or succeeds alone). An idle caller
 pays nothing extra; many concurrent callers share round trips and the
-client-side cost of a socket write and read.
+client-side cost of a socket write and read. :meth:`Scripts.batched_command`
+does the same for plain commands whose reply needs no parsing (``HGET``).
 """
 
 from __future__ import annotations
@@ -32,29 +33,32 @@ def script_source(name: str) -> str:
     return resources.files("kvconf").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
-class _Pipelined:
-    """Automatic pipelining of one script's concurrent calls (see module docstring)."""
+Command = tuple[Any, ...]
 
-    def __init__(self, client: Any, script: Any) -> None:
+
+class _Pipelined:
+    """Automatic pipelining of concurrent commands (see module docstring)."""
+
+    def __init__(self, client: Any) -> None:
         self._client = client
-        self._script = script
         # One connection of the client's pool, held while the runner lives:
         # calls go out one round trip at a time, so one is all it needs, and
         # taking it from the pool and back cost more than packing the call.
         self._conn: Any = None
         self._busy = False
-        self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
         # Held so the running drain task is not garbage-collected mid-flight.
         self._drainer: asyncio.Task[None] | None = None
 
-    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(self, command: Command) -> Any:
+        """``command``'s reply (an error reply raised), sharing round trips with others."""
         if self._busy:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._pending.append((keys, args, future))
+            self._pending.append((command, future))
             return await future
         self._busy = True
         try:
-            (reply,) = await self._evalsha([(keys, args)])
+            (reply,) = await self._exchange([command])
             if isinstance(reply, Exception):
                 raise reply
             return reply
@@ -80,9 +84,9 @@ class _Pipelined:
             leftover, self._pending = self._pending, []
             _settle(leftover, None)  # only when cancelled mid-drain
 
-    async def _send(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
-        results = await self._evalsha([(keys, args) for keys, args, _ in batch])
-        for (_, _, future), result in zip(batch, results, strict=True):
+    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+        results = await self._exchange([command for command, _ in batch])
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
@@ -90,32 +94,11 @@ class _Pipelined:
             else:
                 future.set_result(result)
 
-    async def _evalsha(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Every call's reply in one round trip, errors as values.
+    async def _exchange(self, commands: list[Command]) -> list[Any]:
+        """Every command's reply in one round trip, errors as values."""
+        return await self._roundtrip(commands)
 
-        Calls answered NOSCRIPT (the server lost its scripts: a restart,
-        SCRIPT FLUSH) are sent again once after loading the script; if it
-        cannot be loaded, they get that error.
-        """
-        sha = self._script.sha
-        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
-        results = await self._roundtrip(commands)
-        lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if lost:
-            try:
-                # SCRIPT LOAD first, in the same round trip as the calls again
-                load, *again = await self._roundtrip(
-                    [("SCRIPT", "LOAD", self._script.script), *(commands[i] for i in lost)]
-                )
-                if isinstance(load, Exception):
-                    again = [load] * len(lost)
-            except Exception as exc:
-                again = [exc] * len(lost)
-            for i, result in zip(lost, again, strict=True):
-                results[i] = result
-        return results
-
-    async def _roundtrip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _roundtrip(self, commands: list[Command]) -> list[Any]:
         """``commands`` in one write on the runner's connection; every reply, errors as values.
 
         What ``pipeline(transaction=False).execute(raise_on_error=False)`` does
@@ -147,6 +130,37 @@ class _Pipelined:
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._client.connection_pool.release(conn)
+
+
+class _PipelinedScript(_Pipelined):
+    """Pipelined ``EVALSHA`` calls of one script, reloading it on NOSCRIPT."""
+
+    def __init__(self, client: Any, script: Any) -> None:
+        super().__init__(client)
+        self._script = script
+
+    async def _exchange(self, commands: list[Command]) -> list[Any]:
+        """Every call's reply in one round trip, errors as values.
+
+        Calls answered NOSCRIPT (the server lost its scripts: a restart,
+        SCRIPT FLUSH) are sent again once after loading the script; if it
+        cannot be loaded, they get that error.
+        """
+        results = await self._roundtrip(commands)
+        lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if lost:
+            try:
+                # SCRIPT LOAD first, in the same round trip as the calls again
+                load, *again = await self._roundtrip(
+                    [("SCRIPT", "LOAD", self._script.script), *(commands[i] for i in lost)]
+                )
+                if isinstance(load, Exception):
+                    again = [load] * len(lost)
+            except Exception as exc:
+                again = [exc] * len(lost)
+            for i, result in zip(lost, again, strict=True):
+                results[i] = result
+        return results
 
 
 def _open(conn: Any) -> bool:
@@ -210,11 +224,9 @@ def pack_command(args: tuple[Any, ...]) -> bytes:
     return b"".join(out)
 
 
-def _settle(
-    batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]], exc: BaseException | None
-) -> None:
+def _settle(batch: list[tuple[Command, asyncio.Future[Any]]], exc: BaseException | None) -> None:
     """Fail (``exc``) or cancel (None) every future of ``batch`` not yet done."""
-    for _, _, future in batch:
+    for _, future in batch:
         if not future.done():
             if exc is None:
                 future.cancel()
@@ -233,7 +245,8 @@ class Scripts:
     def __init__(self, client: Any, *, pipelining: bool = True) -> None:
         self._client = client
         self._bound: dict[str, Any] = {}
-        self._pipelined: dict[str, _Pipelined] = {}
+        self._pipelined: dict[str, _PipelinedScript] = {}
+        self._commands: _Pipelined | None = None
         self._pipelining = pipelining
 
     def _script(self, name: str) -> Any:
@@ -250,12 +263,26 @@ class Scripts:
         """Like calling, but concurrent calls share pipelined round trips."""
         if not self._pipelining:
             return await self(name, keys, args)
+        script = self._script(name)
         runner = self._pipelined.get(name)
         if runner is None:
-            runner = self._pipelined[name] = _Pipelined(self._client, self._script(name))
-        return await runner(keys, args)
+            runner = self._pipelined[name] = _PipelinedScript(self._client, script)
+        return await runner(("EVALSHA", script.sha, len(keys), *keys, *args))
+
+    async def batched_command(self, *args: str | bytes | int | float) -> Any:
+        """A plain command's raw reply; concurrent calls share pipelined round trips.
+
+        For commands whose reply redis-py passes through unparsed (HGET,
+        GET, ...); an error reply is raised as redis-py raises it.
+        """
+        if not self._pipelining:
+            return await self._client.execute_command(*args)
+        if self._commands is None:
+            self._commands = _Pipelined(self._client)
+        return await self._commands(args)
 
     async def aclose(self) -> None:
         """Give the connections the batched runners hold back to the client's pool."""
-        for runner in self._pipelined.values():
-            await runner.aclose()
+        for runner in [*self._pipelined.values(), self._commands]:
+            if runner is not None:
+                await runner.aclose()

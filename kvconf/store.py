@@ -67,7 +67,9 @@ class Store(AdminOps):
         """The current entry of one key; :class:`KeyNotFound` if it has none."""
         tk = tenant_keys(tenant)
         try:  # inline rather than @redis_errors: this is the hottest read
-            raw = await self.redis.hget(tk.ns(validate_namespace(namespace)), validate_key(key))
+            raw = await self._scripts.batched_command(
+                "HGET", tk.ns(validate_namespace(namespace)), validate_key(key)
+            )
             if raw is None:
                 await self._require_tenant(tk)
                 raise KeyNotFound(tenant, namespace, [key])

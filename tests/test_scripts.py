@@ -1,13 +1,19 @@
-"""``kvconf._scripts``: the hand-written RESP packing matches redis-py's."""
+"""``kvconf._scripts``: RESP packing as redis-py's; batched commands on a real server."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as aredis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ResponseError
 
-from kvconf._scripts import pack_command
+from kvconf._scripts import Scripts, pack_command
+
+from .redis_server import RedisServer
 
 
 @pytest.mark.parametrize(
@@ -27,3 +33,36 @@ def test_pack_is_what_redis_py_sends(args: tuple[Any, ...]) -> None:
 def test_pack_refuses_what_scripts_never_take(bad: object) -> None:
     with pytest.raises(TypeError, match="script argument"):
         pack_command(("SET", "k", bad))
+
+
+async def test_batched_commands_share_round_trips_and_fail_alone(shared_redis: RedisServer) -> None:
+    client = aredis.Redis.from_url(shared_redis.url)
+    scripts = Scripts(client)
+    prefix = f"bc-{uuid.uuid4().hex[:8]}"
+    try:
+        await client.hset(f"{prefix}:h", mapping={f"f{i}": i for i in range(50)})
+        await client.rpush(f"{prefix}:list", "x")
+        calls = [scripts.batched_command("HGET", f"{prefix}:h", f"f{i}") for i in range(50)]
+        calls.insert(25, scripts.batched_command("HGET", f"{prefix}:list", "f"))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        wrong = results.pop(25)
+        assert isinstance(wrong, ResponseError)
+        assert "WRONGTYPE" in str(wrong)
+        assert results == [str(i).encode() for i in range(50)]
+        # The caller whose round trip is in flight is cancelled: the queued
+        # calls go out on the runner's connection all the same.
+        tasks = [
+            asyncio.ensure_future(scripts.batched_command("HGET", f"{prefix}:h", f"f{i}"))
+            for i in range(20)
+        ]
+        await asyncio.sleep(0)
+        tasks[0].cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(done[0], asyncio.CancelledError)
+        assert done[1:] == [str(i).encode() for i in range(1, 20)]
+        assert await scripts.batched_command("HGET", f"{prefix}:h", "f7") == b"7"
+        assert await scripts.batched_command("HGET", f"{prefix}:h", "nope") is None
+    finally:
+        await scripts.aclose()
+        await client.delete(f"{prefix}:h", f"{prefix}:list")
+        await client.aclose()
