@@ -166,7 +166,7 @@ class _PipelinedScript(_Pipelined):
 def _open(conn: Any) -> bool:
     """True if ``conn`` is connected and nothing waits to be read on it.
 
-    What the pool checks before it lends a connection, in one ``select``: a
+    What the pool checks before it lends a connection, in one ``poll``: a
     server that closed the connection (a restart, an idle timeout) left an
     EOF there, whether or not the event loop has seen it yet.
     """
@@ -178,8 +178,11 @@ def _open(conn: Any) -> bool:
     sock = writer.get_extra_info("socket") if isinstance(writer, asyncio.StreamWriter) else None
     if sock is None:
         return True
-    readable, _, _ = select.select([sock], [], [], 0)
-    return not readable
+    if not hasattr(select, "poll"):  # Windows: select() takes any socket there
+        return not select.select([sock], [], [], 0)[0]
+    poller = select.poll()  # not select(): it fails on descriptors past 1023
+    poller.register(sock.fileno(), select.POLLIN)
+    return not poller.poll(0)
 
 
 async def _write_now(conn: Any, data: bytes) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import resource
+import socket
 import uuid
 from typing import Any
 
@@ -66,3 +68,27 @@ async def test_batched_commands_share_round_trips_and_fail_alone(shared_redis: R
         await scripts.aclose()
         await client.delete(f"{prefix}:h", f"{prefix}:list")
         await client.aclose()
+
+
+async def test_a_held_connection_past_descriptor_1023_is_checked(shared_redis: RedisServer) -> None:
+    # select() refuses descriptors past FD_SETSIZE; the check before each
+    # write must not, or a busy service's writes would fail.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if max(soft, hard) < 1200:
+        pytest.skip("cannot open 1,100 descriptors here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [socket.socket() for _ in range(1100)]
+    client = aredis.Redis.from_url(shared_redis.url)
+    scripts = Scripts(client)
+    try:
+        assert await scripts.batched_command("PING") == b"PONG"
+        held = scripts._commands._conn  # type: ignore[union-attr]
+        assert held._writer.get_extra_info("socket").fileno() > 1023
+        assert await scripts.batched_command("PING") == b"PONG"  # checked, then reused
+        assert scripts._commands._conn is held  # type: ignore[union-attr]
+    finally:
+        await scripts.aclose()
+        await client.aclose()
+        for sock in filler:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
