@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .store import Store
 
-__all__ = ["LoopThread", "SyncFacade", "SyncStore", "blocking"]
+__all__ = ["LoopThread", "SharedLoopThread", "SyncFacade", "SyncStore", "blocking"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,6 +37,11 @@ class LoopThread:
         """Run ``coro`` on the loop and wait for its result (re-raising its error)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has stopped the loop."""
+        return self.loop.is_closed()
+
     def close(self) -> None:
         """Stop the loop and join the thread."""
         if self.loop.is_closed():
@@ -43,6 +49,62 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+class SharedLoopThread:
+    """A handle on the process-wide loop thread called ``name``.
+
+    The first handle starts the thread, the last one closed stops it: objects
+    that share the thread share its event loop, and with it whatever is kept
+    per loop (the watchers' pub/sub connection to a server).
+    """
+
+    _lock = threading.Lock()
+    _threads: dict[str, tuple[LoopThread, int]] = {}
+
+    def __init__(self, name: str) -> None:
+        with self._lock:
+            thread, refs = self._threads.get(name, (None, 0))
+            if thread is None:
+                thread = LoopThread(name)
+            self._threads[name] = (thread, refs + 1)
+        self.name = name
+        self.loop = thread.loop
+        self._thread: LoopThread | None = thread
+
+    def run(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
+        """Run ``coro`` on the shared loop and wait for its result."""
+        if self._thread is None:
+            coro.close()
+            raise RuntimeError(f"the handle on loop thread {self.name!r} is closed")
+        return self._thread.run(coro, timeout)
+
+    @property
+    def closed(self) -> bool:
+        """True once this handle is closed."""
+        return self._thread is None
+
+    def close(self) -> None:
+        """Drop this handle; stop the thread if it was the last."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        with self._lock:
+            _, refs = self._threads[self.name]
+            if refs > 1:
+                self._threads[self.name] = (thread, refs - 1)
+                return
+            del self._threads[self.name]
+        thread.close()
+
+    @classmethod
+    def _forget_all(cls) -> None:
+        """In a forked child: the parent's threads did not come along."""
+        cls._lock = threading.Lock()
+        cls._threads = {}
+
+
+os.register_at_fork(after_in_child=SharedLoopThread._forget_all)
 
 
 def blocking(
@@ -61,15 +123,18 @@ def blocking(
 class SyncFacade:
     """Lifecycle shared by the blocking facades: an async object on a loop thread.
 
-    Subclasses set ``self._runner`` (a :class:`LoopThread`) and ``self._async``
-    (an object with ``aclose()``) in ``__init__``.
+    Subclasses set ``self._runner`` (a :class:`LoopThread` or a
+    :class:`SharedLoopThread`) and ``self._async`` (an object with
+    ``aclose()``) in ``__init__``.
     """
 
-    _runner: LoopThread
+    _runner: LoopThread | SharedLoopThread
     _async: Any
 
     def close(self) -> None:
-        """Close the wrapped object and stop its loop thread."""
+        """Close the wrapped object and stop its loop thread (again: nothing)."""
+        if self._runner.closed:
+            return
         try:
             self._runner.run(self._async.aclose())
         finally:

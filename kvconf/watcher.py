@@ -45,7 +45,7 @@ from .config import Settings
 from .exceptions import InvalidInput, Unavailable
 from .models import Entry, KeySpec
 from .store import Store, tenant_keys
-from .sync import LoopThread, SyncFacade, blocking
+from .sync import SharedLoopThread, SyncFacade, blocking
 
 __all__ = ["Binding", "Change", "Resync", "SyncWatcher", "ValueChange", "Watcher"]
 
@@ -388,7 +388,11 @@ class Watcher(WatchEngine):
 class SyncWatcher(CachedReader, SyncFacade):
     """Blocking :class:`Watcher` for threaded services: the same implementation on a
     background event loop. Reads are served from memory in the caller's thread;
-    callbacks run on the watcher's thread.
+    callbacks run on the watchers' thread.
+
+    Every SyncWatcher of a process runs on one loop thread (``kvconf-watch``),
+    so those that watch the same server share one pub/sub connection; a slow
+    callback of one delays the others' callbacks, never their reads.
 
     >>> with SyncWatcher("acme", "redis://localhost:6379/0") as watcher:
     ...     watcher.get("ai-12", "stale_timeout", 30)
@@ -397,10 +401,10 @@ class SyncWatcher(CachedReader, SyncFacade):
     _async: Watcher
 
     def __init__(self, tenant: str, url: str | None = None, **kwargs: Any) -> None:
-        self._runner = LoopThread("kvconf-watch")
-        self._async = Watcher(tenant, url, **kwargs)
-        self._async._state.attach(self)
+        self._runner = SharedLoopThread("kvconf-watch")
         try:
+            self._async = Watcher(tenant, url, **kwargs)
+            self._async._state.attach(self)
             self._runner.run(self._async.start())
         except BaseException:
             self._runner.close()

@@ -18,7 +18,7 @@ from kvconf import InvalidInput, KeySpec, Schema, Store, Unavailable
 from kvconf import _watch_hub as hubs
 from kvconf._connect import _servers
 from kvconf._keys import TenantKeys
-from kvconf.watcher import Change, Resync, SyncWatcher, ValueChange, Watcher
+from kvconf.watcher import Change, Resync, ValueChange, Watcher
 
 from .redis_server import RedisServer, free_port
 
@@ -439,25 +439,6 @@ def _hub_conn(hub: hubs.Hub, client: dict[str, Any]) -> bool:
         return False
     host, port = hub.sockname
     return bool(client["addr"] == f"{host}:{port}")
-
-
-def test_sync_watcher(backend_url: str, tenant: str) -> None:
-    from kvconf import SyncStore
-
-    with SyncStore(settings=_settings(backend_url), environ={}) as store:
-        store.set(tenant, "ns", "k", 1)
-        with SyncWatcher(tenant, backend_url, environ={}) as watcher:
-            seen: list[int] = []
-            watcher.on_change(lambda c: seen.append(c.revision))
-            limits = watcher.bind("ns", Limits)
-            assert watcher.get("ns", "k") == 1
-            result = store.set_many(tenant, "ns", {"k": 2, "low": 5})
-            assert watcher.wait_for_revision(result.revision, timeout=5)
-            assert (watcher.get("ns", "k"), watcher.revision, seen) == (2, 2, [2])
-            assert limits.value.low == 5
-            assert watcher.namespace("ns") == {"k": 2, "low": 5}
-            assert not watcher.stale
-            assert watcher.last_synced_at is not None
 
 
 async def test_cache_file_serves_a_start_without_redis(

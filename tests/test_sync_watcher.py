@@ -1,0 +1,59 @@
+"""SyncWatcher: the blocking facade, on one loop thread shared by the process."""
+
+from __future__ import annotations
+
+import threading
+
+from kvconf import SyncStore
+from kvconf.watcher import SyncWatcher
+
+from .test_watcher import Limits, _settings
+
+
+def test_sync_watcher(backend_url: str, tenant: str) -> None:
+    from kvconf import SyncStore
+
+    with SyncStore(settings=_settings(backend_url), environ={}) as store:
+        store.set(tenant, "ns", "k", 1)
+        with SyncWatcher(tenant, backend_url, environ={}) as watcher:
+            seen: list[int] = []
+            watcher.on_change(lambda c: seen.append(c.revision))
+            limits = watcher.bind("ns", Limits)
+            assert watcher.get("ns", "k") == 1
+            result = store.set_many(tenant, "ns", {"k": 2, "low": 5})
+            assert watcher.wait_for_revision(result.revision, timeout=5)
+            assert (watcher.get("ns", "k"), watcher.revision, seen) == (2, 2, [2])
+            assert limits.value.low == 5
+            assert watcher.namespace("ns") == {"k": 2, "low": 5}
+            assert not watcher.stale
+            assert watcher.last_synced_at is not None
+
+
+def _watch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "kvconf-watch" and t.is_alive()]
+
+
+def test_sync_watchers_share_one_thread_and_one_pubsub_connection(
+    backend_url: str, tenant: str
+) -> None:
+    assert _watch_threads() == []
+    with SyncStore(settings=_settings(backend_url), environ={}) as store:
+        store.set(tenant, "a", "k", 1)
+        store.set(tenant + "x", "a", "k", 1)
+        first = SyncWatcher(tenant, backend_url, environ={})
+        second = SyncWatcher(tenant + "x", backend_url, environ={})
+        try:
+            assert len(_watch_threads()) == 1
+            assert first.watcher._hub is second.watcher._hub is not None
+            assert first.watcher._hub.refs == 2
+            seen: list[tuple[str, int]] = []
+            second.on_change(lambda c: seen.append(("second", c.revision)))
+            first.close()  # the other goes on, on the same thread
+            result = store.set(tenant + "x", "a", "k", 2)
+            assert second.wait_for_revision(result.revision, timeout=5)
+            assert (second.get("a", "k"), seen) == (2, [("second", result.revision)])
+            assert len(_watch_threads()) == 1
+        finally:
+            first.close()
+            second.close()
+    assert _watch_threads() == []  # the last one closed stops the thread
