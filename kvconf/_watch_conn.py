@@ -117,6 +117,8 @@ class _SocketSession(asyncio.Protocol, Session):
             self._transport.close()
         if not self._done.done():
             self._done.cancel()
+        elif not self._done.cancelled():
+            self._done.exception()  # retrieved: run() may have been cancelled before it saw it
 
     @property
     def sockname(self) -> tuple[str, int] | None:
