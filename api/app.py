@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from kvconf._background import background_services
-from kvconf._connect import embedded_server, is_cluster_url
+from kvconf._connect import embedded_server
 from kvconf._embedded import open_embedded_store, persister_of
 from kvconf.config import Settings
 from kvconf.exceptions import KvconfError
@@ -59,7 +59,7 @@ def _watchable(store: Store, settings: Settings) -> bool:
     dir in one process) that a watcher with no URL would not reach.
     """
     if settings.redis_url is not None:
-        return not is_cluster_url(settings.redis_url)  # watchers do not follow a Cluster yet
+        return True  # a server or a Cluster: watchers follow both
     persister = persister_of(store)
     return persister is not None and persister.server is embedded_server("default")
 

@@ -10,6 +10,10 @@ Pub/sub is at-most-once, so the hub never hides a disconnect: listeners hear
 subscribe confirmation (first or after a reconnect), their cue to catch up.
 The hub reconnects with capped exponential backoff and jitter, and pings an
 idle connection so a half-open socket is noticed too.
+
+On Redis Cluster, :func:`acquire` returns a
+:class:`~kvconf._watch_cluster.ClusterHub` instead, which routes each
+listener to one ``Hub`` per primary node.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -31,7 +36,7 @@ from ._connect import connect, is_cluster_url
 from ._watch_conn import Session, open_session
 from ._watch_state import WireEvent, decode_wire
 
-__all__ = ["Hub", "Listener", "acquire", "backoff_delay", "release"]
+__all__ = ["Hub", "Listener", "SharedHub", "acquire", "backoff_delay", "release"]
 
 log = logging.getLogger("kvconf.watcher")
 
@@ -82,11 +87,47 @@ class Listener(Protocol):
         """The pub/sub connection failed; the hub is reconnecting."""
 
 
-class Hub:
-    """One pub/sub connection shared by every listener on one server."""
+class SharedHub(Protocol):
+    """What a watcher holds: a :class:`Hub`, or a ``ClusterHub`` on Redis Cluster."""
 
-    def __init__(self, url: str | None, *, timeout: float = 2.0, ping_interval: float = 1.0):
+    refs: int
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`aclose` has begun."""
+
+    @property
+    def connected(self) -> bool:
+        """True while every subscription is confirmed on an open connection."""
+
+    async def add(self, listener: Listener, channel: str, patterns: dict[str, str]) -> None:
+        """Subscribe ``listener`` to ``channel`` and keyspace ``patterns``."""
+
+    async def remove(self, listener: Listener, channel: str, patterns: dict[str, str]) -> None:
+        """Unsubscribe ``listener``."""
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+
+
+class Hub:
+    """One pub/sub connection shared by every listener on one server.
+
+    ``on_lost`` (the cluster hub's hook) hears ``on_lost(channel)`` when the
+    server unsubscribed a channel that still has listeners (its slot moved
+    to another node) and ``on_lost(None)`` when the connection failed.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        timeout: float = 2.0,
+        ping_interval: float = 1.0,
+        on_lost: Callable[[str | None], None] | None = None,
+    ):
         self.url = url
+        self.on_lost = on_lost
         self.timeout = timeout
         self.ping_interval = ping_interval
         self.refs = 0
@@ -96,11 +137,18 @@ class Hub:
         self._channels: dict[str, set[Listener]] = {}
         self._patterns: dict[str, dict[Listener, str]] = {}
         self._confirmed: set[str] = set()
+        self._dropped: set[str] = set()  # unsubscribed by the server, listeners kept
+        self._unsubscribing: dict[str, int] = {}  # SUNSUBSCRIBEs sent, not yet confirmed
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._send_lock = asyncio.Lock()
         self._last_rx = 0.0
         self._ping_sent: float | None = None
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`aclose` has begun."""
+        return self._closing
 
     @property
     def pubsub_client(self) -> Any:
@@ -112,9 +160,13 @@ class Hub:
         """The local address of the pub/sub connection, while it is open."""
         return None if self._session is None else self._session.sockname
 
+    def is_dropped(self, channel: str) -> bool:
+        """True if the server unsubscribed ``channel`` while it still had listeners."""
+        return channel in self._dropped
+
     async def add(self, listener: Listener, channel: str, patterns: dict[str, str]) -> None:
         """Subscribe ``listener`` to ``channel`` and keyspace ``patterns`` (pattern → prefix)."""
-        new_channel = channel not in self._channels
+        new_channel = channel not in self._channels or channel in self._dropped
         self._channels.setdefault(channel, set()).add(listener)
         new_patterns = [p for p in patterns if p not in self._patterns]
         for pattern, prefix in patterns.items():
@@ -133,6 +185,7 @@ class Hub:
                     if new_patterns:
                         await session.send("PSUBSCRIBE", *new_patterns)
                     if new_channel:
+                        self._dropped.discard(channel)
                         await session.send("SSUBSCRIBE", channel)
             except (RedisError, OSError, TimeoutError) as exc:
                 log.debug("subscribe failed, the reader reconnects: %s", exc)
@@ -146,7 +199,9 @@ class Hub:
             if not members:
                 del self._channels[channel]
                 self._confirmed.discard(channel)
-                gone_channel = True
+                # the server already dropped it: SUNSUBSCRIBE would be redirected
+                gone_channel = channel not in self._dropped
+                self._dropped.discard(channel)
         gone_patterns = []
         for pattern in patterns:
             owners = self._patterns.get(pattern)
@@ -162,6 +217,7 @@ class Hub:
                     if session is None:
                         return
                     if gone_channel:
+                        self._unsubscribing[channel] = self._unsubscribing.get(channel, 0) + 1
                         await session.send("SUNSUBSCRIBE", channel)
                     if gone_patterns:
                         await session.send("PUNSUBSCRIBE", *gone_patterns)
@@ -194,10 +250,12 @@ class Hub:
                 await session.open()
                 async with self._send_lock:
                     self._session = session
+                    self._dropped.clear()
+                    self._unsubscribing.clear()
                     if self._patterns:
                         await session.send("PSUBSCRIBE", *self._patterns)
-                    if self._channels:
-                        await session.send("SSUBSCRIBE", *self._channels)
+                    for channel in self._channels:  # one each: a Cluster node refuses
+                        await session.send("SSUBSCRIBE", channel)  # channels of two slots
                 await self._read(session)
             except (RedisError, OSError, TimeoutError) as exc:
                 self._session = None
@@ -207,6 +265,8 @@ class Hub:
                 self.connected = False
                 for listener in self._listeners():
                     listener.on_disconnected(exc)
+                if self.on_lost is not None:
+                    self.on_lost(None)
                 await asyncio.sleep(backoff_delay(attempt))
                 attempt += 1
             else:
@@ -293,26 +353,46 @@ class Hub:
             self.connected = True
             for listener in list(self._channels.get(channel, ())):
                 listener.on_subscribed()
+        elif kind == "sunsubscribe":
+            channel = as_text(reply[1])
+            expected = self._unsubscribing.get(channel, 0)
+            if expected:
+                if expected > 1:
+                    self._unsubscribing[channel] = expected - 1
+                else:
+                    del self._unsubscribing[channel]
+            elif channel in self._channels:
+                # The server dropped it: on a Cluster, the channel's slot moved.
+                self._confirmed.discard(channel)
+                self._dropped.add(channel)
+                if self.on_lost is not None:
+                    self.on_lost(channel)
 
 
-_hubs: dict[tuple[asyncio.AbstractEventLoop, str | None], Hub] = {}
+_hubs: dict[tuple[asyncio.AbstractEventLoop, str | None], SharedHub] = {}
 
 
-def acquire(url: str | None, *, timeout: float, ping_interval: float) -> Hub:
-    """The hub of this event loop for ``url`` (created on first use)."""
-    if url is not None and is_cluster_url(url):
-        from .exceptions import InvalidInput
+def acquire(url: str | None, *, timeout: float, ping_interval: float) -> SharedHub:
+    """The hub of this event loop for ``url`` (created on first use).
 
-        raise InvalidInput("the watcher does not support Redis Cluster URLs yet")
+    A Cluster URL gets a :class:`~kvconf._watch_cluster.ClusterHub`: one
+    ``Hub`` per primary node, each listener on the node that owns its slot.
+    """
     key = (asyncio.get_running_loop(), url)
-    hub = _hubs.get(key)
-    if hub is None or hub._closing:
-        hub = _hubs[key] = Hub(url, timeout=timeout, ping_interval=ping_interval)
+    hub: SharedHub | None = _hubs.get(key)
+    if hub is None or hub.closing:
+        if url is not None and is_cluster_url(url):
+            from ._watch_cluster import ClusterHub  # imports this module
+
+            hub = ClusterHub(url, timeout=timeout, ping_interval=ping_interval)
+        else:
+            hub = Hub(url, timeout=timeout, ping_interval=ping_interval)
+        _hubs[key] = hub
     hub.refs += 1
     return hub
 
 
-async def release(hub: Hub) -> None:
+async def release(hub: SharedHub) -> None:
     """Drop one reference; the last one closes the hub."""
     hub.refs -= 1
     if hub.refs > 0:

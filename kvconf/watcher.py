@@ -112,7 +112,7 @@ class Watcher(WatchEngine):
         host = socket.gethostname()
         self.instance_id = instance_id or f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._host, self._started_at = host, time.time()
-        self._hub: hubs.Hub | None = None
+        self._hub: hubs.SharedHub | None = None
         self._pending: deque[WireEvent] = deque()
         self._busy = True
         self._need_resync: str | None = None
