@@ -11,7 +11,7 @@ import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
 from redis.maint_notifications import MaintNotificationsConfig
 
-__all__ = ["connect", "embedded_server", "is_cluster_url"]
+__all__ = ["connect", "embedded_server", "enable_keyspace_events", "is_cluster_url"]
 
 _lock = threading.Lock()
 _servers: dict[str, fakeredis.FakeServer] = {}
@@ -58,3 +58,23 @@ def connect(url: str | None, **options: Any) -> Any:
         plain = f"{scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
         return RedisCluster.from_url(plain, **options)
     return aredis.Redis.from_url(url, **options)
+
+
+async def enable_keyspace_events(client: Any) -> None:
+    """Turn on the keyspace notifications watchers use (``K``, ``h``, ``g``).
+
+    Flags already set are kept. On a Cluster every primary has its own
+    setting and emits its own notifications: each known primary is set.
+    """
+    targets: list[Any] = [None]
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        targets = client.get_primaries()
+    for node in targets:
+        on = {} if node is None else {"target_nodes": node}
+        reply = await client.config_get("notify-keyspace-events", **on)
+        current = next(iter(dict(reply).values()), "")
+        flags = set(current.decode() if isinstance(current, bytes) else str(current))
+        if not ({"K", "h", "g"} <= flags or {"K", "A"} <= flags):
+            wanted = "".join(sorted(flags | {"K", "h", "g"}))
+            await client.config_set("notify-keyspace-events", wanted, **on)

@@ -20,10 +20,10 @@ from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import _watch_hub as hubs
+from ._connect import enable_keyspace_events
 from ._keys import DEFAULTS_NAMESPACE, TenantKeys
 from ._reader import CachedReader
 from ._watch_callbacks import Binding, Callback, Resync, awaited
@@ -477,26 +477,9 @@ class WatchEngine(CachedReader):
         await asyncio.to_thread(write_cache_file, self._cache_file, data)
 
     async def _enable_keyspace_events(self) -> None:
-        client = self._store.redis
         try:
             async with asyncio.timeout(self._timeout):
-                targets: list[Any] = [None]
-                if isinstance(client, RedisCluster):
-                    # Each primary has its own setting (and emits its own notifications).
-                    await client.initialize()
-                    targets = client.get_primaries()
-                for node in targets:
-                    on = {} if node is None else {"target_nodes": node}
-                    reply = await client.config_get("notify-keyspace-events", **on)
-                    current = ""
-                    for k, v in dict(reply).items():
-                        current = v.decode() if isinstance(v, bytes) else str(v)
-                        del k
-                    flags = set(current)
-                    if not ({"K", "h", "g"} <= flags or {"K", "A"} <= flags):
-                        await client.config_set(
-                            "notify-keyspace-events", "".join(sorted(flags | {"K", "h", "g"})), **on
-                        )
+                await enable_keyspace_events(self._store.redis)
             self._keyspace_seen = True
         except (*_FAILURES, KvconfError) as exc:
             log.warning("keyspace notifications not enabled (%s); relying on the revision check",
