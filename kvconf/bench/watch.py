@@ -1,8 +1,10 @@
 """Bench section ``watch``: propagation latency, cached reads, full resync.
 
 - set → callback latency through a :class:`~kvconf.Watcher` beside raw
-  ``SPUBLISH`` → receive on the same server, both paced at the same rate, in
-  alternating rounds (each keeps its best round's percentiles);
+  redis-py ``SPUBLISH`` → ``PubSub.get_message`` on the same server, both
+  paced at the same rate, in alternating rounds (each keeps its best round's
+  percentiles). The watcher's hub reads its socket itself (``_watch_conn``):
+  that is part of what is measured;
 - a cached ``Watcher.get`` beside ``dict.get`` on a dict of the same size;
 - a cold full resync (start) of a tenant of 100,000 keys beside a raw
   ``HGETALL`` of the same hash.
@@ -183,7 +185,8 @@ async def run(ctx: BenchContext) -> list[Figure]:
     finally:
         await store.delete_tenant(tenant, hard=True)
         await store.aclose()
-    rate = (f"best of {ROUNDS} alternating rounds of {count} writes at {RATE:.0f}/s; "
+    rate = (f"baseline: raw redis-py spublish and PubSub.get_message; "
+            f"best of {ROUNDS} alternating rounds of {count} writes at {RATE:.0f}/s; "
             f"the Store.set round trip alone took "
             f"p50 {trip_p50:,.0f} µs, p99 {trip_p99:,.0f} µs")  # fmt: skip
     return [
