@@ -64,8 +64,13 @@ elseif meta[2] then
   return {'deleted'}
 end
 if gen_arg ~= '-1' and (meta[3] or '0') ~= gen_arg then return {'schema', meta[3] or '0'} end
+-- The revision must be what INCR takes (canonical, 18 digits at most): the
+-- log is written before the INCR, with the revision computed here.
 local rev_raw = redis.pcall('GET', K[2])
-if foreign(rev_raw) or (rev_raw and not tonumber(rev_raw)) then return {'wrongtype', K[2]} end
+if foreign(rev_raw) then return {'wrongtype', K[2]} end
+if rev_raw and not ((rev_raw == '0' or string.match(rev_raw, '^%-?[1-9]%d*$')) and #rev_raw <= 18) then
+  return {'wrongtype', K[2]}
+end
 local epoch = redis.pcall('GET', K[3])
 if foreign(epoch) then return {'wrongtype', K[3]} end
 
