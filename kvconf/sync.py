@@ -34,8 +34,22 @@ class LoopThread:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
-        """Run ``coro`` on the loop and wait for its result (re-raising its error)."""
+        """Run ``coro`` on the loop and wait for its result (re-raising its error).
+
+        Called from the loop's own thread (a watcher callback making a
+        blocking call) it would wait for itself forever: RuntimeError instead.
+        """
+        if self.on_thread():
+            coro.close()
+            raise RuntimeError(
+                f"a blocking call from {self._thread.name!r}'s own thread (a callback?) would "
+                "wait for itself; make it from another thread"
+            )
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def on_thread(self) -> bool:
+        """True when called from the loop's own thread."""
+        return threading.get_ident() == self._thread.ident
 
     @property
     def closed(self) -> bool:
@@ -70,26 +84,32 @@ class SharedLoopThread:
             self._threads[name] = (thread, refs + 1)
         self.name = name
         self.loop = thread.loop
+        self._pid = os.getpid()
         self._thread: LoopThread | None = thread
 
     def run(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
-        """Run ``coro`` on the shared loop and wait for its result."""
-        if self._thread is None:
+        """Run ``coro`` on the shared loop and wait for its result (see LoopThread.run)."""
+        thread = self._thread
+        if thread is None or self._pid != os.getpid():
             coro.close()
             raise RuntimeError(f"the handle on loop thread {self.name!r} is closed")
-        return self._thread.run(coro, timeout)
+        return thread.run(coro, timeout)
+
+    def on_thread(self) -> bool:
+        """True when called from the shared loop's own thread."""
+        return self._thread is not None and self._thread.on_thread()
 
     @property
     def closed(self) -> bool:
-        """True once this handle is closed."""
-        return self._thread is None
+        """True once this handle is closed (or in a forked child, where the thread is not)."""
+        return self._thread is None or self._pid != os.getpid()
 
     def close(self) -> None:
         """Drop this handle; stop the thread if it was the last."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
         with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is None or self._pid != os.getpid():
+                return
             _, refs = self._threads[self.name]
             if refs > 1:
                 self._threads[self.name] = (thread, refs - 1)

@@ -432,6 +432,8 @@ class SyncWatcher(CachedReader, SyncFacade):
 
     def bind(self, namespace: str, cls: type[S]) -> Binding[S]:
         """See :meth:`Watcher.bind`."""
+        if self._runner.on_thread():  # from a callback: already on the loop
+            return self._async.bind(namespace, cls)
         return self._runner.run(_call_soon(self._async.bind, namespace, cls))
 
     def on_change(
@@ -440,7 +442,14 @@ class SyncWatcher(CachedReader, SyncFacade):
         namespace: str | None = None,
         key: str | None = None,
     ) -> Callable[[], None]:
-        """See :meth:`Watcher.on_change`; callbacks run on the watcher's thread."""
+        """See :meth:`Watcher.on_change`; callbacks run on the watchers' thread.
+
+        A callback may register more callbacks and bindings; a blocking call
+        from it (``wait_for_revision``, ``close``, a new SyncWatcher) would
+        wait for its own thread and raises RuntimeError instead.
+        """
+        if self._runner.on_thread():  # from a callback: already on the loop
+            return self._async.on_change(callback, namespace, key)
         return self._runner.run(_call_soon(self._async.on_change, callback, namespace, key))
 
     @property

@@ -57,3 +57,33 @@ def test_sync_watchers_share_one_thread_and_one_pubsub_connection(
             first.close()
             second.close()
     assert _watch_threads() == []  # the last one closed stops the thread
+
+
+def test_a_callback_may_register_but_a_blocking_call_is_refused(
+    backend_url: str, tenant: str
+) -> None:
+    # Callbacks of every SyncWatcher run on the shared thread: a blocking call
+    # from one would wait for that thread forever, so it raises instead.
+    with SyncStore(settings=_settings(backend_url), environ={}) as store:
+        store.set(tenant, "a", "k", 1)
+        store.set(tenant + "x", "a", "k", 1)
+        with (
+            SyncWatcher(tenant, backend_url, environ={}) as first,
+            SyncWatcher(tenant + "x", backend_url, environ={}) as second,
+        ):
+            outcome: list[tuple[str, object]] = []
+
+            def on_first(change: object) -> None:
+                second.on_change(lambda c: outcome.append(("registered", c.revision)))
+                try:
+                    second.wait_for_revision(99, timeout=0.1)
+                except RuntimeError as exc:
+                    outcome.append(("refused", "own thread" in str(exc)))
+
+            first.on_change(on_first)
+            result = store.set(tenant, "a", "k", 2)
+            assert first.wait_for_revision(result.revision, timeout=5)
+            assert outcome == [("refused", True)]
+            other = store.set(tenant + "x", "a", "k", 2)
+            assert second.wait_for_revision(other.revision, timeout=5)
+            assert outcome == [("refused", True), ("registered", other.revision)]
