@@ -21,6 +21,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from redis.asyncio import BlockingConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -35,6 +37,10 @@ def script_source(name: str) -> str:
 
 Command = tuple[Any, ...]
 
+#: The smallest pool a runner holds a connection of between calls (redis-py's
+#: default is 100); from a smaller or a blocking one it borrows per round trip.
+HOLD_MIN_POOL = 16
+
 
 class _Pipelined:
     """Automatic pipelining of concurrent commands (see module docstring)."""
@@ -44,7 +50,13 @@ class _Pipelined:
         # One connection of the client's pool, held while the runner lives:
         # calls go out one round trip at a time, so one is all it needs, and
         # taking it from the pool and back cost more than packing the call.
+        # Not from a small or blocking pool: the rest of the store needs it.
+        pool = client.connection_pool
+        self._hold = not isinstance(pool, BlockingConnectionPool) and (
+            pool.max_connections >= HOLD_MIN_POOL
+        )
         self._conn: Any = None
+        self._closed = False
         self._busy = False
         self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
         # Held so the running drain task is not garbage-collected mid-flight.
@@ -107,9 +119,14 @@ class _Pipelined:
         failure mid-way drops the connection, so no reply is left on the
         wire; the next call connects again.
         """
+        if self._closed:
+            raise RedisConnectionError("the store is closed")
+        pool = self._client.connection_pool
         conn = self._conn
         if conn is None:
-            conn = self._conn = await self._client.connection_pool.get_connection()
+            conn = await pool.get_connection()
+            if self._hold:
+                self._conn = conn
         elif not _open(conn):  # the server closed it (restart, idle timeout)
             await conn.disconnect()
         try:
@@ -123,13 +140,27 @@ class _Pipelined:
         except BaseException:
             await conn.disconnect()
             raise
+        finally:
+            if not self._hold or self._closed:  # borrowed, or the runner closed meanwhile
+                if self._conn is conn:
+                    self._conn = None
+                await pool.release(conn)
         return results
 
     async def aclose(self) -> None:
-        """Give the runner's connection back to the pool."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self._client.connection_pool.release(conn)
+        """Refuse further calls, stop a drain in flight, give the held connection back.
+
+        A call still in flight gives it back itself when it ends.
+        """
+        self._closed = True
+        drainer = self._drainer
+        if drainer is not None and not drainer.done():
+            drainer.cancel()
+            await asyncio.wait([drainer], timeout=1.0)
+        if not self._busy:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await self._client.connection_pool.release(conn)
 
 
 class _PipelinedScript(_Pipelined):

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aredis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from kvconf import Store
 from kvconf._scripts import Scripts, pack_command
 
 from .redis_server import RedisServer
@@ -92,3 +94,41 @@ async def test_a_held_connection_past_descriptor_1023_is_checked(shared_redis: R
         for sock in filler:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_small_pool_is_borrowed_per_round_trip_not_held(
+    shared_redis: RedisServer, tenant: str
+) -> None:
+    store = Store(f"{shared_redis.url}?max_connections=2")
+    try:
+        await store.set(tenant, "ns", "k", 1)
+        assert (await store.get(tenant, "ns", "k")).value == 1
+        # Neither runner kept a connection: the rest of the store still has the pool.
+        assert await store.get_namespace(tenant, "ns") != {}
+        assert tenant in await store.tenants()
+        writes = [store.set(tenant, "ns", f"k{i}", i) for i in range(10)]
+        reads = [store.get(tenant, "ns", "k") for _ in range(10)]
+        done = await asyncio.gather(*writes, *reads)
+        assert sorted(r.revision for r in done[:10]) == list(range(2, 12))  # type: ignore[union-attr]
+    finally:
+        await store.aclose()
+
+
+async def test_a_closed_runner_refuses_calls_and_gives_its_connection_back(
+    shared_redis: RedisServer,
+) -> None:
+    client = aredis.Redis.from_url(shared_redis.url)
+    scripts = Scripts(client)
+    try:
+        assert await scripts.batched_command("PING") == b"PONG"
+        runner = scripts._commands
+        assert runner is not None
+        held = runner._conn
+        assert held is not None
+        await scripts.aclose()
+        assert runner._conn is None
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await scripts.batched_command("PING")
+        assert await client.ping()  # the pool lends the connection again
+    finally:
+        await client.aclose()
