@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ._scripts import pack_command
 
@@ -41,7 +41,11 @@ OnReply = Callable[[Any], None]
 
 
 class Session:
-    """One pub/sub connection: send commands, hand replies to ``on_reply``."""
+    """One pub/sub connection: send commands, hand replies to ``on_reply``.
+
+    Error replies are handed over as exceptions; ``on_reply`` raising a
+    ``RedisError`` ends the connection.
+    """
 
     async def open(self) -> None:
         """Connect and authenticate."""
@@ -136,9 +140,7 @@ class _SocketSession(asyncio.Protocol, Session):
         try:
             reader.feed(data)
             while (reply := reader.gets()) is not False:
-                if isinstance(reply, hiredis.ReplyError):
-                    raise RedisError(f"the server refused a pub/sub command: {reply}")
-                self._on_reply(reply)
+                self._on_reply(reply)  # an error reply too: the hub says if it ends the connection
         except RedisError as exc:
             self._fail(exc)
         except Exception as exc:  # a fault of ours: reconnect, and the listeners catch up
@@ -194,9 +196,12 @@ class _PubSubSession(Session):
         while True:
             # What PubSub.get_message(timeout=None) reads, without its retry
             # wrapper (the hub reconnects itself). math.inf: block, no timeout.
-            reply = await conn.read_response(
-                timeout=math.inf, disconnect_on_error=False, push_request=True
-            )
+            try:
+                reply = await conn.read_response(
+                    timeout=math.inf, disconnect_on_error=False, push_request=True
+                )
+            except ResponseError as exc:  # an error reply: the hub decides, as above
+                reply = exc
             if reply is None:  # a blocking read that returns nothing: the socket is gone
                 raise ConnectionError("the pub/sub connection returned no reply")
             self._on_reply(reply)

@@ -28,7 +28,8 @@ from typing import Any, Protocol
 
 import msgspec
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError, RedisError
 from redis.retry import Retry
 
 from ._codec import as_text
@@ -319,8 +320,11 @@ class Hub:
                     await session.send("PING")
 
     def _on_reply(self, reply: Any) -> None:
-        """One reply on the pub/sub connection: a message, a confirmation or a PONG."""
+        """One reply on the pub/sub connection: a message, a confirmation, a PONG, an error."""
         self._last_rx, self._ping_sent = time.monotonic(), None
+        if isinstance(reply, Exception):
+            self._on_error(reply)
+            return
         if not isinstance(reply, list) or not reply:
             return  # a PONG outside subscribed mode
         kind = reply[0]
@@ -367,6 +371,36 @@ class Hub:
                 self._dropped.add(channel)
                 if self.on_lost is not None:
                     self.on_lost(channel)
+
+    def _on_error(self, error: Exception) -> None:
+        """An error reply. MOVED/ASK answers an SSUBSCRIBE of a channel whose slot
+        another node serves (on a Cluster): that channel is dropped, as if the
+        node had unsubscribed it, and the others stay. Anything else ends the
+        connection."""
+        slot = _moved_slot(error)
+        lost = [] if slot is None else [c for c in self._channels if _slot(c) == slot]
+        if not lost:
+            raise RedisError(f"the server refused a pub/sub command: {error}")
+        for channel in lost:
+            self._confirmed.discard(channel)
+            if channel not in self._dropped:
+                self._dropped.add(channel)
+                if self.on_lost is not None:
+                    self.on_lost(channel)
+
+
+def _moved_slot(error: Exception) -> int | None:
+    """The slot of a MOVED or ASK error reply (redis-py's or hiredis's), else None."""
+    if isinstance(error, MovedError | AskError):
+        return int(error.slot_id)
+    words = str(error).split()
+    if len(words) >= 2 and words[0] in ("MOVED", "ASK") and words[1].isdigit():
+        return int(words[1])
+    return None
+
+
+def _slot(channel: str) -> int:
+    return int(key_slot(channel.encode()))
 
 
 _hubs: dict[tuple[asyncio.AbstractEventLoop, str | None], SharedHub] = {}

@@ -15,6 +15,7 @@ from redis.cluster import key_slot
 from kvconf import Settings, Store
 from kvconf._keys import TenantKeys
 from kvconf._watch_cluster import ClusterHub, node_url
+from kvconf._watch_hub import Hub
 from kvconf.fleet import fleet
 from kvconf.watcher import Watcher
 
@@ -271,3 +272,50 @@ async def test_api_read_cache_on_cluster(cluster: RedisCluster, cstore: Store) -
         assert (r.json()["value"], r.headers["etag"]) == (1, '"2"')
         metrics = (await c.get("/metrics")).text
         assert re.search(r'kvconf_reads_total\{source="cache"\} [1-9]', metrics)
+
+
+class _Collector:
+    """A hub listener that records what it hears."""
+
+    def __init__(self) -> None:
+        self.events: list[int] = []
+        self.subscribed = 0
+        self.disconnected = 0
+
+    def on_event(self, event: Any) -> None:
+        self.events.append(event.revision)
+
+    def on_keyspace(self, namespace: str, op: str) -> None:
+        pass
+
+    def on_subscribed(self) -> None:
+        self.subscribed += 1
+
+    def on_disconnected(self, exc: BaseException) -> None:
+        self.disconnected += 1
+
+
+async def test_a_moved_subscription_drops_that_channel_only(
+    cluster: RedisCluster, cstore: Store
+) -> None:
+    # A node hub asked for a channel whose slot another node serves hears
+    # MOVED: that channel is dropped and reported, while the connection and
+    # the node's other channels stay (no reconnect, no catch-up for them).
+    (home_port, home_tenant), (_, away_tenant) = list(tenants_on_nodes(cluster, 2).items())
+    home_channel = TenantKeys(home_tenant).changes_channel
+    away_channel = TenantKeys(away_tenant).changes_channel
+    lost: list[str | None] = []
+    hub = Hub(f"redis://127.0.0.1:{home_port}/0", on_lost=lost.append)
+    home, away = _Collector(), _Collector()
+    try:
+        await hub.add(home, home_channel, {})
+        await until(lambda: home.subscribed == 1, timeout=5)
+        first = hub.sockname
+        await hub.add(away, away_channel, {})
+        await until(lambda: lost == [away_channel], timeout=5)
+        assert hub.is_dropped(away_channel)
+        result = await cstore.set(home_tenant, "ns", "k", 1)
+        await until(lambda: home.events == [result.revision], timeout=5)
+        assert (hub.sockname, home.disconnected, home.subscribed) == (first, 0, 1)
+    finally:
+        await hub.aclose()
