@@ -136,6 +136,8 @@ class _SocketSession(asyncio.Protocol, Session):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._done.done():  # closed or failed: a TLS close may still deliver data
+            return
         reader = self._reader
         try:
             reader.feed(data)
