@@ -155,6 +155,8 @@ class SyncFacade:
         """Close the wrapped object and stop its loop thread (again: nothing)."""
         if self._runner.closed:
             return
+        if self._runner.on_thread():  # a callback: closing would wait for itself
+            raise RuntimeError("close() from a callback would wait for its own thread")
         try:
             self._runner.run(self._async.aclose())
         finally:
