@@ -58,13 +58,14 @@ def is_embedded(url: str | None) -> bool:
 
 def client_for(url: str | None, timeout: float, *, pubsub: bool = False) -> Any:
     """A Redis client for the watcher: short timeouts, no silent retries."""
-    if is_embedded(url):
+    if url is None or is_embedded(url):
         return connect(url)
     options: dict[str, Any] = {
         "socket_connect_timeout": timeout,
-        "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0 if pubsub else 1),
     }
+    if not url.startswith("unix://"):  # redis-py's unix socket connections refuse it
+        options["socket_keepalive"] = True
     # Pub/sub reads pass their own timeout; this bounds the handshake and sends.
     # Commands get long enough for a full state read of a big tenant; checks
     # use their own, shorter timeout.

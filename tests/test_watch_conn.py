@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +84,19 @@ async def test_without_the_socket_the_hub_reads_through_redis_py(
         assert seen == [result.revision]
         assert watcher._hub.sockname is not None  # type: ignore[union-attr]
         await converge(watcher, store, tenant)
+
+
+async def test_a_watcher_over_a_unix_socket(tmp_path: Path, tenant: str) -> None:
+    path = tmp_path / "redis.sock"
+    server = RedisServer(tmp_path / "redis", "--unixsocket", str(path), "--unixsocketperm", "700")
+    server.start()
+    url = f"unix://{path}"
+    try:
+        async with Store(url) as store, Watcher(tenant, url, environ={}) as watcher:
+            assert isinstance(watcher._hub._session, conns._SocketSession)  # type: ignore[union-attr]
+            result = await store.set(tenant, "ns", "k", "v")
+            assert await watcher.wait_for_revision(result.revision, timeout=5)
+            assert watcher.get("ns", "k") == "v"
+            await converge(watcher, store, tenant)
+    finally:
+        server.stop()
