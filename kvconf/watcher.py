@@ -176,12 +176,13 @@ class Watcher(WatchEngine):
             await self._resync("start")
         except FAILURES as exc:
             data = load_cache_file(self._cache_file, self.tenant) if self._cache_file else None
+            why = str(exc) or f"no answer within {self._timeout:g} s"  # a timeout says nothing
             if data is None:
                 raise Unavailable(
-                    f"watcher of {self.tenant!r} cannot reach Redis and has no cache file: {exc}",
+                    f"watcher of {self.tenant!r} cannot reach Redis and has no cache file: {why}",
                     reason="start",
                 ) from exc
-            log.warning("Redis unreachable (%s); serving the cache file at revision %d", exc,
+            log.warning("Redis unreachable (%s); serving the cache file at revision %d", why,
                         data.revision)  # fmt: skip
             self._state.set_schemas(data.schema_gen, dict(data.schemas))
             self._state.replace(data.epoch, data.revision, data.namespaces)
