@@ -376,11 +376,15 @@ class Hub:
     def _on_error(self, error: Exception) -> None:
         """An error reply. MOVED/ASK answers an SSUBSCRIBE of a channel whose slot
         another node serves (on a Cluster): that channel is dropped, as if the
-        node had unsubscribed it, and the others stay. Anything else ends the
-        connection."""
+        node had unsubscribed it, and the others stay; answering a SUNSUBSCRIBE
+        it is moot. Anything else ends the connection."""
         slot = _moved_slot(error)
         lost = [] if slot is None else [c for c in self._channels if _slot(c) == slot]
-        if not lost:
+        # A SUNSUBSCRIBE the node answers MOVED is moot: it no longer serves the slot.
+        moot = [] if slot is None else [c for c in self._unsubscribing if _slot(c) == slot]
+        for channel in moot:
+            del self._unsubscribing[channel]
+        if not lost and not moot:
             raise RedisError(f"the server refused a pub/sub command: {error}")
         for channel in lost:
             self._confirmed.discard(channel)
