@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from ._watch_hub import Hub, Listener, backoff_delay, client_for
+from ._watch_hub import Hub, Listener, backoff_delay, client_for, stop_task
 
 __all__ = ["ClusterHub", "node_url"]
 
@@ -120,11 +120,7 @@ class ClusterHub:
         """Stop the router, close every node hub and the topology client."""
         self._closing = True
         if self._router is not None:
-            for _ in range(50):  # redis-py may swallow a cancellation mid-command
-                self._router.cancel()
-                done, _ = await asyncio.wait([self._router], timeout=0.1)
-                if done:
-                    break
+            await stop_task(self._router)
         for hub in list(self._nodes.values()):
             await hub.aclose()
         self._nodes.clear()

@@ -128,10 +128,7 @@ class _SocketSession(asyncio.Protocol, Session):
     def sockname(self) -> tuple[str, int] | None:
         if self._fallback is not None:
             return self._fallback.sockname
-        if self._transport is None:
-            return None
-        name = self._transport.get_extra_info("sockname")
-        return (name[0], name[1]) if isinstance(name, tuple) else None
+        return None if self._transport is None else _address(self._transport)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -216,7 +213,10 @@ class _PubSubSession(Session):
     def sockname(self) -> tuple[str, int] | None:
         conn = self._pubsub.connection
         writer = getattr(conn, "_writer", None)
-        if writer is None:
-            return None
-        name = writer.get_extra_info("sockname")
-        return (name[0], name[1]) if isinstance(name, tuple) else None
+        return None if writer is None else _address(writer)
+
+
+def _address(stream: asyncio.BaseTransport | asyncio.StreamWriter) -> tuple[str, int] | None:
+    """The local (host, port) of a transport or stream writer; None on a unix socket."""
+    name = stream.get_extra_info("sockname")
+    return (name[0], name[1]) if isinstance(name, tuple) else None

@@ -37,7 +37,7 @@ from ._connect import connect, is_cluster_url
 from ._watch_conn import Session, open_session
 from ._watch_state import WireEvent, decode_wire
 
-__all__ = ["Hub", "Listener", "SharedHub", "acquire", "backoff_delay", "release"]
+__all__ = ["Hub", "Listener", "SharedHub", "acquire", "backoff_delay", "release", "stop_task"]
 
 log = logging.getLogger("kvconf.watcher")
 
@@ -228,14 +228,7 @@ class Hub:
         """Stop the reader and close the connection."""
         self._closing = True
         if self._task is not None:
-            # redis-py may swallow a cancellation inside a command: cancel until done.
-            for _ in range(50):
-                self._task.cancel()
-                done, _ = await asyncio.wait([self._task], timeout=0.1)
-                if done:
-                    break
-            if self._task.done() and not self._task.cancelled():
-                self._task.exception()  # retrieved: the reader's end is not an error here
+            await stop_task(self._task)
         await self._client.aclose()
 
     def _listeners(self) -> set[Listener]:
@@ -367,11 +360,7 @@ class Hub:
                 else:
                     del self._unsubscribing[channel]
             elif channel in self._channels:
-                # The server dropped it: on a Cluster, the channel's slot moved.
-                self._confirmed.discard(channel)
-                self._dropped.add(channel)
-                if self.on_lost is not None:
-                    self.on_lost(channel)
+                self._drop(channel)  # on a Cluster: the channel's slot moved
 
     def _on_error(self, error: Exception) -> None:
         """An error reply. MOVED/ASK answers an SSUBSCRIBE of a channel whose slot
@@ -387,11 +376,27 @@ class Hub:
         if not lost and not moot:
             raise RedisError(f"the server refused a pub/sub command: {error}")
         for channel in lost:
-            self._confirmed.discard(channel)
-            if channel not in self._dropped:
-                self._dropped.add(channel)
-                if self.on_lost is not None:
-                    self.on_lost(channel)
+            self._drop(channel)
+
+    def _drop(self, channel: str) -> None:
+        """The server no longer delivers ``channel``; its listeners stay (see ``on_lost``)."""
+        self._confirmed.discard(channel)
+        if channel not in self._dropped:
+            self._dropped.add(channel)
+            if self.on_lost is not None:
+                self.on_lost(channel)
+
+
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` until it ends (redis-py may swallow a cancellation inside a
+    command), at most 5 s; its own failure is retrieved, not raised."""
+    for _ in range(50):
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=0.1)
+        if done:
+            break
+    if task.done() and not task.cancelled():
+        task.exception()
 
 
 def _moved_slot(error: Exception) -> int | None:
