@@ -19,14 +19,14 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from kvconf._background import background_services
-from kvconf._connect import embedded_server
-from kvconf._embedded import open_embedded_store, persister_of
-from kvconf.config import Settings
+from kvconf._redis.connect import embedded_server
+from kvconf._snapshot.background import background_services
+from kvconf._snapshot.embedded import open_embedded_store, persister_of
+from kvconf.config import Settings, is_loopback
 from kvconf.exceptions import KvconfError
 from kvconf.store import Store
 
-from .auth import Authenticator, is_loopback
+from .auth import Authenticator
 from .cache import ReadCache
 from .errors import (
     CLOUDBRAIN_PREFIX,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,15 +30,13 @@ import msgspec
 from redis.exceptions import RedisError
 
 from kvconf._codec import now_iso
-from kvconf._keys import validate_name, validate_tenant
+from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY, validate_name, validate_tenant
 from kvconf.exceptions import Conflict, InvalidInput, NotFound, Unavailable
 
 from .errors import Forbidden, Unauthorized
 
 __all__ = [
     "ALL_TENANTS",
-    "TOKENS_KEY",
-    "TOKEN_NAMES_KEY",
     "Authenticator",
     "Principal",
     "TokenExists",
@@ -47,8 +44,6 @@ __all__ = [
     "TokenRecord",
 ]
 
-TOKENS_KEY = "kvconf:tokens"
-TOKEN_NAMES_KEY = "kvconf:tokens:names"  # noqa: S105 - a Redis key name
 ALL_TENANTS = "*"
 _RANK = {"read": 1, "write": 2, "admin": 3}
 _CACHE_SECONDS = 2.0
@@ -253,13 +248,3 @@ class TokenExists(Conflict):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"token {name!r} already exists", token=name)
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

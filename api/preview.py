@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kvconf._codec import encode_value
-from kvconf._keys import validate_key, validate_namespace
+from kvconf._redis.names import validate_key, validate_namespace
 from kvconf.exceptions import EmptyChangeSet, KeyNotFound
 from kvconf.schema import check_values
 

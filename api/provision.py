@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvconf._keys import DEFAULTS_NAMESPACE
+from kvconf._redis.names import DEFAULTS_NAMESPACE
 from kvconf.exceptions import InvalidInput
 from kvconf.store import Store
 

@@ -4,6 +4,7 @@ The public names are re-exported here; everything in an underscore module is
 internal. See the README for a tour.
 """
 
+from ._watch.fleet import FleetMember, fleet
 from .config import Settings
 from .exceptions import (
     Conflict,
@@ -30,7 +31,6 @@ from .exceptions import (
     VersionConflict,
     VersionNotFound,
 )
-from .fleet import FleetMember, fleet
 from .models import (
     ChangeEvent,
     Entry,

@@ -7,9 +7,9 @@ from typing import Any
 
 from . import _codec
 from ._codec import as_text
-from ._keys import DEFAULTS_NAMESPACE, TENANTS_KEY, TenantKeys, validate_namespace
+from ._redis.names import DEFAULTS_NAMESPACE, TENANTS_KEY, TenantKeys, validate_namespace
+from ._store.ops import MAX_ACTOR, MAX_REASON, audit_text
 from ._store_base import StoreBase, TenantSchemas, redis_errors, tenant_keys
-from ._write_ops import MAX_ACTOR, MAX_REASON, audit_text
 from .exceptions import TenantExists, TenantNotFound, Unavailable
 from .models import KeySpec, Schema
 from .schema import check_values, effective_specs, validate_schema
@@ -152,7 +152,7 @@ class AdminOps(StoreBase):
         return await self._scripts(
             "tenant",
             [tk.meta, tk.rev, tk.epoch, tk.namespaces],
-            [op, _codec.now_iso(), secrets.token_hex(8), tk.ns(""), f"{tk.base}:trash:ns:"],
+            [op, _codec.now_iso(), secrets.token_hex(8), tk.ns(""), tk.trash()],
         )
 
     @redis_errors

@@ -19,10 +19,10 @@ from redis.exceptions import RedisError
 
 from . import _codec
 from ._codec import as_text
-from ._connect import connect
-from ._keys import TenantKeys, validate_namespace
-from ._keys import validate_tenant as _validate_tenant
-from ._scripts import Scripts
+from ._redis.connect import connect
+from ._redis.names import TenantKeys, validate_namespace
+from ._redis.names import validate_tenant as _validate_tenant
+from ._redis.scripts import Scripts
 from .config import Settings
 from .exceptions import TenantNotFound, Unavailable
 from .models import Entry, KeySpec, Schema, TenantState

@@ -8,6 +8,7 @@ layer prefix that would shadow one of them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path, PurePath
@@ -114,3 +115,13 @@ def parse_duration(text: str) -> float:
     if seconds < 0:
         raise InvalidInput(f"duration {text!r} must not be negative")
     return seconds
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ._keys import validate_key, validate_namespace
+from ._redis.names import validate_key, validate_namespace
 from .exceptions import InvalidInput, SchemaProblem, SchemaViolation, TenantNotFound
 from .models import KeySpec, Schema
 from .schema import check_values, coerce_text, effective_specs

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from ._keys import DEFAULTS_NAMESPACE, validate_key
+from ._redis.names import DEFAULTS_NAMESPACE, validate_key
 from .exceptions import InvalidName, InvalidSchema, SchemaProblem, SchemaViolation
 from .models import KeySpec, Schema
 

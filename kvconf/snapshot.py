@@ -12,7 +12,7 @@ MULTI/EXEC transaction at one revision while writes go on. Files are written
 per invariant 6 (temporary file, fsync, atomic rename, directory fsync,
 mode 0600) and carry a format version and a SHA-256 that
 :func:`verify` and :func:`restore` check before touching Redis (see
-:mod:`kvconf._snapshot_format` for the layout).
+:mod:`kvconf._snapshot.format` for the layout).
 
 A restore writes each tenant in one transaction (a tenant is never half
 restored; one that keeps changing meanwhile is refused with
@@ -36,10 +36,10 @@ from typing import Any, Literal
 import msgspec
 from redis.exceptions import RedisError
 
-from ._keys import TENANTS_KEY, TenantKeys, validate_tenant
-from ._scripts import Scripts
-from ._snapshot_capture import capture_stream, dedicated_connections, revisions, scan_suffixes
-from ._snapshot_format import (
+from ._redis.names import TENANTS_KEY, TenantKeys, validate_tenant
+from ._redis.scripts import Scripts
+from ._snapshot.capture import capture_stream, dedicated_connections, revisions, scan_suffixes
+from ._snapshot.format import (
     SUFFIX,
     Footer,
     RecordBatch,
@@ -50,7 +50,7 @@ from ._snapshot_format import (
     read_footer,
     snapshot_name,
 )
-from ._snapshot_restore import (
+from ._snapshot.restore import (
     persist_restored,
     restore_args,
     restore_diff,

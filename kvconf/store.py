@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from . import _codec
 from ._codec import as_text
-from ._keys import (
+from ._redis.names import (
     DEFAULTS_NAMESPACE,
     HIST_VERSION_DIGITS,
     TENANTS_KEY,
@@ -30,10 +30,10 @@ from ._keys import (
     validate_key,
     validate_namespace,
 )
+from ._store.ops import MAX_ACTOR, MAX_REASON, Op, audit_text, change_ops, check_count, outcome
 from ._store_admin import AdminOps
 from ._store_base import redis_errors
 from ._store_base import tenant_keys as tenant_keys  # re-exported: callers name it from here
-from ._write_ops import MAX_ACTOR, MAX_REASON, Op, audit_text, change_ops, check_count, outcome
 from .exceptions import (
     HistoryTrimmed,
     InvalidInput,

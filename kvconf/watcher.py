@@ -34,13 +34,13 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from . import _watch_hub as hubs
-from ._keys import DEFAULTS_NAMESPACE, validate_key, validate_namespace
-from ._reader import CachedReader
-from ._watch_callbacks import Binding, Callback, ChangeCallback, Resync
-from ._watch_engine import FAILURES, WatchEngine
-from ._watch_file import load_cache_file
-from ._watch_state import CacheState, Change, ValueChange, WireEvent
+from ._redis.names import DEFAULTS_NAMESPACE, keyspace_channel, validate_key, validate_namespace
+from ._watch import hub as hubs
+from ._watch.cache_file import load_cache_file
+from ._watch.callbacks import Binding, Callback, ChangeCallback, Resync
+from ._watch.engine import FAILURES, WatchEngine
+from ._watch.reader import CachedReader
+from ._watch.state import CacheState, Change, ValueChange, WireEvent
 from .config import Settings
 from .exceptions import InvalidInput, Unavailable
 from .models import Entry, KeySpec
@@ -61,7 +61,7 @@ class Watcher(WatchEngine):
     ``get(namespace, key, default=None)`` is the effective value of ``key``
     (namespace > ``_defaults`` > environment > schema default), ``default``
     when no layer has it, served from memory: two dict lookups, in C when
-    the optional ``kvconf._speedups`` module is built.
+    the optional ``kvconf._watch._speedups`` module is built.
 
     ``url`` is the Redis URL (None: ``settings.redis_url``, else the embedded
     default). ``namespaces`` limits what is cached (``_defaults`` is always
@@ -137,7 +137,7 @@ class Watcher(WatchEngine):
         self._wake: asyncio.Event | None = None
         self._subscribed: asyncio.Event | None = None
         db = getattr(getattr(self._store.redis, "connection_pool", None), "connection_kwargs", {})
-        ks_prefix = f"__keyspace@{db.get('db', 0)}__:{self._tk.ns('')}"
+        ks_prefix = keyspace_channel(self._tk.ns(""), int(db.get("db", 0)))
         names = ["*"] if follow is None else sorted(follow)
         self._patterns = {ks_prefix + n: ks_prefix for n in names}
 

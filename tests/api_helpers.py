@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from api.app import create_app
-from api.auth import TOKEN_NAMES_KEY, TOKENS_KEY
 from kvconf import Settings
+from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY
+from kvconf.api.app import create_app
 
 ADMIN = "test-admin-token-" + uuid.uuid4().hex
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kvconf import Settings, Store
-from kvconf._connect import _servers
+from kvconf._redis.connect import _servers
 
 from .redis_cluster import RedisCluster
 from .redis_server import RedisServer, redis_binary

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from fastapi import FastAPI
 
-from api.auth import TOKEN_NAMES_KEY, TOKENS_KEY
-from api.routes import watch as watch_routes
+from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY
+from kvconf.api.routes import watch as watch_routes
 
 from .api_helpers import ADMIN, client, make_token, running_app
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.cache import ReadCache
+from kvconf.api.cache import ReadCache
 from kvconf.store import Store, tenant_keys
 
 from .api_helpers import ADMIN, client, make_token, running_app
@@ -213,8 +213,8 @@ async def test_per_ai_routes_from_the_cache(app: FastAPI) -> None:
 async def test_the_cache_can_be_off(backend_url: str, tenant: str) -> None:
     async with running_app(backend_url) as app:
         assert app.state.cache is not None
-    from api.app import create_app
     from kvconf import Settings
+    from kvconf.api.app import create_app
 
     off = create_app(Settings(redis_url=backend_url), read_cache=False)
     async with off.router.lifespan_context(off), client(off) as c:

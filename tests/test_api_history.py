@@ -135,7 +135,7 @@ async def test_watch_resets_when_log_trimmed(backend_url: str, tenant: str) -> N
 async def test_fleet_lists_reporting_watchers(http: httpx.AsyncClient, tenant: str) -> None:
     import time
 
-    fleet = pytest.importorskip("kvconf.fleet")
+    fleet = pytest.importorskip("kvconf._watch.fleet")
     from kvconf.store import tenant_keys
 
     await http.put(f"/api/v1/tenants/{tenant}/namespaces/svc/keys/k", json={"value": 1})

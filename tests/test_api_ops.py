@@ -60,7 +60,7 @@ async def test_redis_down_is_503(redis_server: RedisServer, tenant: str) -> None
 
 
 def test_error_table_walks_the_mro() -> None:
-    from api.errors import STATUS, status_of
+    from kvconf.api.errors import STATUS, status_of
     from kvconf.exceptions import (
         HistoryTrimmed,
         InvalidName,

@@ -10,7 +10,7 @@ import pytest
 
 from kvconf import HistoryTrimmed, Settings, Store, VersionConflict
 from kvconf._codec import decode_event
-from kvconf._keys import TenantKeys
+from kvconf._redis.names import TenantKeys
 
 from .redis_cluster import RedisCluster
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from kvconf import KeySpec, Schema, Settings, Store, snapshot
-from kvconf._background import background_services
-from kvconf._embedded import close_embedded, open_embedded_store, persister_of
-from kvconf._snapshot_journal import JournalWriter, journal_generations
+from kvconf._snapshot.background import background_services
+from kvconf._snapshot.embedded import close_embedded, open_embedded_store, persister_of
+from kvconf._snapshot.journal import JournalWriter, journal_generations
 from kvconf.exceptions import TenantNotFound, Unavailable
 from kvconf.snapshot import list_snapshots, verify
 
@@ -140,8 +140,8 @@ async def test_journal_record_with_per_key_history_is_replayed(
     opener: Callable[..., object], tenant: str, tmp_path: Path
 ) -> None:
     """A journal appended by a kvconf with per-key history zsets still replays."""
-    from kvconf._snapshot_format import TenantDump
-    from kvconf._snapshot_journal import JournalRecord
+    from kvconf._snapshot.format import TenantDump
+    from kvconf._snapshot.journal import JournalRecord
 
     store = await opener()  # type: ignore[misc]
     await store.set(tenant, "ns", "k", 1)
@@ -210,8 +210,8 @@ HOLDER = """
 import asyncio, sys
 from pathlib import Path
 from kvconf import Settings
-from kvconf._background import background_services
-from kvconf._embedded import open_embedded_store
+from kvconf._snapshot.background import background_services
+from kvconf._snapshot.embedded import open_embedded_store
 
 async def main():
     settings = Settings(data_dir=Path(sys.argv[1]), port=9)
@@ -227,8 +227,8 @@ WRITER = """
 import asyncio, sys, time
 from pathlib import Path
 from kvconf import Settings
-from kvconf._background import background_services
-from kvconf._embedded import open_embedded_store
+from kvconf._snapshot.background import background_services
+from kvconf._snapshot.embedded import open_embedded_store
 
 async def main():
     settings = Settings(data_dir=Path(sys.argv[1]), fsync_writes=sys.argv[2] == "1")

@@ -8,8 +8,8 @@ import time
 import msgspec
 
 from kvconf import Store
-from kvconf._keys import TenantKeys
-from kvconf.fleet import FleetMember, fleet
+from kvconf._redis.names import TenantKeys
+from kvconf._watch.fleet import FleetMember, fleet
 from kvconf.watcher import Watcher
 
 from .test_watcher import until

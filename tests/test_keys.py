@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kvconf import InvalidName
-from kvconf._keys import TenantKeys, tenant_from_key, validate_name
+from kvconf._redis.names import TenantKeys, tenant_from_key, validate_name
 
 
 @pytest.mark.parametrize("name", ["a", "ai-12", "_defaults", "A.b-c_9", "x" * 128, "a."])

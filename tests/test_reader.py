@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from kvconf._reader import PyCachedReader
+from kvconf._watch.reader import PyCachedReader
 
 try:
-    from kvconf._speedups import CachedReader as CReader
+    from kvconf._watch._speedups import CachedReader as CReader
 except ImportError:
     CReader = None  # type: ignore[assignment,misc]
 
@@ -29,12 +29,12 @@ if CReader is not None:
 def test_c_module_is_built_where_required() -> None:
     if CReader is None:
         if os.environ.get("KVCONF_TEST_REQUIRE_SPEEDUPS") == "1":
-            pytest.fail("kvconf._speedups was not built")
-        pytest.skip("kvconf._speedups not built (no C compiler at install time)")
-    import kvconf._reader
+            pytest.fail("kvconf._watch._speedups was not built")
+        pytest.skip("kvconf._watch._speedups not built (no C compiler at install time)")
+    import kvconf._watch.reader
 
-    assert kvconf._reader.CachedReader is CReader
-    assert kvconf._reader.SPEEDUPS
+    assert kvconf._watch.reader.CachedReader is CReader
+    assert kvconf._watch.reader.SPEEDUPS
 
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=lambda cls: cls.__module__)
@@ -91,7 +91,7 @@ def test_a_bad_call_is_a_type_error(reader_class: type[Any]) -> None:
 
 def test_views_must_be_a_dict_in_c() -> None:
     if CReader is None:
-        pytest.skip("kvconf._speedups not built")
+        pytest.skip("kvconf._watch._speedups not built")
     reader = CReader()
     with pytest.raises(TypeError):
         reader._views = [("ns", {})]  # type: ignore[assignment]
@@ -109,12 +109,12 @@ def test_a_reader_in_a_cycle_is_collected(reader_class: type[Any]) -> None:
 
 FALLBACK_SCRIPT = """
 import asyncio, sys
-sys.modules["kvconf._speedups"] = None  # as if no C compiler was there at install time
-import kvconf._reader
+sys.modules["kvconf._watch._speedups"] = None  # as if no C compiler was there at install time
+import kvconf._watch.reader
 from kvconf import Store, Watcher
 
 async def main():
-    assert not kvconf._reader.SPEEDUPS
+    assert not kvconf._watch.reader.SPEEDUPS
     url = "memory://fallback"
     store = Store(url)
     await store.create_tenant("t")

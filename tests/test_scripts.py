@@ -1,4 +1,4 @@
-"""``kvconf._scripts``: RESP packing as redis-py's; batched commands on a real server."""
+"""``kvconf._redis.scripts``: RESP packing as redis-py's; batched commands on a real server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from kvconf import Store
-from kvconf._scripts import Scripts, pack_command
+from kvconf._redis.scripts import Scripts, pack_command
 
 from .redis_server import RedisServer
 

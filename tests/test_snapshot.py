@@ -14,8 +14,8 @@ import pytest
 
 from kvconf import KeySpec, Schema, Store
 from kvconf._codec import decode_event
-from kvconf._keys import TENANTS_KEY, TenantKeys
-from kvconf._snapshot_format import SnapshotReader
+from kvconf._redis.names import TENANTS_KEY, TenantKeys
+from kvconf._snapshot.format import SnapshotReader
 from kvconf.exceptions import (
     InvalidInput,
     NotFound,
@@ -324,7 +324,7 @@ async def test_restore_over_soft_deleted_keeps_it_in_the_safety_snapshot(
 async def test_capture_reads_deleted_keys_history_without_scan(
     store: Store, tenant: str, tmp_path: Path
 ) -> None:
-    from kvconf._snapshot_capture import capture
+    from kvconf._snapshot.capture import capture
 
     await store.set(tenant, "a", "single", 1)
     await store.delete(tenant, "a", "single")
@@ -363,7 +363,7 @@ async def test_restore_replace_removes_live_only_history(
 
 
 def test_version_1_file_is_read_with_its_history_converted(tmp_path: Path) -> None:
-    from kvconf import _snapshot_format as fmt
+    from kvconf._snapshot import format as fmt
 
     rec1 = b'{"version":1,"revision":1,"updated_at":"t","updated_by":"a","deleted":false,'
     rec1 += b'"reason":"","value":1}'
@@ -404,8 +404,8 @@ async def test_version_1_file_restores(store: Store, tenant: str, tmp_path: Path
 async def test_capture_by_script_reads_the_same_as_the_transaction(
     store: Store, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kvconf import _snapshot_capture
-    from kvconf._scripts import Scripts
+    from kvconf._redis.scripts import Scripts
+    from kvconf._snapshot import capture as _snapshot_capture
 
     await _fill(store, tenant)
     await store.commit_across(tenant, {"a": {"x": 1}}, deletes={"svc": ["host"]})
@@ -473,7 +473,7 @@ async def test_restore_refuses_a_foreign_key_before_touching_the_tenant(
 
 def _write_format_1(path: Path, dump: Any) -> None:
     """Write ``dump`` as a format-1 file, as a kvconf with per-key history did."""
-    from kvconf import _snapshot_format as fmt
+    from kvconf._snapshot import format as fmt
 
     saved = fmt.FORMAT_VERSION
     fmt.FORMAT_VERSION = 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kvconf import Settings, Store
-from kvconf._snapshot_capture import capture, capture_stream, dedicated_connections
+from kvconf._snapshot.capture import capture, capture_stream, dedicated_connections
 from kvconf.snapshot import restore, save
 
 from .redis_cluster import RedisCluster

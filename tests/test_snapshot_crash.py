@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kvconf import Settings, Store
-from kvconf import _snapshot_format as fmt
+from kvconf._snapshot import format as fmt
 from kvconf.exceptions import SnapshotCorrupt, SnapshotError
 from kvconf.snapshot import save, verify, write_snapshot
 

@@ -12,11 +12,11 @@ import redis.asyncio as aredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kvconf import Settings, Store
-from kvconf import _snapshot_capture as capture_mod
-from kvconf import _snapshot_restore as restore_mod
-from kvconf._connect import _servers
-from kvconf._keys import TenantKeys
-from kvconf._snapshot_format import TenantDump
+from kvconf._redis.connect import _servers
+from kvconf._redis.names import TenantKeys
+from kvconf._snapshot import capture as capture_mod
+from kvconf._snapshot import restore as restore_mod
+from kvconf._snapshot.format import TenantDump
 from kvconf.exceptions import Conflict, NotFound, Unavailable
 from kvconf.snapshot import load_dump, restore, save
 

@@ -25,7 +25,7 @@ from kvconf import (
     VersionNotFound,
 )
 from kvconf._codec import decode_event
-from kvconf._keys import TenantKeys
+from kvconf._redis.names import TenantKeys
 
 
 async def test_set_get_versions_and_revisions(store: Store, tenant: str) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from kvconf import Settings, Store, Unavailable
-from kvconf._scripts import script_source
+from kvconf._redis.scripts import script_source
 
 from .redis_server import RedisServer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kvconf import Store, Unavailable
-from kvconf._keys import TenantKeys
+from kvconf._redis.names import TenantKeys
 
 
 async def test_foreign_redis_key_refuses_the_whole_write(store: Store, tenant: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from kvconf import Store
-from kvconf import _watch_conn as conns
+from kvconf._redis import pubsub as conns
 from kvconf.watcher import Watcher
 
 from .redis_server import REQUIRE_ENV, free_port, redis_binary

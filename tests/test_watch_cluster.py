@@ -13,10 +13,10 @@ import pytest
 from redis.cluster import key_slot
 
 from kvconf import Settings, Store
-from kvconf._keys import TenantKeys
-from kvconf._watch_cluster import ClusterHub, node_url
-from kvconf._watch_hub import Hub
-from kvconf.fleet import fleet
+from kvconf._redis.names import TenantKeys
+from kvconf._watch.cluster import ClusterHub, node_url
+from kvconf._watch.fleet import fleet
+from kvconf._watch.hub import Hub
 from kvconf.watcher import Watcher
 
 from .api_helpers import ADMIN, client, running_app

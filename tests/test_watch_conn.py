@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kvconf import Store
-from kvconf import _watch_conn as conns
+from kvconf._redis import pubsub as conns
 from kvconf.watcher import Watcher
 
 from .redis_server import RedisServer

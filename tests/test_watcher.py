@@ -15,9 +15,9 @@ import msgspec
 import pytest
 
 from kvconf import InvalidInput, KeySpec, Schema, Store, Unavailable
-from kvconf import _watch_hub as hubs
-from kvconf._connect import _servers
-from kvconf._keys import TenantKeys
+from kvconf._redis.connect import _servers
+from kvconf._redis.names import TenantKeys
+from kvconf._watch import hub as hubs
 from kvconf.watcher import Change, Resync, ValueChange, Watcher
 
 from .redis_server import RedisServer, free_port

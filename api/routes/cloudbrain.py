@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
-from kvconf._keys import DEFAULTS_NAMESPACE, validate_key
+from kvconf._redis.names import DEFAULTS_NAMESPACE, validate_key
 from kvconf.exceptions import InvalidValue, KeyNotFound, TenantExists
 from kvconf.layers import effective_keys, resolve
 from kvconf.models import Entry, Explanation, KeySpec, Schema

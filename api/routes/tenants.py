@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from kvconf._keys import validate_tenant
+from kvconf._redis.names import validate_tenant
 from kvconf.exceptions import InvalidInput, Unavailable
 from kvconf.store import Store
 

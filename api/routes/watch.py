@@ -63,10 +63,10 @@ async def watch(
 
 @router.get("/fleet", summary="Watchers of the tenant: alive, and at which revision")
 async def fleet(access: ReadAccess) -> Response:
-    """Watcher instances that reported within the last seconds (see :mod:`kvconf.fleet`)."""
+    """Watcher instances that reported within the last seconds (see :mod:`kvconf._watch.fleet`)."""
     await access.store.info(access.tenant)
     try:
-        module = importlib.import_module("kvconf.fleet")
+        module = importlib.import_module("kvconf._watch.fleet")
     except ModuleNotFoundError:
         return respond({"tenant": access.tenant, "watchers": []})
     found: Any = await module.fleet(access.store, access.tenant)

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import redis.asyncio as aredis
 
-from .._reader import SPEEDUPS
+from .._watch.reader import SPEEDUPS
 from ..config import Settings
 from ..store import Store
 from ..watcher import Change, Watcher
@@ -197,7 +197,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
                goal_ratio=1.5, higher_is_better=False, goal_absolute=2000, notes=rate),
         figure("cached get", "ns", get_ns, "dict.get", dict_ns, goal_ratio=2.0,
                higher_is_better=False, notes="Watcher.get of an existing key, 200-key namespace, "
-               + ("C fast path" if SPEEDUPS else "pure Python (kvconf._speedups not built)")),
+               + ("C fast path" if SPEEDUPS else "pure Python (the C fast path is not built)")),
         figure("bound typed read", "ns", bound_ns, "dict.get", dict_ns, goal_ratio=2.0,
                higher_is_better=False, notes="Binding.value.<field> of a bound Struct"),
         figure(f"full resync, {big:,} keys", "ms", cold_ms, "raw HGETALL", hgetall_ms,

@@ -114,7 +114,7 @@ async def opened_store(cfg: Settings) -> AsyncIterator[Store]:
 
 async def open_store(cfg: Settings) -> Store:
     """A Store for a command (embedded: loaded from the data dir when it has state)."""
-    from .._embedded import open_embedded_store
+    from .._snapshot.embedded import open_embedded_store
 
     if cfg.redis_url is None:
         return await open_embedded_store(cfg)

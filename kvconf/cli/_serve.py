@@ -1,6 +1,6 @@
 """CLI: ``kvconf serve``, the REST API under uvicorn.
 
-Settings travel to the app (``api.app:create_app``, a factory) through
+Settings travel to the app (``kvconf.api.app:create_app``, a factory) through
 ``KVCONF_*`` environment variables, so every uvicorn worker builds the same
 app. The server refuses a non-loopback address unless auth is configured (an
 admin token, or API tokens in the store); on loopback without any it runs
@@ -16,9 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-from api.auth import is_loopback
-
-from ..config import Settings
+from .._redis.names import TOKENS_KEY
+from ..config import Settings, is_loopback
 from ..exceptions import KvconfError
 from ._common import DataDir, RedisUrl, err_console, exit_code, open_store, settings
 
@@ -36,8 +35,6 @@ def _safe_url(url: str) -> str:
 
 
 async def _token_count(cfg: Settings) -> int:
-    from api.auth import TOKENS_KEY
-
     store = await open_store(cfg)
     try:
         return int(await store.redis.hlen(TOKENS_KEY))
@@ -139,7 +136,7 @@ def serve(
     if open_mode:
         err_console.print("[yellow]warning:[/yellow] running without authentication")
     uvicorn.run(
-        "api.app:create_app",
+        "kvconf.api.app:create_app",
         factory=True,
         host=host,
         port=port,

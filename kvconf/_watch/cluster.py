@@ -4,7 +4,7 @@ A tenant's change channel ``kvconf:{t}:changes`` and its namespace hashes
 share the tenant's hash slot, so both its sharded subscription (SSUBSCRIBE
 must reach the shard's node) and its keyspace notifications (node-local)
 live on the primary that owns that slot. The cluster hub keeps one
-:class:`~kvconf._watch_hub.Hub` per such primary (one pub/sub connection per
+:class:`~kvconf._watch.hub.Hub` per such primary (one pub/sub connection per
 node and event loop, shared by every watcher whose tenant lives there) and
 places each listener on the hub of its slot's owner, read from the slot
 table of a ``RedisCluster`` client.
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from ._watch_hub import Hub, Listener, backoff_delay, client_for, stop_task
+from .hub import Hub, Listener, backoff_delay, client_for, stop_task
 
 __all__ = ["ClusterHub", "node_url"]
 

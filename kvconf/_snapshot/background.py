@@ -20,10 +20,11 @@ from contextlib import asynccontextmanager
 
 import fakeredis
 
-from ._embedded import Persister, persister_of
-from .config import Settings
-from .snapshot import default_dir, prune, save
-from .store import Store
+from .._redis.names import keyspace_channel
+from ..config import Settings
+from ..snapshot import default_dir, prune, save
+from ..store import Store
+from .embedded import Persister, persister_of
 
 __all__ = ["FLUSH_INTERVAL", "background_services"]
 
@@ -45,7 +46,7 @@ async def _flush_loop(persister: Persister) -> None:
 async def _keyspace_loop(persister: Persister) -> None:
     client = fakeredis.FakeAsyncRedis(server=persister.server)
     pubsub = client.pubsub()
-    prefix = "__keyspace@0__:"
+    prefix = keyspace_channel("")  # the embedded server: database 0
     try:
         await pubsub.psubscribe(f"{prefix}kvconf:*")
         while True:

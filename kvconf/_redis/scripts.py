@@ -32,7 +32,7 @@ __all__ = ["Scripts", "pack_command", "script_source"]
 @cache
 def script_source(name: str) -> str:
     """The Lua source of the named script (``write``, ``read_state``, ...)."""
-    return resources.files("kvconf").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return resources.files("kvconf._redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 Command = tuple[Any, ...]

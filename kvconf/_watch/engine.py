@@ -22,16 +22,16 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from . import _watch_hub as hubs
-from ._connect import enable_keyspace_events
-from ._keys import DEFAULTS_NAMESPACE, TenantKeys
-from ._reader import CachedReader
-from ._watch_callbacks import Binding, Callback, Resync, awaited
-from ._watch_file import CacheFile, write_cache_file
-from ._watch_state import CacheState, Change, EventLike, WireEvent
-from .exceptions import HistoryTrimmed, KvconfError, TenantNotFound, Unavailable
+from .._redis.connect import enable_keyspace_events
+from .._redis.names import DEFAULTS_NAMESPACE, TenantKeys
+from ..exceptions import HistoryTrimmed, KvconfError, TenantNotFound, Unavailable
+from ..store import Store
+from . import hub as hubs
+from .cache_file import CacheFile, write_cache_file
+from .callbacks import Binding, Callback, Resync, awaited
 from .fleet import FleetMember, encode_member
-from .store import Store
+from .reader import CachedReader
+from .state import CacheState, Change, EventLike, WireEvent
 
 __all__ = ["FAILURES", "WatchEngine"]
 

@@ -12,7 +12,7 @@ The hub reconnects with capped exponential backoff and jitter, and pings an
 idle connection so a half-open socket is noticed too.
 
 On Redis Cluster, :func:`acquire` returns a
-:class:`~kvconf._watch_cluster.ClusterHub` instead, which routes each
+:class:`~kvconf._watch.cluster.ClusterHub` instead, which routes each
 listener to one ``Hub`` per primary node.
 """
 
@@ -32,10 +32,10 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, RedisError
 from redis.retry import Retry
 
-from ._codec import as_text
-from ._connect import connect, is_cluster_url
-from ._watch_conn import Session, open_session
-from ._watch_state import WireEvent, decode_wire
+from .._codec import as_text
+from .._redis.connect import connect, is_cluster_url
+from .._redis.pubsub import Session, open_session
+from .state import WireEvent, decode_wire
 
 __all__ = ["Hub", "Listener", "SharedHub", "acquire", "backoff_delay", "release", "stop_task"]
 
@@ -419,14 +419,14 @@ _hubs: dict[tuple[asyncio.AbstractEventLoop, str | None], SharedHub] = {}
 def acquire(url: str | None, *, timeout: float, ping_interval: float) -> SharedHub:
     """The hub of this event loop for ``url`` (created on first use).
 
-    A Cluster URL gets a :class:`~kvconf._watch_cluster.ClusterHub`: one
+    A Cluster URL gets a :class:`~kvconf._watch.cluster.ClusterHub`: one
     ``Hub`` per primary node, each listener on the node that owns its slot.
     """
     key = (asyncio.get_running_loop(), url)
     hub: SharedHub | None = _hubs.get(key)
     if hub is None or hub.closing:
         if url is not None and is_cluster_url(url):
-            from ._watch_cluster import ClusterHub  # imports this module
+            from .cluster import ClusterHub  # imports this module
 
             hub = ClusterHub(url, timeout=timeout, ping_interval=ping_interval)
         else:

@@ -24,7 +24,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from ._scripts import pack_command
+from .scripts import pack_command
 
 try:
     import hiredis

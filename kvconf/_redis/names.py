@@ -10,12 +10,16 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from .exceptions import InvalidName
+from ..exceptions import InvalidName
 
 PREFIX: Final = "kvconf"
 DEFAULTS_NAMESPACE: Final = "_defaults"
-#: Global set of live tenant names (the only key outside any tenant's slot).
+#: Global set of live tenant names (one of the few keys outside any tenant's slot).
 TENANTS_KEY: Final = f"{PREFIX}:tenants"
+#: API tokens: SHA-256 digest -> token record (JSON).
+TOKENS_KEY: Final = f"{PREFIX}:tokens"
+#: API tokens: name -> digest.
+TOKEN_NAMES_KEY: Final = f"{PREFIX}:tokens:names"
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 MAX_NAME_LENGTH: Final = 128
@@ -83,6 +87,10 @@ class TenantKeys:
         """Hash of a namespace's current values."""
         return f"{self.base}:ns:{namespace}"
 
+    def trash(self, namespace: str = "") -> str:
+        """Hash of a soft-deleted tenant's namespace (``""``: the prefix of them all)."""
+        return f"{self.base}:trash:ns:{namespace}"
+
     def hist(self, namespace: str) -> str:
         """Sorted set of every version of every key of a namespace.
 
@@ -120,3 +128,8 @@ def tenant_from_key(key: str) -> str | None:
         return None
     end = key.find("}", len(head))
     return key[len(head) : end] if end > 0 else None
+
+
+def keyspace_channel(key: str, db: int = 0) -> str:
+    """The keyspace-notification channel of ``key`` (or of a pattern) in database ``db``."""
+    return f"__keyspace@{db}__:{key}"

@@ -8,7 +8,7 @@ crash while appending) ends the replay at the last whole record.
 
 A record's dump has the layout of snapshot format 2 (history per namespace);
 records written by a kvconf with per-key history are converted when read
-(:func:`kvconf._snapshot_format.upgrade_history`).
+(:func:`kvconf._snapshot.format.upgrade_history`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from ._snapshot_format import TenantDump, fsync_dir, upgrade_history
+from .format import TenantDump, fsync_dir, upgrade_history
 
 _HEAD = struct.Struct(">I32s")
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
-from ._watch_state import CacheState, Change
+from .state import CacheState, Change
 
 __all__ = ["Binding", "Callback", "ChangeCallback", "Resync", "awaited"]
 

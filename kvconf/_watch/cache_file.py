@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from .models import Entry, Schema
+from ..models import Entry, Schema
 
 __all__ = ["CacheFile", "load_cache_file", "write_cache_file"]
 

@@ -6,7 +6,7 @@ with the commands pre-encoded and several tenants in flight, so Redis
 serves the next tenants while Python turns the last reply into a
 :class:`TenantDump`; on a cluster it falls back to :func:`capture`, one
 redis-py transaction pipeline per tenant. Writing back is
-:mod:`kvconf._snapshot_restore`.
+:mod:`kvconf._snapshot.restore`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._codec import as_text
-from ._keys import PREFIX, TenantKeys
-from ._scripts import Scripts
-from ._snapshot_format import TenantDump, iter_flat_pairs
+from .._codec import as_text
+from .._redis.names import PREFIX, TenantKeys
+from .._redis.scripts import Scripts
+from .format import TenantDump, iter_flat_pairs
 
 
 def script_keys(tk: TenantKeys) -> list[str]:
@@ -152,7 +152,7 @@ def _capture_request(tk: TenantKeys, names: Sequence[str]) -> tuple[bytes, int]:
     ]
     for ns in names:
         cmds.append(resp("HGETALL", tk.ns(ns)))
-        cmds.append(resp("HGETALL", f"{tk.base}:trash:ns:{ns}"))
+        cmds.append(resp("HGETALL", tk.trash(ns)))
         cmds.append(resp("ZRANGE", tk.hist(ns), 0, -1))
     cmds.append(resp("EXEC"))
     return b"".join(cmds), len(cmds)
@@ -291,7 +291,7 @@ async def capture(client: Any, tenant: str) -> TenantDump | None:
         pipe.execute_command("ZRANGE", tk.log, 0, -1, "WITHSCORES")
         for ns in names:
             pipe.execute_command("HGETALL", tk.ns(ns))
-            pipe.execute_command("HGETALL", f"{tk.base}:trash:ns:{ns}")
+            pipe.execute_command("HGETALL", tk.trash(ns))
             pipe.execute_command("ZRANGE", tk.hist(ns), 0, -1)
         reply = await pipe.execute()
     exists, rev, epoch, meta, now_names, schemas, log = reply[:7]

@@ -41,4 +41,4 @@ except ImportError:  # no C compiler at install time: same behaviour, slower
     CachedReader = PyCachedReader  # type: ignore[assignment,misc]
 
 #: True when ``Watcher.get`` runs in C.
-SPEEDUPS: bool = CachedReader.__module__ == "kvconf._speedups"
+SPEEDUPS: bool = CachedReader.__module__ == "kvconf._watch._speedups"

@@ -34,13 +34,17 @@ from typing import Any
 
 import fakeredis
 
-from ._codec import as_text
-from ._connect import _servers, embedded_server
-from ._keys import PREFIX, TENANTS_KEY, tenant_from_key
-from ._scripts import script_source
-from ._snapshot_capture import capture
-from ._snapshot_format import SnapshotReader
-from ._snapshot_journal import (
+from .._codec import as_text
+from .._redis.connect import _servers, embedded_server
+from .._redis.names import PREFIX, TENANTS_KEY, tenant_from_key
+from .._redis.scripts import script_source
+from ..config import Settings
+from ..exceptions import Unavailable
+from ..snapshot import load_dump, write_snapshot
+from ..store import Store
+from .capture import capture
+from .format import SnapshotReader
+from .journal import (
     GlobalKey,
     JournalRecord,
     JournalWriter,
@@ -48,10 +52,6 @@ from ._snapshot_journal import (
     journal_path,
     read_journal,
 )
-from .config import Settings
-from .exceptions import Unavailable
-from .snapshot import load_dump, write_snapshot
-from .store import Store
 
 __all__ = ["close_embedded", "open_embedded_store", "persister_of"]
 
@@ -394,7 +394,7 @@ async def open_embedded_store(settings: Settings, *, server_name: str | None = N
     :class:`Unavailable` when another process holds it, naming that process
     and, for ``kvconf serve``, its URL) and loads its state; later calls in
     the process share it. Writes are flushed before they return until
-    :func:`kvconf._background.background_services` switches to the ~0.2 s
+    :func:`kvconf._snapshot.background.background_services` switches to the ~0.2 s
     group flush (unless ``settings.fsync_writes``).
     """
     path = _resolve(settings.data_dir)

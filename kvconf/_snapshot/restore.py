@@ -2,7 +2,7 @@
 
 :func:`restore_tx` restores a tenant in modes ``replace`` and ``load`` with
 native commands in one transaction over a dedicated connection of
-:func:`~kvconf._snapshot_capture.dedicated_connections`; :func:`restore_one`
+:func:`~kvconf._snapshot.capture.dedicated_connections`; :func:`restore_one`
 runs ``restore.lua`` (mode ``merge``, and every mode on a cluster) with the
 arguments of :func:`restore_args`. :func:`restore_diff` counts what a
 restore would change (its dry run); :func:`persist_restored` makes the
@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import _codec
-from ._codec import as_text
-from ._keys import TenantKeys
-from ._scripts import Scripts
-from ._snapshot_capture import checked_reply, read_replies, resp, script_keys
-from ._snapshot_format import TenantDump, iter_flat_pairs
-from ._write_ops import foreign_type
-from .exceptions import Conflict, TenantNotFound, Unavailable
+from .. import _codec
+from .._codec import as_text
+from .._redis.names import TenantKeys
+from .._redis.scripts import Scripts
+from .._store.ops import foreign_type
+from ..exceptions import Conflict, TenantNotFound, Unavailable
+from .capture import checked_reply, read_replies, resp, script_keys
+from .format import TenantDump, iter_flat_pairs
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..store import Store
 
 
 def pack(items: Sequence[bytes | str | int]) -> tuple[bytes, str]:
@@ -182,7 +182,7 @@ async def restore_tx(
         kinds[tk.ns(ns)] = b"hash"
         kinds[tk.hist(ns)] = b"zset"
     for ns in trash:
-        kinds[f"{tk.base}:trash:ns:{ns}"] = b"hash"
+        kinds[tk.trash(ns)] = b"hash"
     for ns in dump.history:
         kinds[tk.hist(ns)] = b"zset"
     targets = list(kinds)
@@ -194,7 +194,7 @@ async def restore_tx(
         body += _chunked(("HSET", tk.meta), _as_bytes(_flatten(dump.meta)), 2)
     body += _chunked(("SADD", tk.namespaces), _as_bytes(dump.namespaces), 1)
     for ns, flat in trash.items():
-        body += _chunked(("HSET", f"{tk.base}:trash:ns:{ns}"), flat, 2)
+        body += _chunked(("HSET", tk.trash(ns)), flat, 2)
     for ns, flat in values.items():
         body += _chunked(("HSET", tk.ns(ns)), flat, 2)
     for ns, members in dump.history.items():
@@ -218,7 +218,7 @@ async def restore_tx(
         doomed = fixed + [
             key
             for ns in sorted(as_text(n) for n in names)
-            for key in (tk.ns(ns), f"{tk.base}:trash:ns:{ns}", tk.hist(ns))
+            for key in (tk.ns(ns), tk.trash(ns), tk.hist(ns))
         ]
         spared = set(targets) - set(doomed)
         for key, kind in zip(targets, replies[4:], strict=True):
@@ -327,7 +327,7 @@ async def persist_restored(store: Store, tenants: list[str]) -> None:
     Its client marks what to persist from the commands it executes, which
     the restore transactions' own connections go around.
     """
-    from ._embedded import persister_of  # _embedded imports this module
+    from .embedded import persister_of  # _embedded imports this module
 
     persister = persister_of(store)
     if persister is not None:

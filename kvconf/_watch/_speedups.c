@@ -187,7 +187,7 @@ static PyType_Slot reader_slots[] = {
 };
 
 static PyType_Spec reader_spec = {
-    .name = "kvconf._speedups.CachedReader",
+    .name = "kvconf._watch._speedups.CachedReader",
     .basicsize = sizeof(CachedReader),
     .itemsize = 0,
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -217,7 +217,7 @@ static PyModuleDef_Slot speedups_slots[] = {
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "kvconf._speedups",
+    .m_name = "kvconf._watch._speedups",
     .m_doc = "C fast path of the watcher's cached read (optional; see _reader.py).",
     .m_size = 0,
     .m_slots = speedups_slots,

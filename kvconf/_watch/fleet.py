@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import msgspec
 from redis.exceptions import RedisError
 
-from .exceptions import Unavailable
+from ..exceptions import Unavailable
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..store import Store
 
 __all__ = ["DEFAULT_MAX_AGE", "FleetMember", "fleet"]
 
@@ -59,7 +59,7 @@ async def fleet(
 
     Sorted by instance id. Expired and unreadable reports are deleted.
     """
-    from .store import tenant_keys
+    from ..store import tenant_keys
 
     key = tenant_keys(tenant).fleet
     try:

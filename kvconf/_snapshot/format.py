@@ -38,7 +38,7 @@ from typing import IO, Any
 import msgspec
 import zstandard
 
-from .exceptions import SnapshotCorrupt, SnapshotNotFound, SnapshotVersionUnsupported
+from ..exceptions import SnapshotCorrupt, SnapshotNotFound, SnapshotVersionUnsupported
 
 MAGIC = b"KVCONF-SNAPSHOT\n"
 FORMAT_VERSION = 2

@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ._keys import DEFAULTS_NAMESPACE
-from ._reader import CachedReader
-from .layers import effective_keys, resolve
-from .models import Entry, KeyChange, KeySpec, Schema
-from .schema import effective_specs
+from .._redis.names import DEFAULTS_NAMESPACE
+from ..layers import effective_keys, resolve
+from ..models import Entry, KeyChange, KeySpec, Schema
+from ..schema import effective_specs
+from .reader import CachedReader
 
 __all__ = ["CacheState", "Change", "ValueChange", "WireEvent", "decode_wire"]
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import msgspec
 
-from . import _codec
-from ._codec import as_text
-from ._keys import validate_key
-from .exceptions import (
+from .. import _codec
+from .._codec import as_text
+from .._redis.names import validate_key
+from ..exceptions import (
     EmptyChangeSet,
     InvalidInput,
     KeyConflict,
@@ -24,7 +24,7 @@ from .exceptions import (
     Unavailable,
     VersionConflict,
 )
-from .models import WriteResult
+from ..models import WriteResult
 
 __all__ = [
     "MAX_ACTOR",

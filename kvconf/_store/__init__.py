@@ -1,0 +1,5 @@
+"""The write path of :class:`kvconf.Store`, in the order a write takes it.
+
+- ``ops.py``: a change set turned into the write script's arguments, and the
+  script's reply turned into a :class:`~kvconf.models.WriteResult` (pure).
+"""

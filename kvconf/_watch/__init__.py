@@ -1,0 +1,11 @@
+"""The watch protocol behind :class:`kvconf.Watcher` (invariant 5).
+
+- ``state.py``: the local cache, pure: applying events and states, diffs, layered views.
+- ``reader.py``: the cached read (``Watcher.get``), in C from ``_speedups.c`` when built.
+- ``callbacks.py``: change callbacks, resync notices and typed bindings (no I/O).
+- ``engine.py``: the synchronisation engine of one tenant: subscribe, list, replay, resync.
+- ``hub.py``: one shared pub/sub connection per event loop and Redis server.
+- ``cluster.py``: the hub on Redis Cluster, one node hub per primary.
+- ``cache_file.py``: the optional local cache file for a cold start.
+- ``fleet.py``: watchers reporting their applied revision, and reading that report.
+"""
