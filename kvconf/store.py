@@ -13,14 +13,20 @@ revision, logs and publishes the change event: one round trip, all or nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
+import fakeredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import _codec
 from ._codec import as_text
+from ._redis.connect import connect
 from ._redis.names import (
     DEFAULTS_NAMESPACE,
     HIST_VERSION_DIGITS,
@@ -30,26 +36,84 @@ from ._redis.names import (
     validate_key,
     validate_namespace,
 )
+from ._redis.names import validate_tenant as _validate_tenant
+from ._redis.scripts import Scripts
 from ._store.ops import MAX_ACTOR, MAX_REASON, Op, audit_text, change_ops, check_count, outcome
-from ._store_admin import AdminOps
-from ._store_base import redis_errors
-from ._store_base import tenant_keys as tenant_keys  # re-exported: callers name it from here
+from .config import Settings
 from .exceptions import (
     HistoryTrimmed,
     InvalidInput,
     KeyNotFound,
+    TenantExists,
     TenantNotFound,
     Unavailable,
     VersionNotFound,
 )
 from .layers import effective_keys, resolve
-from .models import ChangeEvent, Entry, Explanation, KeySpec, TenantInfo, Version, WriteResult
-from .schema import check_values
+from .models import (
+    ChangeEvent,
+    Entry,
+    Explanation,
+    KeySpec,
+    Schema,
+    TenantInfo,
+    TenantState,
+    Version,
+    WriteResult,
+)
+from .schema import check_values, effective_specs, validate_schema
 
 __all__ = ["Store"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="Store")
 
-class Store(AdminOps):
+
+def redis_errors(
+    fn: Callable[Concatenate[S, P], Awaitable[R]],
+) -> Callable[Concatenate[S, P], Awaitable[R]]:
+    """Turn redis-py errors into :class:`Unavailable` at the store boundary."""
+
+    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(self, *args, **kwargs)
+        except RedisError as exc:
+            raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
+
+    functools.update_wrapper(wrapper, fn)
+    return wrapper
+
+
+@functools.lru_cache(maxsize=4096)
+def tenant_keys(tenant: str) -> TenantKeys:
+    """Validated key names of ``tenant`` (cached: this is on every hot path)."""
+    return TenantKeys(_validate_tenant(tenant))
+
+
+def pairs(flat: Sequence[Any]) -> Iterable[tuple[str, bytes]]:
+    it = iter(flat)
+    return ((as_text(k), v) for k, v in zip(it, it, strict=True))
+
+
+class TenantSchemas:
+    """One tenant's schemas at one generation, with merged specs per namespace."""
+
+    __slots__ = ("_specs", "gen", "schemas")
+
+    def __init__(self, gen: int, schemas: dict[str, Schema]) -> None:
+        self.gen = gen
+        self.schemas = schemas
+        self._specs: dict[str, dict[str, KeySpec]] = {}
+
+    def specs(self, namespace: str) -> dict[str, KeySpec]:
+        found = self._specs.get(namespace)
+        if found is None:
+            found = self._specs[namespace] = effective_specs(self.schemas, namespace)
+        return found
+
+
+class Store:
     """Async client of a kvconf store.
 
     ``Store()`` opens the embedded default (fakeredis in-process, shared by the
@@ -58,10 +122,229 @@ class Store(AdminOps):
     context manager or call :meth:`aclose`.
 
     ``environ`` is the environment layer of effective reads (default:
-    ``os.environ``, read live). Schemas and tenants: :class:`AdminOps`.
+    ``os.environ``, read live).
     """
 
-    # -- reads ---------------------------------------------------------------
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        client: Any = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings(redis_url=url)
+        if url is None:
+            url = self.settings.redis_url
+        self.url = url
+        self.redis: Any = client if client is not None else connect(url)
+        # Pipelining talks to connections directly: not on Cluster (routing per
+        # slot) nor in-process (the embedded client sees its writes through
+        # execute_command, and there is no round trip to share).
+        pipelining = not isinstance(self.redis, RedisCluster | fakeredis.FakeAsyncRedis)
+        self._scripts = Scripts(self.redis, pipelining=pipelining)
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._schemas: dict[str, TenantSchemas] = {}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._scripts.aclose()
+        await self.redis.aclose()
+
+    # -- shared reads ----------------------------------------------------------
+
+    @redis_errors
+    async def read_state(self, tenant: str, namespaces: Iterable[str] | None = None) -> TenantState:
+        """A tenant's state read atomically at one revision.
+
+        ``namespaces`` limits the namespaces read (default: all of them).
+        """
+        tk = tenant_keys(tenant)
+        names = [validate_namespace(n) for n in namespaces] if namespaces is not None else []
+        reply = await self._scripts(
+            "read_state", [tk.rev, tk.epoch, tk.meta, tk.namespaces], [tk.ns(""), *names]
+        )
+        if reply[0] != 1:
+            raise TenantNotFound(tenant)
+        spaces: dict[str, dict[str, Entry]] = {}
+        for i in range(4, len(reply), 2):
+            spaces[as_text(reply[i])] = {k: _codec.decode_entry(v) for k, v in pairs(reply[i + 1])}
+        return TenantState(
+            tenant=tenant,
+            epoch=as_text(reply[2]),
+            revision=int(reply[1]),
+            namespaces=spaces,
+            schema_gen=int(reply[3]),
+        )
+
+    async def _require_tenant(self, tk: TenantKeys) -> None:
+        created, deleted = await self.redis.hmget(tk.meta, "created_at", "deleted_at")
+        if created is None or deleted is not None:
+            raise TenantNotFound(tk.tenant)
+
+    async def _tenant_schemas(self, tk: TenantKeys, gen: int | None = None) -> TenantSchemas:
+        cached = self._schemas.get(tk.tenant)
+        if cached is not None and (gen is None or cached.gen == gen):
+            return cached
+        reply = await self._scripts("read_schemas", [tk.meta, tk.schema], [])
+        schemas = {ns: _codec.decode_schema(raw) for ns, raw in pairs(reply[1])}
+        if len(self._schemas) > 10_000:
+            self._schemas.clear()
+        found = self._schemas[tk.tenant] = TenantSchemas(int(reply[0]), schemas)
+        return found
+
+    @redis_errors
+    async def ping(self) -> bool:
+        """True when Redis answers (raises :class:`Unavailable` otherwise)."""
+        return bool(await self.redis.ping())
+
+    @redis_errors
+    async def schemas(self, tenant: str) -> dict[str, Schema]:
+        """Every schema of a tenant by namespace (``_defaults``: tenant-wide)."""
+        tk = tenant_keys(tenant)
+        await self._require_tenant(tk)
+        self._schemas.pop(tenant, None)
+        return dict((await self._tenant_schemas(tk)).schemas)
+
+    async def get_schema(self, tenant: str, namespace: str) -> Schema | None:
+        """The schema set on ``namespace`` itself, or None."""
+        validate_namespace(namespace)
+        return (await self.schemas(tenant)).get(namespace)
+
+    async def specs(self, tenant: str, namespace: str) -> dict[str, KeySpec]:
+        """The merged key specs that apply to ``namespace`` (own over ``_defaults``)."""
+        validate_namespace(namespace)
+        return dict((await self._tenant_schemas(tenant_keys(tenant))).specs(namespace))
+
+    @redis_errors
+    async def set_schema(
+        self,
+        tenant: str,
+        namespace: str,
+        schema: Schema | None,
+        *,
+        actor: str | None = None,
+        reason: str = "",
+    ) -> int:
+        """Replace (or with None remove) a namespace's schema; returns the revision.
+
+        Refused with :class:`SchemaViolation` when current values break it.
+        """
+        tk = tenant_keys(tenant)
+        validate_namespace(namespace)
+        body = b""
+        if schema is not None:
+            body = _codec.encode(validate_schema(schema))
+        actor_json = audit_text("actor", actor or self.settings.actor, MAX_ACTOR)
+        reason_json = audit_text("reason", reason, MAX_REASON)
+        for _ in range(5):
+            self._schemas.pop(tenant, None)
+            current = await self._tenant_schemas(tk)
+            await self._check_current_values(tenant, current, namespace, schema)
+            reply = await self._scripts(
+                "schema",
+                [tk.schema, tk.meta, tk.rev, tk.epoch, tk.log],
+                [
+                    namespace, body, current.gen, tenant, actor_json, reason_json,
+                    _codec.now_iso(), secrets.token_hex(8), tk.changes_channel,
+                    self.settings.log_limit,
+                ],
+            )  # fmt: skip
+            if reply[0] == b"ok":
+                self._schemas.pop(tenant, None)
+                if reply[4] == 1:
+                    await self.redis.sadd(TENANTS_KEY, tenant)
+                return int(reply[1])
+            if reply[0] in (b"notenant", b"deleted"):
+                raise TenantNotFound(tenant)
+        raise Unavailable(f"schema of {tenant!r} kept changing")
+
+    async def _check_current_values(
+        self, tenant: str, current: TenantSchemas, namespace: str, schema: Schema | None
+    ) -> None:
+        proposed = dict(current.schemas)
+        if schema is None:
+            proposed.pop(namespace, None)
+        else:
+            proposed[namespace] = schema
+        try:
+            state = await self.read_state(tenant)
+        except TenantNotFound:
+            return  # no values yet; the schema script creates the tenant
+        targets = (
+            state.namespaces
+            if namespace == DEFAULTS_NAMESPACE
+            else {namespace: state.namespaces.get(namespace, {})}
+        )
+        for ns, entries in targets.items():
+            check_values(effective_specs(proposed, ns), {k: e.value for k, e in entries.items()})
+
+    # -- tenants ---------------------------------------------------------------
+
+    @redis_errors
+    async def create_tenant(self, tenant: str) -> None:
+        """Create an empty tenant; :class:`TenantExists` if it exists."""
+        tk = tenant_keys(tenant)
+        reply = await self._tenant_op(tk, "create")
+        if reply[0] == b"exists":
+            raise TenantExists(tenant)
+        await self.redis.sadd(TENANTS_KEY, tenant)
+
+    @redis_errors
+    async def delete_tenant(self, tenant: str, *, hard: bool = False) -> None:
+        """Delete a tenant: soft (restorable with :meth:`undelete_tenant`) or hard.
+
+        A soft delete hides every value and refuses writes; history stays. A
+        hard delete removes every key of the tenant.
+        """
+        tk = tenant_keys(tenant)
+        reply = await self._tenant_op(tk, "delete")
+        if reply[0] == b"notenant" or (reply[0] == b"deleted" and not hard):
+            raise TenantNotFound(tenant)
+        await self.redis.srem(TENANTS_KEY, tenant)
+        if hard:
+            batch: list[Any] = []
+            async for name in self.redis.scan_iter(match=f"{tk.base}:*", count=1000):
+                if as_text(name) != tk.meta:
+                    batch.append(name)
+                if len(batch) >= 500:
+                    await self.redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await self.redis.unlink(*batch)
+            await self.redis.unlink(tk.meta)
+            self._schemas.pop(tenant, None)
+
+    @redis_errors
+    async def undelete_tenant(self, tenant: str) -> None:
+        """Bring back a soft-deleted tenant with all its values."""
+        tk = tenant_keys(tenant)
+        reply = await self._tenant_op(tk, "undelete")
+        if reply[0] == b"notenant":
+            raise TenantNotFound(tenant)
+        await self.redis.sadd(TENANTS_KEY, tenant)
+
+    async def _tenant_op(self, tk: TenantKeys, op: str) -> Any:
+        return await self._scripts(
+            "tenant",
+            [tk.meta, tk.rev, tk.epoch, tk.namespaces],
+            [op, _codec.now_iso(), secrets.token_hex(8), tk.ns(""), tk.trash()],
+        )
+
+    @redis_errors
+    async def exists(self, tenant: str) -> bool:
+        """True if the tenant exists and is not deleted."""
+        try:
+            await self._require_tenant(tenant_keys(tenant))
+        except TenantNotFound:
+            return False
+        return True
 
     async def get(self, tenant: str, namespace: str, key: str) -> Entry:
         """The current entry of one key; :class:`KeyNotFound` if it has none."""
