@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kvconf._codec import encode_value
-from kvconf._redis.names import validate_key, validate_namespace
-from kvconf.exceptions import EmptyChangeSet, KeyNotFound
-from kvconf.schema import check_values
+from kvconf.exceptions import KeyNotFound
 
 from .deps import Access, masker
 
@@ -28,14 +25,8 @@ async def preview(
     compare-and-set mismatches are reported in ``conflicts`` instead.
     """
     store = access.store
-    validate_namespace(namespace)
-    if not values and not deletes:
-        raise EmptyChangeSet()
-    for key, value in values.items():
-        encode_value(validate_key(key), value, store.settings.max_value_bytes)
-    for key in deletes:
-        validate_key(key)
-    check_values(await store.specs(access.tenant, namespace), values)
+    # The write's own checks, schema included: the dry run refuses what the write refuses.
+    await store.check(access.tenant, namespace, values, deletes=deletes, expect=expect)
     state = await store.read_state(access.tenant, [namespace])
     current = state.namespaces.get(namespace, {})
     missing = [k for k in deletes if k not in current]

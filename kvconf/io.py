@@ -257,13 +257,14 @@ async def import_values(
         have = current.get(ns, {})
         changed = {k: v for k, v in values.items() if k not in have or have[k].value != v}
         revision, sets = None, 0
-        if changed and not dry_run:
-            items = list(changed.items())
-            for at in range(0, len(items), limit):
-                result = await store.set_many(
-                    tenant, ns, dict(items[at : at + limit]), actor=actor, reason=reason
-                )
-                revision, sets = result.revision, sets + 1
+        items = list(changed.items())
+        for at in range(0, len(items), limit):
+            chunk = dict(items[at : at + limit])
+            if dry_run:  # the write's own checks: a dry run refuses what the import would
+                await store.check(tenant, ns, chunk)
+                continue
+            result = await store.set_many(tenant, ns, chunk, actor=actor, reason=reason)
+            revision, sets = result.revision, sets + 1
         rows.append(NamespaceImport(namespace=ns, written=len(changed),
                                     unchanged=len(values) - len(changed), revision=revision,
                                     change_sets=sets))  # fmt: skip

@@ -38,7 +38,8 @@ from ._redis.names import (
 )
 from ._redis.names import validate_tenant as _validate_tenant
 from ._redis.scripts import Scripts
-from ._store.ops import MAX_ACTOR, MAX_REASON, Op, audit_text, change_ops, check_count, outcome
+from ._store.ops import MAX_ACTOR, MAX_REASON, audit_text, outcome
+from ._store.plan import ChangePlan, plan_across, plan_change
 from .config import Settings
 from .exceptions import (
     HistoryTrimmed,
@@ -597,16 +598,8 @@ class Store:
         (0: must not exist); any mismatch raises :class:`VersionConflict` and
         writes nothing. ``create=False`` refuses to create a missing tenant.
         """
-        tk = tenant_keys(tenant)
-        validate_namespace(namespace)
-        check_count(
-            len(values) + len(deletes), self.settings.max_keys_per_write
-        )  # before encoding any value
-        ops = change_ops(values, deletes, expect or {}, self.settings.max_value_bytes)
-        keys = [tk.ns(namespace), tk.hist(namespace)]
-        return await self._write(
-            tk, namespace, keys, ops, {namespace: values}, actor, reason, create
-        )
+        plan = self.plan(tenant, namespace, values, deletes=deletes, expect=expect)
+        return await self._write(plan, actor, reason, create)
 
     async def commit_across(
         self,
@@ -626,62 +619,80 @@ class Store:
         its own namespace; the result's versions (and any conflict) name keys
         as ``"namespace/key"``.
         """
-        tk = tenant_keys(tenant)
-        deletes = deletes or {}
-        expect = expect or {}
-        unknown = set(expect) - set(values) - set(deletes)
-        if unknown:
-            raise InvalidInput(f"expected versions given for namespaces not in the change set: "
-                               f"{sorted(unknown)}")  # fmt: skip
-        check_count(
-            sum(len(v) for v in values.values()) + sum(len(d) for d in deletes.values()),
-            self.settings.max_keys_per_write,
-        )  # before encoding any value
-        ops: list[Op] = []
-        for namespace in {**dict.fromkeys(values), **dict.fromkeys(deletes)}:
-            validate_namespace(namespace)
-            for key, op, data in change_ops(
-                values.get(namespace, {}),
-                deletes.get(namespace, ()),
-                expect.get(namespace, {}),
-                self.settings.max_value_bytes,
-            ):
-                ops.append((f"{namespace}/{key}", op, data))
-        first = ops[0][0].partition("/")[0]
-        keys = [tk.ns(first), tk.hist(first)]
-        return await self._write(tk, "*", keys, ops, values, actor, reason, create)
+        plan = plan_across(
+            tenant_keys(tenant),
+            values,
+            deletes or {},
+            expect or {},
+            max_keys=self.settings.max_keys_per_write,
+            max_value_bytes=self.settings.max_value_bytes,
+        )
+        return await self._write(plan, actor, reason, create)
+
+    def plan(
+        self,
+        tenant: str,
+        namespace: str,
+        values: Mapping[str, Any],
+        *,
+        deletes: Sequence[str] = (),
+        expect: Mapping[str, int] | None = None,
+    ) -> ChangePlan:
+        """Check a change set as :meth:`commit` would, without Redis (raises the same errors).
+
+        The schema check needs Redis and runs in :meth:`check`.
+        """
+        return plan_change(
+            tenant_keys(tenant),
+            namespace,
+            values,
+            deletes,
+            expect or {},
+            max_keys=self.settings.max_keys_per_write,
+            max_value_bytes=self.settings.max_value_bytes,
+        )
+
+    @redis_errors
+    async def check(
+        self,
+        tenant: str,
+        namespace: str,
+        values: Mapping[str, Any],
+        *,
+        deletes: Sequence[str] = (),
+        expect: Mapping[str, int] | None = None,
+    ) -> ChangePlan:
+        """Every check :meth:`commit` makes before its write script, schema included.
+
+        A dry run calls this and then compares with the current state: it
+        refuses exactly what the write refuses, with the same errors.
+        """
+        plan = self.plan(tenant, namespace, values, deletes=deletes, expect=expect)
+        schemas = await self._tenant_schemas(plan.tenant)
+        plan.check_schema(schemas.specs)
+        return plan
 
     async def _write(
-        self,
-        tk: TenantKeys,
-        namespace: str,
-        keys: list[str],
-        ops: list[Op],
-        checks: Mapping[str, Mapping[str, Any]],
-        actor: str | None,
-        reason: str,
-        create: bool,
+        self, plan: ChangePlan, actor: str | None, reason: str, create: bool
     ) -> WriteResult:
         """Run the write script; reload schemas and retry when they changed meanwhile."""
-        settings = self.settings
+        settings, tk, ops = self.settings, plan.tenant, plan.ops
         actor_json = audit_text("actor", actor or settings.actor, MAX_ACTOR)
         reason_json = audit_text("reason", reason, MAX_REASON)
         limits = f"{1 if create else 0} {settings.history_limit} {settings.log_limit}"
         args: list[Any] = [
-            tk.base, namespace, tk.tenant, actor_json, reason_json, _codec.now_iso(), "",
+            tk.base, plan.namespace, tk.tenant, actor_json, reason_json, _codec.now_iso(), "",
         ]  # fmt: skip
         for op in ops:
             args.extend(op)
         try:  # inline rather than @redis_errors: this is the write hot path
             for _ in range(5):
                 schemas = await self._tenant_schemas(tk)
-                for ns, values in checks.items():
-                    if values:
-                        check_values(schemas.specs(ns), values)
+                plan.check_schema(schemas.specs)
                 args[6] = f"{schemas.gen} {limits}"
-                reply = await self._scripts.batched("write", keys, args)
+                reply = await self._scripts.batched("write", plan.keys, args)
                 if reply[0] != b"schema":
-                    result = outcome(tk.tenant, namespace, ops, reply)
+                    result = outcome(tk.tenant, plan.namespace, ops, reply)
                     if reply[3] == 1:  # the write created the tenant
                         await self.redis.sadd(TENANTS_KEY, tk.tenant)
                     return result
