@@ -15,10 +15,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
-from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._starlette import wrap_app_handling_exceptions
 
 __all__ = ["HOT_ROUTES", "Handler", "hot"]
 

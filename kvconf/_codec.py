@@ -22,6 +22,7 @@ _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 _entry_decoder = msgspec.json.Decoder(Entry)
 _version_decoder = msgspec.json.Decoder(Version)
+_event_encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(ChangeEvent)
 _schema_decoder = msgspec.json.Decoder(Schema)
 _any_decoder = msgspec.json.Decoder()
@@ -103,6 +104,25 @@ def decode_event(data: bytes | str) -> ChangeEvent:
         return _event_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise _corrupt("change event", exc) from exc
+
+
+def reset_event(tenant: str, epoch: str, revision: int, actor: str, reason: str) -> bytes:
+    """The JSON of a ``reset`` event (a tenant's state replaced): the one event Python writes.
+
+    The write and schema scripts compose their events in Lua with the same
+    fields; ``tests/test_events.py`` pins every producer to :class:`ChangeEvent`.
+    """
+    event = ChangeEvent(
+        tenant=tenant,
+        epoch=epoch,
+        revision=revision,
+        namespace="",
+        actor=actor,
+        reason=reason,
+        ts=datetime.now(UTC),
+        type="reset",
+    )
+    return _event_encoder.encode(event)
 
 
 def decode_schema(data: bytes | str) -> Schema:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 
+import kvconf
 from kvconf.exceptions import InvalidInput
 
 from ..deps import MetricsDep, ReadAccess, resolve_access
@@ -63,11 +63,7 @@ async def watch(
 
 @router.get("/fleet", summary="Watchers of the tenant: alive, and at which revision")
 async def fleet(access: ReadAccess) -> Response:
-    """Watcher instances that reported within the last seconds (see :mod:`kvconf._watch.fleet`)."""
+    """Watcher instances that reported within the last seconds (see :func:`kvconf.fleet`)."""
     await access.store.info(access.tenant)
-    try:
-        module = importlib.import_module("kvconf._watch.fleet")
-    except ModuleNotFoundError:
-        return respond({"tenant": access.tenant, "watchers": []})
-    found: Any = await module.fleet(access.store, access.tenant)
+    found = await kvconf.fleet(access.store, access.tenant)
     return respond({"tenant": access.tenant, "watchers": msgspec.to_builtins(found)})

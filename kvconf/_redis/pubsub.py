@@ -24,7 +24,8 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from .scripts import pack_command
+from .internals import detach_streams, stream_pair, stream_writer
+from .resp import pack_command
 
 try:
     import hiredis
@@ -168,13 +169,14 @@ def _take_streams(conn: Any) -> tuple[asyncio.StreamWriter, asyncio.Transport] |
     neither closes the socket nor warns when it is collected; the caller
     must hold on to the writer (collecting it closes the transport).
     """
-    reader, writer = getattr(conn, "_reader", None), getattr(conn, "_writer", None)
-    if not isinstance(reader, asyncio.StreamReader) or not isinstance(writer, asyncio.StreamWriter):
+    pair = stream_pair(conn)
+    if pair is None:
         return None
+    writer = pair[1]
     transport = writer.transport
     if not isinstance(transport, asyncio.Transport):
         return None
-    conn._writer = conn._reader = None
+    detach_streams(conn)
     return writer, transport
 
 
@@ -212,7 +214,7 @@ class _PubSubSession(Session):
     @property
     def sockname(self) -> tuple[str, int] | None:
         conn = self._pubsub.connection
-        writer = getattr(conn, "_writer", None)
+        writer = stream_writer(conn)
         return None if writer is None else _address(writer)
 
 

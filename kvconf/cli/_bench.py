@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..bench import SECTIONS, BenchContext, private_redis, run_sections
 from ._common import JsonFlag, console, err_console, print_json
+
+#: The sections of ``kvconf bench`` (kvconf.bench.SECTIONS; a test keeps them equal).
+SECTIONS = ("store", "watch", "rest", "snapshot")
 
 
 def bench(
@@ -28,6 +30,8 @@ def bench(
     as_json: JsonFlag = False,
 ) -> None:
     """Measure kvconf against raw baselines in the same run; print ratios."""
+    from ..bench import BenchContext, private_redis, run_sections  # only this command needs it
+
     names = [n.strip() for n in only.split(",")] if only else list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
