@@ -82,6 +82,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 )
         except KvconfError as exc:
             log.warning("could not check for API tokens at start: %s", exc.message)
+        try:
+            repaired = await store.repair_tenants()
+            if repaired:
+                log.warning("listed %d tenant(s) that held data unlisted", len(repaired))
+        except KvconfError as exc:
+            log.warning("could not check the tenant list at start: %s", exc.message)
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(background_services(store, settings))
             if app.state.read_cache and _watchable(store, settings):

@@ -164,6 +164,7 @@ async def capture_all(
     """The tenants to capture (soft-deleted ones too with ``include_deleted``)."""
     client = store.redis
     if tenants is None:
+        await store.repair_tenants()  # a tenant with data is backed up, listed or not
         names = await store.tenants()
         if include_deleted:
             metas = await scan_suffixes(client, None, kind="meta")

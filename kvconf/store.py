@@ -30,9 +30,11 @@ from ._redis.connect import connect
 from ._redis.names import (
     DEFAULTS_NAMESPACE,
     HIST_VERSION_DIGITS,
+    TENANT_META_PATTERN,
     TENANTS_KEY,
     TenantKeys,
     hist_member_prefix,
+    tenant_from_key,
     validate_key,
     validate_namespace,
 )
@@ -292,10 +294,10 @@ class Store:
     async def create_tenant(self, tenant: str) -> None:
         """Create an empty tenant; :class:`TenantExists` if it exists."""
         tk = tenant_keys(tenant)
+        await self.redis.sadd(TENANTS_KEY, tenant)  # listed before it exists: see tenants()
         reply = await self._tenant_op(tk, "create")
         if reply[0] == b"exists":
             raise TenantExists(tenant)
-        await self.redis.sadd(TENANTS_KEY, tenant)
 
     @redis_errors
     async def delete_tenant(self, tenant: str, *, hard: bool = False) -> None:
@@ -326,10 +328,10 @@ class Store:
     async def undelete_tenant(self, tenant: str) -> None:
         """Bring back a soft-deleted tenant with all its values."""
         tk = tenant_keys(tenant)
+        await self.redis.sadd(TENANTS_KEY, tenant)  # listed before it is live: see tenants()
         reply = await self._tenant_op(tk, "undelete")
         if reply[0] == b"notenant":
             raise TenantNotFound(tenant)
-        await self.redis.sadd(TENANTS_KEY, tenant)
 
     async def _tenant_op(self, tk: TenantKeys, op: str) -> Any:
         return await self._scripts(
@@ -372,8 +374,48 @@ class Store:
 
     @redis_errors
     async def tenants(self) -> list[str]:
-        """Names of every live tenant, sorted."""
-        return sorted(as_text(t) for t in await self.redis.smembers(TENANTS_KEY))
+        """Names of every live tenant, sorted.
+
+        A tenant is listed in ``kvconf:tenants`` before its first write and
+        unlisted after its deletion, so a write or delete interrupted between
+        the two leaves a name without a live tenant, never a live tenant
+        without a name; such names are left out here.
+        """
+        names = sorted(as_text(t) for t in await self.redis.smembers(TENANTS_KEY))
+        if not names:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hmget(tenant_keys(name).meta, "created_at", "deleted_at")
+            metas = await pipe.execute()
+        return [n for n, (created, deleted) in zip(names, metas, strict=True)
+                if created is not None and deleted is None]  # fmt: skip
+
+    @redis_errors
+    async def repair_tenants(self) -> list[str]:
+        """List every live tenant that holds data but is missing from ``kvconf:tenants``.
+
+        Tenants written before registration came first (or by an older
+        kvconf whose registration after the write failed) are found by one
+        SCAN of tenant metadata; returns the names added. ``kvconf serve``
+        runs this at start and every full snapshot before it lists tenants.
+        """
+        listed = {as_text(t) for t in await self.redis.smembers(TENANTS_KEY)}
+        found: list[str] = []
+        async for raw in self.redis.scan_iter(match=TENANT_META_PATTERN, count=5000):
+            tenant = tenant_from_key(as_text(raw))
+            if tenant is None or tenant in listed:
+                continue
+            try:
+                tk = tenant_keys(tenant)
+            except InvalidInput:  # not a name kvconf writes: foreign data
+                continue
+            created, deleted = await self.redis.hmget(tk.meta, "created_at", "deleted_at")
+            if created is not None and deleted is None:
+                found.append(tenant)
+        if found:
+            await self.redis.sadd(TENANTS_KEY, *found)
+        return sorted(found)
 
     @redis_errors
     async def namespaces(self, tenant: str) -> list[str]:
@@ -679,24 +721,26 @@ class Store:
         settings, tk, ops = self.settings, plan.tenant, plan.ops
         actor_json = audit_text("actor", actor or settings.actor, MAX_ACTOR)
         reason_json = audit_text("reason", reason, MAX_REASON)
-        limits = f"{1 if create else 0} {settings.history_limit} {settings.log_limit}"
+        may_create = "1" if create else "0"
+        limits = f"{settings.history_limit} {settings.log_limit}"
         args: list[Any] = [
             tk.base, plan.namespace, tk.tenant, actor_json, reason_json, _codec.now_iso(), "",
         ]  # fmt: skip
         for op in ops:
             args.extend(op)
         try:  # inline rather than @redis_errors: this is the write hot path
-            for _ in range(5):
+            for _ in range(6):
                 schemas = await self._tenant_schemas(tk)
                 plan.check_schema(schemas.specs)
-                args[6] = f"{schemas.gen} {limits}"
+                args[6] = f"{schemas.gen} {may_create} {limits}"
                 reply = await self._scripts.batched("write", plan.keys, args)
-                if reply[0] != b"schema":
-                    result = outcome(tk.tenant, plan.namespace, ops, reply)
-                    if reply[3] == 1:  # the write created the tenant
-                        await self.redis.sadd(TENANTS_KEY, tk.tenant)
-                    return result
-                self._schemas.pop(tk.tenant, None)
+                if reply[0] == b"register":  # a new tenant: listed before it holds data
+                    await self.redis.sadd(TENANTS_KEY, tk.tenant)
+                    may_create = "2"
+                elif reply[0] == b"schema":
+                    self._schemas.pop(tk.tenant, None)
+                else:
+                    return outcome(tk.tenant, plan.namespace, ops, reply)
         except RedisError as exc:
             raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
         raise Unavailable(f"schema of {tk.tenant!r} kept changing during the write")

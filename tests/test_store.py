@@ -475,3 +475,23 @@ async def test_histories_of_keys_sharing_a_prefix_stay_apart(
     assert (await store.version(tenant, "ns", "a", 4)).value == "a3"
     with pytest.raises(VersionNotFound):
         await store.version(tenant, "ns", "a", 2)
+
+
+async def test_a_tenant_with_data_is_listed_whatever_happened_to_its_registration(
+    store: Store, tenant: str
+) -> None:
+    from kvconf._redis.names import TENANTS_KEY
+
+    await store.set(tenant, "ns", "k", 1)
+    await store.redis.srem(TENANTS_KEY, tenant)  # what a failed registration left behind
+    assert tenant not in await store.tenants()
+    assert await store.repair_tenants() == [tenant]
+    assert tenant in await store.tenants()
+    assert await store.repair_tenants() == []
+    # A name listed without a live tenant (registered, then the write failed) is not shown.
+    await store.redis.sadd(TENANTS_KEY, f"{tenant}-ghost")
+    assert f"{tenant}-ghost" not in await store.tenants()
+    await store.delete_tenant(tenant)
+    await store.redis.sadd(TENANTS_KEY, tenant)  # a delete interrupted before its SREM
+    assert tenant not in await store.tenants()
+    assert tenant not in await store.repair_tenants()  # soft-deleted: not live

@@ -99,3 +99,75 @@ async def test_concurrent_writes_fail_rather_than_hang_when_scripts_cannot_load(
         assert await store.revision("t") == 1  # nothing was written
     finally:
         await store.aclose()
+
+
+def _squeeze(server: RedisServer) -> None:
+    """Set ``maxmemory`` under what the server uses: every write command is refused."""
+    with server.client() as admin:
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", str(max(used - 64 * 1024, 1024)))
+
+
+def _relax(server: RedisServer) -> None:
+    with server.client() as admin:
+        admin.config_set("maxmemory", "0")
+
+
+@pytest.mark.slow
+async def test_a_write_refused_for_memory_is_not_applied(redis_server: RedisServer) -> None:
+    store = Store(settings=Settings(redis_url=redis_server.url), environ={})
+    try:
+        await store.set("old", "ns", "k", 1)
+        _squeeze(redis_server)
+        with pytest.raises(Unavailable):
+            await store.set("fresh", "ns", "k", "x" * 1000)  # a first write: a new tenant
+        with pytest.raises(Unavailable):
+            await store.set_many("old", "ns", {f"k{i}": "y" * 1000 for i in range(50)})
+        _relax(redis_server)
+        with redis_server.client() as admin:
+            assert admin.keys("kvconf:{fresh}:*") == []
+        assert await store.tenants() == ["old"]
+        assert await store.revision("old") == 1
+        assert list(await store.get_namespace("old", "ns")) == ["k"]
+    finally:
+        _relax(redis_server)
+        await store.aclose()
+
+
+@pytest.mark.slow
+async def test_writes_crossing_maxmemory_are_whole_and_listed(redis_server: RedisServer) -> None:
+    # Memory just above what is used: each first write of a new tenant may
+    # cross the limit midway. Each is applied whole and listed, or not at all.
+    store = Store(settings=Settings(redis_url=redis_server.url), environ={})
+    try:
+        await store.set("warm", "ns", "k", 1)
+        with redis_server.client() as admin:
+            used = int(admin.info("memory")["used_memory"])
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", str(used + 256 * 1024))
+        refused = 0
+        for i in range(40):
+            tenant = f"fresh-{i}"
+            try:
+                await store.set_many(tenant, "ns", {"a": "x" * 20_000, "b": "y" * 20_000})
+            except Unavailable:
+                refused += 1
+            with redis_server.client() as admin:
+                keys = admin.keys(f"kvconf:{{{tenant}}}:*")
+                listed = admin.sismember("kvconf:tenants", tenant)
+            if keys:
+                assert listed, f"{tenant} holds data but is not listed"
+                assert len(await store.get_namespace(tenant, "ns")) == 2  # whole
+            if refused >= 3:
+                break
+        assert refused >= 3
+        _relax(redis_server)
+        with redis_server.client() as admin:
+            holding = {
+                k.decode().split("{")[1].split("}")[0] for k in admin.keys("kvconf:{fresh-*")
+            }
+        assert holding <= set(await store.tenants())
+    finally:
+        _relax(redis_server)
+        await store.aclose()

@@ -16,6 +16,8 @@ PREFIX: Final = "kvconf"
 DEFAULTS_NAMESPACE: Final = "_defaults"
 #: Global set of live tenant names (one of the few keys outside any tenant's slot).
 TENANTS_KEY: Final = f"{PREFIX}:tenants"
+#: SCAN pattern of every tenant's metadata hash (finds tenants missing from TENANTS_KEY).
+TENANT_META_PATTERN: Final = f"{PREFIX}:{{*}}:meta"
 #: API tokens: SHA-256 digest -> token record (JSON).
 TOKENS_KEY: Final = f"{PREFIX}:tokens"
 #: API tokens: name -> digest.

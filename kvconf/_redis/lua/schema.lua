@@ -1,3 +1,4 @@
+#!lua
 -- kvconf schema: replace (or remove) the schema of one namespace.
 --
 -- KEYS: 1 schema hash, 2 meta, 3 rev, 4 epoch, 5 log.

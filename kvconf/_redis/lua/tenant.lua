@@ -1,3 +1,4 @@
+#!lua
 -- kvconf tenant: create, soft-delete or undelete a tenant.
 --
 -- KEYS: 1 meta, 2 rev, 3 epoch, 4 namespace set.

@@ -1,3 +1,4 @@
+#!lua
 -- kvconf write: one change set, all or nothing, one revision.
 --
 -- KEYS: 1 a namespace hash (the one written, or the first of them), 2 that
@@ -5,8 +6,10 @@
 -- ARGV: 1 tenant key prefix ("kvconf:{t}"), 2 namespace, or "*" for a change
 --       set across namespaces, 3 tenant, 4 actor (JSON string), 5 reason
 --       (JSON string), 6 now (ISO-8601),
---       7 "<schema generation> <may create 0/1> <history bound> <log bound>"
---       (schema generation -1: unchecked); then per key 3 values: key
+--       7 "<schema generation> <may create 0/1/2> <history bound> <log bound>"
+--       (schema generation -1: unchecked; may create: 0 no, 1 yes once the
+--       client has registered the tenant, which it answers with 'register',
+--       2 yes, it is registered); then per key 3 values: key
 --       ("namespace/key" when ARGV[2] is "*"), op+expected ("s-1": set, no
 --       precondition; "d3": delete if at version 3; "s0": create only),
 --       value JSON.
@@ -58,7 +61,10 @@ local meta = redis.pcall('HMGET', K[5], 'created_at', 'deleted_at', 'schema_gen'
 if foreign(meta) then return {'wrongtype', K[5]} end
 local created = 0
 if not (meta[1] or meta[2] or meta[3]) and redis.call('EXISTS', K[5]) == 0 then
-  if create_arg ~= '1' then return {'notenant'} end
+  if create_arg == '0' then return {'notenant'} end
+  -- A new tenant is listed in kvconf:tenants (another slot) by the client
+  -- first; "1" asks it to, "2" says it did: no data is ever unlisted.
+  if create_arg == '1' then return {'register'} end
   created = 1
 elseif meta[2] then
   return {'deleted'}
