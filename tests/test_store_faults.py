@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from kvconf import Settings, Store, Unavailable
+from kvconf._redis.names import tenant_from_key
 from kvconf._redis.scripts import script_source
 
 from .redis_server import RedisServer
