@@ -165,9 +165,8 @@ async def test_writes_crossing_maxmemory_are_whole_and_listed(redis_server: Redi
         assert refused >= 3
         _relax(redis_server)
         with redis_server.client() as admin:
-            holding = {
-                k.decode().split("{")[1].split("}")[0] for k in admin.keys("kvconf:{fresh-*")
-            }
+            keys = [k.decode() for k in admin.keys("kvconf:{fresh-*")]
+        holding = {tenant_from_key(k) for k in keys}
         assert holding <= set(await store.tenants())
     finally:
         _relax(redis_server)
