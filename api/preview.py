@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kvconf._store.ops import ANY_VERSION
 from kvconf.exceptions import KeyNotFound
 
 from .deps import Access, masker
@@ -53,10 +54,11 @@ async def preview(
             "key": key, "change": "removed", "old": mask(key, entry.value),
             "old_version": entry.version, "new": None,
         })  # fmt: skip
+    versions = {k: current[k].version if k in current else 0 for k in expect}
     conflicts = [
-        {"key": k, "expected": v, "actual": current[k].version if k in current else 0}
+        {"key": k, "expected": v, "actual": versions[k]}
         for k, v in expect.items()
-        if v != (current[k].version if k in current else 0)
+        if (v == ANY_VERSION and versions[k] == 0) or (v != ANY_VERSION and v != versions[k])
     ]
     return {
         "dry_run": True,

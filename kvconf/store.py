@@ -558,7 +558,12 @@ class Store:
         actor: str | None = None,
         reason: str = "",
     ) -> WriteResult:
-        """Write one key. ``expect_version`` (0: must not exist) makes it a CAS."""
+        """Write one key. ``expect_version`` makes it a CAS.
+
+        ``expect_version`` is the version the key must have now: 0 means it
+        must not exist, ``-1`` that it must exist at any version (HTTP's
+        ``If-Match: *``); a mismatch raises :class:`VersionConflict`.
+        """
         expect = None if expect_version is None else {key: expect_version}
         return await self.commit(
             tenant, namespace, {key: value}, expect=expect, actor=actor, reason=reason
@@ -637,8 +642,8 @@ class Store:
         """Commit one change set: set ``values`` and delete ``deletes`` atomically.
 
         ``expect`` maps keys of the change set to the version each must have
-        (0: must not exist); any mismatch raises :class:`VersionConflict` and
-        writes nothing. ``create=False`` refuses to create a missing tenant.
+        (0: must not exist; -1: must exist at any version); any mismatch
+        raises :class:`VersionConflict` and writes nothing. ``create=False`` refuses to create a missing tenant.
         """
         plan = self.plan(tenant, namespace, values, deletes=deletes, expect=expect)
         return await self._write(plan, actor, reason, create)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from .api_helpers import client, running_app
+from .api_helpers import ADMIN, client, running_app
 
 
 @pytest.fixture
@@ -236,3 +237,23 @@ async def test_tenant_lifecycle(http: httpx.AsyncClient, tenant: str) -> None:
         r = await http.delete(f"/api/v1/tenants/{name}", params={"hard": "true"})
         assert r.status_code == 200, r.text
     assert (await http.get(f"/api/v1/tenants/{copy}")).status_code == 404
+
+
+async def test_if_match_star_never_refuses_an_existing_key_under_concurrency(
+    backend_url: str, tenant: str
+) -> None:
+    # "If-Match: *" is one condition of the write script: no read, no race.
+    async with running_app(backend_url, admin_token=ADMIN) as app, client(app, ADMIN) as c:
+        url = f"/api/v1/tenants/{tenant}/namespaces/ns/keys/k"
+        assert (await c.put(url, json={"value": 0})).status_code == 201
+        replies: list[httpx.Response] = []
+        for _ in range(4):  # 50 at once: within the store's connection pool
+            replies += await asyncio.gather(
+                *(c.put(url, json={"value": i}, headers={"If-Match": "*"}) for i in range(50))
+            )
+        bad = [r.text for r in replies if r.status_code != 200]
+        assert bad == []
+        assert (await c.get(url)).json()["version"] == 201
+        missing = await c.put(url + "-missing", json={"value": 1}, headers={"If-Match": "*"})
+        assert missing.status_code == 412
+        assert missing.json()["error"]["code"] == "precondition_failed"

@@ -38,7 +38,7 @@ def test_plan_builds_ops_and_declared_keys() -> None:
         ({"bad name": 1}, [], {}, InvalidName),
         ({"a": "x" * 100}, [], {}, ValueTooLarge),
         ({"a": 1}, [], {"b": 1}, InvalidInput),  # expectation outside the set
-        ({"a": 1}, [], {"a": -1}, InvalidInput),
+        ({"a": 1}, [], {"a": -2}, InvalidInput),
     ],
 )
 def test_plan_refuses(values: Any, deletes: Any, expect: Any, error: type[Exception]) -> None:

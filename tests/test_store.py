@@ -336,7 +336,7 @@ async def test_bad_values_and_sizes_are_refused(
         await store.set(tenant, "ns", "k", 1, reason="r" * 5000)
     with pytest.raises(InvalidInput):
         await store.set_many(tenant, "ns", {"a": 1}, expect={"b": 0})
-    for huge in (10**10, 10**20, -1):
+    for huge in (10**10, 10**20, -2):
         with pytest.raises(InvalidInput):
             await store.set(tenant, "ns", "a", 1, expect_version=huge)
     with pytest.raises(InvalidName):
@@ -495,3 +495,16 @@ async def test_a_tenant_with_data_is_listed_whatever_happened_to_its_registratio
     await store.redis.sadd(TENANTS_KEY, tenant)  # a delete interrupted before its SREM
     assert tenant not in await store.tenants()
     assert tenant not in await store.repair_tenants()  # soft-deleted: not live
+
+
+async def test_expect_minus_one_means_the_key_exists(store: Store, tenant: str) -> None:
+    with pytest.raises(VersionConflict) as info:
+        await store.set(tenant, "ns", "k", 1, expect_version=-1)
+    assert (info.value.conflicts[0].expected, info.value.conflicts[0].actual) == (-1, 0)
+    await store.set(tenant, "ns", "k", 1)
+    await store.set(tenant, "ns", "k", 2)
+    result = await store.set(tenant, "ns", "k", 3, expect_version=-1)
+    assert result.versions == {"k": 3}
+    await store.delete(tenant, "ns", "k")
+    with pytest.raises(VersionConflict):
+        await store.set(tenant, "ns", "k", 4, expect_version=-1)

@@ -223,12 +223,6 @@ async def _get_key_hot(request: Request) -> Response | None:
 hot(router, get_key, _get_key_hot)
 
 
-async def _expected(access: Access, namespace: str, key: str, expect: int | None) -> int | None:
-    if expect == -1:  # If-Match: * → the key must exist, at whatever version
-        return (await access.store.get(access.tenant, namespace, key)).version
-    return expect
-
-
 @router.put(
     "/{namespace}/keys/{key}",
     summary="Write one key (If-Match / If-None-Match: * for CAS)",
@@ -245,7 +239,6 @@ async def put_key(
 ) -> Response:
     """A precondition mismatch is a 412 with the current version as ``ETag``."""
     body: KeyWrite = decode(await request.body(), KeyWrite)
-    expect = await _expected(access, namespace, key, expect)
     if dry_run:
         expects = {} if expect is None else {key: expect}
         return respond(await preview(access, namespace, {key: body.value}, [], expects))
@@ -274,7 +267,6 @@ async def _put_key_hot(request: Request) -> Response | None:
     expect = expected_version(request, headers.get("if-match"), headers.get("if-none-match"))
     body: KeyWrite = decode(await request.body(), KeyWrite)
     namespace, key = params["namespace"], params["key"]
-    expect = await _expected(access, namespace, key, expect)
     return await write_key(request, access, namespace, key, body, expect)
 
 
@@ -286,7 +278,6 @@ async def delete_key(
     namespace: Namespace, key: Key, request: Request, access: WriteAccess, expect: IfMatch
 ) -> Response:
     """Honours ``If-Match``; deleting a missing key is a 404."""
-    expect = await _expected(access, namespace, key, expect)
     expects = None if expect is None else {key: expect}
     result = await access.store.delete(
         access.tenant, namespace, key, expect=expects, actor=access.actor, reason=access.why()

@@ -27,6 +27,7 @@ from ..exceptions import (
 from ..models import WriteResult
 
 __all__ = [
+    "ANY_VERSION",
     "MAX_ACTOR",
     "MAX_REASON",
     "Op",
@@ -42,6 +43,8 @@ MAX_REASON = 1024
 # Versions are kept as 10 digits in history members; Lua prints larger numbers
 # in exponent form, so nothing above this can be a real version.
 MAX_VERSION = 9_999_999_999
+#: An expected version meaning "the key exists, at any version" (``If-Match: *``).
+ANY_VERSION = -1
 
 #: (key, op + expected version, value JSON): ``("port", "s3", b"81")``.
 Op = tuple[str, str, bytes]
@@ -75,12 +78,20 @@ def change_ops(
     for key, version in expect.items():
         if key not in values and key not in deletes:
             raise InvalidInput(f"expected version given for {key!r}, not in the change set")
-        if type(version) is not int or not 0 <= version <= MAX_VERSION:
+        if type(version) is not int or not ANY_VERSION <= version <= MAX_VERSION:
             raise InvalidInput(
-                f"expected version of {key!r} must be an integer from 0 to {MAX_VERSION}",
+                f"expected version of {key!r} must be an integer from {ANY_VERSION} "
+                f"(the key exists) to {MAX_VERSION}",
                 key=key,
             )
-    return [(key, f"{op}{expect.get(key, -1)}", data) for key, op, data in ops]
+    return [(key, f"{op}{_precondition(expect.get(key))}", data) for key, op, data in ops]
+
+
+def _precondition(version: int | None) -> int:
+    """The script's code of an expectation: -1 none, -2 the key exists, else the version."""
+    if version is None:
+        return -1
+    return -2 if version == ANY_VERSION else version
 
 
 def audit_text(field: str, text: object, limit: int) -> bytes:

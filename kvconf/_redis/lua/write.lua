@@ -11,7 +11,8 @@
 --       client has registered the tenant, which it answers with 'register',
 --       2 yes, it is registered); then per key 3 values: key
 --       ("namespace/key" when ARGV[2] is "*"), op+expected ("s-1": set, no
---       precondition; "d3": delete if at version 3; "s0": create only),
+--       precondition; "d3": delete if at version 3; "s0": create only;
+--       "s-2": only if the key exists, at any version),
 --       value JSON.
 -- The tenant's rev, epoch, log, meta, namespace-set keys, and the other
 -- namespaces' hashes and histories, are named from the prefix: they share the
@@ -99,8 +100,10 @@ for i = 1, n do
     cur = tonumber(string.match(entry, '^{"version":(%d+),')) or last
     if cur > last then last = cur end
   end
-  if expected >= 0 and expected ~= cur then
-    conflicts[#conflicts + 1] = '{"key":"' .. label[i] .. '","expected":' .. expected .. ',"actual":' .. cur .. '}'
+  -- expected: -1 no precondition, -2 the key must exist (reported as -1), else its version
+  if (expected >= 0 and expected ~= cur) or (expected == -2 and cur == 0) then
+    local shown = expected == -2 and -1 or expected
+    conflicts[#conflicts + 1] = '{"key":"' .. label[i] .. '","expected":' .. shown .. ',"actual":' .. cur .. '}'
   end
   if op == 'd' and not entry then missing[#missing + 1] = '"' .. label[i] .. '"' end
   olds[i] = cur
