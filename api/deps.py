@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi import Path as PathParam
 
 from kvconf.exceptions import InvalidInput, TenantNotFound
@@ -268,3 +268,5 @@ def expected_version(
 
 
 IfMatch = Annotated[int | None, Depends(if_match)]
+#: ``?dry_run=true`` on a route that changes data: the same checks, nothing written.
+DryRun = Annotated[bool, Query(description="Validate and return the diff without committing.")]

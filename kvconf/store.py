@@ -246,10 +246,14 @@ class Store:
             body = _codec.encode(validate_schema(schema))
         actor_json = audit_text("actor", actor or self.settings.actor, MAX_ACTOR)
         reason_json = audit_text("reason", reason, MAX_REASON)
+        registered = False
         for _ in range(5):
             self._schemas.pop(tenant, None)
             current = await self._tenant_schemas(tk)
             await self._check_current_values(tenant, current, namespace, schema)
+            if not registered:  # a schema may create the tenant: listed before it exists
+                await self.redis.sadd(TENANTS_KEY, tenant)
+                registered = True
             reply = await self._scripts(
                 "schema",
                 [tk.schema, tk.meta, tk.rev, tk.epoch, tk.log],
@@ -261,12 +265,24 @@ class Store:
             )  # fmt: skip
             if reply[0] == b"ok":
                 self._schemas.pop(tenant, None)
-                if reply[4] == 1:
-                    await self.redis.sadd(TENANTS_KEY, tenant)
                 return int(reply[1])
             if reply[0] in (b"notenant", b"deleted"):
                 raise TenantNotFound(tenant)
         raise Unavailable(f"schema of {tenant!r} kept changing")
+
+    @redis_errors
+    async def check_schema(self, tenant: str, namespace: str, schema: Schema | None) -> None:
+        """Every check :meth:`set_schema` makes, without writing (a dry run).
+
+        Raises :class:`InvalidSchema` for a bad document and
+        :class:`SchemaViolation` when current values break it.
+        """
+        tk = tenant_keys(tenant)
+        validate_namespace(namespace)
+        if schema is not None:
+            validate_schema(schema)
+        self._schemas.pop(tenant, None)
+        await self._check_current_values(tenant, await self._tenant_schemas(tk), namespace, schema)
 
     async def _check_current_values(
         self, tenant: str, current: TenantSchemas, namespace: str, schema: Schema | None
@@ -339,6 +355,18 @@ class Store:
             [tk.meta, tk.rev, tk.epoch, tk.namespaces],
             [op, _codec.now_iso(), secrets.token_hex(8), tk.ns(""), tk.trash()],
         )
+
+    @redis_errors
+    async def is_deleted(self, tenant: str) -> bool:
+        """True if the tenant is soft-deleted (:meth:`undelete_tenant` would bring it back).
+
+        Raises :class:`TenantNotFound` when there is no such tenant at all.
+        """
+        tk = tenant_keys(tenant)
+        created, deleted = await self.redis.hmget(tk.meta, "created_at", "deleted_at")
+        if created is None and deleted is None:
+            raise TenantNotFound(tenant)
+        return deleted is not None
 
     @redis_errors
     async def exists(self, tenant: str) -> bool:
@@ -643,7 +671,8 @@ class Store:
 
         ``expect`` maps keys of the change set to the version each must have
         (0: must not exist; -1: must exist at any version); any mismatch
-        raises :class:`VersionConflict` and writes nothing. ``create=False`` refuses to create a missing tenant.
+        raises :class:`VersionConflict` and writes nothing. ``create=False``
+        refuses to create a missing tenant.
         """
         plan = self.plan(tenant, namespace, values, deletes=deletes, expect=expect)
         return await self._write(plan, actor, reason, create)

@@ -211,3 +211,11 @@ class SyncStore(SyncFacade):
     undelete_tenant = blocking(Store.undelete_tenant)
     exists = blocking(Store.exists)
     ping = blocking(Store.ping)
+    check = blocking(Store.check)
+    check_schema = blocking(Store.check_schema)
+    is_deleted = blocking(Store.is_deleted)
+    repair_tenants = blocking(Store.repair_tenants)
+
+    def plan(self, *args: Any, **kwargs: Any) -> Any:
+        """See :meth:`Store.plan` (no I/O: runs in the caller's thread)."""
+        return self._async.plan(*args, **kwargs)

@@ -248,6 +248,20 @@ def plan_rollback(
     return plans
 
 
+async def rollback_plans(
+    store: Store, tenant: str, to_revision: int, *, namespace: str | None = None
+) -> list[Plan]:
+    """The change sets :func:`rollback` would commit, one per namespace (a dry run).
+
+    Each expects every key it touches at its current version; an empty list
+    means the namespace (or tenant) already is as it was at ``to_revision``.
+    """
+    names = None if namespace is None else [namespace]
+    current, target = await _reconstruct(store, tenant, to_revision, names)
+    now = {ns: e for ns, e in current.namespaces.items() if names is None or ns in names}
+    return plan_rollback(now, target.namespaces)
+
+
 async def rollback(
     store: Store,
     tenant: str,
@@ -265,11 +279,8 @@ async def rollback(
     unaffected tenant commits nothing and returns an empty list; otherwise the
     list holds the one result.
     """
-    names = None if namespace is None else [namespace]
-    current, target = await _reconstruct(store, tenant, to_revision, names)
+    plans = await rollback_plans(store, tenant, to_revision, namespace=namespace)
     reason = reason or f"rollback to revision {to_revision}"
-    now = {ns: e for ns, e in current.namespaces.items() if names is None or ns in names}
-    plans = plan_rollback(now, target.namespaces)
     if not plans:
         return []
     if len(plans) == 1:

@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from .api_helpers import client, running_app
+from .api_helpers import ADMIN, client, running_app
 
 
 @pytest.fixture
@@ -148,3 +148,51 @@ async def test_fleet_lists_reporting_watchers(http: httpx.AsyncClient, tenant: s
     watchers = (await http.get(f"/api/v1/tenants/{tenant}/fleet")).json()["watchers"]
     assert [(w["instance"], w["revision"]) for w in watchers] == [("web-1", 1)]
     assert (await http.get(f"/api/v1/tenants/{tenant}-none/fleet")).status_code == 404
+
+
+async def test_dry_runs_of_rollbacks_write_nothing(backend_url: str, tenant: str) -> None:
+    async with running_app(backend_url, admin_token=ADMIN) as app, client(app, ADMIN) as c:
+        base = f"/api/v1/tenants/{tenant}"
+        for value in (1, 2, 3):
+            r = await c.put(f"{base}/namespaces/ns/keys/k", json={"value": value})
+            assert r.status_code in (200, 201)
+        await c.put(f"{base}/namespaces/ns/keys/other", json={"value": "x"})
+        key_dry = await c.post(
+            f"{base}/namespaces/ns/keys/k/rollback",
+            params={"dry_run": "true"},
+            json={"to_version": 1},
+        )
+        assert key_dry.status_code == 200, key_dry.text
+        assert key_dry.json()["changes"] == [
+            {"key": "k", "change": "changed", "old": 3, "old_version": 3, "new": 1}
+        ]
+        tenant_dry = await c.post(
+            f"{base}/rollback", params={"dry_run": "true"}, json={"to_revision": 1}
+        )
+        assert tenant_dry.status_code == 200, tenant_dry.text
+        doc = tenant_dry.json()
+        assert (doc["dry_run"], doc["would_commit"]) == (True, True)
+        changes = {c["key"]: c["change"] for c in doc["namespaces"][0]["changes"]}
+        assert changes == {"k": "changed", "other": "removed"}
+        state = (await c.get(f"{base}/namespaces/ns")).json()
+        assert state["revision"] == 4
+        assert {k: v["value"] for k, v in state["keys"].items()} == {"k": 3, "other": "x"}
+
+
+async def test_mutating_routes_refuse_unknown_query_parameters(
+    backend_url: str, tenant: str
+) -> None:
+    async with running_app(backend_url, admin_token=ADMIN) as app, client(app, ADMIN) as c:
+        base = f"/api/v1/tenants/{tenant}/namespaces/ns"
+        await c.put(f"{base}/keys/k", json={"value": 1})
+        await c.put(f"{base}/keys/k", json={"value": 2})
+        r = await c.post(f"{base}/keys/k/rollback", params={"dryrun": "1"}, json={"to_version": 1})
+        assert r.status_code == 422
+        assert r.json()["error"]["unknown"] == ["dryrun"]
+        r = await c.put(f"{base}/keys/k", params={"dry-run": "true"}, json={"value": 5})
+        assert r.status_code == 422
+        r = await c.delete(f"{base}/keys/k", params={"force": "yes"})
+        assert r.status_code == 422
+        assert (await c.get(f"{base}/keys/k")).json()["value"] == 2
+        # Reads may carry parameters they do not know (caches, cache-busters).
+        assert (await c.get(f"{base}/keys/k", params={"_": "1"})).status_code == 200

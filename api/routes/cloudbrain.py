@@ -55,6 +55,7 @@ from ..models import (
     respond,
     response_doc,
 )
+from ..query import refuse_unknown_query
 
 __all__ = ["AI_TENANT", "KNOWN_KEYS", "ensure_schema", "router"]
 
@@ -67,7 +68,11 @@ KNOWN_KEYS: dict[str, int] = {
     "max_sleep_time": 60,
 }
 
-router = APIRouter(prefix=CLOUDBRAIN_PREFIX, tags=["cloudbrain (per-AI)"])
+router = APIRouter(
+    prefix=CLOUDBRAIN_PREFIX,
+    tags=["cloudbrain (per-AI)"],
+    dependencies=[Depends(refuse_unknown_query)],
+)
 AiId = Annotated[int, PathParam(ge=0, description="The agent's numeric id.")]
 ConfigKey = Annotated[str, PathParam(description="Configuration key.")]
 Reader = Annotated[Access, Depends(access_to("read", AI_TENANT))]

@@ -5,18 +5,33 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
 from kvconf import timeline
 
-from ..deps import Access, Masker, ReadAccess, WriteAccess, check_access, masker, note_write
+from ..deps import (
+    Access,
+    DryRun,
+    Masker,
+    ReadAccess,
+    WriteAccess,
+    check_access,
+    masker,
+    note_write,
+)
 from ..models import KeyRollback, TenantRollback, body_doc, decode, respond
+from ..preview import preview
+from ..query import refuse_unknown_query
 
 __all__ = ["mask_event", "router"]
 
-router = APIRouter(prefix="/api/v1/tenants/{tenant}", tags=["history"])
+router = APIRouter(
+    prefix="/api/v1/tenants/{tenant}",
+    tags=["history"],
+    dependencies=[Depends(refuse_unknown_query)],
+)
 Namespace = Annotated[str, PathParam(description="Namespace name.")]
 Key = Annotated[str, PathParam(description="Key name.")]
 Revision = Annotated[int, Query(ge=0, description="A tenant revision.")]
@@ -77,10 +92,20 @@ async def key_history(
     openapi_extra=body_doc(KeyRollback),
 )
 async def rollback_key(
-    namespace: Namespace, key: Key, request: Request, access: WriteAccess
+    namespace: Namespace, key: Key, request: Request, access: WriteAccess, dry_run: DryRun = False
 ) -> Response:
-    """Audited like any write; the old value is checked against today's schema."""
+    """Audited like any write; the old value is checked against today's schema.
+
+    ``?dry_run=true`` returns the diff the rollback would commit, with the
+    same checks and errors, and writes nothing.
+    """
     body: KeyRollback = decode(await request.body(), KeyRollback)
+    if dry_run:
+        target = await access.store.version(access.tenant, namespace, key, body.to_version)
+        expect = {} if body.expect_version is None else {key: body.expect_version}
+        values = {} if target.deleted else {key: target.value}
+        deletes = [key] if target.deleted else []
+        return respond(await preview(access, namespace, values, deletes, expect))
     result = await access.store.rollback(
         access.tenant, namespace, key, body.to_version, expect_version=body.expect_version,
         actor=access.actor, reason=access.why(body.reason),
@@ -159,16 +184,30 @@ async def namespace_diff(
     summary="Roll a namespace or the tenant back to a revision",
     openapi_extra=body_doc(TenantRollback),
 )
-async def rollback_tenant(request: Request, access: WriteAccess) -> Response:
+async def rollback_tenant(
+    request: Request, access: WriteAccess, dry_run: DryRun = False
+) -> Response:
     """One new revision, atomic with CAS on every key (across namespaces for a tenant).
 
     A namespace needs the write right; the whole tenant needs admin. The
     commit's ``namespace`` is ``"*"`` when it spans namespaces, and its
-    versions name keys ``namespace/key``.
+    versions name keys ``namespace/key``. ``?dry_run=true`` returns each
+    namespace's diff instead and writes nothing.
     """
     body: TenantRollback = decode(await request.body(), TenantRollback)
     if body.namespace is None:
         check_access(access.principal, access.tenant, "admin")
+    if dry_run:
+        plans = await timeline.rollback_plans(
+            access.store, access.tenant, body.to_revision, namespace=body.namespace
+        )
+        previews = [
+            await preview(access, p.namespace, p.values, p.deletes, p.expect) for p in plans
+        ]
+        return respond({
+            "dry_run": True, "tenant": access.tenant, "to_revision": body.to_revision,
+            "would_commit": all(p["would_commit"] for p in previews), "namespaces": previews,
+        })  # fmt: skip
     try:
         results = await timeline.rollback(
             access.store, access.tenant, body.to_revision, namespace=body.namespace,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
@@ -15,6 +15,7 @@ from kvconf.timeline import KeyState, state_at
 from ..cache import namespace_entries
 from ..deps import (
     Access,
+    DryRun,
     IfMatch,
     Masker,
     ReadAccess,
@@ -37,13 +38,17 @@ from ..models import (
     response_doc,
 )
 from ..preview import preview
+from ..query import refuse_unknown_query
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/tenants/{tenant}/namespaces", tags=["keys"])
+router = APIRouter(
+    prefix="/api/v1/tenants/{tenant}/namespaces",
+    tags=["keys"],
+    dependencies=[Depends(refuse_unknown_query)],
+)
 Namespace = Annotated[str, PathParam(description="Namespace name (`_defaults`: tenant-wide).")]
 Key = Annotated[str, PathParam(description="Key name.")]
-DryRun = Annotated[bool, Query(description="Validate and return the diff without committing.")]
 
 
 def entry_doc(key: str, entry: Entry | KeyState, mask: Masker) -> dict[str, Any]:
@@ -275,10 +280,17 @@ hot(router, put_key, _put_key_hot)
 
 @router.delete("/{namespace}/keys/{key}", summary="Delete one key (a tombstone version)")
 async def delete_key(
-    namespace: Namespace, key: Key, request: Request, access: WriteAccess, expect: IfMatch
+    namespace: Namespace,
+    key: Key,
+    request: Request,
+    access: WriteAccess,
+    expect: IfMatch,
+    dry_run: DryRun = False,
 ) -> Response:
     """Honours ``If-Match``; deleting a missing key is a 404."""
     expects = None if expect is None else {key: expect}
+    if dry_run:
+        return respond(await preview(access, namespace, {}, [key], expects or {}))
     result = await access.store.delete(
         access.tenant, namespace, key, expect=expects, actor=access.actor, reason=access.why()
     )

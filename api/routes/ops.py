@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from ..deps import MetricsDep, StoreDep
 from ..models import respond
+from ..query import refuse_unknown_query
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], dependencies=[Depends(refuse_unknown_query)])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
@@ -13,12 +13,17 @@ from kvconf.exceptions import NotFound
 from kvconf.models import Schema
 from kvconf.schema import MASK, decode_schema_document
 
-from ..deps import Access, AdminAccess, ReadAccess, note_write
+from ..deps import Access, AdminAccess, DryRun, ReadAccess, note_write
 from ..models import body_doc, respond
+from ..query import refuse_unknown_query
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/tenants/{tenant}", tags=["schemas"])
+router = APIRouter(
+    prefix="/api/v1/tenants/{tenant}",
+    tags=["schemas"],
+    dependencies=[Depends(refuse_unknown_query)],
+)
 Namespace = Annotated[str, PathParam(description="Namespace (`_defaults`: tenant-wide).")]
 
 
@@ -74,16 +79,26 @@ async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
     summary="Replace a namespace's schema (refused if current values break it)",
     openapi_extra=body_doc(Schema),
 )
-async def put_schema(namespace: Namespace, request: Request, access: AdminAccess) -> Response:
+async def put_schema(
+    namespace: Namespace, request: Request, access: AdminAccess, dry_run: DryRun = False
+) -> Response:
     """422 listing every problem when the document or current values break it."""
     schema = decode_schema_document(await request.body())
+    if dry_run:
+        await access.store.check_schema(access.tenant, namespace, schema)
+        return respond({"dry_run": True, "would_commit": True, "schema": _shown(access, schema)})
     revision = await _set_schema(request, access, namespace, schema)
     return respond({"revision": revision, "schema": _shown(access, schema)})
 
 
 @router.delete("/namespaces/{namespace}/schema", summary="Remove a namespace's schema")
-async def delete_schema(namespace: Namespace, request: Request, access: AdminAccess) -> Response:
+async def delete_schema(
+    namespace: Namespace, request: Request, access: AdminAccess, dry_run: DryRun = False
+) -> Response:
     """Removing a schema that does not exist is a 404."""
     if await access.store.get_schema(access.tenant, namespace) is None:
         raise SchemaNotFound(f"{access.tenant}/{namespace} has no schema", namespace=namespace)
+    if dry_run:
+        await access.store.check_schema(access.tenant, namespace, None)
+        return respond({"dry_run": True, "would_commit": True})
     return respond({"revision": await _set_schema(request, access, namespace, None)})

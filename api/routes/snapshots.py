@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
@@ -19,10 +19,15 @@ from kvconf.exceptions import SnapshotNotFound, Unavailable
 
 from ..deps import Access, AdminAccess, note_write
 from ..models import respond
+from ..query import refuse_unknown_query
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/tenants/{tenant}/snapshots", tags=["snapshots"])
+router = APIRouter(
+    prefix="/api/v1/tenants/{tenant}/snapshots",
+    tags=["snapshots"],
+    dependencies=[Depends(refuse_unknown_query)],
+)
 Name = Annotated[str, PathParam(description="Snapshot file name, as listed.")]
 
 

@@ -6,22 +6,25 @@ import importlib
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from kvconf._redis.names import validate_tenant
 from kvconf.exceptions import InvalidInput, Unavailable
 from kvconf.store import Store
 
-from ..deps import AdminAccess, PrincipalDep, ReadAccess, StoreDep, check_access, note_write
+from ..deps import AdminAccess, DryRun, PrincipalDep, ReadAccess, StoreDep, check_access, note_write
 from ..errors import Forbidden
 from ..models import TenantCreate, body_doc, decode, respond
 from ..provision import provision
+from ..query import refuse_unknown_query
 
 __all__ = ["router"]
 
 log = logging.getLogger("kvconf.api")
-router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
+router = APIRouter(
+    prefix="/api/v1/tenants", tags=["tenants"], dependencies=[Depends(refuse_unknown_query)]
+)
 
 
 @router.get("", summary="Tenants visible to the caller")
@@ -90,8 +93,16 @@ async def delete_tenant(
     hard: Annotated[
         bool, Query(description="Remove every key (a snapshot is saved first).")
     ] = False,
+    dry_run: DryRun = False,
 ) -> Response:
     """A soft delete hides values and refuses writes; ``undelete`` brings it back."""
+    if dry_run:
+        info = await access.store.info(access.tenant)
+        return respond({
+            "dry_run": True, "would_commit": True, "tenant": access.tenant,
+            "deleted": "hard" if hard else "soft", "revision": info.revision,
+            "namespaces": info.namespaces,
+        })  # fmt: skip
     snap = None
     if hard:
         await access.store.info(access.tenant)
@@ -107,8 +118,13 @@ async def delete_tenant(
 
 
 @router.post("/{tenant}/undelete", summary="Bring back a soft-deleted tenant")
-async def undelete_tenant(access: AdminAccess, request: Request) -> Response:
+async def undelete_tenant(
+    access: AdminAccess, request: Request, dry_run: DryRun = False
+) -> Response:
     """All values come back as they were."""
+    if dry_run:
+        deleted = await access.store.is_deleted(access.tenant)
+        return respond({"dry_run": True, "would_commit": deleted, "tenant": access.tenant})
     try:
         await access.store.undelete_tenant(access.tenant)
     finally:

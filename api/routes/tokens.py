@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
@@ -14,10 +14,13 @@ from ..auth import Authenticator, TokenRecord
 from ..deps import PrincipalDep
 from ..errors import Forbidden
 from ..models import TokenCreate, body_doc, decode, respond
+from ..query import refuse_unknown_query
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+router = APIRouter(
+    prefix="/api/v1/tokens", tags=["tokens"], dependencies=[Depends(refuse_unknown_query)]
+)
 TokenName = Annotated[str, PathParam(description="Token name.")]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 
@@ -14,11 +14,14 @@ from kvconf.exceptions import InvalidInput
 
 from ..deps import MetricsDep, ReadAccess, resolve_access
 from ..models import respond
+from ..query import refuse_unknown_query
 from ..sse import change_stream
 
 __all__ = ["HEARTBEAT_SECONDS", "RECHECK_SECONDS", "router"]
 
-router = APIRouter(prefix="/api/v1/tenants/{tenant}", tags=["watch"])
+router = APIRouter(
+    prefix="/api/v1/tenants/{tenant}", tags=["watch"], dependencies=[Depends(refuse_unknown_query)]
+)
 #: Seconds between heartbeat comments on an idle stream.
 HEARTBEAT_SECONDS = 5
 #: Seconds between re-authentications of an open stream's caller.
