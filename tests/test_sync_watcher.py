@@ -44,8 +44,8 @@ def test_sync_watchers_share_one_thread_and_one_pubsub_connection(
         second = SyncWatcher(tenant + "x", backend_url, environ={})
         try:
             assert len(_watch_threads()) == 1
-            assert first.watcher._hub is second.watcher._hub is not None
-            assert first.watcher._hub.refs == 2
+            assert first.watcher._engine.hub is second.watcher._engine.hub is not None
+            assert first.watcher._engine.hub.refs == 2
             seen: list[tuple[str, int]] = []
             second.on_change(lambda c: seen.append(("second", c.revision)))
             first.close()  # the other goes on, on the same thread

@@ -11,9 +11,9 @@ subscribe confirmation (first or after a reconnect), their cue to catch up.
 The hub reconnects with capped exponential backoff and jitter, and pings an
 idle connection so a half-open socket is noticed too.
 
-On Redis Cluster, :func:`acquire` returns a
-:class:`~kvconf._watch.cluster.ClusterHub` instead, which routes each
-listener to one ``Hub`` per primary node.
+Watchers get their hub from :mod:`kvconf._watch.registry`, which returns a
+:class:`~kvconf._watch.cluster.ClusterHub` on Redis Cluster (routing each
+listener to one ``Hub`` per primary node); this module knows nothing of it.
 """
 
 from __future__ import annotations
@@ -33,11 +33,19 @@ from redis.exceptions import AskError, MovedError, RedisError
 from redis.retry import Retry
 
 from .._codec import as_text
-from .._redis.connect import connect, is_cluster_url
+from .._redis.connect import connect
 from .._redis.pubsub import Session, open_session
 from .state import WireEvent, decode_wire
 
-__all__ = ["Hub", "Listener", "SharedHub", "acquire", "backoff_delay", "release", "stop_task"]
+__all__ = [
+    "Hub",
+    "Listener",
+    "SharedHub",
+    "backoff_delay",
+    "client_for",
+    "is_embedded",
+    "stop_task",
+]
 
 log = logging.getLogger("kvconf.watcher")
 
@@ -411,37 +419,3 @@ def _moved_slot(error: Exception) -> int | None:
 
 def _slot(channel: str) -> int:
     return int(key_slot(channel.encode()))
-
-
-_hubs: dict[tuple[asyncio.AbstractEventLoop, str | None], SharedHub] = {}
-
-
-def acquire(url: str | None, *, timeout: float, ping_interval: float) -> SharedHub:
-    """The hub of this event loop for ``url`` (created on first use).
-
-    A Cluster URL gets a :class:`~kvconf._watch.cluster.ClusterHub`: one
-    ``Hub`` per primary node, each listener on the node that owns its slot.
-    """
-    key = (asyncio.get_running_loop(), url)
-    hub: SharedHub | None = _hubs.get(key)
-    if hub is None or hub.closing:
-        if url is not None and is_cluster_url(url):
-            from .cluster import ClusterHub  # imports this module
-
-            hub = ClusterHub(url, timeout=timeout, ping_interval=ping_interval)
-        else:
-            hub = Hub(url, timeout=timeout, ping_interval=ping_interval)
-        _hubs[key] = hub
-    hub.refs += 1
-    return hub
-
-
-async def release(hub: SharedHub) -> None:
-    """Drop one reference; the last one closes the hub."""
-    hub.refs -= 1
-    if hub.refs > 0:
-        return
-    for key, found in list(_hubs.items()):
-        if found is hub:
-            del _hubs[key]
-    await hub.aclose()
