@@ -31,10 +31,11 @@ from ..config import Settings
 from ..exceptions import HistoryTrimmed, KvconfError, TenantNotFound, Unavailable
 from ..store import Store, tenant_keys
 from . import registry
+from .backoff import Backoff
 from .cache_file import CacheFile, load_cache_file, write_cache_file
 from .callbacks import Binding, Callback, Resync, awaited
 from .fleet import FleetMember, encode_member
-from .hub import SharedHub, backoff_delay, client_for, is_embedded
+from .hub import SharedHub, client_for, is_embedded
 from .state import CacheState, Change, EventLike, WireEvent
 
 __all__ = ["FAILURES", "WatchEngine"]
@@ -337,7 +338,7 @@ class WatchEngine:
 
     async def _sync_loop(self) -> None:
         assert self._wake is not None
-        attempt = 0
+        backoff = Backoff()
         while not self._closed:
             await self._wake.wait()
             if self._closed:
@@ -351,13 +352,12 @@ class WatchEngine:
                 self._need_catchup = True
                 log.warning("watcher of %s could not sync: %s", self.tenant, exc)
                 self._busy = False
-                await asyncio.sleep(backoff_delay(attempt))
-                attempt += 1
+                await asyncio.sleep(backoff.down())
                 self._wake.set()
                 continue
             finally:
                 self._busy = False
-            attempt = 0
+            backoff.reset()
             self.stale_reasons.discard("sync")
 
     async def _process(self) -> None:
