@@ -315,6 +315,26 @@ class SyncWatcher(CachedReader, SyncFacade):
         """The wrapped async watcher (use it only from its own loop)."""
         return self._async
 
+    @property
+    def tenant(self) -> str:
+        """See :attr:`Watcher.tenant`."""
+        return self._async.tenant
+
+    @property
+    def url(self) -> str | None:
+        """See :attr:`Watcher.url`."""
+        return self._async.url
+
+    @property
+    def namespaces(self) -> frozenset[str] | None:
+        """See :attr:`Watcher.namespaces`."""
+        return self._async.namespaces
+
+    @property
+    def instance_id(self) -> str:
+        """See :attr:`Watcher.instance_id`."""
+        return self._async.instance_id
+
     def _get_slow(self, namespace: str, key: str, default: Any = None) -> Any:
         return self._async._get_slow(namespace, key, default)  # see Watcher.get
 
@@ -326,9 +346,17 @@ class SyncWatcher(CachedReader, SyncFacade):
         """See :meth:`Watcher.namespace`."""
         return self._async.namespace(namespace)
 
+    def entries(self) -> dict[str, dict[str, Entry]]:
+        """See :meth:`Watcher.entries`."""
+        return self._async.entries()
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """See :meth:`Watcher.snapshot`."""
         return self._async.snapshot()
+
+    def specs(self, namespace: str) -> dict[str, KeySpec]:
+        """See :meth:`Watcher.specs`."""
+        return self._async.specs(namespace)
 
     def bind(self, namespace: str, cls: type[S]) -> Binding[S]:
         """See :meth:`Watcher.bind`."""
@@ -352,6 +380,12 @@ class SyncWatcher(CachedReader, SyncFacade):
             return self._async.on_change(callback, namespace, key)
         return self._runner.run(_call_soon(self._async.on_change, callback, namespace, key))
 
+    def on_resync(self, callback: Callable[[Resync], Any]) -> Callable[[], None]:
+        """See :meth:`Watcher.on_resync`; callbacks run on the watchers' thread."""
+        if self._runner.on_thread():  # from a callback: already on the loop
+            return self._async.on_resync(callback)
+        return self._runner.run(_call_soon(self._async.on_resync, callback))
+
     @property
     def revision(self) -> int:
         """See :attr:`Watcher.revision`."""
@@ -366,6 +400,11 @@ class SyncWatcher(CachedReader, SyncFacade):
     def stale(self) -> bool:
         """See :attr:`Watcher.stale`."""
         return self._async.stale
+
+    @property
+    def stale_reasons(self) -> frozenset[str]:
+        """See :attr:`Watcher.stale_reasons`."""
+        return self._async.stale_reasons
 
     @property
     def last_synced_at(self) -> datetime | None:
