@@ -34,8 +34,9 @@ from . import registry
 from .backoff import Backoff
 from .cache_file import CacheFile, load_cache_file, write_cache_file
 from .callbacks import Binding, Callback, Resync, awaited
-from .fleet import FleetMember, encode_member
+from .fleet import FleetMember
 from .hub import SharedHub, client_for, is_embedded
+from .monitor import TenantMonitor
 from .state import CacheState, Change, EventLike, WireEvent
 
 __all__ = ["FAILURES", "WatchEngine"]
@@ -88,6 +89,7 @@ class WatchEngine:
         self.instance_id = instance_id or f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._host, self._started_at = host, time.time()
         self.hub: SharedHub | None = None
+        self.monitor: TenantMonitor | None = None
         self._pending: deque[WireEvent] = deque()
         self._busy = True
         self._need_resync: str | None = None
@@ -107,7 +109,6 @@ class WatchEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = False
         self.reported = False
-        self._inflight: asyncio.Future[None] | None = None
         self._closed = False
         self._wake: asyncio.Event | None = None
         self._subscribed: asyncio.Event | None = None
@@ -148,9 +149,15 @@ class WatchEngine:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._sync_loop(), name="kvconf-watch-sync"),
-            loop.create_task(self._tick_loop(), name="kvconf-watch-check"),
             loop.create_task(self._dispatch_loop(), name="kvconf-watch-callbacks"),
         ]
+        if self._cache_file is not None:
+            self._tasks.append(loop.create_task(self._file_loop(), name="kvconf-watch-file"))
+        self.monitor = registry.acquire_monitor(
+            self.url, self._tk, interval=self._interval, timeout=self._timeout,
+            fleet_interval=self._fleet_interval,
+        )  # fmt: skip
+        self.monitor.add(self)
         self._wake.set()
 
     async def aclose(self) -> None:
@@ -159,6 +166,10 @@ class WatchEngine:
             return
         self._closed = True
         try:
+            if self.monitor is not None:
+                # Waits for a fleet report in flight, so the HDEL below comes after it.
+                await self.monitor.remove(self)
+                await registry.release_monitor(self.monitor)
             await self._stop_tasks()
             if self.hub is not None:
                 await self.hub.remove(self, self._tk.changes_channel, self._patterns)
@@ -168,8 +179,6 @@ class WatchEngine:
                     fut.set_result(False)
             while self._queue is not None and not self._queue.empty():
                 self._queue.get_nowait().close()
-            if self._inflight is not None and not self._inflight.done():
-                await asyncio.wait([self._inflight], timeout=self._timeout)
             if self.reported:
                 with contextlib.suppress(*FAILURES):
                     async with asyncio.timeout(self._timeout):
@@ -507,74 +516,65 @@ class WatchEngine:
         if self.state.revision >= rev:
             self.last_synced = time.time()
 
-    # -- liveness, fleet, cache file ---------------------------------------------------
+    # -- liveness and fleet (for the shared TenantMonitor), cache file -----------------
 
-    async def _tick_loop(self) -> None:
-        next_report = 0.0
-        last_file = 0.0
-        while not self._closed:
-            await asyncio.sleep(self._interval)
-            await self._check()
-            now = time.monotonic()
-            if self._fleet_interval > 0 and now >= next_report:
-                next_report = now + self._fleet_interval
-                # Shielded so that closing never races an in-flight report past its HDEL.
-                self._inflight = asyncio.ensure_future(self._report())
-                await asyncio.shield(self._inflight)
-            if self._cache_file is not None and self._dirty and now - last_file >= 1.0:
-                last_file = now
-                if "startup" not in self.stale_reasons:
-                    try:
-                        await self._write_cache_file()
-                    except OSError as exc:
-                        log.warning("cannot write cache file %s: %s", self._cache_file, exc)
+    def position(self) -> tuple[str, int]:
+        """The (epoch, revision) applied so far (the monitor takes it before each check)."""
+        return self.state.epoch, self.state.revision
 
-    async def _check(self) -> None:
-        # What was applied before asking: events applied while the reply is in
-        # flight must not look like the server's revision going backwards.
-        before_epoch, before_rev = self.state.epoch, self.state.revision
-        try:
-            rev, epoch = await self._position()
-        except _FAILURES as exc:
-            if "check" not in self.stale_reasons:
-                log.warning("watcher of %s is stale: revision check failed: %s", self.tenant, exc)
-            self.stale_reasons.add("check")
-            return
+    def checked(self, revision: int, epoch: str, before: tuple[str, int]) -> None:
+        """The monitor read the tenant at ``revision`` of ``epoch``; ``before`` is what
+        this cache had applied when it asked (events applied while the reply was in
+        flight must not look like the server's revision going backwards)."""
         state = self.state
         if "check" in self.stale_reasons:
             self.stale_reasons.discard("check")
             self._need_catchup = True
             self._wakeup()
-        if epoch != state.epoch or (epoch == before_epoch and rev < before_rev):
+        before_epoch, before_rev = before
+        if epoch != state.epoch or (epoch == before_epoch and revision < before_rev):
             self._need_resync = self._need_resync or (
                 "epoch" if epoch != state.epoch else "revision went backwards"
             )
             self._wakeup()
-        elif rev > state.revision:
-            await asyncio.sleep(min(0.1, self._interval / 4))
-            if self.state.revision < rev:
-                self._need_catchup = True
-                self._wakeup()
+        elif revision > state.revision:
+            # Its event may be on the way: catch up only if it has not come soon.
+            loop = asyncio.get_running_loop()
+            loop.call_later(min(0.1, self._interval / 4), self._behind, revision)
         elif not self.stale_reasons:
             self.last_synced = time.time()
 
-    async def _report(self) -> None:
-        member = FleetMember(
+    def _behind(self, revision: int) -> None:
+        if not self._closed and self.state.revision < revision:
+            self._need_catchup = True
+            self._wakeup()
+
+    def check_failed(self, exc: BaseException) -> None:
+        """The monitor's check failed (it logs once for all its members)."""
+        self.stale_reasons.add("check")
+
+    def report(self) -> FleetMember:
+        """This watcher's fleet report as of now."""
+        return FleetMember(
             instance=self.instance_id, host=self._host, pid=os.getpid(),
             revision=self.state.revision, epoch=self.state.epoch, stale=bool(self.stale_reasons),
             reported_at=time.time(), started_at=self._started_at,
             namespaces=sorted(self.namespaces or ()),
         )  # fmt: skip
-        ttl = int(self._fleet_interval * 3000)
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._store.redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(self._tk.fleet, self.instance_id, encode_member(member))
-                    pipe.pexpire(self._tk.fleet, ttl)
-                    await pipe.execute()
-            self.reported = True
-        except _FAILURES as exc:
-            log.debug("fleet report failed: %s", exc)
+
+    def report_sent(self) -> None:
+        """A report naming this watcher reached Redis: closing removes it."""
+        self.reported = True
+
+    async def _file_loop(self) -> None:
+        """Write the cache file at most once a second while there are changes."""
+        while not self._closed:
+            await asyncio.sleep(1.0)
+            if self._dirty and "startup" not in self.stale_reasons:
+                try:
+                    await self._write_cache_file()
+                except OSError as exc:
+                    log.warning("cannot write cache file %s: %s", self._cache_file, exc)
 
     async def _write_cache_file(self) -> None:
         assert self._cache_file is not None
