@@ -73,7 +73,7 @@ def client_for(url: str | None, timeout: float, *, pubsub: bool = False) -> Any:
 
 
 class Listener(Protocol):
-    """What a watcher gives the hub."""
+    """What a watcher's engine gives the hub (the hooks are never public on ``Watcher``)."""
 
     def on_event(self, event: WireEvent) -> None:
         """A change event arrived on the listener's channel."""
