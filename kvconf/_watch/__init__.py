@@ -7,7 +7,10 @@
   hub talks to it): subscribe, list, replay, resync, run callbacks.
 - ``hub.py``: one shared pub/sub connection per event loop and Redis server.
 - ``cluster.py``: the hub on Redis Cluster, one node hub per primary.
-- ``registry.py``: which hub serves a URL (plain or Cluster); imports both hub modules.
+- ``registry.py``: which hub serves a URL (plain or Cluster; imports both hub modules)
+  and which monitor serves a tenant.
+- ``monitor.py``: one revision check and fleet report per process and tenant.
+- ``backoff.py``: the reconnect delay, reset after a healthy connection.
 - ``cache_file.py``: the optional local cache file for a cold start.
 - ``fleet.py``: watchers reporting their applied revision, and reading that report.
 """

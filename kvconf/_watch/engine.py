@@ -4,8 +4,10 @@ Events from the shared hub are applied inline when they are the next
 revision; anything else (a gap, a new epoch, a resubscription, a keyspace
 notification, a failed check) is queued for one sync task that catches up
 from the log, or resynchronises from an atomic state read, strictly in
-revision order. A timer checks the tenant's revision and epoch with a short
-timeout: that is also the liveness signal behind ``stale``.
+revision order. The tenant's :class:`~kvconf._watch.monitor.TenantMonitor`
+(shared by the process's watchers of the tenant) checks its revision and
+epoch with a short timeout and hands each engine the answer: that is also
+the liveness signal behind ``stale``.
 """
 
 from __future__ import annotations
