@@ -12,6 +12,7 @@ import pytest
 
 from kvconf import Store
 from kvconf._redis.names import TenantKeys
+from kvconf._watch import registry
 from kvconf._watch.fleet import FleetMember, fleet
 from kvconf.watcher import Watcher
 
@@ -74,6 +75,8 @@ async def test_watchers_of_a_tenant_share_one_check_and_one_report(
         try:
             for watcher in watchers:
                 await watcher.start()
+            monitors = {w._engine.monitor for w in watchers}
+            assert len(monitors) == 1
             await until(lambda: all(w._engine.reported for w in watchers), timeout=5)
             assert len(await fleet(store, tenant)) == 50  # every watcher is in the report
             admin = redis_server.client()
@@ -88,3 +91,6 @@ async def test_watchers_of_a_tenant_share_one_check_and_one_report(
             for watcher in watchers:
                 await watcher.aclose()
         assert await fleet(store, tenant) == []
+        # The last watcher closed the shared monitor and forgot it.
+        assert monitors.isdisjoint(registry._monitors.values())
+        assert all(m is not None and m.closing for m in monitors)
