@@ -273,7 +273,9 @@ class Watcher(CachedReader):
         waiters = self._engine.waiters
         waiters.append(entry)
         # Soon, in case the event of ``revision`` was the last one and got lost.
-        handle = asyncio.get_running_loop().call_later(0.05, self._engine.nudge)
+        handle = asyncio.get_running_loop().call_later(
+            min(0.05, self._engine.interval), self._engine.nudge
+        )
         try:
             async with asyncio.timeout(timeout):
                 return await fut

@@ -82,7 +82,7 @@ class WatchEngine:
         self._tk = tenant_keys(tenant)
         self.state = CacheState(follow, environ, settings.defaults_env_prefix)
         self._store = Store(settings=settings, client=client_for(url, timeout))
-        self._interval = check_interval
+        self.interval = check_interval
         self._timeout = timeout
         self._cache_file = cache_file
         self._configure_keyspace = configure_keyspace_events
@@ -127,7 +127,7 @@ class WatchEngine:
         self._queue = asyncio.Queue()
         if self._configure_keyspace:
             await self._enable_keyspace_events()
-        self.hub = registry.acquire(self.url, timeout=self._timeout, ping_interval=self._interval)
+        self.hub = registry.acquire(self.url, timeout=self._timeout, ping_interval=self.interval)
         await self.hub.add(self, self._tk.changes_channel, self._patterns)
         try:
             async with asyncio.timeout(self._timeout):
@@ -156,7 +156,7 @@ class WatchEngine:
         if self._cache_file is not None:
             self._tasks.append(loop.create_task(self._file_loop(), name="kvconf-watch-file"))
         self.monitor = registry.acquire_monitor(
-            self.url, self._tk, interval=self._interval, timeout=self._timeout,
+            self.url, self._tk, interval=self.interval, timeout=self._timeout,
             fleet_interval=self._fleet_interval,
         )  # fmt: skip
         self.monitor.add(self)
@@ -542,7 +542,7 @@ class WatchEngine:
         elif revision > state.revision:
             # Its event may be on the way: catch up only if it has not come soon.
             loop = asyncio.get_running_loop()
-            loop.call_later(min(0.1, self._interval / 4), self._behind, revision)
+            loop.call_later(min(0.1, self.interval / 4), self._behind, revision)
         elif not self.stale_reasons:
             self.last_synced = time.time()
 
