@@ -21,41 +21,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
-import socket
-import time
-import uuid
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
-from ._redis.names import DEFAULTS_NAMESPACE, keyspace_channel, validate_key, validate_namespace
-from ._watch import hub as hubs
-from ._watch.cache_file import load_cache_file
+from ._redis.names import DEFAULTS_NAMESPACE, validate_key, validate_namespace
 from ._watch.callbacks import Binding, Callback, ChangeCallback, Resync
-from ._watch.engine import FAILURES, WatchEngine
+from ._watch.engine import WatchEngine
 from ._watch.reader import CachedReader
-from ._watch.state import CacheState, Change, ValueChange, WireEvent
+from ._watch.state import Change, ValueChange
 from .config import Settings
-from .exceptions import InvalidInput, Unavailable
+from .exceptions import InvalidInput
 from .models import Entry, KeySpec
-from .store import Store, tenant_keys
 from .sync import SharedLoopThread, SyncFacade, blocking
 
 __all__ = ["Binding", "Change", "Resync", "SyncWatcher", "ValueChange", "Watcher"]
-
-log = logging.getLogger("kvconf.watcher")
 
 S = TypeVar("S")
 _MISSING: Any = object()
 
 
-class Watcher(WatchEngine):
+class Watcher(CachedReader):
     """Async watcher of one tenant: local cache, callbacks, typed bindings.
 
     ``get(namespace, key, default=None)`` is the effective value of ``key``
@@ -74,7 +64,10 @@ class Watcher(WatchEngine):
     at once; refused, the watcher carries on without them.
     """
 
-    __slots__ = ("_configure_keyspace", "_hub", "_patterns", "_tasks", "url")
+    # Slotted: an instance without a ``__dict__`` keeps the cached ``get`` at
+    # its fastest. The synchronisation is the engine's (a collaborator, which
+    # is also what the shared hub talks to).
+    __slots__ = ("__weakref__", "_engine", "_state")
 
     def __init__(
         self,
@@ -91,55 +84,46 @@ class Watcher(WatchEngine):
         fleet_interval: float = 5.0,
         instance_id: str | None = None,
     ) -> None:
-        self.tenant = tenant
-        self._tk = tenant_keys(tenant)
         settings = settings if settings is not None else Settings()
-        self.url = url if url is not None else settings.redis_url
-        settings = msgspec.structs.replace(settings, redis_url=self.url)
+        url = url if url is not None else settings.redis_url
         follow: frozenset[str] | None = None
         if namespaces is not None:
             follow = frozenset(validate_namespace(n) for n in namespaces) | {DEFAULTS_NAMESPACE}
-        self.namespaces = follow
-        prefix = settings.defaults_env_prefix
-        self._state = CacheState(follow, os.environ if environ is None else environ, prefix)
+        self._engine = WatchEngine(
+            tenant,
+            url,
+            follow=follow,
+            settings=msgspec.structs.replace(settings, redis_url=url),
+            environ=os.environ if environ is None else environ,
+            check_interval=check_interval,
+            timeout=timeout,
+            cache_file=Path(cache_file) if cache_file is not None else None,
+            configure_keyspace_events=configure_keyspace_events,
+            fleet_interval=fleet_interval,
+            instance_id=instance_id,
+        )
+        self._state = self._engine.state
         self._state.attach(self)
-        self._store = Store(settings=settings, client=hubs.client_for(self.url, timeout))
-        self._interval = check_interval
-        self._timeout = timeout
-        self._cache_file = Path(cache_file) if cache_file is not None else None
-        self._configure_keyspace = configure_keyspace_events
-        self._fleet_interval = fleet_interval
-        host = socket.gethostname()
-        self.instance_id = instance_id or f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._host, self._started_at = host, time.time()
-        self._hub: hubs.SharedHub | None = None
-        self._pending: deque[WireEvent] = deque()
-        self._busy = True
-        self._need_resync: str | None = None
-        self._need_catchup = False
-        self._verify: set[str] = set()
-        self._ks_pending: dict[str, int] = {}
-        self._ks_scheduled: set[str] = set()
-        self._keyspace_seen = hubs.is_embedded(self.url)
-        self._subscriptions = 0
-        self._stale: set[str] = {"starting"}
-        self._last_synced: float | None = None
-        self._callbacks: list[Callback] = []
-        self._resync_callbacks: list[Callable[[Resync], Any]] = []
-        self._bindings: list[Binding[Any]] = []
-        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
-        self._queue: asyncio.Queue[Coroutine[Any, Any, Any]] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._dirty = False
-        self._reported = False
-        self._inflight: asyncio.Future[None] | None = None
-        self._closed = False
-        self._wake: asyncio.Event | None = None
-        self._subscribed: asyncio.Event | None = None
-        db = getattr(getattr(self._store.redis, "connection_pool", None), "connection_kwargs", {})
-        ks_prefix = keyspace_channel(self._tk.ns(""), int(db.get("db", 0)))
-        names = ["*"] if follow is None else sorted(follow)
-        self._patterns = {ks_prefix + n: ks_prefix for n in names}
+
+    @property
+    def tenant(self) -> str:
+        """The watched tenant."""
+        return self._engine.tenant
+
+    @property
+    def url(self) -> str | None:
+        """The Redis URL (None: the embedded default)."""
+        return self._engine.url
+
+    @property
+    def namespaces(self) -> frozenset[str] | None:
+        """The cached namespaces (``_defaults`` included), or None for all of them."""
+        return self._engine.namespaces
+
+    @property
+    def instance_id(self) -> str:
+        """This watcher's name in the tenant's fleet report."""
+        return self._engine.instance_id
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -158,95 +142,14 @@ class Watcher(WatchEngine):
         the watcher.
         """
         try:
-            await self._start()
+            await self._engine.start()
         except BaseException:
             await self.aclose()
             raise
 
-    async def _start(self) -> None:
-        self._wake, self._subscribed = asyncio.Event(), asyncio.Event()
-        self._queue = asyncio.Queue()
-        if self._configure_keyspace:
-            await self._enable_keyspace_events()
-        self._hub = hubs.acquire(self.url, timeout=self._timeout, ping_interval=self._interval)
-        await self._hub.add(self, self._tk.changes_channel, self._patterns)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._subscribed.wait()
-            await self._resync("start")
-        except FAILURES as exc:
-            data = load_cache_file(self._cache_file, self.tenant) if self._cache_file else None
-            why = str(exc) or f"no answer within {self._timeout:g} s"  # a timeout says nothing
-            if data is None:
-                raise Unavailable(
-                    f"watcher of {self.tenant!r} cannot reach Redis and has no cache file: {why}",
-                    reason="start",
-                ) from exc
-            log.warning("Redis unreachable (%s); serving the cache file at revision %d", why,
-                        data.revision)  # fmt: skip
-            self._state.set_schemas(data.schema_gen, dict(data.schemas))
-            self._state.replace(data.epoch, data.revision, data.namespaces)
-            self._stale.add("startup")
-            self._need_resync = "startup"
-        self._stale.discard("starting")
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._sync_loop(), name="kvconf-watch-sync"),
-            loop.create_task(self._tick_loop(), name="kvconf-watch-check"),
-            loop.create_task(self._dispatch_loop(), name="kvconf-watch-callbacks"),
-        ]
-        self._wake.set()
-
     async def aclose(self) -> None:
         """Stop following, report leaving the fleet, write the cache file."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self._stop_tasks()
-            if self._hub is not None:
-                await self._hub.remove(self, self._tk.changes_channel, self._patterns)
-                await hubs.release(self._hub)
-            for _, fut in self._waiters:
-                if not fut.done():
-                    fut.set_result(False)
-            while self._queue is not None and not self._queue.empty():
-                self._queue.get_nowait().close()
-            if self._inflight is not None and not self._inflight.done():
-                await asyncio.wait([self._inflight], timeout=self._timeout)
-            if self._reported:
-                with contextlib.suppress(*FAILURES):
-                    async with asyncio.timeout(self._timeout):
-                        await self._store.redis.hdel(self._tk.fleet, self.instance_id)
-            if self._cache_file is not None and self._dirty and "startup" not in self._stale:
-                try:
-                    await self._write_cache_file()
-                except OSError as exc:
-                    log.warning("cannot write cache file %s: %s", self._cache_file, exc)
-        finally:
-            await self._store.aclose()
-
-    async def _stop_tasks(self) -> None:
-        # The loops also check ``_closed``: a cancellation swallowed by a
-        # library call must not leave a task running (or aclose waiting).
-        if self._wake is not None:
-            self._wake.set()
-        if self._queue is not None:
-            self._queue.put_nowait(_nothing())
-        pending = set(self._tasks)
-        for _ in range(20):
-            if not pending:
-                break
-            # redis-py (8.1) often swallows a cancellation that lands inside a
-            # command, so cancel again until every task has really ended.
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-        for task in pending:
-            log.warning("watcher task %s did not stop", task.get_name())
-        for task in self._tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                log.error("watcher task %s failed", task.get_name(), exc_info=task.exception())
+        await self._engine.aclose()
 
     # -- reads (never touch Redis) -----------------------------------------------
 
@@ -301,19 +204,18 @@ class Watcher(WatchEngine):
     @property
     def stale(self) -> bool:
         """True while the watcher cannot confirm it is in step with Redis."""
-        return bool(self._stale)
+        return bool(self._engine.stale_reasons)
 
     @property
     def stale_reasons(self) -> frozenset[str]:
         """Why the watcher is stale (``check``, ``pubsub``, ``sync``, ``startup``...)."""
-        return frozenset(self._stale)
+        return frozenset(self._engine.stale_reasons)
 
     @property
     def last_synced_at(self) -> datetime | None:
         """When the cache was last confirmed to match Redis."""
-        if self._last_synced is None:
-            return None
-        return datetime.fromtimestamp(self._last_synced, UTC)
+        synced = self._engine.last_synced
+        return None if synced is None else datetime.fromtimestamp(synced, UTC)
 
     # -- callbacks and bindings ---------------------------------------------------
 
@@ -328,21 +230,21 @@ class Watcher(WatchEngine):
         if namespace is not None:
             self._check_followed(namespace)
         cb = Callback(callback, namespace, None if key is None else validate_key(key))
-        self._callbacks.append(cb)
+        self._engine.callbacks.append(cb)
 
         def cancel() -> None:
             with contextlib.suppress(ValueError):
-                self._callbacks.remove(cb)
+                self._engine.callbacks.remove(cb)
 
         return cancel
 
     def on_resync(self, callback: Callable[[Resync], Any]) -> Callable[[], None]:
         """Call ``callback(resync)`` after every resynchronisation (sync only)."""
-        self._resync_callbacks.append(callback)
+        self._engine.resync_callbacks.append(callback)
 
         def cancel() -> None:
             with contextlib.suppress(ValueError):
-                self._resync_callbacks.remove(callback)
+                self._engine.resync_callbacks.remove(callback)
 
         return cancel
 
@@ -353,13 +255,13 @@ class Watcher(WatchEngine):
         """
         self._check_followed(namespace)
         try:
-            binding = Binding(self._state, self._bindings, namespace, cls)
+            binding = Binding(self._state, self._engine.bindings, namespace, cls)
         except msgspec.ValidationError as exc:
             raise InvalidInput(
                 f"{self.tenant}/{namespace} does not validate as {cls.__name__}: {exc}",
                 namespace=namespace,
             ) from exc
-        self._bindings.append(binding)
+        self._engine.bindings.append(binding)
         return binding
 
     async def wait_for_revision(self, revision: int, timeout: float | None = None) -> bool:  # noqa: ASYNC109
@@ -368,8 +270,12 @@ class Watcher(WatchEngine):
             return True
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         entry = (revision, fut)
-        self._waiters.append(entry)
-        handle = asyncio.get_running_loop().call_later(min(0.05, self._interval), self._nudge)
+        waiters = self._engine.waiters
+        waiters.append(entry)
+        # Soon, in case the event of ``revision`` was the last one and got lost.
+        handle = asyncio.get_running_loop().call_later(
+            min(0.05, self._engine.interval), self._engine.nudge
+        )
         try:
             async with asyncio.timeout(timeout):
                 return await fut
@@ -378,12 +284,7 @@ class Watcher(WatchEngine):
         finally:
             handle.cancel()
             with contextlib.suppress(ValueError):
-                self._waiters.remove(entry)
-
-    def _nudge(self) -> None:
-        if self._waiters and self._wake is not None:
-            self._need_catchup = True
-            self._wake.set()
+                waiters.remove(entry)
 
 
 class SyncWatcher(CachedReader, SyncFacade):
@@ -416,6 +317,26 @@ class SyncWatcher(CachedReader, SyncFacade):
         """The wrapped async watcher (use it only from its own loop)."""
         return self._async
 
+    @property
+    def tenant(self) -> str:
+        """See :attr:`Watcher.tenant`."""
+        return self._async.tenant
+
+    @property
+    def url(self) -> str | None:
+        """See :attr:`Watcher.url`."""
+        return self._async.url
+
+    @property
+    def namespaces(self) -> frozenset[str] | None:
+        """See :attr:`Watcher.namespaces`."""
+        return self._async.namespaces
+
+    @property
+    def instance_id(self) -> str:
+        """See :attr:`Watcher.instance_id`."""
+        return self._async.instance_id
+
     def _get_slow(self, namespace: str, key: str, default: Any = None) -> Any:
         return self._async._get_slow(namespace, key, default)  # see Watcher.get
 
@@ -427,9 +348,17 @@ class SyncWatcher(CachedReader, SyncFacade):
         """See :meth:`Watcher.namespace`."""
         return self._async.namespace(namespace)
 
+    def entries(self) -> dict[str, dict[str, Entry]]:
+        """See :meth:`Watcher.entries`."""
+        return self._async.entries()
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """See :meth:`Watcher.snapshot`."""
         return self._async.snapshot()
+
+    def specs(self, namespace: str) -> dict[str, KeySpec]:
+        """See :meth:`Watcher.specs`."""
+        return self._async.specs(namespace)
 
     def bind(self, namespace: str, cls: type[S]) -> Binding[S]:
         """See :meth:`Watcher.bind`."""
@@ -453,6 +382,12 @@ class SyncWatcher(CachedReader, SyncFacade):
             return self._async.on_change(callback, namespace, key)
         return self._runner.run(_call_soon(self._async.on_change, callback, namespace, key))
 
+    def on_resync(self, callback: Callable[[Resync], Any]) -> Callable[[], None]:
+        """See :meth:`Watcher.on_resync`; callbacks run on the watchers' thread."""
+        if self._runner.on_thread():  # from a callback: already on the loop
+            return self._async.on_resync(callback)
+        return self._runner.run(_call_soon(self._async.on_resync, callback))
+
     @property
     def revision(self) -> int:
         """See :attr:`Watcher.revision`."""
@@ -469,15 +404,16 @@ class SyncWatcher(CachedReader, SyncFacade):
         return self._async.stale
 
     @property
+    def stale_reasons(self) -> frozenset[str]:
+        """See :attr:`Watcher.stale_reasons`."""
+        return self._async.stale_reasons
+
+    @property
     def last_synced_at(self) -> datetime | None:
         """See :attr:`Watcher.last_synced_at`."""
         return self._async.last_synced_at
 
     wait_for_revision = blocking(Watcher.wait_for_revision)
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def _call_soon(fn: Callable[..., S], *args: Any) -> S:

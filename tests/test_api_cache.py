@@ -159,7 +159,7 @@ async def test_stale_watcher_falls_back_to_redis(
         await cached(app, c, tenant)
         watcher = cache_of(app).reader(tenant)
         assert watcher is not None
-        watcher._stale.add("test")  # what a failed revision check or lost pub/sub does
+        watcher._engine.stale_reasons.add("test")  # as a failed check or lost pub/sub does
         assert cache_of(app).reader(tenant) is None
         # An edit behind kvconf's back: only Redis has it while the watcher is stale.
         redis = make_store().redis
@@ -169,7 +169,7 @@ async def test_stale_watcher_falls_back_to_redis(
         assert (await c.get(key_url(tenant))).json()["value"] == 42
         ns = (await c.get(f"/api/v1/tenants/{tenant}/namespaces/svc")).json()
         assert ns["keys"]["k"]["value"] == 42
-        watcher._stale.discard("test")
+        watcher._engine.stale_reasons.discard("test")
 
 
 async def test_more_tenants_than_the_cap(app: FastAPI, tenant: str) -> None:

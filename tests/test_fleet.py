@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from typing import Any
 
 import msgspec
+import pytest
 
 from kvconf import Store
 from kvconf._redis.names import TenantKeys
+from kvconf._watch import registry
 from kvconf._watch.fleet import FleetMember, fleet
 from kvconf.watcher import Watcher
 
+from .redis_server import RedisServer
 from .test_watcher import until
 
 
@@ -55,3 +60,37 @@ async def test_fleet_forgets_reports_older_than_max_age(store: Store, tenant: st
     assert sorted(await store.redis.hkeys(key)) == [b"here"]
     assert await fleet(store, tenant, max_age=0.0) == []
     await until(lambda: True)
+
+
+@pytest.mark.real_redis
+async def test_watchers_of_a_tenant_share_one_check_and_one_report(
+    redis_server: RedisServer, tenant: str
+) -> None:
+    """50 idle watchers of one tenant cost Redis what one does: counted, not timed."""
+    url = redis_server.url
+    async with Store(url) as store:
+        await store.set(tenant, "ns", "k", 1)
+        options: dict[str, Any] = {"environ": {}, "check_interval": 0.5, "fleet_interval": 1.0}
+        watchers = [Watcher(tenant, url, instance_id=f"w{i:02}", **options) for i in range(50)]
+        try:
+            for watcher in watchers:
+                await watcher.start()
+            monitors = {w._engine.monitor for w in watchers}
+            assert len(monitors) == 1
+            await until(lambda: all(w._engine.reported for w in watchers), timeout=5)
+            assert len(await fleet(store, tenant)) == 50  # every watcher is in the report
+            admin = redis_server.client()
+            before = admin.info("stats")["total_commands_processed"]
+            await asyncio.sleep(3)
+            idle = admin.info("stats")["total_commands_processed"] - before - 1
+            admin.close()
+            # Per 3 s: 6 MGETs, at most 6 PINGs of the shared pub/sub connection,
+            # 3 reports of 2 commands. Per watcher it was 6 MGETs and 3 reports each.
+            assert idle <= 24, idle
+        finally:
+            for watcher in watchers:
+                await watcher.aclose()
+        assert await fleet(store, tenant) == []
+        # The last watcher closed the shared monitor and forgot it.
+        assert monitors.isdisjoint(registry._monitors.values())
+        assert all(m is not None and m.closing for m in monitors)

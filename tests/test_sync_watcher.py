@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from kvconf import SyncStore
 from kvconf.watcher import SyncWatcher
@@ -44,8 +45,8 @@ def test_sync_watchers_share_one_thread_and_one_pubsub_connection(
         second = SyncWatcher(tenant + "x", backend_url, environ={})
         try:
             assert len(_watch_threads()) == 1
-            assert first.watcher._hub is second.watcher._hub is not None
-            assert first.watcher._hub.refs == 2
+            assert first.watcher._engine.hub is second.watcher._engine.hub is not None
+            assert first.watcher._engine.hub.refs == 2
             seen: list[tuple[str, int]] = []
             second.on_change(lambda c: seen.append(("second", c.revision)))
             first.close()  # the other goes on, on the same thread
@@ -96,3 +97,30 @@ def test_a_callback_may_register_but_a_blocking_call_is_refused(
                 ("registered", other.revision),
             ]
             assert not second.stale
+
+
+def test_sync_watcher_has_the_watchers_reads_and_resync_callbacks(
+    backend_url: str, tenant: str
+) -> None:
+    from kvconf import KeySpec, Schema
+
+    with SyncStore(settings=_settings(backend_url), environ={}) as store:
+        store.set_schema(tenant, "ns", Schema(keys={"low": KeySpec(type="int", default=3)}))
+        store.set(tenant, "ns", "k", 1)
+        with SyncWatcher(tenant, backend_url, environ={}, namespaces=["ns"]) as watcher:
+            assert (watcher.tenant, watcher.url) == (tenant, backend_url)
+            assert watcher.namespaces == {"ns", "_defaults"}
+            assert watcher.instance_id == watcher.watcher.instance_id
+            assert watcher.entries()["ns"]["k"].value == 1
+            assert watcher.specs("ns")["low"].default == 3
+            assert watcher.stale_reasons == frozenset()
+            resyncs: list[str] = []
+            watcher.on_resync(lambda r: resyncs.append(r.reason))
+            # The tenant's history is replaced: a new epoch means a full re-list.
+            store.delete_tenant(tenant, hard=True)
+            store.set(tenant, "ns", "k", 2)
+            deadline = time.monotonic() + 10
+            while not (resyncs and watcher.get("ns", "k") == 2):
+                assert time.monotonic() < deadline, (resyncs, watcher.get("ns", "k"))
+                time.sleep(0.02)
+            assert watcher.epoch == store.info(tenant).epoch

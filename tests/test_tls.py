@@ -94,7 +94,7 @@ def tls_url(tmp_path: Path) -> Iterator[str]:
 
 def assert_tls_socket_session(watcher: Watcher) -> None:
     """The hub reads its own socket (the takeover worked): no redis-py fallback."""
-    hub = watcher._hub
+    hub = watcher._engine.hub
     assert hub is not None
     session = hub._session
     assert isinstance(session, conns._SocketSession)
@@ -128,7 +128,7 @@ async def test_watcher_reconnects_over_tls_after_client_kill(tls_url: str, tenan
     async with Store(tls_url) as store, Watcher(tenant, tls_url, environ={}) as watcher:
         await store.set(tenant, "ns", "k", 1)
         await converge(watcher, store, tenant)
-        hub = watcher._hub
+        hub = watcher._engine.hub
         assert hub is not None
         first = hub.sockname
         assert first is not None

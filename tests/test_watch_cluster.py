@@ -55,7 +55,7 @@ def tenants_on_nodes(cluster: RedisCluster, count: int) -> dict[int, str]:
 
 
 def cluster_hub(watcher: Watcher) -> ClusterHub:
-    hub = watcher._hub
+    hub = watcher._engine.hub
     assert isinstance(hub, ClusterHub)
     return hub
 
@@ -88,7 +88,7 @@ async def test_watcher_follows_a_tenant_on_cluster(cluster: RedisCluster, cstore
         assert (watcher.revision, watcher.get("ai-1", "a"), watcher.stale) == (1, 1, False)
         hub = cluster_hub(watcher)
         channel = TenantKeys(tenant).changes_channel
-        assert hub.node_of(watcher, channel) == node_name(owner(cluster, slot_of(tenant)))
+        assert hub.node_of(watcher._engine, channel) == node_name(owner(cluster, slot_of(tenant)))
         await cstore.set_many(tenant, "ai-1", {"a": 10, "c": 3}, actor="ops")
         await cstore.set(tenant, "_defaults", "d", "x")
         result = await cstore.delete(tenant, "ai-1", "b")
@@ -99,7 +99,7 @@ async def test_watcher_follows_a_tenant_on_cluster(cluster: RedisCluster, cstore
         assert watcher.get("ai-1", "d") == "x"
         await converge(watcher, cstore, tenant)
         # The fleet report (a pipeline on one key) works through the cluster client.
-        await until(lambda: watcher._reported, timeout=5)
+        await until(lambda: watcher._engine.reported, timeout=5)
         assert [m.instance for m in await fleet(cstore, tenant)] == [watcher.instance_id]
         # CONFIG SET went to every primary.
         for node in cluster.nodes:
@@ -121,7 +121,7 @@ async def test_watchers_share_one_connection_per_node(cluster: RedisCluster, cst
         for w in watchers:
             await w.start()
         hub = cluster_hub(watchers[0])
-        assert all(w._hub is hub for w in watchers)
+        assert all(w._engine.hub is hub for w in watchers)
         assert hub.refs == len(watchers)
         nodes = hub.node_hubs
         assert set(nodes) == {f"127.0.0.1:{port}" for port in by_port}
@@ -235,9 +235,9 @@ async def test_watcher_follows_its_slot_to_another_node(
         hub = cluster_hub(watcher)
         home = owner(cluster, slot)
         target = next(n for n in cluster.nodes if n is not home)
-        assert hub.node_of(watcher, channel) == node_name(home)
+        assert hub.node_of(watcher._engine, channel) == node_name(home)
         await asyncio.to_thread(move_slot, cluster, slot, target)
-        await until(lambda: hub.node_of(watcher, channel) == node_name(target), timeout=5)
+        await until(lambda: hub.node_of(watcher._engine, channel) == node_name(target), timeout=5)
         new_hub = hub.node_hubs[node_name(target)]
         await until(lambda: new_hub.connected and channel in new_hub._confirmed, timeout=5)
         assert new_hub.sockname is not None
@@ -250,7 +250,7 @@ async def test_watcher_follows_its_slot_to_another_node(
         assert not watcher.stale
         # And back home: the watcher follows again.
         await asyncio.to_thread(move_slot, cluster, slot, home)
-        await until(lambda: hub.node_of(watcher, channel) == node_name(home), timeout=5)
+        await until(lambda: hub.node_of(watcher._engine, channel) == node_name(home), timeout=5)
         result = await cstore.set(tenant, "ns", "b", 20)
         assert await watcher.wait_for_revision(result.revision, timeout=5)
         await converge(watcher, cstore, tenant, timeout=5)

@@ -25,7 +25,7 @@ async def test_a_refused_command_recycles_the_connection(
     async with Store(url) as store, Watcher(tenant, url, environ={}) as watcher:
         await store.set(tenant, "ns", "k", 1)
         await converge(watcher, store, tenant)
-        hub, session = watcher._hub, watcher._hub._session  # type: ignore[union-attr]
+        hub, session = watcher._engine.hub, watcher._engine.hub._session  # type: ignore[union-attr]
         assert hub is not None
         assert session is not None
         assert hub.sockname is not None
@@ -47,17 +47,16 @@ async def test_a_listener_fault_reconnects_and_the_change_is_not_lost(
         await store.set(tenant, "ns", "k", 1)
         await converge(watcher, store, tenant)
         failed: list[int] = []
+        engine = watcher._engine
 
-        class Faulty(type(watcher)):  # type: ignore[misc]
-            __slots__ = ()
-
+        class Faulty(type(engine)):  # type: ignore[misc]
             def on_event(self, event: Any) -> None:
                 if not failed:
                     failed.append(event.revision)
                     raise RuntimeError("a bug in a listener")
                 super().on_event(event)
 
-        watcher.__class__ = Faulty
+        engine.__class__ = Faulty
         with caplog.at_level(logging.WARNING, logger="kvconf.watcher"):
             result = await store.set(tenant, "ns", "k", 2)
             # The event that hit the fault is replayed from the log after the reconnect.
@@ -74,7 +73,7 @@ async def test_without_the_socket_the_hub_reads_through_redis_py(
     monkeypatch.setattr(conns, "_take_streams", lambda conn: None)
     url = shared_redis.url
     async with Store(url) as store, Watcher(tenant, url, environ={}) as watcher:
-        session = watcher._hub._session  # type: ignore[union-attr]
+        session = watcher._engine.hub._session  # type: ignore[union-attr]
         assert isinstance(session, conns._SocketSession)
         assert session._fallback is not None
         seen: list[int] = []
@@ -82,7 +81,7 @@ async def test_without_the_socket_the_hub_reads_through_redis_py(
         result = await store.set(tenant, "ns", "k", "v")
         assert await watcher.wait_for_revision(result.revision, timeout=5)
         assert seen == [result.revision]
-        assert watcher._hub.sockname is not None  # type: ignore[union-attr]
+        assert watcher._engine.hub.sockname is not None  # type: ignore[union-attr]
         await converge(watcher, store, tenant)
 
 
@@ -93,7 +92,7 @@ async def test_a_watcher_over_a_unix_socket(tmp_path: Path, tenant: str) -> None
     url = f"unix://{path}"
     try:
         async with Store(url) as store, Watcher(tenant, url, environ={}) as watcher:
-            assert isinstance(watcher._hub._session, conns._SocketSession)  # type: ignore[union-attr]
+            assert isinstance(watcher._engine.hub._session, conns._SocketSession)  # type: ignore[union-attr]
             result = await store.set(tenant, "ns", "k", "v")
             assert await watcher.wait_for_revision(result.revision, timeout=5)
             assert watcher.get("ns", "k") == "v"

@@ -18,6 +18,7 @@ from kvconf import InvalidInput, KeySpec, Schema, Store, Unavailable
 from kvconf._redis.connect import _servers
 from kvconf._redis.names import TenantKeys
 from kvconf._watch import hub as hubs
+from kvconf._watch import registry
 from kvconf.watcher import Change, Resync, ValueChange, Watcher
 
 from .redis_server import RedisServer, free_port
@@ -84,18 +85,17 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 def drop_events(watcher: Watcher, revisions: set[int]) -> None:
     """Test hook: the watcher never sees the published events of ``revisions``.
 
-    A watcher is slotted (no instance attributes to patch), so this swaps its
-    class for a subclass of the same layout.
+    The hub hands events to the watcher's engine, so this swaps the engine's
+    class for a subclass that drops them.
     """
+    engine = watcher._engine
 
-    class Dropping(type(watcher)):  # type: ignore[misc]
-        __slots__ = ()
-
+    class Dropping(type(engine)):  # type: ignore[misc]
         def on_event(self, event: Any) -> None:
             if event.revision not in revisions:
                 super().on_event(event)
 
-    watcher.__class__ = Dropping
+    engine.__class__ = Dropping
 
 
 # -- following -------------------------------------------------------------------
@@ -415,8 +415,8 @@ async def test_watchers_in_one_process_share_one_pubsub_connection(
             Watcher(tenant, url, namespaces=["a"], environ={}) as w2,
             Watcher(tenant + "x", url, environ={}) as w3,
         ):
-            hub = w1._hub
-            assert hub is w2._hub is w3._hub
+            hub = w1._engine.hub
+            assert hub is w2._engine.hub is w3._engine.hub
             assert hub is not None
             assert hub.refs == 3
             name = f"kvw-{tenant}"
@@ -430,7 +430,7 @@ async def test_watchers_in_one_process_share_one_pubsub_connection(
             mine = [c for c in clients if c.get("laddr") and _hub_conn(hub, c)]
             assert len(mine) == 1
         # Closing the last watcher releases this loop's hub and its connection.
-        assert all(h is not hub for h in hubs._hubs.values())
+        assert all(h is not hub for h in registry._hubs.values())
         assert hub.sockname is None
 
 

@@ -112,10 +112,10 @@ async def test_client_kill_pubsub_during_writes(redis_server: RedisServer, tenan
                 await sc.store.redis.client_kill_filter(_type="pubsub")
                 await asyncio.sleep(0.1)
 
-        subscriptions = sc.watcher._subscriptions
+        subscriptions = sc.watcher._engine.subscriptions
         await during(sc.write(80, pause=0.003), kill)
         await sc.finish()
-        assert sc.watcher._subscriptions > subscriptions
+        assert sc.watcher._engine.subscriptions > subscriptions
         assert [r.reason for r in sc.recorder.resyncs] == []
         revisions = [c.revision for c in sc.recorder.changes]
         assert revisions == list(range(revisions[0], revisions[0] + len(revisions)))

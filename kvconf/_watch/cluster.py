@@ -27,7 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from .hub import Hub, Listener, backoff_delay, client_for, stop_task
+from .backoff import Backoff
+from .hub import Hub, Listener, client_for, stop_task
 
 __all__ = ["ClusterHub", "node_url"]
 
@@ -176,7 +177,7 @@ class ClusterHub:
             self._router = loop.create_task(self._route_loop(), name="kvconf-cluster-hub")
 
     async def _route_loop(self) -> None:
-        attempt = stale_tries = 0
+        backoff, stale_tries = Backoff(), 0
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
@@ -184,13 +185,12 @@ class ClusterHub:
                 async with self._lock:
                     waiting = await self._reroute(final=stale_tries >= _STALE_TABLE_TRIES)
             except _TOPOLOGY_FAILURES as exc:
-                if attempt == 0:
+                if backoff.attempt == 0:
                     log.warning("cannot read the slot table of %s: %s", self.url, exc)
-                await asyncio.sleep(backoff_delay(attempt))
-                attempt += 1
+                await asyncio.sleep(backoff.down())
                 self._wake.set()
                 continue
-            attempt = 0
+            backoff.reset()
             stale_tries = stale_tries + 1 if waiting else 0
             if waiting:
                 await asyncio.sleep(_STALE_TABLE_DELAY)

@@ -4,33 +4,41 @@ Events from the shared hub are applied inline when they are the next
 revision; anything else (a gap, a new epoch, a resubscription, a keyspace
 notification, a failed check) is queued for one sync task that catches up
 from the log, or resynchronises from an atomic state read, strictly in
-revision order. A timer checks the tenant's revision and epoch with a short
-timeout: that is also the liveness signal behind ``stale``.
+revision order. The tenant's :class:`~kvconf._watch.monitor.TenantMonitor`
+(shared by the process's watchers of the tenant) checks its revision and
+epoch with a short timeout and hands each engine the answer: that is also
+the liveness signal behind ``stale``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
+import socket
 import time
+import uuid
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from .._redis.connect import enable_keyspace_events
-from .._redis.names import DEFAULTS_NAMESPACE, TenantKeys
+from .._redis.names import DEFAULTS_NAMESPACE, keyspace_channel
+from ..config import Settings
 from ..exceptions import HistoryTrimmed, KvconfError, TenantNotFound, Unavailable
-from ..store import Store
-from . import hub as hubs
-from .cache_file import CacheFile, write_cache_file
+from ..store import Store, tenant_keys
+from . import registry
+from .backoff import Backoff
+from .cache_file import CacheFile, load_cache_file, write_cache_file
 from .callbacks import Binding, Callback, Resync, awaited
-from .fleet import FleetMember, encode_member
-from .reader import CachedReader
+from .fleet import FleetMember
+from .hub import SharedHub, client_for, is_embedded
+from .monitor import TenantMonitor
 from .state import CacheState, Change, EventLike, WireEvent
 
 __all__ = ["FAILURES", "WatchEngine"]
@@ -43,67 +51,181 @@ _LOG_PAGE = 500
 _KEYSPACE_DELAY = 0.05
 
 
-class WatchEngine(CachedReader):
-    """Keeps a :class:`CacheState` in step with one tenant (base of ``Watcher``).
+class WatchEngine:
+    """Keeps a :class:`CacheState` in step with one tenant: the collaborator a
+    :class:`~kvconf.Watcher` holds.
 
-    Slotted, like ``Watcher``: an instance without a ``__dict__`` keeps the
-    cached ``get`` at its fastest.
+    The engine is what the hub talks to (the :class:`~kvconf._watch.hub.Listener`
+    methods below): the watcher's public surface never sees those hooks. It also
+    runs the watcher's callbacks, bindings and waiters, since applying a change
+    and announcing it are one step.
     """
 
-    __slots__ = (
-        "__weakref__", "_bindings", "_busy", "_cache_file", "_callbacks", "_closed", "_dirty",
-        "_fleet_interval", "_host", "_inflight", "_interval", "_keyspace_seen", "_ks_pending",
-        "_ks_scheduled", "_last_synced", "_need_catchup", "_need_resync", "_pending", "_queue",
-        "_reported", "_resync_callbacks", "_stale", "_started_at", "_state", "_store",
-        "_subscribed", "_subscriptions", "_timeout", "_tk", "_verify", "_waiters", "_wake",
-        "instance_id", "namespaces", "tenant",
-    )  # fmt: skip
+    def __init__(
+        self,
+        tenant: str,
+        url: str | None,
+        *,
+        follow: frozenset[str] | None,
+        settings: Settings,
+        environ: Mapping[str, str],
+        check_interval: float,
+        timeout: float,
+        cache_file: Path | None,
+        configure_keyspace_events: bool,
+        fleet_interval: float,
+        instance_id: str | None,
+    ) -> None:
+        self.tenant = tenant
+        self.url = url
+        self.namespaces = follow
+        self._tk = tenant_keys(tenant)
+        self.state = CacheState(follow, environ, settings.defaults_env_prefix)
+        self._store = Store(settings=settings, client=client_for(url, timeout))
+        self.interval = check_interval
+        self._timeout = timeout
+        self._cache_file = cache_file
+        self._configure_keyspace = configure_keyspace_events
+        self._fleet_interval = fleet_interval
+        host = socket.gethostname()
+        self.instance_id = instance_id or f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._host, self._started_at = host, time.time()
+        self.hub: SharedHub | None = None
+        self.monitor: TenantMonitor | None = None
+        self._pending: deque[WireEvent] = deque()
+        self._busy = True
+        self._need_resync: str | None = None
+        self._need_catchup = False
+        self._verify: set[str] = set()
+        self._ks_pending: dict[str, int] = {}
+        self._ks_scheduled: set[str] = set()
+        self._keyspace_seen = is_embedded(url)
+        self.subscriptions = 0
+        self.stale_reasons: set[str] = {"starting"}
+        self.last_synced: float | None = None
+        self.callbacks: list[Callback] = []
+        self.resync_callbacks: list[Callable[[Resync], Any]] = []
+        self.bindings: list[Binding[Any]] = []
+        self.waiters: list[tuple[int, asyncio.Future[bool]]] = []
+        self._queue: asyncio.Queue[Coroutine[Any, Any, Any]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dirty = False
+        self.reported = False
+        self._closed = False
+        self._wake: asyncio.Event | None = None
+        self._subscribed: asyncio.Event | None = None
+        db = getattr(getattr(self._store.redis, "connection_pool", None), "connection_kwargs", {})
+        ks_prefix = keyspace_channel(self._tk.ns(""), int(db.get("db", 0)))
+        names = ["*"] if follow is None else sorted(follow)
+        self._patterns = {ks_prefix + n: ks_prefix for n in names}
 
-    tenant: str
-    namespaces: frozenset[str] | None
-    instance_id: str
-    _tk: TenantKeys
-    _state: CacheState
-    _store: Store
-    _interval: float
-    _timeout: float
-    _cache_file: Path | None
-    _fleet_interval: float
-    _host: str
-    _started_at: float
-    _pending: deque[WireEvent]
-    _busy: bool
-    _need_resync: str | None
-    _need_catchup: bool
-    _verify: set[str]
-    _ks_pending: dict[str, int]
-    _ks_scheduled: set[str]
-    _keyspace_seen: bool
-    _subscriptions: int
-    _stale: set[str]
-    _last_synced: float | None
-    _callbacks: list[Callback]
-    _resync_callbacks: list[Any]
-    _bindings: list[Binding[Any]]
-    _waiters: list[tuple[int, asyncio.Future[bool]]]
-    _queue: asyncio.Queue[Coroutine[Any, Any, Any]] | None
-    _dirty: bool
-    _reported: bool
-    _inflight: asyncio.Future[None] | None
-    _wake: asyncio.Event | None
-    _closed: bool
-    _subscribed: asyncio.Event | None
+    # -- lifecycle --------------------------------------------------------------------
 
-    @property
-    def stale(self) -> bool:
-        """True while the watcher cannot confirm it is in step with Redis."""
-        return bool(self._stale)
+    async def start(self) -> None:
+        """Subscribe, load the state (or the cache file) and start following."""
+        self._wake, self._subscribed = asyncio.Event(), asyncio.Event()
+        self._queue = asyncio.Queue()
+        if self._configure_keyspace:
+            await self._enable_keyspace_events()
+        self.hub = registry.acquire(self.url, timeout=self._timeout, ping_interval=self.interval)
+        await self.hub.add(self, self._tk.changes_channel, self._patterns)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._subscribed.wait()
+            await self._resync("start")
+        except FAILURES as exc:
+            data = load_cache_file(self._cache_file, self.tenant) if self._cache_file else None
+            why = str(exc) or f"no answer within {self._timeout:g} s"  # a timeout says nothing
+            if data is None:
+                raise Unavailable(
+                    f"watcher of {self.tenant!r} cannot reach Redis and has no cache file: {why}",
+                    reason="start",
+                ) from exc
+            log.warning("Redis unreachable (%s); serving the cache file at revision %d", why,
+                        data.revision)  # fmt: skip
+            self.state.set_schemas(data.schema_gen, dict(data.schemas))
+            self.state.replace(data.epoch, data.revision, data.namespaces)
+            self.stale_reasons.add("startup")
+            self._need_resync = "startup"
+        self.stale_reasons.discard("starting")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._sync_loop(), name="kvconf-watch-sync"),
+            loop.create_task(self._dispatch_loop(), name="kvconf-watch-callbacks"),
+        ]
+        if self._cache_file is not None:
+            self._tasks.append(loop.create_task(self._file_loop(), name="kvconf-watch-file"))
+        self.monitor = registry.acquire_monitor(
+            self.url, self._tk, interval=self.interval, timeout=self._timeout,
+            fleet_interval=self._fleet_interval,
+        )  # fmt: skip
+        self.monitor.add(self)
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        """Stop following, report leaving the fleet, write the cache file (again: nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.monitor is not None:
+                # Waits for a fleet report in flight, so the HDEL below comes after it.
+                await self.monitor.remove(self)
+                await registry.release_monitor(self.monitor)
+            await self._stop_tasks()
+            if self.hub is not None:
+                await self.hub.remove(self, self._tk.changes_channel, self._patterns)
+                await registry.release(self.hub)
+            for _, fut in self.waiters:
+                if not fut.done():
+                    fut.set_result(False)
+            while self._queue is not None and not self._queue.empty():
+                self._queue.get_nowait().close()
+            if self.reported:
+                with contextlib.suppress(*FAILURES):
+                    async with asyncio.timeout(self._timeout):
+                        await self._store.redis.hdel(self._tk.fleet, self.instance_id)
+            if self._cache_file is not None and self._dirty and "startup" not in self.stale_reasons:
+                try:
+                    await self._write_cache_file()
+                except OSError as exc:
+                    log.warning("cannot write cache file %s: %s", self._cache_file, exc)
+        finally:
+            await self._store.aclose()
+
+    async def _stop_tasks(self) -> None:
+        # The loops also check ``_closed``: a cancellation swallowed by a
+        # library call must not leave a task running (or aclose waiting).
+        if self._wake is not None:
+            self._wake.set()
+        if self._queue is not None:
+            self._queue.put_nowait(_nothing())
+        pending = set(self._tasks)
+        for _ in range(20):
+            if not pending:
+                break
+            # redis-py (8.1) often swallows a cancellation that lands inside a
+            # command, so cancel again until every task has really ended.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+        for task in pending:
+            log.warning("watcher task %s did not stop", task.get_name())
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("watcher task %s failed", task.get_name(), exc_info=task.exception())
+
+    def nudge(self) -> None:
+        """Catch up now if someone waits for a revision (a lost last event)."""
+        if self.waiters and self._wake is not None:
+            self._need_catchup = True
+            self._wake.set()
 
     # -- the hub's listener interface ---------------------------------------------
 
     def on_event(self, event: WireEvent) -> None:
         """Called by the hub for each event on the tenant's channel."""
-        state = self._state
+        state = self.state
         if self._ks_pending:
             self._account_keyspace(event)
         if not self._busy and not self._pending and event.type == "change" and self._next(event):
@@ -130,7 +252,7 @@ class WatchEngine(CachedReader):
 
     def on_keyspace(self, namespace: str, op: str) -> None:
         """Called by the hub for a keyspace notification on a namespace hash."""
-        if not self._state.follows(namespace):
+        if not self.state.follows(namespace):
             return
         self._keyspace_seen = True
         self._ks_pending[namespace] = self._ks_pending.get(namespace, 0) + 1
@@ -148,11 +270,11 @@ class WatchEngine(CachedReader):
 
     def on_subscribed(self) -> None:
         """Called by the hub on every subscribe confirmation: catch up now."""
-        self._subscriptions += 1
-        self._stale.discard("pubsub")
+        self.subscriptions += 1
+        self.stale_reasons.discard("pubsub")
         if self._subscribed is not None:
             self._subscribed.set()
-        if self._subscriptions > 1:
+        if self.subscriptions > 1:
             self._need_catchup = True
             if self._keyspace_seen:
                 # Edits made outside kvconf while we were away left no log entry.
@@ -161,7 +283,7 @@ class WatchEngine(CachedReader):
 
     def on_disconnected(self, exc: BaseException) -> None:
         """Called by the hub when the pub/sub connection fails."""
-        self._stale.add("pubsub")
+        self.stale_reasons.add("pubsub")
 
     def _wakeup(self) -> None:
         if self._wake is not None:
@@ -171,37 +293,37 @@ class WatchEngine(CachedReader):
 
     def _next(self, event: WireEvent) -> bool:
         """True if ``event`` is the next revision (a first write also starts the epoch)."""
-        state = self._state
+        state = self.state
         if event.revision != state.revision + 1:
             return False
         return event.epoch == state.epoch or (state.revision == 0 and not state.epoch)
 
     def _apply(self, event: EventLike | WireEvent) -> None:
-        self._state.epoch = event.epoch
-        self._applied(self._state.apply_event(event), None)
+        self.state.epoch = event.epoch
+        self._applied(self.state.apply_event(event), None)
 
     def _applied(self, changes: list[Change], resync: str | None) -> None:
-        state = self._state
+        state = self.state
         touched = {c.namespace for c in changes}
         if touched or resync:
             everything = resync is not None or DEFAULTS_NAMESPACE in touched
-            for binding in list(self._bindings):
+            for binding in list(self.bindings):
                 if everything or binding.namespace in touched:
                     binding.refresh()
-        if self._waiters:
-            for rev, fut in list(self._waiters):
+        if self.waiters:
+            for rev, fut in list(self.waiters):
                 if rev <= state.revision and not fut.done():
                     fut.set_result(True)
         self._dirty = True
         if resync is not None:
             notice = Resync(state.revision, state.epoch, resync, [c.namespace for c in changes])
-            for rcb in list(self._resync_callbacks):
+            for rcb in list(self.resync_callbacks):
                 try:
                     rcb(notice)
                 except Exception:
                     log.exception("resync callback %r raised", rcb)
         for change in changes:
-            for cb in list(self._callbacks):
+            for cb in list(self.callbacks):
                 if cb.wants(change):
                     self._call(cb, change)
 
@@ -227,7 +349,7 @@ class WatchEngine(CachedReader):
 
     async def _sync_loop(self) -> None:
         assert self._wake is not None
-        attempt = 0
+        backoff = Backoff()
         while not self._closed:
             await self._wake.wait()
             if self._closed:
@@ -237,18 +359,17 @@ class WatchEngine(CachedReader):
             try:
                 await self._process()
             except _FAILURES as exc:
-                self._stale.add("sync")
+                self.stale_reasons.add("sync")
                 self._need_catchup = True
                 log.warning("watcher of %s could not sync: %s", self.tenant, exc)
                 self._busy = False
-                await asyncio.sleep(hubs.backoff_delay(attempt))
-                attempt += 1
+                await asyncio.sleep(backoff.down())
                 self._wake.set()
                 continue
             finally:
                 self._busy = False
-            attempt = 0
-            self._stale.discard("sync")
+            backoff.reset()
+            self.stale_reasons.discard("sync")
 
     async def _process(self) -> None:
         while True:
@@ -280,7 +401,7 @@ class WatchEngine(CachedReader):
     async def _drain(self) -> None:
         while self._pending:
             event = self._pending.popleft()
-            state = self._state
+            state = self.state
             if event.epoch != state.epoch and not self._next(event):
                 await self._resync("epoch")
                 continue
@@ -288,7 +409,7 @@ class WatchEngine(CachedReader):
                 continue
             if event.revision > state.revision + 1:
                 await self._catch_up()
-                if event.epoch == self._state.epoch and event.revision > self._state.revision + 1:
+                if event.epoch == self.state.epoch and event.revision > self.state.revision + 1:
                     await self._resync("gap")
                 if not self._next(event):
                     continue
@@ -299,12 +420,12 @@ class WatchEngine(CachedReader):
         if kind == "change":
             self._apply(event)
         elif kind == "schema":
-            state = self._state
+            state = self.state
             before = state.effective_views(state.schema_scope(event.namespace))
             await self._load_schemas(-1)
             state.revision = event.revision
             self._applied(state.schema_changes(event.revision, before, event.actor), None)
-            for binding in list(self._bindings):
+            for binding in list(self.bindings):
                 binding.refresh()  # the schema may change what validates
         else:
             await self._resync(kind)
@@ -318,7 +439,7 @@ class WatchEngine(CachedReader):
     async def _catch_up(self, until: int | None = None) -> None:
         """Replay the log after the applied revision (up to ``until``)."""
         rev, epoch = await self._position()
-        state = self._state
+        state = self.state
         if epoch != state.epoch or rev < state.revision:
             await self._resync("epoch" if epoch != state.epoch else "revision went backwards")
             return
@@ -354,7 +475,7 @@ class WatchEngine(CachedReader):
 
     async def _resync(self, reason: str, only: Iterable[str] | None = None) -> None:
         """Read the state atomically and apply the net difference."""
-        state = self._state
+        state = self.state
         names = None if state.follow is None else sorted(state.follow)
         if only is not None:
             names = sorted(only)
@@ -382,7 +503,7 @@ class WatchEngine(CachedReader):
         if reason != "keyspace" or changes:
             log.info("watcher of %s resynced (%s) at revision %d", self.tenant, reason, rev)
             self._applied(changes, reason)
-        self._stale.discard("startup")
+        self.stale_reasons.discard("startup")
         self._mark_synced(rev)
 
     async def _load_schemas(self, gen: int) -> None:
@@ -391,84 +512,75 @@ class WatchEngine(CachedReader):
                 schemas = await self._store.schemas(self.tenant)
         except TenantNotFound:
             schemas = {}
-        self._state.set_schemas(gen, schemas)
+        self.state.set_schemas(gen, schemas)
 
     def _mark_synced(self, rev: int) -> None:
-        if self._state.revision >= rev:
-            self._last_synced = time.time()
+        if self.state.revision >= rev:
+            self.last_synced = time.time()
 
-    # -- liveness, fleet, cache file ---------------------------------------------------
+    # -- liveness and fleet (for the shared TenantMonitor), cache file -----------------
 
-    async def _tick_loop(self) -> None:
-        next_report = 0.0
-        last_file = 0.0
-        while not self._closed:
-            await asyncio.sleep(self._interval)
-            await self._check()
-            now = time.monotonic()
-            if self._fleet_interval > 0 and now >= next_report:
-                next_report = now + self._fleet_interval
-                # Shielded so that closing never races an in-flight report past its HDEL.
-                self._inflight = asyncio.ensure_future(self._report())
-                await asyncio.shield(self._inflight)
-            if self._cache_file is not None and self._dirty and now - last_file >= 1.0:
-                last_file = now
-                if "startup" not in self._stale:
-                    try:
-                        await self._write_cache_file()
-                    except OSError as exc:
-                        log.warning("cannot write cache file %s: %s", self._cache_file, exc)
+    def position(self) -> tuple[str, int]:
+        """The (epoch, revision) applied so far (the monitor takes it before each check)."""
+        return self.state.epoch, self.state.revision
 
-    async def _check(self) -> None:
-        # What was applied before asking: events applied while the reply is in
-        # flight must not look like the server's revision going backwards.
-        before_epoch, before_rev = self._state.epoch, self._state.revision
-        try:
-            rev, epoch = await self._position()
-        except _FAILURES as exc:
-            if "check" not in self._stale:
-                log.warning("watcher of %s is stale: revision check failed: %s", self.tenant, exc)
-            self._stale.add("check")
-            return
-        state = self._state
-        if "check" in self._stale:
-            self._stale.discard("check")
+    def checked(self, revision: int, epoch: str, before: tuple[str, int]) -> None:
+        """The monitor read the tenant at ``revision`` of ``epoch``; ``before`` is what
+        this cache had applied when it asked (events applied while the reply was in
+        flight must not look like the server's revision going backwards)."""
+        state = self.state
+        if "check" in self.stale_reasons:
+            self.stale_reasons.discard("check")
             self._need_catchup = True
             self._wakeup()
-        if epoch != state.epoch or (epoch == before_epoch and rev < before_rev):
+        before_epoch, before_rev = before
+        if epoch != state.epoch or (epoch == before_epoch and revision < before_rev):
             self._need_resync = self._need_resync or (
                 "epoch" if epoch != state.epoch else "revision went backwards"
             )
             self._wakeup()
-        elif rev > state.revision:
-            await asyncio.sleep(min(0.1, self._interval / 4))
-            if self._state.revision < rev:
-                self._need_catchup = True
-                self._wakeup()
-        elif not self._stale:
-            self._last_synced = time.time()
+        elif revision > state.revision:
+            # Its event may be on the way: catch up only if it has not come soon.
+            loop = asyncio.get_running_loop()
+            loop.call_later(min(0.1, self.interval / 4), self._behind, revision)
+        elif not self.stale_reasons:
+            self.last_synced = time.time()
 
-    async def _report(self) -> None:
-        member = FleetMember(
+    def _behind(self, revision: int) -> None:
+        if not self._closed and self.state.revision < revision:
+            self._need_catchup = True
+            self._wakeup()
+
+    def check_failed(self, exc: BaseException) -> None:
+        """The monitor's check failed (it logs once for all its members)."""
+        self.stale_reasons.add("check")
+
+    def report(self) -> FleetMember:
+        """This watcher's fleet report as of now."""
+        return FleetMember(
             instance=self.instance_id, host=self._host, pid=os.getpid(),
-            revision=self._state.revision, epoch=self._state.epoch, stale=self.stale,
+            revision=self.state.revision, epoch=self.state.epoch, stale=bool(self.stale_reasons),
             reported_at=time.time(), started_at=self._started_at,
             namespaces=sorted(self.namespaces or ()),
         )  # fmt: skip
-        ttl = int(self._fleet_interval * 3000)
-        try:
-            async with asyncio.timeout(self._timeout):
-                async with self._store.redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(self._tk.fleet, self.instance_id, encode_member(member))
-                    pipe.pexpire(self._tk.fleet, ttl)
-                    await pipe.execute()
-            self._reported = True
-        except _FAILURES as exc:
-            log.debug("fleet report failed: %s", exc)
+
+    def report_sent(self) -> None:
+        """A report naming this watcher reached Redis: closing removes it."""
+        self.reported = True
+
+    async def _file_loop(self) -> None:
+        """Write the cache file at most once a second while there are changes."""
+        while not self._closed:
+            await asyncio.sleep(1.0)
+            if self._dirty and "startup" not in self.stale_reasons:
+                try:
+                    await self._write_cache_file()
+                except OSError as exc:
+                    log.warning("cannot write cache file %s: %s", self._cache_file, exc)
 
     async def _write_cache_file(self) -> None:
         assert self._cache_file is not None
-        state = self._state
+        state = self.state
         data = CacheFile(
             tenant=self.tenant, epoch=state.epoch, revision=state.revision,
             namespaces=state.entries, schemas=state.schemas, schema_gen=state.schema_gen,
@@ -484,3 +596,7 @@ class WatchEngine(CachedReader):
         except (*_FAILURES, KvconfError) as exc:
             log.warning("keyspace notifications not enabled (%s); relying on the revision check",
                         exc)  # fmt: skip
+
+
+async def _nothing() -> None:
+    return None

@@ -14,15 +14,12 @@ as a whole also expires when no watcher reports any more.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import msgspec
 from redis.exceptions import RedisError
 
 from ..exceptions import Unavailable
-
-if TYPE_CHECKING:
-    from ..store import Store
+from ..store import Store, tenant_keys
 
 __all__ = ["DEFAULT_MAX_AGE", "FleetMember", "fleet"]
 
@@ -59,8 +56,6 @@ async def fleet(
 
     Sorted by instance id. Expired and unreadable reports are deleted.
     """
-    from ..store import tenant_keys
-
     key = tenant_keys(tenant).fleet
     try:
         raw = await store.redis.hgetall(key)

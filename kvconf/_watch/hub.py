@@ -8,12 +8,13 @@ its channel, decoding a change event once however many listeners it has.
 Pub/sub is at-most-once, so the hub never hides a disconnect: listeners hear
 ``on_disconnected`` when the connection fails and ``on_subscribed`` on every
 subscribe confirmation (first or after a reconnect), their cue to catch up.
-The hub reconnects with capped exponential backoff and jitter, and pings an
-idle connection so a half-open socket is noticed too.
+The hub reconnects with capped exponential backoff and jitter (reset once a
+connection has been up a while, see :mod:`.backoff`), and pings an idle
+connection so a half-open socket is noticed too.
 
-On Redis Cluster, :func:`acquire` returns a
-:class:`~kvconf._watch.cluster.ClusterHub` instead, which routes each
-listener to one ``Hub`` per primary node.
+Watchers get their hub from :mod:`kvconf._watch.registry`, which returns a
+:class:`~kvconf._watch.cluster.ClusterHub` on Redis Cluster (routing each
+listener to one ``Hub`` per primary node); this module knows nothing of it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -33,22 +33,21 @@ from redis.exceptions import AskError, MovedError, RedisError
 from redis.retry import Retry
 
 from .._codec import as_text
-from .._redis.connect import connect, is_cluster_url
+from .._redis.connect import connect
 from .._redis.pubsub import Session, open_session
+from .backoff import Backoff
 from .state import WireEvent, decode_wire
 
-__all__ = ["Hub", "Listener", "SharedHub", "acquire", "backoff_delay", "release", "stop_task"]
+__all__ = [
+    "Hub",
+    "Listener",
+    "SharedHub",
+    "client_for",
+    "is_embedded",
+    "stop_task",
+]
 
 log = logging.getLogger("kvconf.watcher")
-
-BACKOFF_BASE = 0.05
-BACKOFF_CAP = 5.0
-
-
-def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Capped exponential backoff with jitter: in [d/2, d] for d = min(cap, base * 2**n)."""
-    delay = min(cap, base * 2.0 ** min(attempt, 30))
-    return float(delay * random.uniform(0.5, 1.0))
 
 
 def is_embedded(url: str | None) -> bool:
@@ -74,7 +73,7 @@ def client_for(url: str | None, timeout: float, *, pubsub: bool = False) -> Any:
 
 
 class Listener(Protocol):
-    """What a watcher gives the hub."""
+    """What a watcher's engine gives the hub (the hooks are never public on ``Watcher``)."""
 
     def on_event(self, event: WireEvent) -> None:
         """A change event arrived on the listener's channel."""
@@ -146,6 +145,7 @@ class Hub:
         self._send_lock = asyncio.Lock()
         self._last_rx = 0.0
         self._ping_sent: float | None = None
+        self._backoff = Backoff()
 
     @property
     def closing(self) -> bool:
@@ -238,7 +238,6 @@ class Hub:
         return found
 
     async def _run(self) -> None:
-        attempt = 0
         while not self._closing:
             session = open_session(self._client, self._on_reply, embedded=is_embedded(self.url))
             try:
@@ -255,17 +254,14 @@ class Hub:
             except (RedisError, OSError, TimeoutError) as exc:
                 self._session = None
                 self._confirmed.clear()
-                if self.connected or attempt == 0:
+                if self.connected or self._backoff.attempt == 0:
                     log.warning("pub/sub connection to %s lost: %s", self.url or "embedded", exc)
                 self.connected = False
                 for listener in self._listeners():
                     listener.on_disconnected(exc)
                 if self.on_lost is not None:
                     self.on_lost(None)
-                await asyncio.sleep(backoff_delay(attempt))
-                attempt += 1
-            else:
-                attempt = 0
+                await asyncio.sleep(self._backoff.down())
             finally:
                 self._session = None
                 await session.close()
@@ -349,6 +345,7 @@ class Hub:
             channel = as_text(reply[1])
             self._confirmed.add(channel)
             self.connected = True
+            self._backoff.up()  # healthy from here: a failure after a while starts afresh
             for listener in list(self._channels.get(channel, ())):
                 listener.on_subscribed()
         elif kind == "sunsubscribe":
@@ -411,37 +408,3 @@ def _moved_slot(error: Exception) -> int | None:
 
 def _slot(channel: str) -> int:
     return int(key_slot(channel.encode()))
-
-
-_hubs: dict[tuple[asyncio.AbstractEventLoop, str | None], SharedHub] = {}
-
-
-def acquire(url: str | None, *, timeout: float, ping_interval: float) -> SharedHub:
-    """The hub of this event loop for ``url`` (created on first use).
-
-    A Cluster URL gets a :class:`~kvconf._watch.cluster.ClusterHub`: one
-    ``Hub`` per primary node, each listener on the node that owns its slot.
-    """
-    key = (asyncio.get_running_loop(), url)
-    hub: SharedHub | None = _hubs.get(key)
-    if hub is None or hub.closing:
-        if url is not None and is_cluster_url(url):
-            from .cluster import ClusterHub  # imports this module
-
-            hub = ClusterHub(url, timeout=timeout, ping_interval=ping_interval)
-        else:
-            hub = Hub(url, timeout=timeout, ping_interval=ping_interval)
-        _hubs[key] = hub
-    hub.refs += 1
-    return hub
-
-
-async def release(hub: SharedHub) -> None:
-    """Drop one reference; the last one closes the hub."""
-    hub.refs -= 1
-    if hub.refs > 0:
-        return
-    for key, found in list(_hubs.items()):
-        if found is hub:
-            del _hubs[key]
-    await hub.aclose()

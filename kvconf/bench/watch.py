@@ -7,7 +7,10 @@
   that is part of what is measured;
 - a cached ``Watcher.get`` beside ``dict.get`` on a dict of the same size;
 - a cold full resync (start) of a tenant of 100,000 keys beside a raw
-  ``HGETALL`` of the same hash.
+  ``HGETALL`` of the same hash;
+- the Redis commands per second that 100 idle watchers of one tenant in one
+  process cost, beside what one costs (the revision check and the fleet
+  report are shared per process and tenant, ``_watch/monitor.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..watcher import Change, Watcher
 from ._model import BenchContext, Figure, figure
 
 RATE = 1000.0
+IDLE_WATCHERS = 100
 ROUNDS = 3
 
 
@@ -155,6 +159,28 @@ async def _resync_time(store: Store, url: str, tenant: str, keys: int) -> tuple[
     return cold * 1000, hgetall * 1000
 
 
+async def _idle_cost(url: str, watchers: int, seconds: float) -> float:
+    """Redis commands per second (server-wide) while ``watchers`` of one tenant idle."""
+    tenant = f"bench-idle-{uuid.uuid4().hex[:8]}"
+    async with Store(url) as store:
+        await store.set(tenant, "ns", "k", 1)
+        started = [Watcher(tenant, url, environ={}) for _ in range(watchers)]
+        admin = aredis.Redis.from_url(url)
+        try:
+            for watcher in started:
+                await watcher.start()
+            await asyncio.sleep(1.5)  # past the first check and fleet report
+            before = (await admin.info("stats"))["total_commands_processed"]
+            await asyncio.sleep(seconds)
+            after = (await admin.info("stats"))["total_commands_processed"]
+        finally:
+            await admin.aclose()
+            for watcher in started:
+                await watcher.aclose()
+            await store.delete_tenant(tenant, hard=True)
+    return float(after - before - 1) / seconds  # the second INFO counts itself
+
+
 async def run(ctx: BenchContext) -> list[Figure]:
     """Measure the watcher against raw pub/sub, dict reads and HGETALL."""
     count = 800 if ctx.quick else 2000
@@ -182,6 +208,11 @@ async def run(ctx: BenchContext) -> list[Figure]:
                 f"dict.get {dict_ns:.0f} ns")  # fmt: skip
         cold_ms, hgetall_ms = await _resync_time(store, url, tenant, big)
         ctx.log(f"  full resync of {big:,} keys {cold_ms:,.0f} ms vs HGETALL {hgetall_ms:,.0f} ms")
+        window = 5.0 if ctx.quick else 10.0  # at least one fleet report round (5 s)
+        idle_one = await _idle_cost(url, 1, window)
+        idle_many = await _idle_cost(url, IDLE_WATCHERS, window)
+        ctx.log(f"  idle Redis cost: {IDLE_WATCHERS} watchers {idle_many:.1f} commands/s, "
+                f"1 watcher {idle_one:.1f} commands/s")  # fmt: skip
     finally:
         await store.delete_tenant(tenant, hard=True)
         await store.aclose()
@@ -203,4 +234,8 @@ async def run(ctx: BenchContext) -> list[Figure]:
         figure(f"full resync, {big:,} keys", "ms", cold_ms, "raw HGETALL", hgetall_ms,
                goal_ratio=10.0, higher_is_better=False, goal_absolute=1000,
                notes="cold Watcher start: subscribe, atomic read, decode, index"),
+        figure(f"idle cost, {IDLE_WATCHERS} watchers of a tenant", "cmd/s", idle_many,
+               "1 watcher", idle_one, goal_ratio=1.5, higher_is_better=False, goal_absolute=3,
+               notes=f"server-wide commands/s over {window:g} s with nothing written; "
+               "check and fleet report shared per process and tenant"),
     ]  # fmt: skip
