@@ -25,7 +25,6 @@ version-1 files are still read, their history converted on the fly
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -413,18 +412,6 @@ def read_footer(path: Path) -> Footer:
             return _footer_decoder.decode(fh.read(footer_len))
         except msgspec.DecodeError as exc:
             raise SnapshotCorrupt(f"snapshot {path} has a bad footer", path=str(path)) from exc
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write a small JSON file with the same temp-fsync-rename discipline."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(json.dumps(obj).encode())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def iter_flat_pairs(flat: Iterable[Any]) -> Iterator[tuple[Any, Any]]:

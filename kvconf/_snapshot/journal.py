@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -84,12 +83,6 @@ def read_journal(path: Path) -> tuple[list[JournalRecord], int]:
         records.append(record)
         at += _HEAD.size + n
     return records, at
-
-
-def iter_records(paths: list[Path]) -> Iterator[JournalRecord]:
-    """Records of several journals in order."""
-    for path in paths:
-        yield from read_journal(path)[0]
 
 
 class JournalWriter:
