@@ -36,7 +36,7 @@ import fakeredis
 
 from .._codec import as_text
 from .._redis.connect import _servers, embedded_server
-from .._redis.names import PREFIX, TENANTS_KEY, tenant_from_key
+from .._redis.names import PREFIX, TENANTS_KEY, TenantKeys, tenant_from_key
 from .._redis.scripts import script_source
 from ..config import Settings
 from ..exceptions import Unavailable
@@ -52,6 +52,7 @@ from .journal import (
     journal_path,
     read_journal,
 )
+from .restore import on_restored
 
 __all__ = ["close_embedded", "open_embedded_store", "persister_of"]
 
@@ -418,6 +419,18 @@ def persister_of(store: Store) -> Persister | None:
     """The persister behind an embedded store (None for a Redis-backed one)."""
     client = store.redis
     return client.kvconf_persister if isinstance(client, _TrackedRedis) else None
+
+
+async def _journal_restored(store: Store, tenants: list[str]) -> None:
+    """Persist the tenants a restore wrote before it returns (whole: it went around us)."""
+    persister = persister_of(store)
+    if persister is not None:
+        for tenant in tenants:
+            persister.note_key(TenantKeys(tenant).rev)
+        await persister.flush()
+
+
+on_restored(_journal_restored)
 
 
 async def close_embedded(data_dir: Path, *, drop_server: bool = True) -> None:

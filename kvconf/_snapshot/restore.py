@@ -5,14 +5,15 @@ native commands in one transaction over a dedicated connection of
 :func:`~kvconf._snapshot.capture.dedicated_connections`; :func:`restore_one`
 runs ``restore.lua`` (mode ``merge``, and every mode on a cluster) with the
 arguments of :func:`restore_args`. :func:`restore_diff` counts what a
-restore would change (its dry run); :func:`persist_restored` makes the
-embedded store journal what the transactions wrote.
+restore would change (its dry run); :func:`run_after_restore` runs the
+hooks installed with :func:`on_restored` (the embedded store journals what
+the transactions wrote).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -321,16 +322,24 @@ async def restore_diff(store: Store, dump: TenantDump, target: str, mode: str) -
     return added, changed, removed, unchanged
 
 
-async def persist_restored(store: Store, tenants: list[str]) -> None:
-    """Embedded store: persist the restored tenants before returning.
+#: Runs after a restore with the tenants it wrote: (store, tenants).
+AfterRestore = Callable[["Store", list[str]], Awaitable[None]]
+_after_restore: list[AfterRestore] = []
 
-    Its client marks what to persist from the commands it executes, which
-    the restore transactions' own connections go around.
+
+def on_restored(hook: AfterRestore) -> None:
+    """Install ``hook`` to run after every restore (also a failed one) with its tenants.
+
+    The embedded store installs one that journals the restored tenants: the
+    restore transactions' own connections go around the client that marks
+    what to persist. A registry, so this module never imports the embedded
+    store (which imports :mod:`kvconf.snapshot`, which imports this module).
     """
-    from .embedded import persister_of  # _embedded imports this module
+    if hook not in _after_restore:
+        _after_restore.append(hook)
 
-    persister = persister_of(store)
-    if persister is not None:
-        for tenant in tenants:
-            persister.note_key(TenantKeys(tenant).rev)
-        await persister.flush()
+
+async def run_after_restore(store: Store, tenants: list[str]) -> None:
+    """Run every installed :func:`on_restored` hook."""
+    for hook in list(_after_restore):
+        await hook(store, tenants)
