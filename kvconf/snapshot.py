@@ -48,6 +48,7 @@ from ._snapshot.format import (
     TenantDump,
     TenantSummary,
     read_footer,
+    remove_stale_temporaries,
     snapshot_name,
 )
 from ._snapshot.restore import (
@@ -292,9 +293,7 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
     doomed = ours[:-keep]
     for path in doomed:
         path.unlink(missing_ok=True)
-    for stale in root.glob(f".kvconf-*{SUFFIX}.tmp-*"):
-        if stale.stat().st_mtime < datetime.now().timestamp() - 3600:
-            stale.unlink(missing_ok=True)
+    remove_stale_temporaries(root)
     return doomed
 
 

@@ -43,7 +43,7 @@ from ..exceptions import Unavailable
 from ..snapshot import load_dump, write_snapshot
 from ..store import Store
 from .capture import capture
-from .format import SnapshotReader
+from .format import SnapshotReader, remove_stale_temporaries
 from .journal import (
     GlobalKey,
     JournalRecord,
@@ -293,6 +293,9 @@ class Persister:
     async def load(self) -> None:
         """Fill the (empty) server from the base snapshot and the journal."""
         store = self._bind()
+        for directory in (self.data_dir, self.data_dir / "snapshots"):
+            if directory.is_dir():  # temporaries of saves killed before they finished
+                remove_stale_temporaries(directory)
         base = self.data_dir / BASE_NAME
         if base.exists():
             with SnapshotReader(base) as reader:
