@@ -193,9 +193,7 @@ async def test_a_killed_save_leaves_no_temporary_after_the_next_save(tmp_path: P
     finally:
         await store.aclose()
     assert not orphan.exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [
-        live._tmp.name
-    ]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [live._tmp.name]
     live.abort()
     assert [p.name for p in tmp_path.iterdir()] == [Path(info.path).name]
 
