@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from kvconf import KeySpec, Schema, Settings, Store, snapshot
 from kvconf._snapshot.background import background_services
 from kvconf._snapshot.embedded import close_embedded, open_embedded_store, persister_of
 from kvconf._snapshot.journal import JournalWriter, journal_generations
-from kvconf.exceptions import TenantNotFound, Unavailable
+from kvconf.exceptions import KvconfError, TenantNotFound, Unavailable
 from kvconf.snapshot import list_snapshots, verify
 
 from .redis_server import free_port
@@ -164,6 +165,70 @@ async def test_journal_record_with_per_key_history_is_replayed(
     assert [v.version for v in await store.history("legacy", "ns", "gone")] == [1]
     assert (await store.set("legacy", "ns", "k", 3)).versions == {"k": 3}
     assert (await store.get(tenant, "ns", "k")).value == 1
+
+
+async def test_writes_are_journaled_as_deltas_that_replay_exactly(
+    opener: Callable[..., object], tenant: str, tmp_path: Path
+) -> None:
+    """A big tenant's flushes journal the changed keys only; replay rebuilds it exactly."""
+    import random
+
+    from kvconf._snapshot.capture import capture
+    from kvconf._snapshot.journal import read_journal
+
+    store = await opener(history_limit=3, log_limit=20)  # type: ignore[misc]
+    for at in (0, 1000):
+        await store.set_many(tenant, "big", {f"k{i}": "x" * 500 for i in range(at, at + 1000)})
+    await store.set(f"{tenant}-other", "ns", "k", 1)
+    store = await opener(history_limit=3, log_limit=20)  # type: ignore[misc]  # in the base
+    persister = persister_of(store)
+    assert persister is not None
+    persister.sync = False  # as under `kvconf serve`: flushed in batches
+    data_dir = tmp_path / "data"
+    journal = data_dir / f"journal-{journal_generations(data_dir)[-1]:08d}.log"
+    start = journal.stat().st_size
+    earlier = len(read_journal(journal)[0])  # the first session's, whole
+    rng = random.Random(7)
+    for step in range(120):
+        key = f"k{rng.randrange(10)}"
+        roll = rng.random()
+        if roll < 0.6:
+            await store.set(tenant, "big", key, step)
+        elif roll < 0.75:
+            with contextlib.suppress(KvconfError):  # deleting a missing key is refused
+                await store.delete(tenant, rng.choice(["big", "small"]), key)
+        else:  # across namespaces, new ones too; a refused one changes nothing
+            deletes = {f"small{step % 3}": [key]} if roll > 0.9 else None
+            with contextlib.suppress(KvconfError):
+                await store.commit_across(
+                    tenant, {"big": {key: step}, f"new{step % 3}": {key: [step]}}, deletes=deletes
+                )
+        if step % 7 == 0:
+            await persister.flush()
+    await persister.flush()
+    records = read_journal(journal)[0][earlier:]
+    assert records
+    assert [r.tenant for r in records if r.delta is None] == []
+    # each flush wrote a few keys, never the 2,000 keys of 500 bytes (1 MB)
+    assert journal.stat().st_size - start < 400_000
+    before = await capture(store.redis, tenant)
+    other = await capture(store.redis, f"{tenant}-other")
+    tenants = await store.tenants()
+
+    store = await opener(history_limit=3, log_limit=20)  # type: ignore[misc]
+    after = await capture(store.redis, tenant)
+    assert before is not None
+    assert after is not None
+    for field in before.__struct_fields__:
+        mine, theirs = getattr(after, field), getattr(before, field)
+        if field in ("values", "trash"):  # hash fields come in insertion order
+            mine, theirs = ({ns: dict(zip(f[::2], f[1::2], strict=True)) for ns, f in d.items()}
+                            for d in (mine, theirs))  # fmt: skip
+        assert mine == theirs, field
+    assert await capture(store.redis, f"{tenant}-other") == other
+    assert await store.tenants() == tenants
+    result = await store.set(tenant, "big", "k0", "after")
+    assert result.revision == before.revision + 1
 
 
 def _home_env(data_dir: Path) -> dict[str, str]:

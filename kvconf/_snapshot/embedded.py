@@ -48,6 +48,8 @@ from .journal import (
     GlobalKey,
     JournalRecord,
     JournalWriter,
+    KeyDelta,
+    TenantDelta,
     journal_generations,
     journal_path,
     read_journal,
@@ -72,6 +74,10 @@ _READ_ONLY_COMMANDS = (
     "TIME ECHO CONFIG COMMAND STRLEN LRANGE LLEN MEMORY OBJECT DUMP"
 )
 _READ_ONLY = frozenset(_READ_ONLY_COMMANDS.split())
+#: kvconf's write script: its change set names every key it changes (journaled as deltas).
+_WRITE_SCRIPT = hashlib.sha1(script_source("write").encode(), usedforsecurity=False).hexdigest()
+#: Seconds a keyspace notification of a key a tracked write named is taken as that write's.
+_EXPLAINED_FOR = 2.0
 _MULTI_KEY = frozenset({"DEL", "UNLINK", "TOUCH"})
 
 
@@ -139,8 +145,15 @@ class Persister:
         self.lock = lock
         #: True: every write is flushed before it returns (CLI, ``fsync_writes``).
         self.sync = True
+        #: Tenants to capture whole at the next flush.
         self.dirty_tenants: set[str] = set()
         self.dirty_globals: set[str] = set()
+        #: Per tenant, the (namespace, key) pairs the write script changed since its last record.
+        self.dirty_keys: dict[str, set[tuple[str, str]]] = {}
+        #: Per tenant, the revision of its last record (base, full or delta).
+        self.synced: dict[str, int] = {}
+        #: Redis keys tracked writes named lately: their keyspace notifications are explained.
+        self._named: dict[str, float] = {}
         self.marked = 0
         self.durable = 0
         self.generation = 0
@@ -160,6 +173,7 @@ class Persister:
             if key.endswith("}:fleet"):
                 return False  # watcher presence: not state, never persisted
             self.dirty_tenants.add(tenant)
+            self.dirty_keys.pop(tenant, None)  # the whole capture covers them
             return True
         if key.startswith(f"{PREFIX}:") and key != TENANTS_KEY:
             self.dirty_globals.add(key)
@@ -167,14 +181,22 @@ class Persister:
         return False
 
     def note(self, args: Sequence[Any]) -> bool:
-        """Mark the keys a command writes (nothing for reads); True if any."""
+        """Mark what a command writes (nothing for reads); True if it writes kvconf's keys.
+
+        The write script is marked key by key (its change set names every key
+        it changes); any other write marks its tenant to be captured whole.
+        """
         if not args:
             return False
         name = as_text(args[0]).upper()
         if name in ("EVALSHA", "EVAL"):
-            if name == "EVALSHA" and as_text(args[1]) in _READ_SCRIPTS:
+            sha = as_text(args[1])
+            if name == "EVALSHA" and sha in _READ_SCRIPTS:
                 return False
-            keys = args[3 : 3 + int(args[2])]
+            count = int(args[2])
+            if name == "EVALSHA" and sha == _WRITE_SCRIPT and count:
+                return self._note_write(args[3 : 3 + count], args[3 + count :])
+            keys = args[3 : 3 + count]
         elif name in _READ_ONLY:
             return False
         elif name in _MULTI_KEY:
@@ -185,9 +207,39 @@ class Persister:
         for key in keys:
             if isinstance(key, bytes | str):
                 marked = self.note_key(as_text(key)) or marked
-        if marked:
-            self.marked += 1
         return marked
+
+    def _note_write(self, keys: Sequence[Any], argv: Sequence[Any]) -> bool:
+        """Mark the keys of one call of the write script (see ``write.lua`` for its ARGV)."""
+        tenant = tenant_from_key(as_text(keys[0]))
+        if tenant is None or len(argv) < 7:
+            return False
+        tk = TenantKeys(tenant)
+        multi = as_text(argv[1]) == "*"
+        pairs = set()
+        for label in argv[7::3]:
+            text = as_text(label)
+            ns, _, key = text.partition("/") if multi else (as_text(argv[1]), "", text)
+            pairs.add((ns, key))
+        now = time.monotonic()
+        for named in (tk.rev, tk.epoch, tk.log, tk.meta, tk.namespaces):
+            self._named[named] = now
+        for ns, _ in pairs:
+            self._named[tk.ns(ns)] = self._named[tk.hist(ns)] = now
+        if tenant not in self.dirty_tenants:
+            self.dirty_keys.setdefault(tenant, set()).update(pairs)
+        return True
+
+    def note_notified(self, key: str) -> bool:
+        """Mark a key a keyspace notification named, unless a tracked write named it lately.
+
+        Writes through the store's own client are marked before they run;
+        their notifications arrive after, and must not turn a delta into a
+        whole-tenant capture. Any other writer's are marked whole.
+        """
+        if self._named.get(key, 0.0) > time.monotonic() - _EXPLAINED_FOR:
+            return False
+        return self.note_key(key)
 
     # -- event-loop bound resources -------------------------------------------
 
@@ -220,32 +272,107 @@ class Persister:
         store = self._bind()
         async with self._mutex:
             upto = self.marked
-            tenants, globals_ = self.dirty_tenants, self.dirty_globals
-            if not tenants and not globals_:
+            tenants, globals_, keys = self.dirty_tenants, self.dirty_globals, self.dirty_keys
+            if not tenants and not globals_ and not keys:
                 self.durable = max(self.durable, upto)
                 return
-            self.dirty_tenants, self.dirty_globals = set(), set()
+            self.dirty_tenants, self.dirty_globals, self.dirty_keys = set(), set(), {}
             try:
-                records = [await self._tenant_record(store, t) for t in sorted(tenants)]
+                synced: dict[str, int | None] = {}
+                records = [await self._tenant_record(store, t, synced) for t in sorted(tenants)]
+                for tenant in sorted(keys.keys() - tenants):
+                    records.append(await self._delta_record(store, tenant, keys[tenant], synced))
                 records += [await self._global_record(k) for k in sorted(globals_)]
                 assert self.journal is not None
                 await asyncio.to_thread(self.journal.append, records)
             except BaseException:
-                self.dirty_tenants |= tenants
-                self.dirty_globals |= globals_
+                self._mark_again(tenants, globals_, keys)
                 raise
+            for tenant, revision in synced.items():
+                if revision is None:
+                    self.synced.pop(tenant, None)
+                else:
+                    self.synced[tenant] = revision
             self.durable = max(self.durable, upto)
+            self._forget_named()
             if self.journal.size > self.compact_at:
                 await self._compact(store)
+
+    def _mark_again(
+        self, tenants: set[str], globals_: set[str], keys: dict[str, set[tuple[str, str]]]
+    ) -> None:
+        """A failed flush: what it took is dirty again (retried by the next flush)."""
+        self.dirty_tenants |= tenants
+        self.dirty_globals |= globals_
+        for tenant, pairs in keys.items():
+            if tenant not in self.dirty_tenants:
+                self.dirty_keys.setdefault(tenant, set()).update(pairs)
+
+    def _forget_named(self) -> None:
+        horizon = time.monotonic() - _EXPLAINED_FOR
+        if len(self._named) > 1024:
+            self._named = {k: at for k, at in self._named.items() if at > horizon}
 
     async def flush_through(self, seq: int) -> None:
         """Return once the write numbered ``seq`` is durable (group commit)."""
         while self.durable < seq:
             await self.flush()
 
-    async def _tenant_record(self, store: Store, tenant: str) -> JournalRecord:
+    async def _tenant_record(
+        self, store: Store, tenant: str, synced: dict[str, int | None]
+    ) -> JournalRecord:
         dump = await capture(store.redis, tenant)
+        synced[tenant] = None if dump is None else dump.revision
         return JournalRecord(tenant=tenant, dump=dump)
+
+    async def _delta_record(
+        self,
+        store: Store,
+        tenant: str,
+        pairs: set[tuple[str, str]],
+        synced: dict[str, int | None],
+    ) -> JournalRecord:
+        """The keys the write script changed, read in one transaction (one revision).
+
+        A tenant with no record since the start (or gone meanwhile) is captured whole.
+        """
+        since = self.synced.get(tenant)
+        if since is None:
+            return await self._tenant_record(store, tenant, synced)
+        tk = TenantKeys(tenant)
+        ordered = sorted(pairs)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.get(tk.rev)
+        pipe.get(tk.epoch)
+        pipe.hgetall(tk.meta)
+        pipe.smembers(tk.namespaces)
+        pipe.zrangebyscore(tk.log, f"({since}", "+inf", withscores=True)
+        pipe.zrange(tk.log, 0, 0, withscores=True)
+        for ns, key in ordered:
+            pipe.hget(tk.ns(ns), key)
+            pipe.zrangebylex(tk.hist(ns), *_versions_of(key))
+        replies = await pipe.execute()
+        rev_raw, epoch, meta, names, log, first = replies[:6]
+        if rev_raw is None or not meta:
+            return await self._tenant_record(store, tenant, synced)
+        changed = [
+            KeyDelta(namespace=ns, key=key, record=record, history=list(history))
+            for (ns, key), record, history in zip(
+                ordered, replies[6::2], replies[7::2], strict=True
+            )
+        ]
+        delta = TenantDelta(
+            tenant=tenant,
+            revision=int(rev_raw),
+            epoch=as_text(epoch) if epoch is not None else "",
+            meta={as_text(k): as_text(v) for k, v in meta.items()},
+            namespaces=sorted(as_text(n) for n in names),
+            keys=changed,
+            log=[x for member, score in log for x in (int(score), member)],
+            log_from=int(first[0][1]) if first else 0,
+        )
+        synced[tenant] = delta.revision
+        return JournalRecord(tenant=tenant, delta=delta)
 
     async def _global_record(self, key: str) -> JournalRecord:
         client = self._client
@@ -302,6 +429,7 @@ class Persister:
                 self.generation = reader.footer.generation
                 for dump in reader.dumps():
                     await load_dump(store, dump)
+                    self.synced[dump.tenant] = dump.revision
         gens = journal_generations(self.data_dir)
         for g in gens:
             if g < self.generation:
@@ -337,8 +465,12 @@ class Persister:
             elif g.kind == "list" and g.data:
                 await client.rpush(g.key, *g.data)
             return
+        if record.delta is not None:
+            await self._apply_delta(client, record.delta)
+            return
         tenant, dump = record.tenant, record.dump
         if dump is None:
+            self.synced.pop(tenant, None)
             names = [k async for k in client.scan_iter(match=f"{PREFIX}:{{{tenant}}}:*")]
             if names:
                 await client.unlink(*names)
@@ -346,8 +478,48 @@ class Persister:
             return
         # replaces the live tenant: every key of it is named from its namespace set
         await load_dump(store, dump)
+        self.synced[tenant] = dump.revision
         if "deleted_at" in dump.meta or "created_at" not in dump.meta:
             await client.srem(TENANTS_KEY, tenant)
+
+    async def _apply_delta(self, client: Any, delta: TenantDelta) -> None:
+        """Write a delta over the tenant as the previous records left it."""
+        tk = TenantKeys(delta.tenant)
+        await client.set(tk.rev, delta.revision)
+        if delta.epoch:
+            await client.set(tk.epoch, delta.epoch)
+        await client.delete(tk.meta, tk.namespaces)
+        await client.hset(tk.meta, mapping=delta.meta)
+        if delta.namespaces:
+            await client.sadd(tk.namespaces, *delta.namespaces)
+        for k in delta.keys:
+            if k.record is None:
+                await client.hdel(tk.ns(k.namespace), k.key)
+            else:
+                await client.hset(tk.ns(k.namespace), k.key, k.record)
+            hist = tk.hist(k.namespace)
+            await client.zremrangebylex(hist, *_versions_of(k.key))
+            if k.history:
+                await client.zadd(hist, dict.fromkeys(k.history, 0))
+        pairs = iter(delta.log)
+        scores = {member: float(rev) for rev, member in zip(pairs, pairs, strict=True)}
+        if scores:
+            await client.zadd(tk.log, scores)
+        if delta.log_from:
+            await client.zremrangebyscore(tk.log, "-inf", f"({delta.log_from}")
+        else:
+            await client.delete(tk.log)
+        if "deleted_at" in delta.meta or "created_at" not in delta.meta:
+            await client.srem(TENANTS_KEY, delta.tenant)
+        else:
+            await client.sadd(TENANTS_KEY, delta.tenant)
+        self.synced[delta.tenant] = delta.revision
+
+
+def _versions_of(key: str) -> tuple[bytes, bytes]:
+    """The lexicographic range of a key's members in its namespace's history zset."""
+    head = b"[" + key.encode() + b"|"
+    return head, head + b"\xff"
 
 
 class _TrackedRedis(fakeredis.FakeAsyncRedis):
@@ -358,9 +530,15 @@ class _TrackedRedis(fakeredis.FakeAsyncRedis):
         self.kvconf_persister = persister
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         persister = self.kvconf_persister
-        if persister.note(args) and persister.sync:
+        # marked before it runs too: a flush meanwhile reads its keys with its revision
+        writes = persister.note(args)
+        result = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        if not writes:
+            return result
+        persister.note(args)  # and after: the next flush reads what it wrote
+        persister.marked += 1
+        if persister.sync:
             try:
                 await persister.flush_through(persister.marked)
             except OSError as exc:

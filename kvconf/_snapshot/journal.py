@@ -1,8 +1,10 @@
-"""The embedded store's journal: whole-tenant records appended after a base snapshot.
+"""The embedded store's journal: tenant records appended after a base snapshot.
 
 Each record is ``u32 length + sha256(payload) + payload`` where the payload
 is a msgpack :class:`JournalRecord`: the full state of one tenant as captured
-at one revision (or its absence), or one global key. Replaying a journal in
+at one revision (or its absence), what kvconf writes changed in one tenant
+since its previous record (a :class:`TenantDelta`: the cost of a flush follows
+the writes, not the tenant's size), or one global key. Replaying a journal in
 order over its base snapshot rebuilds the store; a torn or damaged tail (a
 crash while appending) ends the replay at the last whole record.
 
@@ -33,12 +35,41 @@ class GlobalKey(msgspec.Struct, array_like=True):
     data: list[bytes]
 
 
+class KeyDelta(msgspec.Struct, array_like=True):
+    """One key as it is now: its stored record (None: deleted) and its history members."""
+
+    namespace: str
+    key: str
+    record: bytes | None
+    history: list[bytes]
+
+
+class TenantDelta(msgspec.Struct, array_like=True):
+    """What kvconf's write script changed in a tenant since the tenant's previous record.
+
+    The small parts whole (revision, epoch, meta, namespace set), the changed
+    keys one by one, and the change events after the previous record's
+    revision; ``log_from`` is the lowest revision the log still holds (0:
+    empty), so replay trims it as the write script did.
+    """
+
+    tenant: str
+    revision: int
+    epoch: str
+    meta: dict[str, str]
+    namespaces: list[str]
+    keys: list[KeyDelta]
+    log: list[int | bytes]
+    log_from: int
+
+
 class JournalRecord(msgspec.Struct, array_like=True):
-    """A tenant's whole state (``dump`` None: the tenant is gone) or a global key."""
+    """A tenant's whole state (``dump`` None: the tenant is gone), a global key, or a delta."""
 
     tenant: str
     dump: TenantDump | None = None
     key: GlobalKey | None = None
+    delta: TenantDelta | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
