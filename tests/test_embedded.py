@@ -21,12 +21,16 @@ from kvconf import KeySpec, Schema, Settings, Store, snapshot
 from kvconf._snapshot.background import background_services
 from kvconf._snapshot.embedded import close_embedded, open_embedded_store, persister_of
 from kvconf._snapshot.journal import JournalWriter, journal_generations
-from kvconf.exceptions import KvconfError, TenantNotFound, Unavailable
+from kvconf.exceptions import JournalCorrupt, KvconfError, TenantNotFound, Unavailable
 from kvconf.snapshot import list_snapshots, verify
 
 from .redis_server import free_port
 
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("KVCONF_")}
+# subprocesses run this checkout's kvconf, not whichever one is installed
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("KVCONF_")} | {
+    "PYTHONPATH": str(ROOT)
+}
 
 
 @pytest.fixture
@@ -229,6 +233,60 @@ async def test_writes_are_journaled_as_deltas_that_replay_exactly(
     assert await store.tenants() == tenants
     result = await store.set(tenant, "big", "k0", "after")
     assert result.revision == before.revision + 1
+
+
+def _record_offsets(journal: Path) -> list[int]:
+    """Byte offset of each record (``u32 length + sha256 + payload``)."""
+    data, at, out = journal.read_bytes(), 0, []
+    while at < len(data):
+        out.append(at)
+        at += 36 + int.from_bytes(data[at : at + 4], "big")
+    return out
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+async def test_a_damaged_journal_record_refuses_to_start_until_recovered(
+    opener: Callable[..., object], tmp_path: Path
+) -> None:
+    """Damage before whole records is refused (naming file and byte), never dropped silently."""
+    store = await opener()  # type: ignore[misc]
+    for n in (1, 2, 3, 4):
+        await store.set(f"t{n}", "ns", "k", n)
+    data_dir = tmp_path / "data"
+    await opener()  # type: ignore[misc]
+    await close_embedded(data_dir)
+    journal = data_dir / f"journal-{journal_generations(data_dir)[-1]:08d}.log"
+    offsets = _record_offsets(journal)[-4:]  # t1..t4, after any earlier records
+    _flip(journal, offsets[1] + 36 + 20)  # inside record 2's payload
+    with pytest.raises(JournalCorrupt) as refused:
+        await opener()  # type: ignore[misc]
+    assert refused.value.details["path"] == str(journal)
+    assert refused.value.details["offset"] == offsets[1]
+    assert refused.value.details["tenants"] == ["t3", "t4"]
+    assert f"byte {offsets[1]}" in str(refused.value)
+    assert journal.exists()  # nothing touched
+
+    store = await open_embedded_store(
+        Settings(data_dir=data_dir), server_name=f"t-{uuid.uuid4().hex}", recover_journal=True
+    )
+    persister = persister_of(store)
+    assert persister is not None
+    (recovery,) = persister.recovered
+    assert (recovery.offset, recovery.lost, recovery.tenants) == (offsets[1], 2, ["t3", "t4"])
+    aside = Path(recovery.kept_as)
+    assert aside.name.startswith(f"{journal.name}.damaged-")
+    assert aside.read_bytes()[offsets[1] :] != b""
+    assert await store.tenants() == ["t1"]
+    await store.aclose()
+    await close_embedded(data_dir)
+    store = await opener()  # type: ignore[misc]  # a normal start again
+    assert (await store.get("t1", "ns", "k")).value == 1
+    assert await store.tenants() == ["t1"]
 
 
 def _home_env(data_dir: Path) -> dict[str, str]:
@@ -451,3 +509,43 @@ async def test_full_disk_is_unavailable_and_retried(
     store = await opener()  # type: ignore[misc]
     got = {k: e.value for k, e in (await store.get_namespace(tenant, "ns")).items()}
     assert got == {"a": 1, "b": 2, "c": 3}
+
+
+@pytest.mark.slow
+def test_kill_9_window_holds_for_a_large_tenant(tmp_path: Path) -> None:
+    """`kvconf serve` with one tenant of 8,000 keys of 1 KB loses nothing acked > 1 s before."""
+    from .durability_window import measure
+
+    window = measure(8000, seconds=2.5, writers=2, workdir=tmp_path)
+    assert window.acked > 20, window
+    assert window.oldest_lost_age < 1.0, window
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_damaged_journal_recovers_and_drops_a_torn_tail(tmp_path: Path) -> None:
+    """Fault test through the CLI: a corrupt middle record, then a torn tail."""
+    home = tmp_path / ".kvconf"
+    for n in (1, 2, 3, 4):
+        assert _kvconf(home, "set", f"t{n}", "ns", f"k={n}").returncode == 0
+    journal = home / f"journal-{journal_generations(home)[-1]:08d}.log"
+    offsets = _record_offsets(journal)[-4:]
+    _flip(journal, offsets[1] + 40)
+    refused = _kvconf(home, "get", "t1", "ns", "k")
+    assert refused.returncode == 7, refused.stderr
+    message = "".join(refused.stderr.split())  # the console wraps long lines
+    assert str(journal) in message
+    assert f"damagedatbyte{offsets[1]}," in message
+    recovered = _kvconf(home, "snapshot", "recover", "--json")
+    assert recovered.returncode == 0, recovered.stderr
+    (report,) = json.loads(recovered.stdout)
+    assert report["tenants"] == ["t3", "t4"]
+    assert Path(report["kept_as"]).exists()
+    assert json.loads(_kvconf(home, "get", "t1", "ns", "k", "--json").stdout)["value"] == 1
+    # a torn tail (a crash mid-append) is dropped without a word
+    assert _kvconf(home, "set", "t5", "ns", "k=5").returncode == 0
+    journal = home / f"journal-{journal_generations(home)[-1]:08d}.log"
+    with open(journal, "ab") as fh:
+        fh.write(b"\x00\x00\x10\x00" + b"\x07" * 40)
+    got = _kvconf(home, "get", "t5", "ns", "k", "--json")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["value"] == 5

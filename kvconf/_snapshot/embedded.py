@@ -26,37 +26,43 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import fakeredis
+import msgspec
 
 from .._codec import as_text
 from .._redis.connect import _servers, embedded_server
 from .._redis.names import PREFIX, TENANTS_KEY, TenantKeys, tenant_from_key
 from .._redis.scripts import script_source
 from ..config import Settings
-from ..exceptions import Unavailable
+from ..exceptions import JournalCorrupt, Unavailable
 from ..snapshot import load_dump, write_snapshot
 from ..store import Store
 from .capture import capture
-from .format import SnapshotReader, remove_stale_temporaries
+from .format import SnapshotReader, fsync_dir, remove_stale_temporaries
 from .journal import (
     GlobalKey,
     JournalRecord,
+    JournalScan,
     JournalWriter,
     KeyDelta,
     TenantDelta,
     journal_generations,
     journal_path,
-    read_journal,
+    scan_journal,
 )
 from .restore import on_restored
 
-__all__ = ["close_embedded", "open_embedded_store", "persister_of"]
+__all__ = ["JournalRecovery", "close_embedded", "open_embedded_store", "persister_of"]
+
+log = logging.getLogger("kvconf.embedded")
 
 BASE_NAME = "state.kvsnap"
 LOCK_NAME = "LOCK"
@@ -135,6 +141,17 @@ def _locked(data_dir: Path, holder: dict[str, Any]) -> Unavailable:
     return Unavailable(message, reason="data_dir_locked", data_dir=str(data_dir), holder=holder)
 
 
+class JournalRecovery(msgspec.Struct, frozen=True):
+    """A damaged journal set aside at start: where, what was kept and what was lost."""
+
+    path: str
+    kept_as: str
+    offset: int
+    intact: int
+    lost: int
+    tenants: list[str]
+
+
 class Persister:
     """Keeps one embedded server durable in its data dir (see the module docstring)."""
 
@@ -152,6 +169,8 @@ class Persister:
         self.dirty_keys: dict[str, set[tuple[str, str]]] = {}
         #: Per tenant, the revision of its last record (base, full or delta).
         self.synced: dict[str, int] = {}
+        #: Journals set aside by ``load(recover=True)``.
+        self.recovered: list[JournalRecovery] = []
         #: Redis keys tracked writes named lately: their keyspace notifications are explained.
         self._named: dict[str, float] = {}
         self.marked = 0
@@ -417,8 +436,14 @@ class Persister:
         size = (self.data_dir / BASE_NAME).stat().st_size
         self.compact_at = max(_COMPACT_MIN, 2 * size)
 
-    async def load(self) -> None:
-        """Fill the (empty) server from the base snapshot and the journal."""
+    async def load(self, *, recover: bool = False) -> None:
+        """Fill the (empty) server from the base snapshot and the journal.
+
+        A damaged journal (not a torn tail) raises :class:`JournalCorrupt`;
+        with ``recover`` it is renamed ``<name>.damaged-<UTC time>``, the
+        intact records before the damage are loaded, what was lost is logged
+        and recorded in :attr:`recovered`, and a new base is written.
+        """
         store = self._bind()
         for directory in (self.data_dir, self.data_dir / "snapshots"):
             if directory.is_dir():  # temporaries of saves killed before they finished
@@ -435,18 +460,52 @@ class Persister:
             if g < self.generation:
                 journal_path(self.data_dir, g).unlink(missing_ok=True)
         live = [g for g in gens if g >= self.generation]
-        valid = 0
+        valid, intact = 0, True
         for g in live:
-            records, valid = read_journal(journal_path(self.data_dir, g))
-            for record in records:
+            scan = self._scan(journal_path(self.data_dir, g), recover)
+            intact = intact and scan.damaged_at is None
+            valid = scan.valid
+            for record in scan.records:
                 await self._apply(store, record)
-        if base.exists() and live == [self.generation]:
+        if base.exists() and live == [self.generation] and intact:
             path = journal_path(self.data_dir, self.generation)
             self.journal = JournalWriter(path, valid_length=valid)
             self.compact_at = max(_COMPACT_MIN, 2 * base.stat().st_size)
-        else:
+        else:  # also after a recovery: the intact state becomes the new base
             async with self._mutex:
                 await self._compact(store)
+
+    def _scan(self, path: Path, recover: bool) -> JournalScan:
+        """A journal's records; damage refuses the start, or with ``recover`` is set aside."""
+        scan = scan_journal(path)
+        if scan.damaged_at is None:
+            return scan
+        tenants = sorted({r.tenant or (r.key.key if r.key else "") for r in scan.lost})
+        if not recover:
+            raise JournalCorrupt(
+                f"journal {path} is damaged at byte {scan.damaged_at}, before "
+                f"{len(scan.lost)} whole record(s) (tenants: {', '.join(tenants)}); refusing to "
+                "start without them. `kvconf snapshot recover` keeps the file aside and starts "
+                "from the intact part",
+                path=str(path), offset=scan.damaged_at, lost=len(scan.lost), tenants=tenants,
+            )  # fmt: skip
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        path.rename(aside)
+        fsync_dir(path.parent)
+        log.warning(
+            "journal %s is damaged at byte %d: kept aside as %s; started from the %d intact "
+            "record(s); lost %d later record(s) of tenant(s) %s",
+            path, scan.damaged_at, aside.name, len(scan.records), len(scan.lost),
+            ", ".join(tenants),
+        )  # fmt: skip
+        self.recovered.append(
+            JournalRecovery(
+                path=str(path), kept_as=str(aside), offset=scan.damaged_at,
+                intact=len(scan.records), lost=len(scan.lost), tenants=tenants,
+            )
+        )  # fmt: skip
+        return scan
 
     async def _apply(self, store: Store, record: JournalRecord) -> None:
         client = store.redis
@@ -569,7 +628,9 @@ def _server_name(path: Path) -> str:
     return "default" if default not in claimed else f"data:{path}"
 
 
-async def open_embedded_store(settings: Settings, *, server_name: str | None = None) -> Store:
+async def open_embedded_store(
+    settings: Settings, *, server_name: str | None = None, recover_journal: bool = False
+) -> Store:
     """A Store on the embedded server, loaded from and persisted to ``settings.data_dir``.
 
     The first call for a data dir takes its lock (refusing with
@@ -577,7 +638,8 @@ async def open_embedded_store(settings: Settings, *, server_name: str | None = N
     and, for ``kvconf serve``, its URL) and loads its state; later calls in
     the process share it. Writes are flushed before they return until
     :func:`kvconf._snapshot.background.background_services` switches to the ~0.2 s
-    group flush (unless ``settings.fsync_writes``).
+    group flush (unless ``settings.fsync_writes``). A damaged journal raises
+    :class:`JournalCorrupt` unless ``recover_journal`` (see :meth:`Persister.load`).
     """
     path = _resolve(settings.data_dir)
     persister = _open.get(path)
@@ -587,7 +649,7 @@ async def open_embedded_store(settings: Settings, *, server_name: str | None = N
         server = embedded_server(server_name or _server_name(path))
         persister = Persister(path, server, settings, lock)
         try:
-            await persister.load()
+            await persister.load(recover=recover_journal)
         except BaseException:
             await persister.aclose()
             raise
