@@ -150,6 +150,76 @@ def _as_bytes(items: Iterable[bytes | str | int]) -> list[bytes]:
     ]
 
 
+def _tx_body(
+    dump: TenantDump,
+    tk: TenantKeys,
+    tenant: str,
+    mode: str,
+    values: dict[str, list[bytes]],
+    trash: dict[str, list[bytes]],
+) -> list[bytes]:
+    """The transaction's writes of the captured tenant (independent of the live one)."""
+    body: list[bytes] = []
+    if dump.schemas:
+        body += _chunked(("HSET", tk.schema), _as_bytes(_flatten(dump.schemas)), 2)
+    if mode == "load" and dump.meta:
+        body += _chunked(("HSET", tk.meta), _as_bytes(_flatten(dump.meta)), 2)
+    body += _chunked(("SADD", tk.namespaces), _as_bytes(dump.namespaces), 1)
+    for ns, flat in trash.items():
+        body += _chunked(("HSET", tk.trash(ns)), flat, 2)
+    for ns, flat in values.items():
+        body += _chunked(("HSET", tk.ns(ns)), flat, 2)
+    for ns, members in dump.history.items():
+        for at in range(0, len(members), _CHUNK):
+            body.append(_command(("ZADD", tk.hist(ns)), members[at : at + _CHUNK], scored=True))
+    body += _chunked(("ZADD", tk.log), _as_bytes(rename_events(dump.log, dump.tenant, tenant)), 2)
+    return body
+
+
+def _tx_revision(
+    dump: TenantDump,
+    tk: TenantKeys,
+    tenant: str,
+    mode: str,
+    live_rev: int,
+    gen_raw: bytes | None,
+    *,
+    actor: str,
+    reason: str,
+    log_limit: int,
+) -> tuple[int, str, list[bytes]]:
+    """The restored revision and epoch, and the commands setting them (and the reset event).
+
+    Mode ``load`` keeps the captured ones; otherwise the revision moves past
+    both, the epoch is fresh, and a ``reset`` event is logged and published.
+    """
+    cmds: list[bytes] = []
+    rev, epoch = dump.revision, dump.epoch
+    if mode != "load":
+        rev, epoch = max(live_rev, dump.revision) + 1, secrets.token_hex(8)
+        meta = dict(dump.meta)
+        meta.pop("deleted_at", None)
+        meta.setdefault("created_at", _codec.now_iso())
+        live_gen = int(gen_raw) if gen_raw and gen_raw.isdigit() else 0
+        file_gen = meta.get("schema_gen", "0")
+        meta["schema_gen"] = str(max(live_gen, int(file_gen) if file_gen.isdigit() else 0) + 1)
+        cmds += _chunked(("HSET", tk.meta), _as_bytes(_flatten(meta)), 2)
+    cmds += [resp("SET", tk.rev, rev), resp("SET", tk.epoch, epoch)]
+    if mode != "load":
+        event = b"".join([
+            b'{"tenant":"', tenant.encode(), b'","epoch":"', epoch.encode(),
+            b'","revision":%d,"namespace":"","actor":' % rev, _codec.encode(actor),
+            b',"reason":', _codec.encode(reason), b',"ts":"', _codec.now_iso().encode(),
+            b'","type":"reset","changes":[]}',
+        ])  # fmt: skip
+        cmds += [
+            resp("ZADD", tk.log, rev, event),
+            resp("ZREMRANGEBYRANK", tk.log, 0, -(log_limit + 1)),
+            resp("SPUBLISH", tk.changes_channel, event),
+        ]
+    return rev, epoch, cmds
+
+
 async def restore_tx(
     conn: Any,
     dump: TenantDump,
@@ -188,20 +258,7 @@ async def restore_tx(
         kinds[tk.hist(ns)] = b"zset"
     targets = list(kinds)
     # the bulk of the transaction does not depend on the live tenant: built once
-    body: list[bytes] = []
-    if dump.schemas:
-        body += _chunked(("HSET", tk.schema), _as_bytes(_flatten(dump.schemas)), 2)
-    if mode == "load" and dump.meta:
-        body += _chunked(("HSET", tk.meta), _as_bytes(_flatten(dump.meta)), 2)
-    body += _chunked(("SADD", tk.namespaces), _as_bytes(dump.namespaces), 1)
-    for ns, flat in trash.items():
-        body += _chunked(("HSET", tk.trash(ns)), flat, 2)
-    for ns, flat in values.items():
-        body += _chunked(("HSET", tk.ns(ns)), flat, 2)
-    for ns, members in dump.history.items():
-        for at in range(0, len(members), _CHUNK):
-            body.append(_command(("ZADD", tk.hist(ns)), members[at : at + _CHUNK], scored=True))
-    body += _chunked(("ZADD", tk.log), _as_bytes(rename_events(dump.log, dump.tenant, tenant)), 2)
+    body = _tx_body(dump, tk, tenant, mode, values, trash)
     read = resp("WATCH", *fixed, *targets) + b"".join(
         [resp("GET", tk.rev), resp("HGET", tk.meta, "schema_gen"), resp("SMEMBERS", tk.namespaces)]
         + [resp("TYPE", key) for key in targets]
@@ -228,29 +285,11 @@ async def restore_tx(
                 await read_replies(conn, 1)
                 raise foreign_type(key)
         cmds = [resp("MULTI"), *_chunked(("DEL",), _as_bytes(doomed), 1), *body]
-        rev, epoch = dump.revision, dump.epoch
-        if mode != "load":
-            rev, epoch = max(live_rev, dump.revision) + 1, secrets.token_hex(8)
-            meta = dict(dump.meta)
-            meta.pop("deleted_at", None)
-            meta.setdefault("created_at", _codec.now_iso())
-            live_gen = int(gen_raw) if gen_raw and gen_raw.isdigit() else 0
-            file_gen = meta.get("schema_gen", "0")
-            meta["schema_gen"] = str(max(live_gen, int(file_gen) if file_gen.isdigit() else 0) + 1)
-            cmds += _chunked(("HSET", tk.meta), _as_bytes(_flatten(meta)), 2)
-        cmds += [resp("SET", tk.rev, rev), resp("SET", tk.epoch, epoch)]
-        if mode != "load":
-            event = b"".join([
-                b'{"tenant":"', tenant.encode(), b'","epoch":"', epoch.encode(),
-                b'","revision":%d,"namespace":"","actor":' % rev, _codec.encode(actor),
-                b',"reason":', _codec.encode(reason), b',"ts":"', _codec.now_iso().encode(),
-                b'","type":"reset","changes":[]}',
-            ])  # fmt: skip
-            cmds += [
-                resp("ZADD", tk.log, rev, event),
-                resp("ZREMRANGEBYRANK", tk.log, 0, -(log_limit + 1)),
-                resp("SPUBLISH", tk.changes_channel, event),
-            ]
+        rev, epoch, tail = _tx_revision(
+            dump, tk, tenant, mode, live_rev, gen_raw,
+            actor=actor, reason=reason, log_limit=log_limit,
+        )  # fmt: skip
+        cmds += tail
         cmds.append(resp("EXEC"))
         # a list, not one joined buffer: fakeredis's parser slows down on huge buffers
         await conn.send_packed_command(cmds)
