@@ -25,6 +25,7 @@ statuses in one table (``api/errors.py``), the CLI to exit codes.
     ├── Unavailable                  (Redis unreachable, refused, or corrupt state)
     └── SnapshotError
         ├── SnapshotCorrupt
+        │   └── JournalCorrupt       (embedded journal damaged before its end)
         └── SnapshotVersionUnsupported
 
 Each class carries structured details (``.details``) suitable for a
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidName",
     "InvalidSchema",
     "InvalidValue",
+    "JournalCorrupt",
     "KeyConflict",
     "KeyNotFound",
     "KvconfError",
@@ -301,6 +303,18 @@ class SnapshotCorrupt(SnapshotError):
     """The file fails its checksum or structure checks."""
 
     code = "snapshot_corrupt"
+
+
+class JournalCorrupt(SnapshotCorrupt):
+    """The embedded store's journal has a damaged record followed by whole ones.
+
+    Details: ``path``, ``offset`` (byte of the damaged record) and ``lost``
+    (records after it that starting from the intact part would drop).
+    ``kvconf snapshot recover`` keeps the file aside and starts from the
+    intact part.
+    """
+
+    code = "journal_corrupt"
 
 
 class SnapshotVersionUnsupported(SnapshotError):

@@ -48,14 +48,15 @@ from ._snapshot.format import (
     TenantDump,
     TenantSummary,
     read_footer,
+    remove_stale_temporaries,
     snapshot_name,
 )
 from ._snapshot.restore import (
-    persist_restored,
     restore_args,
     restore_diff,
     restore_one,
     restore_tx,
+    run_after_restore,
 )
 from .exceptions import InvalidInput, KvconfError, NotFound, TenantNotFound, Unavailable
 from .store import Store
@@ -293,9 +294,7 @@ def prune(directory: str | os.PathLike[str], keep: int) -> list[Path]:
     doomed = ours[:-keep]
     for path in doomed:
         path.unlink(missing_ok=True)
-    for stale in root.glob(f".kvconf-*{SUFFIX}.tmp-*"):
-        if stale.stat().st_mtime < datetime.now().timestamp() - 3600:
-            stale.unlink(missing_ok=True)
+    remove_stale_temporaries(root)
     return doomed
 
 
@@ -458,7 +457,7 @@ async def restore(
         raise
     await stack.aclose()
     if not dry_run:
-        await persist_restored(store, list(targets.values()))
+        await run_after_restore(store, list(targets.values()))
     return RestoreReport(path=str(source), dry_run=dry_run, tenants=results, safety_snapshot=safety)
 
 
@@ -467,7 +466,7 @@ async def _persist_after_failure(store: Store, dry_run: bool, tenants: list[str]
     if dry_run:
         return
     try:
-        await persist_restored(store, tenants)
+        await run_after_restore(store, tenants)
     except Exception:
         log.exception("a failed restore's tenants could not be persisted to the data dir")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,12 +21,16 @@ from kvconf import KeySpec, Schema, Settings, Store, snapshot
 from kvconf._snapshot.background import background_services
 from kvconf._snapshot.embedded import close_embedded, open_embedded_store, persister_of
 from kvconf._snapshot.journal import JournalWriter, journal_generations
-from kvconf.exceptions import TenantNotFound, Unavailable
+from kvconf.exceptions import JournalCorrupt, KvconfError, TenantNotFound, Unavailable
 from kvconf.snapshot import list_snapshots, verify
 
 from .redis_server import free_port
 
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("KVCONF_")}
+# subprocesses run this checkout's kvconf, not whichever one is installed
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("KVCONF_")} | {
+    "PYTHONPATH": str(ROOT)
+}
 
 
 @pytest.fixture
@@ -164,6 +169,124 @@ async def test_journal_record_with_per_key_history_is_replayed(
     assert [v.version for v in await store.history("legacy", "ns", "gone")] == [1]
     assert (await store.set("legacy", "ns", "k", 3)).versions == {"k": 3}
     assert (await store.get(tenant, "ns", "k")).value == 1
+
+
+async def test_writes_are_journaled_as_deltas_that_replay_exactly(
+    opener: Callable[..., object], tenant: str, tmp_path: Path
+) -> None:
+    """A big tenant's flushes journal the changed keys only; replay rebuilds it exactly."""
+    import random
+
+    from kvconf._snapshot.capture import capture
+    from kvconf._snapshot.journal import read_journal
+
+    store = await opener(history_limit=3, log_limit=20)  # type: ignore[misc]
+    for at in (0, 1000):
+        await store.set_many(tenant, "big", {f"k{i}": "x" * 500 for i in range(at, at + 1000)})
+    await store.set(f"{tenant}-other", "ns", "k", 1)
+    store = await opener(history_limit=3, log_limit=20)  # type: ignore[misc]  # in the base
+    persister = persister_of(store)
+    assert persister is not None
+    persister.sync = False  # as under `kvconf serve`: flushed in batches
+    data_dir = tmp_path / "data"
+    journal = data_dir / f"journal-{journal_generations(data_dir)[-1]:08d}.log"
+    start = journal.stat().st_size
+    earlier = len(read_journal(journal)[0])  # the first session's, whole
+    rng = random.Random(7)
+    for step in range(120):
+        key = f"k{rng.randrange(10)}"
+        roll = rng.random()
+        if roll < 0.6:
+            await store.set(tenant, "big", key, step)
+        elif roll < 0.75:
+            with contextlib.suppress(KvconfError):  # deleting a missing key is refused
+                await store.delete(tenant, rng.choice(["big", "small"]), key)
+        else:  # across namespaces, new ones too; a refused one changes nothing
+            deletes = {f"small{step % 3}": [key]} if roll > 0.9 else None
+            with contextlib.suppress(KvconfError):
+                await store.commit_across(
+                    tenant, {"big": {key: step}, f"new{step % 3}": {key: [step]}}, deletes=deletes
+                )
+        if step % 7 == 0:
+            await persister.flush()
+    await persister.flush()
+    records = read_journal(journal)[0][earlier:]
+    assert records
+    assert [r.tenant for r in records if r.delta is None] == []
+    # each flush wrote a few keys, never the 2,000 keys of 500 bytes (1 MB)
+    assert journal.stat().st_size - start < 400_000
+    before = await capture(store.redis, tenant)
+    other = await capture(store.redis, f"{tenant}-other")
+    tenants = await store.tenants()
+
+    store = await opener(history_limit=3, log_limit=20)  # type: ignore[misc]
+    after = await capture(store.redis, tenant)
+    assert before is not None
+    assert after is not None
+    for field in before.__struct_fields__:
+        mine, theirs = getattr(after, field), getattr(before, field)
+        if field in ("values", "trash"):  # hash fields come in insertion order
+            mine, theirs = ({ns: dict(zip(f[::2], f[1::2], strict=True)) for ns, f in d.items()}
+                            for d in (mine, theirs))  # fmt: skip
+        assert mine == theirs, field
+    assert await capture(store.redis, f"{tenant}-other") == other
+    assert await store.tenants() == tenants
+    result = await store.set(tenant, "big", "k0", "after")
+    assert result.revision == before.revision + 1
+
+
+def _record_offsets(journal: Path) -> list[int]:
+    """Byte offset of each record (``u32 length + sha256 + payload``)."""
+    data, at, out = journal.read_bytes(), 0, []
+    while at < len(data):
+        out.append(at)
+        at += 36 + int.from_bytes(data[at : at + 4], "big")
+    return out
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+async def test_a_damaged_journal_record_refuses_to_start_until_recovered(
+    opener: Callable[..., object], tmp_path: Path
+) -> None:
+    """Damage before whole records is refused (naming file and byte), never dropped silently."""
+    store = await opener()  # type: ignore[misc]
+    for n in (1, 2, 3, 4):
+        await store.set(f"t{n}", "ns", "k", n)
+    data_dir = tmp_path / "data"
+    await opener()  # type: ignore[misc]
+    await close_embedded(data_dir)
+    journal = data_dir / f"journal-{journal_generations(data_dir)[-1]:08d}.log"
+    offsets = _record_offsets(journal)[-4:]  # t1..t4, after any earlier records
+    _flip(journal, offsets[1] + 36 + 20)  # inside record 2's payload
+    with pytest.raises(JournalCorrupt) as refused:
+        await opener()  # type: ignore[misc]
+    assert refused.value.details["path"] == str(journal)
+    assert refused.value.details["offset"] == offsets[1]
+    assert refused.value.details["tenants"] == ["t3", "t4"]
+    assert f"byte {offsets[1]}" in str(refused.value)
+    assert journal.exists()  # nothing touched
+
+    store = await open_embedded_store(
+        Settings(data_dir=data_dir), server_name=f"t-{uuid.uuid4().hex}", recover_journal=True
+    )
+    persister = persister_of(store)
+    assert persister is not None
+    (recovery,) = persister.recovered
+    assert (recovery.offset, recovery.lost, recovery.tenants) == (offsets[1], 2, ["t3", "t4"])
+    aside = Path(recovery.kept_as)
+    assert aside.name.startswith(f"{journal.name}.damaged-")
+    assert aside.read_bytes()[offsets[1] :] != b""
+    assert await store.tenants() == ["t1"]
+    await store.aclose()
+    await close_embedded(data_dir)
+    store = await opener()  # type: ignore[misc]  # a normal start again
+    assert (await store.get("t1", "ns", "k")).value == 1
+    assert await store.tenants() == ["t1"]
 
 
 def _home_env(data_dir: Path) -> dict[str, str]:
@@ -386,3 +509,43 @@ async def test_full_disk_is_unavailable_and_retried(
     store = await opener()  # type: ignore[misc]
     got = {k: e.value for k, e in (await store.get_namespace(tenant, "ns")).items()}
     assert got == {"a": 1, "b": 2, "c": 3}
+
+
+@pytest.mark.slow
+def test_kill_9_window_holds_for_a_large_tenant(tmp_path: Path) -> None:
+    """`kvconf serve` with one tenant of 8,000 keys of 1 KB loses nothing acked > 1 s before."""
+    from .durability_window import measure
+
+    window = measure(8000, seconds=2.5, writers=2, workdir=tmp_path)
+    assert window.acked > 20, window
+    assert window.oldest_lost_age < 1.0, window
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_damaged_journal_recovers_and_drops_a_torn_tail(tmp_path: Path) -> None:
+    """Fault test through the CLI: a corrupt middle record, then a torn tail."""
+    home = tmp_path / ".kvconf"
+    for n in (1, 2, 3, 4):
+        assert _kvconf(home, "set", f"t{n}", "ns", f"k={n}").returncode == 0
+    journal = home / f"journal-{journal_generations(home)[-1]:08d}.log"
+    offsets = _record_offsets(journal)[-4:]
+    _flip(journal, offsets[1] + 40)
+    refused = _kvconf(home, "get", "t1", "ns", "k")
+    assert refused.returncode == 7, refused.stderr
+    message = "".join(refused.stderr.split())  # the console wraps long lines
+    assert str(journal) in message
+    assert f"damagedatbyte{offsets[1]}," in message
+    recovered = _kvconf(home, "snapshot", "recover", "--json")
+    assert recovered.returncode == 0, recovered.stderr
+    (report,) = json.loads(recovered.stdout)
+    assert report["tenants"] == ["t3", "t4"]
+    assert Path(report["kept_as"]).exists()
+    assert json.loads(_kvconf(home, "get", "t1", "ns", "k", "--json").stdout)["value"] == 1
+    # a torn tail (a crash mid-append) is dropped without a word
+    assert _kvconf(home, "set", "t5", "ns", "k=5").returncode == 0
+    journal = home / f"journal-{journal_generations(home)[-1]:08d}.log"
+    with open(journal, "ab") as fh:
+        fh.write(b"\x00\x00\x10\x00" + b"\x07" * 40)
+    got = _kvconf(home, "get", "t5", "ns", "k", "--json")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["value"] == 5

@@ -155,3 +155,63 @@ def test_mode_and_no_stray_files(tmp_path: Path) -> None:
     path.write_bytes(b"not a snapshot at all, just text")
     with pytest.raises(SnapshotCorrupt, match="bad magic"):
         verify(path)
+
+
+HALF_SAVER = """
+import sys, time
+from pathlib import Path
+from kvconf._snapshot import format as fmt
+
+writer = fmt.SnapshotWriter(Path(sys.argv[1]))
+writer._sink.write(b"x" * 1_000_000)  # a save in the middle of its body
+writer._fh.flush()
+print("writing", flush=True)
+time.sleep(60)
+"""
+
+
+async def test_a_killed_save_leaves_no_temporary_after_the_next_save(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HALF_SAVER, str(tmp_path / "kvconf-killed.kvsnap")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "writing"
+        (orphan,) = tmp_path.glob(".kvconf-killed.kvsnap.tmp-*")
+        assert str(proc.pid) in orphan.name
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+    # a concurrent save of this (live) process keeps its temporary
+    live = fmt.SnapshotWriter(tmp_path / "kvconf-live.kvsnap")
+    store = Store("memory://stale-temporaries")
+    try:
+        await store.set("acme", "ns", "k", 1)
+        info = await save(store, tmp_path)
+    finally:
+        await store.aclose()
+    assert not orphan.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [live._tmp.name]
+    live.abort()
+    assert [p.name for p in tmp_path.iterdir()] == [Path(info.path).name]
+
+
+def test_stale_temporaries_by_pid_and_age(tmp_path: Path) -> None:
+    now = time.time()
+    dead = tmp_path / ".kvconf-a.kvsnap.tmp-999999999-00ff"  # no such PID
+    mine = tmp_path / f".kvconf-b.kvsnap.tmp-{os.getpid()}-00ff"
+    old_style_new = tmp_path / ".kvconf-c.kvsnap.tmp-0a1b2c3d"
+    old_style_old = tmp_path / ".kvconf-d.kvsnap.tmp-4e5f6a7b"
+    other = tmp_path / ".notes.tmp-1"
+    for path in (dead, mine, old_style_new, old_style_old, other):
+        path.write_bytes(b"partial")
+    os.utime(old_style_old, (now - 2 * fmt.STALE_UNKNOWN, now - 2 * fmt.STALE_UNKNOWN))
+    removed = fmt.remove_stale_temporaries(tmp_path, now=now)
+    assert sorted(removed) == sorted([dead, old_style_old])
+    assert [p.exists() for p in (mine, old_style_new, other)] == [True, True, True]
+    # a live PID's temporary untouched for a day: the PID was reused
+    later = fmt.remove_stale_temporaries(tmp_path, now=now + 2 * fmt.STALE_LIVE)
+    assert sorted(later) == sorted([mine, old_style_new])
+    assert other.exists()

@@ -55,7 +55,7 @@ async def _keyspace_loop(persister: Persister) -> None:
                 continue
             channel = msg["channel"]
             key = channel.decode() if isinstance(channel, bytes) else str(channel)
-            if persister.note_key(key.removeprefix(prefix)):
+            if persister.note_notified(key.removeprefix(prefix)):
                 persister.marked += 1
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]

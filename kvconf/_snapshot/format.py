@@ -25,11 +25,11 @@ version-1 files are still read, their history converted on the fly
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,6 +207,50 @@ class _Sink:
             self.size += len(data)
 
 
+_TMP_MARK = ".tmp-"
+#: A temporary file of an unknown writer (no PID in its name) is stale after this long.
+STALE_UNKNOWN = 3600.0
+#: A temporary file of a live PID is taken as stale after this long (the PID was reused).
+STALE_LIVE = 86400.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temporaries(directory: Path, *, now: float | None = None) -> list[Path]:
+    """Remove temporary files of saves whose writer is gone; return the removed.
+
+    A temporary is named ``.<file>.tmp-<pid>-<random>``: it is stale when its
+    writer's PID is dead, or when it has not been written to for
+    :data:`STALE_LIVE` seconds (the PID was reused). A name without a PID
+    (an older kvconf) is stale after :data:`STALE_UNKNOWN` seconds. The
+    temporary of a live concurrent writer is never removed.
+    """
+    removed: list[Path] = []
+    moment = time.time() if now is None else now
+    for tmp in directory.glob(f".*{SUFFIX}{_TMP_MARK}*"):
+        pid_text, sep, _ = tmp.name.rpartition(_TMP_MARK)[2].partition("-")
+        try:
+            age = moment - tmp.stat().st_mtime
+        except FileNotFoundError:
+            continue  # its writer finished meanwhile
+        if sep and pid_text.isdigit():
+            stale = not _pid_alive(int(pid_text)) or age > STALE_LIVE
+        else:
+            stale = age > STALE_UNKNOWN
+        if stale:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 class SnapshotWriter:
     """Writes one snapshot file safely; use as a context manager.
 
@@ -221,7 +265,9 @@ class SnapshotWriter:
         self.path = path
         self.label = label
         self.generation = generation
-        self._tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        remove_stale_temporaries(path.parent)
+        self._tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._fh = os.fdopen(fd, "wb", buffering=_CHUNK)
         self._sink = _Sink(self._fh)
@@ -413,18 +459,6 @@ def read_footer(path: Path) -> Footer:
             return _footer_decoder.decode(fh.read(footer_len))
         except msgspec.DecodeError as exc:
             raise SnapshotCorrupt(f"snapshot {path} has a bad footer", path=str(path)) from exc
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write a small JSON file with the same temp-fsync-rename discipline."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(json.dumps(obj).encode())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def iter_flat_pairs(flat: Iterable[Any]) -> Iterator[tuple[Any, Any]]:

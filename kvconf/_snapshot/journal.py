@@ -1,10 +1,14 @@
-"""The embedded store's journal: whole-tenant records appended after a base snapshot.
+"""The embedded store's journal: tenant records appended after a base snapshot.
 
 Each record is ``u32 length + sha256(payload) + payload`` where the payload
 is a msgpack :class:`JournalRecord`: the full state of one tenant as captured
-at one revision (or its absence), or one global key. Replaying a journal in
-order over its base snapshot rebuilds the store; a torn or damaged tail (a
-crash while appending) ends the replay at the last whole record.
+at one revision (or its absence), what kvconf writes changed in one tenant
+since its previous record (a :class:`TenantDelta`: the cost of a flush follows
+the writes, not the tenant's size), or one global key. Replaying a journal in
+order over its base snapshot rebuilds the store; a torn tail (a crash while
+appending) ends the replay at the last whole record, and a damaged record
+followed by whole ones is reported (:func:`scan_journal`), never skipped
+silently.
 
 A record's dump has the layout of snapshot format 2 (history per namespace);
 records written by a kvconf with per-key history are converted when read
@@ -16,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -34,12 +37,41 @@ class GlobalKey(msgspec.Struct, array_like=True):
     data: list[bytes]
 
 
+class KeyDelta(msgspec.Struct, array_like=True):
+    """One key as it is now: its stored record (None: deleted) and its history members."""
+
+    namespace: str
+    key: str
+    record: bytes | None
+    history: list[bytes]
+
+
+class TenantDelta(msgspec.Struct, array_like=True):
+    """What kvconf's write script changed in a tenant since the tenant's previous record.
+
+    The small parts whole (revision, epoch, meta, namespace set), the changed
+    keys one by one, and the change events after the previous record's
+    revision; ``log_from`` is the lowest revision the log still holds (0:
+    empty), so replay trims it as the write script did.
+    """
+
+    tenant: str
+    revision: int
+    epoch: str
+    meta: dict[str, str]
+    namespaces: list[str]
+    keys: list[KeyDelta]
+    log: list[int | bytes]
+    log_from: int
+
+
 class JournalRecord(msgspec.Struct, array_like=True):
-    """A tenant's whole state (``dump`` None: the tenant is gone) or a global key."""
+    """A tenant's whole state (``dump`` None: the tenant is gone), a global key, or a delta."""
 
     tenant: str
     dump: TenantDump | None = None
     key: GlobalKey | None = None
+    delta: TenantDelta | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -62,34 +94,73 @@ def journal_generations(data_dir: Path) -> list[int]:
     return sorted(out)
 
 
-def read_journal(path: Path) -> tuple[list[JournalRecord], int]:
-    """Whole records of a journal and the byte length they span (the rest is torn)."""
+class JournalScan(msgspec.Struct):
+    """What :func:`scan_journal` found: the intact records and any damage after them."""
+
+    records: list[JournalRecord]
+    #: Bytes the intact records span; the writer continues from here.
+    valid: int
+    #: Byte offset of a damaged record followed by whole ones (None: intact or torn tail).
+    damaged_at: int | None = None
+    #: The whole records after the damage: starting from the intact part loses them.
+    lost: list[JournalRecord] = msgspec.field(default_factory=list)
+
+
+def _record_at(data: bytes, at: int) -> tuple[JournalRecord, int] | None:
+    """The whole record starting at byte ``at`` and its end, or None."""
+    if at + _HEAD.size > len(data):
+        return None
+    n, digest = _HEAD.unpack_from(data, at)
+    end = at + _HEAD.size + n
+    if end > len(data):
+        return None
+    payload = data[at + _HEAD.size : end]
+    if hashlib.sha256(payload).digest() != digest:
+        return None
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return [], 0
+        return _decoder.decode(payload), end
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _records_from(data: bytes, at: int) -> tuple[list[JournalRecord], int]:
     records: list[JournalRecord] = []
-    at = 0
-    while at + _HEAD.size <= len(data):
-        n, digest = _HEAD.unpack_from(data, at)
-        payload = data[at + _HEAD.size : at + _HEAD.size + n]
-        if len(payload) != n or hashlib.sha256(payload).digest() != digest:
-            break
-        try:
-            record = _decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            break
+    while (found := _record_at(data, at)) is not None:
+        record, at = found
         if record.dump is not None:
             upgrade_history(record.dump)
         records.append(record)
-        at += _HEAD.size + n
     return records, at
 
 
-def iter_records(paths: list[Path]) -> Iterator[JournalRecord]:
-    """Records of several journals in order."""
-    for path in paths:
-        yield from read_journal(path)[0]
+def scan_journal(path: Path) -> JournalScan:
+    """Read a journal, telling a torn tail from damage.
+
+    A crash while appending leaves a tail that is not a whole record, with
+    nothing whole after it: only writes never acknowledged as durable, so it
+    is dropped. A record that fails its checksum with a whole record after
+    it (found at the next record's offset, or at any later byte when the
+    length itself is damaged) is damage: ``damaged_at`` and ``lost`` say
+    where and what replaying the intact part would drop.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return JournalScan(records=[], valid=0)
+    records, valid = _records_from(data, 0)
+    if valid == len(data):
+        return JournalScan(records=records, valid=valid)
+    for later in range(valid + 1, len(data) - _HEAD.size + 1):
+        if _record_at(data, later) is not None:
+            lost, _ = _records_from(data, later)
+            return JournalScan(records=records, valid=valid, damaged_at=valid, lost=lost)
+    return JournalScan(records=records, valid=valid)
+
+
+def read_journal(path: Path) -> tuple[list[JournalRecord], int]:
+    """Whole records of a journal up to its first bad one, and the bytes they span."""
+    scan = scan_journal(path)
+    return scan.records, scan.valid
 
 
 class JournalWriter:

@@ -5,14 +5,15 @@ native commands in one transaction over a dedicated connection of
 :func:`~kvconf._snapshot.capture.dedicated_connections`; :func:`restore_one`
 runs ``restore.lua`` (mode ``merge``, and every mode on a cluster) with the
 arguments of :func:`restore_args`. :func:`restore_diff` counts what a
-restore would change (its dry run); :func:`persist_restored` makes the
-embedded store journal what the transactions wrote.
+restore would change (its dry run); :func:`run_after_restore` runs the
+hooks installed with :func:`on_restored` (the embedded store journals what
+the transactions wrote).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -149,6 +150,76 @@ def _as_bytes(items: Iterable[bytes | str | int]) -> list[bytes]:
     ]
 
 
+def _tx_body(
+    dump: TenantDump,
+    tk: TenantKeys,
+    tenant: str,
+    mode: str,
+    values: dict[str, list[bytes]],
+    trash: dict[str, list[bytes]],
+) -> list[bytes]:
+    """The transaction's writes of the captured tenant (independent of the live one)."""
+    body: list[bytes] = []
+    if dump.schemas:
+        body += _chunked(("HSET", tk.schema), _as_bytes(_flatten(dump.schemas)), 2)
+    if mode == "load" and dump.meta:
+        body += _chunked(("HSET", tk.meta), _as_bytes(_flatten(dump.meta)), 2)
+    body += _chunked(("SADD", tk.namespaces), _as_bytes(dump.namespaces), 1)
+    for ns, flat in trash.items():
+        body += _chunked(("HSET", tk.trash(ns)), flat, 2)
+    for ns, flat in values.items():
+        body += _chunked(("HSET", tk.ns(ns)), flat, 2)
+    for ns, members in dump.history.items():
+        for at in range(0, len(members), _CHUNK):
+            body.append(_command(("ZADD", tk.hist(ns)), members[at : at + _CHUNK], scored=True))
+    body += _chunked(("ZADD", tk.log), _as_bytes(rename_events(dump.log, dump.tenant, tenant)), 2)
+    return body
+
+
+def _tx_revision(
+    dump: TenantDump,
+    tk: TenantKeys,
+    tenant: str,
+    mode: str,
+    live_rev: int,
+    gen_raw: bytes | None,
+    *,
+    actor: str,
+    reason: str,
+    log_limit: int,
+) -> tuple[int, str, list[bytes]]:
+    """The restored revision and epoch, and the commands setting them (and the reset event).
+
+    Mode ``load`` keeps the captured ones; otherwise the revision moves past
+    both, the epoch is fresh, and a ``reset`` event is logged and published.
+    """
+    cmds: list[bytes] = []
+    rev, epoch = dump.revision, dump.epoch
+    if mode != "load":
+        rev, epoch = max(live_rev, dump.revision) + 1, secrets.token_hex(8)
+        meta = dict(dump.meta)
+        meta.pop("deleted_at", None)
+        meta.setdefault("created_at", _codec.now_iso())
+        live_gen = int(gen_raw) if gen_raw and gen_raw.isdigit() else 0
+        file_gen = meta.get("schema_gen", "0")
+        meta["schema_gen"] = str(max(live_gen, int(file_gen) if file_gen.isdigit() else 0) + 1)
+        cmds += _chunked(("HSET", tk.meta), _as_bytes(_flatten(meta)), 2)
+    cmds += [resp("SET", tk.rev, rev), resp("SET", tk.epoch, epoch)]
+    if mode != "load":
+        event = b"".join([
+            b'{"tenant":"', tenant.encode(), b'","epoch":"', epoch.encode(),
+            b'","revision":%d,"namespace":"","actor":' % rev, _codec.encode(actor),
+            b',"reason":', _codec.encode(reason), b',"ts":"', _codec.now_iso().encode(),
+            b'","type":"reset","changes":[]}',
+        ])  # fmt: skip
+        cmds += [
+            resp("ZADD", tk.log, rev, event),
+            resp("ZREMRANGEBYRANK", tk.log, 0, -(log_limit + 1)),
+            resp("SPUBLISH", tk.changes_channel, event),
+        ]
+    return rev, epoch, cmds
+
+
 async def restore_tx(
     conn: Any,
     dump: TenantDump,
@@ -187,20 +258,7 @@ async def restore_tx(
         kinds[tk.hist(ns)] = b"zset"
     targets = list(kinds)
     # the bulk of the transaction does not depend on the live tenant: built once
-    body: list[bytes] = []
-    if dump.schemas:
-        body += _chunked(("HSET", tk.schema), _as_bytes(_flatten(dump.schemas)), 2)
-    if mode == "load" and dump.meta:
-        body += _chunked(("HSET", tk.meta), _as_bytes(_flatten(dump.meta)), 2)
-    body += _chunked(("SADD", tk.namespaces), _as_bytes(dump.namespaces), 1)
-    for ns, flat in trash.items():
-        body += _chunked(("HSET", tk.trash(ns)), flat, 2)
-    for ns, flat in values.items():
-        body += _chunked(("HSET", tk.ns(ns)), flat, 2)
-    for ns, members in dump.history.items():
-        for at in range(0, len(members), _CHUNK):
-            body.append(_command(("ZADD", tk.hist(ns)), members[at : at + _CHUNK], scored=True))
-    body += _chunked(("ZADD", tk.log), _as_bytes(rename_events(dump.log, dump.tenant, tenant)), 2)
+    body = _tx_body(dump, tk, tenant, mode, values, trash)
     read = resp("WATCH", *fixed, *targets) + b"".join(
         [resp("GET", tk.rev), resp("HGET", tk.meta, "schema_gen"), resp("SMEMBERS", tk.namespaces)]
         + [resp("TYPE", key) for key in targets]
@@ -227,29 +285,11 @@ async def restore_tx(
                 await read_replies(conn, 1)
                 raise foreign_type(key)
         cmds = [resp("MULTI"), *_chunked(("DEL",), _as_bytes(doomed), 1), *body]
-        rev, epoch = dump.revision, dump.epoch
-        if mode != "load":
-            rev, epoch = max(live_rev, dump.revision) + 1, secrets.token_hex(8)
-            meta = dict(dump.meta)
-            meta.pop("deleted_at", None)
-            meta.setdefault("created_at", _codec.now_iso())
-            live_gen = int(gen_raw) if gen_raw and gen_raw.isdigit() else 0
-            file_gen = meta.get("schema_gen", "0")
-            meta["schema_gen"] = str(max(live_gen, int(file_gen) if file_gen.isdigit() else 0) + 1)
-            cmds += _chunked(("HSET", tk.meta), _as_bytes(_flatten(meta)), 2)
-        cmds += [resp("SET", tk.rev, rev), resp("SET", tk.epoch, epoch)]
-        if mode != "load":
-            event = b"".join([
-                b'{"tenant":"', tenant.encode(), b'","epoch":"', epoch.encode(),
-                b'","revision":%d,"namespace":"","actor":' % rev, _codec.encode(actor),
-                b',"reason":', _codec.encode(reason), b',"ts":"', _codec.now_iso().encode(),
-                b'","type":"reset","changes":[]}',
-            ])  # fmt: skip
-            cmds += [
-                resp("ZADD", tk.log, rev, event),
-                resp("ZREMRANGEBYRANK", tk.log, 0, -(log_limit + 1)),
-                resp("SPUBLISH", tk.changes_channel, event),
-            ]
+        rev, epoch, tail = _tx_revision(
+            dump, tk, tenant, mode, live_rev, gen_raw,
+            actor=actor, reason=reason, log_limit=log_limit,
+        )  # fmt: skip
+        cmds += tail
         cmds.append(resp("EXEC"))
         # a list, not one joined buffer: fakeredis's parser slows down on huge buffers
         await conn.send_packed_command(cmds)
@@ -321,16 +361,24 @@ async def restore_diff(store: Store, dump: TenantDump, target: str, mode: str) -
     return added, changed, removed, unchanged
 
 
-async def persist_restored(store: Store, tenants: list[str]) -> None:
-    """Embedded store: persist the restored tenants before returning.
+#: Runs after a restore with the tenants it wrote: (store, tenants).
+AfterRestore = Callable[["Store", list[str]], Awaitable[None]]
+_after_restore: list[AfterRestore] = []
 
-    Its client marks what to persist from the commands it executes, which
-    the restore transactions' own connections go around.
+
+def on_restored(hook: AfterRestore) -> None:
+    """Install ``hook`` to run after every restore (also a failed one) with its tenants.
+
+    The embedded store installs one that journals the restored tenants: the
+    restore transactions' own connections go around the client that marks
+    what to persist. A registry, so this module never imports the embedded
+    store (which imports :mod:`kvconf.snapshot`, which imports this module).
     """
-    from .embedded import persister_of  # _embedded imports this module
+    if hook not in _after_restore:
+        _after_restore.append(hook)
 
-    persister = persister_of(store)
-    if persister is not None:
-        for tenant in tenants:
-            persister.note_key(TenantKeys(tenant).rev)
-        await persister.flush()
+
+async def run_after_restore(store: Store, tenants: list[str]) -> None:
+    """Run every installed :func:`on_restored` hook."""
+    for hook in list(_after_restore):
+        await hook(store, tenants)

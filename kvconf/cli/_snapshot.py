@@ -12,6 +12,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import snapshot as snap
+from .._snapshot.embedded import (
+    JournalRecovery,
+    close_embedded,
+    open_embedded_store,
+    persister_of,
+)
 from ..config import Settings
 from ._common import (
     DataDir,
@@ -199,6 +205,41 @@ def restore_cmd(
     console.print(table)
     if report.safety_snapshot:
         console.print(f"safety snapshot: {report.safety_snapshot}", highlight=False, soft_wrap=True)
+
+
+@snapshot_app.command("recover")
+def recover_cmd(as_json: JsonFlag = False, data_dir: DataDir = None) -> None:
+    """Start the embedded data dir from the intact part of a damaged journal.
+
+    The damaged journal is kept aside as ``<name>.damaged-<UTC time>``; what
+    was lost (records after the damage, by tenant) is printed and logged.
+    Run it while no ``kvconf serve`` holds the data dir.
+    """
+
+    async def go() -> list[JournalRecovery]:
+        cfg = _settings(None, data_dir)
+        store = await open_embedded_store(cfg, recover_journal=True)
+        try:
+            persister = persister_of(store)
+            return list(persister.recovered) if persister is not None else []
+        finally:
+            await store.aclose()
+            await close_embedded(cfg.data_dir)
+
+    found = run(go(), as_json=as_json)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        console.print("the journal is intact: nothing to recover", highlight=False)
+    for r in found:
+        console.print(
+            f"{r.path} was damaged at byte {r.offset}: kept aside as {r.kept_as}; started "
+            f"from {r.intact} intact record(s); lost {r.lost} later record(s) of tenant(s) "
+            f"{', '.join(r.tenants)}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:
