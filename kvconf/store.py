@@ -22,7 +22,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import fakeredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from . import _codec
 from ._codec import as_text
@@ -415,9 +415,13 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hmget(tenant_keys(name).meta, "created_at", "deleted_at")
-            metas = await pipe.execute()
-        return [n for n, (created, deleted) in zip(names, metas, strict=True)
-                if created is not None and deleted is None]  # fmt: skip
+            metas = await pipe.execute(raise_on_error=False)
+        # A meta of a foreign type stays listed: reading the tenant says what is wrong.
+        return [
+            name
+            for name, meta in zip(names, metas, strict=True)
+            if isinstance(meta, Exception) or (meta[0] is not None and meta[1] is None)
+        ]
 
     @redis_errors
     async def repair_tenants(self) -> list[str]:
@@ -438,7 +442,10 @@ class Store:
                 tk = tenant_keys(tenant)
             except InvalidInput:  # not a name kvconf writes: foreign data
                 continue
-            created, deleted = await self.redis.hmget(tk.meta, "created_at", "deleted_at")
+            try:
+                created, deleted = await self.redis.hmget(tk.meta, "created_at", "deleted_at")
+            except ResponseError:  # a foreign type: not a tenant kvconf made
+                continue
             if created is not None and deleted is None:
                 found.append(tenant)
         if found:

@@ -283,7 +283,8 @@ async def test_prune_keeps_newest(store: Store, tenant: str, tmp_path: Path) -> 
 
 async def test_tenants_key_holds_restored(store: Store, tenant: str, tmp_path: Path) -> None:
     await store.set(tenant, "ns", "k", 1)
-    info = await save(store, tmp_path)
+    # Only this tenant: the shared server also holds other tests' deliberately corrupt ones.
+    info = await save(store, tmp_path, [tenant])
     assert tenant in [t.tenant for t in info.tenants]
     await store.redis.srem(TENANTS_KEY, tenant)
     await restore(store, info.path, tenants=[tenant], safety_dir=tmp_path / "s")

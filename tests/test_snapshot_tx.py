@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from kvconf import Settings, Store
 from kvconf._redis.connect import _servers
 from kvconf._redis.names import TenantKeys
+from kvconf._redis.resp import command
 from kvconf._snapshot import capture as capture_mod
 from kvconf._snapshot import restore as restore_mod
 from kvconf._snapshot.format import TenantDump
@@ -148,7 +149,7 @@ async def test_a_reply_that_never_comes_times_out_as_a_redis_error(
     client = aredis.Redis.from_url(redis_server.url, socket_timeout=0.3)
     try:
         async with capture_mod.dedicated_connections(client, 1) as (conn,):
-            await conn.send_packed_command(capture_mod.resp("BLPOP", "kvconf:never", 5))
+            await conn.send_packed_command(command("BLPOP", "kvconf:never", 5))
             with pytest.raises(RedisTimeoutError):
                 await capture_mod.read_replies(conn, 1)
             assert not conn.is_connected  # a late reply can never be taken for another's

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["pack_command"]
+__all__ = ["command", "pack_command"]
 
 
 def pack_command(args: tuple[Any, ...]) -> bytes:
@@ -30,3 +30,8 @@ def pack_command(args: tuple[Any, ...]) -> bytes:
             raise TypeError(f"a script argument must be str, bytes, int or float, not {kind}")
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
+
+
+def command(*args: Any) -> bytes:
+    """``pack_command`` of the arguments: ``command("GET", key)``."""
+    return pack_command(args)

@@ -23,7 +23,9 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._codec import as_text
+from .._redis.internals import connection_options
 from .._redis.names import PREFIX, TenantKeys
+from .._redis.resp import command
 from .._redis.scripts import Scripts
 from .format import TenantDump, iter_flat_pairs
 
@@ -74,15 +76,6 @@ async def scan_suffixes(
 _STREAMS = 2
 
 
-def resp(*args: bytes | str | int) -> bytes:
-    """One command in the Redis protocol (what redis-py's ``pack_command`` makes)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        raw = arg if type(arg) is bytes else b"%d" % arg if type(arg) is int else str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
-
-
 @asynccontextmanager
 async def dedicated_connections(client: Any, n: int) -> AsyncIterator[list[Any]]:
     """``n`` new RESP2 connections to ``client``'s server, closed on exit; [] on a cluster.
@@ -94,8 +87,9 @@ async def dedicated_connections(client: Any, n: int) -> AsyncIterator[list[Any]]
     pool = getattr(client, "connection_pool", None)
     conns: list[Any] = []
     try:
-        if isinstance(pool, ConnectionPool):
-            options = {**pool.connection_kwargs, "protocol": 2, "decode_responses": False}
+        base = connection_options(client)
+        if isinstance(pool, ConnectionPool) and base is not None:
+            options = {**base, "protocol": 2, "decode_responses": False}
             options["socket_read_size"] = 1 << 20
             for _ in range(n):
                 conns.append(pool.connection_class(**options))
@@ -142,19 +136,19 @@ async def read_replies(conn: Any, n: int, *, errors: bool = True) -> list[Any]:
 def _capture_request(tk: TenantKeys, names: Sequence[str]) -> tuple[bytes, int]:
     """MULTI, the reads of :func:`capture`, EXEC; and how many replies that makes."""
     cmds = [
-        resp("MULTI"),
-        resp("GET", tk.rev),
-        resp("GET", tk.epoch),
-        resp("HGETALL", tk.meta),
-        resp("SMEMBERS", tk.namespaces),
-        resp("HGETALL", tk.schema),
-        resp("ZRANGE", tk.log, 0, -1, "WITHSCORES"),
+        command("MULTI"),
+        command("GET", tk.rev),
+        command("GET", tk.epoch),
+        command("HGETALL", tk.meta),
+        command("SMEMBERS", tk.namespaces),
+        command("HGETALL", tk.schema),
+        command("ZRANGE", tk.log, 0, -1, "WITHSCORES"),
     ]
     for ns in names:
-        cmds.append(resp("HGETALL", tk.ns(ns)))
-        cmds.append(resp("HGETALL", tk.trash(ns)))
-        cmds.append(resp("ZRANGE", tk.hist(ns), 0, -1))
-    cmds.append(resp("EXEC"))
+        cmds.append(command("HGETALL", tk.ns(ns)))
+        cmds.append(command("HGETALL", tk.trash(ns)))
+        cmds.append(command("ZRANGE", tk.hist(ns), 0, -1))
+    cmds.append(command("EXEC"))
     return b"".join(cmds), len(cmds)
 
 
@@ -211,7 +205,7 @@ async def capture_stream(
             return
         keys = [TenantKeys(t) for t in tenants]
         # a list, not one joined buffer: fakeredis's parser slows down on huge buffers
-        await conns[0].send_packed_command([resp("SMEMBERS", tk.namespaces) for tk in keys])
+        await conns[0].send_packed_command([command("SMEMBERS", tk.namespaces) for tk in keys])
         known = [{as_text(n) for n in reply} for reply in await read_replies(conns[0], len(keys))]
         sent: deque[tuple[int, list[str], int]] = deque()
 

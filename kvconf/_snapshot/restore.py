@@ -21,10 +21,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .. import _codec
 from .._codec import as_text
 from .._redis.names import TenantKeys
+from .._redis.resp import command
 from .._redis.scripts import Scripts
 from .._store.ops import foreign_type
 from ..exceptions import Conflict, TenantNotFound, Unavailable
-from .capture import checked_reply, read_replies, resp, script_keys
+from .capture import checked_reply, read_replies, script_keys
 from .format import TenantDump, iter_flat_pairs
 
 if TYPE_CHECKING:
@@ -204,18 +205,13 @@ def _tx_revision(
         file_gen = meta.get("schema_gen", "0")
         meta["schema_gen"] = str(max(live_gen, int(file_gen) if file_gen.isdigit() else 0) + 1)
         cmds += _chunked(("HSET", tk.meta), _as_bytes(_flatten(meta)), 2)
-    cmds += [resp("SET", tk.rev, rev), resp("SET", tk.epoch, epoch)]
+    cmds += [command("SET", tk.rev, rev), command("SET", tk.epoch, epoch)]
     if mode != "load":
-        event = b"".join([
-            b'{"tenant":"', tenant.encode(), b'","epoch":"', epoch.encode(),
-            b'","revision":%d,"namespace":"","actor":' % rev, _codec.encode(actor),
-            b',"reason":', _codec.encode(reason), b',"ts":"', _codec.now_iso().encode(),
-            b'","type":"reset","changes":[]}',
-        ])  # fmt: skip
+        event = _codec.reset_event(tenant, epoch, rev, actor, reason)
         cmds += [
-            resp("ZADD", tk.log, rev, event),
-            resp("ZREMRANGEBYRANK", tk.log, 0, -(log_limit + 1)),
-            resp("SPUBLISH", tk.changes_channel, event),
+            command("ZADD", tk.log, rev, event),
+            command("ZREMRANGEBYRANK", tk.log, 0, -(log_limit + 1)),
+            command("SPUBLISH", tk.changes_channel, event),
         ]
     return rev, epoch, cmds
 
@@ -259,9 +255,13 @@ async def restore_tx(
     targets = list(kinds)
     # the bulk of the transaction does not depend on the live tenant: built once
     body = _tx_body(dump, tk, tenant, mode, values, trash)
-    read = resp("WATCH", *fixed, *targets) + b"".join(
-        [resp("GET", tk.rev), resp("HGET", tk.meta, "schema_gen"), resp("SMEMBERS", tk.namespaces)]
-        + [resp("TYPE", key) for key in targets]
+    read = command("WATCH", *fixed, *targets) + b"".join(
+        [
+            command("GET", tk.rev),
+            command("HGET", tk.meta, "schema_gen"),
+            command("SMEMBERS", tk.namespaces),
+        ]
+        + [command("TYPE", key) for key in targets]
     )
     for _ in range(RESTORE_ATTEMPTS):
         await conn.send_packed_command(read)
@@ -281,16 +281,16 @@ async def restore_tx(
         spared = set(targets) - set(doomed)
         for key, kind in zip(targets, replies[4:], strict=True):
             if key in spared and kind not in (b"none", kinds[key]):
-                await conn.send_packed_command(resp("UNWATCH"))
+                await conn.send_packed_command(command("UNWATCH"))
                 await read_replies(conn, 1)
                 raise foreign_type(key)
-        cmds = [resp("MULTI"), *_chunked(("DEL",), _as_bytes(doomed), 1), *body]
+        cmds = [command("MULTI"), *_chunked(("DEL",), _as_bytes(doomed), 1), *body]
         rev, epoch, tail = _tx_revision(
             dump, tk, tenant, mode, live_rev, gen_raw,
             actor=actor, reason=reason, log_limit=log_limit,
         )  # fmt: skip
         cmds += tail
-        cmds.append(resp("EXEC"))
+        cmds.append(command("EXEC"))
         # a list, not one joined buffer: fakeredis's parser slows down on huge buffers
         await conn.send_packed_command(cmds)
         try:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from .._redis.internals import node_for_slot, refresh_slots
 from .backoff import Backoff
 from .hub import Hub, Listener, client_for, stop_task
 
@@ -136,8 +137,8 @@ class ClusterHub:
                 await self._client.initialize()  # the first read of the slot table
                 self._fresh = True
             elif refresh:
-                await self._client.nodes_manager.initialize()
-            return self._client.nodes_manager.get_node_from_slot(self._client.keyslot(channel))
+                await refresh_slots(self._client)
+            return node_for_slot(self._client, self._client.keyslot(channel))
 
     async def _place(self, sub: _Sub, node: Any) -> None:
         """Move ``sub`` to ``node``'s hub (from wherever it was); call with the lock held."""

@@ -28,6 +28,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from .._redis.connect import enable_keyspace_events
+from .._redis.internals import database_of
 from .._redis.names import DEFAULTS_NAMESPACE, keyspace_channel
 from ..config import Settings
 from ..exceptions import HistoryTrimmed, KvconfError, TenantNotFound, Unavailable
@@ -114,8 +115,7 @@ class WatchEngine:
         self._closed = False
         self._wake: asyncio.Event | None = None
         self._subscribed: asyncio.Event | None = None
-        db = getattr(getattr(self._store.redis, "connection_pool", None), "connection_kwargs", {})
-        ks_prefix = keyspace_channel(self._tk.ns(""), int(db.get("db", 0)))
+        ks_prefix = keyspace_channel(self._tk.ns(""), database_of(self._store.redis))
         names = ["*"] if follow is None else sorted(follow)
         self._patterns = {ks_prefix + n: ks_prefix for n in names}
 
