@@ -17,8 +17,9 @@ from typing import Any
 
 import msgspec
 
+from ._codec import MAX_DEPTH, check_json, too_deep
 from ._redis.names import DEFAULTS_NAMESPACE, validate_key
-from .exceptions import InvalidName, InvalidSchema, SchemaProblem, SchemaViolation
+from .exceptions import InvalidName, InvalidSchema, InvalidValue, SchemaProblem, SchemaViolation
 from .models import KeySpec, Schema
 
 __all__ = [
@@ -52,28 +53,30 @@ def _type_ok(value: Any, kind: str) -> bool:
 
 
 def check_value(key: str, value: Any, spec: KeySpec) -> list[SchemaProblem]:
-    """Every rule of ``spec`` that ``value`` breaks (empty list: valid)."""
+    """Every rule of ``spec`` that ``value`` breaks (empty list: valid).
+
+    A problem describes the rule, never the value: problems reach error
+    bodies, logs and callers who may not read the key (sensitive or not).
+    """
     if not _type_ok(value, spec.type):
         found = type(value).__name__ if value is not None else "null"
         return [SchemaProblem(key, "type", f"expected {spec.type}, got {found}")]
     problems: list[SchemaProblem] = []
     if isinstance(value, int | float) and not isinstance(value, bool):
         if spec.min is not None and value < spec.min:
-            problems.append(SchemaProblem(key, "min", f"{value} is below the minimum {spec.min:g}"))
+            problems.append(SchemaProblem(key, "min", f"below the minimum {spec.min:g}"))
         if spec.max is not None and value > spec.max:
-            problems.append(SchemaProblem(key, "max", f"{value} is above the maximum {spec.max:g}"))
+            problems.append(SchemaProblem(key, "max", f"above the maximum {spec.max:g}"))
     if (
         spec.max_length is not None
         and isinstance(value, str | list | dict)
         and len(value) > spec.max_length
     ):
         problems.append(
-            SchemaProblem(
-                key, "max_length", f"length {len(value)} is over the limit {spec.max_length}"
-            )
+            SchemaProblem(key, "max_length", f"longer than the limit {spec.max_length}")
         )
     if spec.choices is not None and value not in spec.choices:
-        problems.append(SchemaProblem(key, "choices", f"{value!r} is not one of {spec.choices}"))
+        problems.append(SchemaProblem(key, "choices", "not one of the allowed choices"))
     return problems
 
 
@@ -115,6 +118,14 @@ def validate_schema(schema: Schema) -> Schema:
             problems.append(f"{key}: min {spec.min} is above max {spec.max}")
         if spec.max_length is not None and spec.max_length < 0:
             problems.append(f"{key}: max_length must not be negative")
+        try:
+            for choice in spec.choices or []:
+                check_json(key, choice)
+            if spec.default is not msgspec.UNSET:
+                check_json(key, spec.default)
+        except InvalidValue as exc:
+            problems.append(f"{key}: {exc.details['reason']}")
+            continue
         for choice in spec.choices or []:
             problems.extend(
                 f"{key}: choice {p.message}"
@@ -139,6 +150,10 @@ def decode_schema_document(data: bytes | str | Mapping[str, Any]) -> Schema:
             schema = msgspec.convert(data, Schema)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidSchema(f"invalid schema: {exc}", problems=[str(exc)]) from exc
+    except RecursionError:
+        where = too_deep(data) if isinstance(data, bytes | str) else None
+        text = f"{where or 'document'}: nested deeper than {MAX_DEPTH} levels"
+        raise InvalidSchema(f"invalid schema: {text}", problems=[text], field=where) from None
     return validate_schema(schema)
 
 
@@ -156,22 +171,31 @@ def coerce_text(text: str, spec: KeySpec | None) -> Any:
     kind = spec.type if spec is not None else None
     if kind == "str":
         return text
+    # The messages name the rule, never the text: it may be a secret.
     if kind == "int":
-        return int(text.strip())
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError("not an integer") from None
     if kind == "float":
-        return float(text.strip())
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ValueError("not a number") from None
     if kind == "bool":
         low = text.strip().lower()
         if low in _TRUE:
             return True
         if low in _FALSE:
             return False
-        raise ValueError(f"{text!r} is not a boolean")
+        raise ValueError("not a boolean (true/false, yes/no, on/off, 1/0)")
     try:
         return msgspec.json.decode(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     except msgspec.DecodeError:
         if kind == "json":
-            raise ValueError(f"{text!r} is not JSON") from None
+            raise ValueError("not JSON") from None
         return text
 
 

@@ -70,3 +70,11 @@ def test_schema_types_cli_values_and_masks_secrets(  # type: ignore[no-untyped-d
     effective = json.loads(kv("get", tenant, "ns", "--effective", "--json"))
     assert {r["key"]: r["value"] for r in effective}["pw"] == "***"
     kv("schema", tenant, "ns", "--set", "-", stdin="{not json", code=5)
+
+
+def test_set_of_a_deeply_nested_value_is_exit_5(kv, tenant: str) -> None:  # type: ignore[no-untyped-def]
+    for depth in (65, 10_000):
+        deep = "[" * depth + "]" * depth
+        out = kv("set", tenant, "ns", f"k={deep}", "--json", code=5)
+        assert "64 levels" in json.loads(out)["error"]["message"]
+    kv("get", tenant, "ns", code=3)
