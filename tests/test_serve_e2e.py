@@ -138,3 +138,30 @@ def test_refuses_non_loopback_without_auth(tmp_path: Path) -> None:
     out = proc.communicate(timeout=20)[0].decode()
     assert proc.returncode == 2
     assert "refusing to listen on 0.0.0.0" in out
+
+
+def _updated_by(base: str, tenant: str) -> str:
+    url = f"/api/v1/tenants/{tenant}/namespaces/svc/keys/k"
+    with httpx.Client(base_url=base, timeout=10) as http:
+        r = http.put(url, json={"value": 1}, headers={"X-Forwarded-For": "10.9.8.7"})
+        assert r.status_code == 201, r.text
+        by: str = http.get(url, params={"consistent": "true"}).json()["updated_by"]
+        return by
+
+
+def test_forwarded_for_is_ignored_unless_from_a_trusted_proxy(server: str) -> None:
+    assert _updated_by(server, f"xff-{time.time_ns()}") == "anonymous@127.0.0.1"
+
+
+def test_forwarded_for_from_a_configured_proxy_is_believed(
+    shared_redis: RedisServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    args = ["--port", str(port), "--data-dir", str(tmp_path), "--redis-url", shared_redis.url]
+    proc = _serve(*args, env=_env(KVCONF_FORWARDED_ALLOW_IPS="127.0.0.1"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, base)
+        assert _updated_by(base, f"xff-{time.time_ns()}") == "anonymous@10.9.8.7"
+    finally:
+        _stop(proc)

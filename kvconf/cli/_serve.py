@@ -92,6 +92,14 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Processes.")] = 1,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            envvar="KVCONF_FORWARDED_ALLOW_IPS",
+            help="Proxies whose X-Forwarded-For is trusted (comma-separated; default: none).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (default http://127.0.0.1:8767, embedded store)."""
     import uvicorn
@@ -101,7 +109,7 @@ def serve(
         cfg = settings(
             redis_url, data_dir, host=host, port=port, admin_token=token,
             snapshot_every=snapshot_every, snapshot_keep=snapshot_keep,
-            fsync_writes=fsync_writes or None,
+            fsync_writes=fsync_writes or None, forwarded_allow_ips=forwarded_allow_ips,
         )  # fmt: skip
         if cfg.redis_url is None and workers > 1:
             err_console.print(
@@ -143,6 +151,11 @@ def serve(
         workers=workers,
         log_level=log_level,
         access_log=access_log,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default, so any
+        # local process could write someone else's address into the audit
+        # trail: forwarded headers count only from configured proxies.
+        proxy_headers=bool(cfg.forwarded_allow_ips),
+        forwarded_allow_ips=cfg.forwarded_allow_ips or None,
     )
 
 
