@@ -78,3 +78,28 @@ def test_set_of_a_deeply_nested_value_is_exit_5(kv, tenant: str) -> None:  # typ
         out = kv("set", tenant, "ns", f"k={deep}", "--json", code=5)
         assert "64 levels" in json.loads(out)["error"]["message"]
     kv("get", tenant, "ns", code=3)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("get", "acme", "ns"),
+        ("get", "acme", "ns", "k"),
+        ("get", "acme", "ns", "--effective"),
+        ("set", "acme", "ns", "k=1"),
+        ("delete", "acme", "ns", "k"),
+        ("history", "acme", "ns", "k"),
+        ("rollback", "acme", "ns", "k", "1"),
+        ("schema", "acme", "ns"),
+        ("tenants",),
+        ("export", "acme"),
+    ],
+)
+def test_unreachable_redis_is_exit_6_without_a_traceback(args: tuple[str, ...]) -> None:
+    from .redis_server import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    result = runner.invoke(app, [*args, "--redis-url", url])
+    assert result.exit_code == 6, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert len(result.output.splitlines()) <= 3, result.output

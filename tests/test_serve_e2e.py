@@ -165,3 +165,32 @@ def test_forwarded_for_from_a_configured_proxy_is_believed(
         assert _updated_by(base, f"xff-{time.time_ns()}") == "anonymous@10.9.8.7"
     finally:
         _stop(proc)
+
+
+def test_serve_starts_with_redis_down_and_is_ready_once_it_is_back(tmp_path: Path) -> None:
+    redis_port, port = free_port(), free_port()
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    proc = _serve("--port", str(port), "--data-dir", str(tmp_path / "data"), "--redis-url", url)
+    base = f"http://127.0.0.1:{port}"
+    redis = RedisServer(tmp_path / "redis", port=redis_port)
+    try:
+        _wait_ready(proc, base)
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 503
+        r = httpx.get(f"{base}/api/v1/tenants/acme/namespaces/svc", timeout=5)
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "unavailable"
+        redis.start()
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{base}/readyz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "never ready after Redis came back"
+            time.sleep(0.2)
+        r = httpx.put(
+            f"{base}/api/v1/tenants/acme/namespaces/svc/keys/k", json={"value": 1}, timeout=5
+        )
+        assert r.status_code == 201, r.text
+    finally:
+        out = _stop(proc)
+        redis.stop()
+    assert "Traceback" not in out
+    warnings = [line for line in out.splitlines() if "not reachable" in line]
+    assert len(warnings) == 1, out
