@@ -30,6 +30,7 @@ __all__ = [
     "decode_schema_document",
     "effective_specs",
     "mask_value",
+    "masked_schema",
     "validate_schema",
 ]
 
@@ -81,15 +82,43 @@ def check_value(key: str, value: Any, spec: KeySpec) -> list[SchemaProblem]:
 
 
 def effective_specs(schemas: Mapping[str, Schema], namespace: str) -> dict[str, KeySpec]:
-    """Per-key specs for ``namespace``: its own over the tenant's ``_defaults``."""
+    """Per-key specs for ``namespace``: its own over the tenant's ``_defaults``.
+
+    ``sensitive`` does not follow the override: a key is sensitive in a
+    namespace when its own schema or ``_defaults`` says so (its value may come
+    from either layer), and in ``_defaults`` when any schema of the tenant says
+    so (that value shows through every namespace).
+    """
     merged: dict[str, KeySpec] = {}
     base = schemas.get(DEFAULTS_NAMESPACE)
     if base is not None:
         merged.update(base.keys)
+    if namespace == DEFAULTS_NAMESPACE:
+        for ns, schema in schemas.items():
+            if ns == DEFAULTS_NAMESPACE:
+                continue
+            for key, spec in schema.keys.items():
+                if spec.sensitive and not (key in merged and merged[key].sensitive):
+                    found = merged.get(key)
+                    merged[key] = (
+                        _SENSITIVE_ONLY
+                        if found is None
+                        else msgspec.structs.replace(found, sensitive=True)
+                    )
+        return merged
     own = schemas.get(namespace)
-    if own is not None and namespace != DEFAULTS_NAMESPACE:
-        merged.update(own.keys)
+    if own is not None:
+        for key, spec in own.keys.items():
+            under = merged.get(key)
+            if under is not None and under.sensitive and not spec.sensitive:
+                spec = msgspec.structs.replace(spec, sensitive=True)
+            merged[key] = spec
     return merged
+
+
+#: The spec of a ``_defaults`` key that only another namespace's schema
+#: declares (sensitive there): it masks, and otherwise counts as no spec.
+_SENSITIVE_ONLY = KeySpec(sensitive=True)
 
 
 def check_values(specs: Mapping[str, KeySpec], values: Mapping[str, Any]) -> None:
@@ -168,6 +197,8 @@ def coerce_text(text: str, spec: KeySpec | None) -> Any:
     without one, JSON is tried and plain text is the fallback. Raises
     ``ValueError`` when the text cannot be the spec's type.
     """
+    if spec is _SENSITIVE_ONLY:
+        spec = None
     kind = spec.type if spec is not None else None
     if kind == "str":
         return text
@@ -197,6 +228,25 @@ def coerce_text(text: str, spec: KeySpec | None) -> Any:
         if kind == "json":
             raise ValueError("not JSON") from None
         return text
+
+
+def masked_schema(schema: Schema, schemas: Mapping[str, Schema], namespace: str) -> dict[str, Any]:
+    """``schema`` (of ``namespace``) as JSON with sensitive keys' defaults and choices masked.
+
+    A key is sensitive as :func:`effective_specs` says, over the tenant's
+    ``schemas`` with ``schema`` in place for ``namespace``.
+    """
+    merged = effective_specs({**schemas, namespace: schema}, namespace)
+    doc: dict[str, Any] = msgspec.to_builtins(schema)
+    for key, spec_doc in doc.get("keys", {}).items():
+        spec = merged.get(key)
+        if spec is None or not spec.sensitive:
+            continue
+        if "default" in spec_doc:
+            spec_doc["default"] = MASK
+        if spec_doc.get("choices") is not None:
+            spec_doc["choices"] = [MASK for _ in spec_doc["choices"]]
+    return doc
 
 
 def mask_value(value: Any, spec: KeySpec | None) -> Any:

@@ -103,3 +103,27 @@ def test_unreachable_redis_is_exit_6_without_a_traceback(args: tuple[str, ...]) 
     assert result.exit_code == 6, (result.output, result.exception)
     assert "Traceback" not in result.output
     assert len(result.output.splitlines()) <= 3, result.output
+
+
+def test_sensitive_values_are_masked_in_schema_and_layered_reads(kv, tenant: str) -> None:  # type: ignore[no-untyped-def]
+    canary, other = "CANARY-default-secret", "CANARY-defaults-value"
+    doc = {"keys": {"api_key": {"type": "str", "sensitive": True, "default": canary}}}
+    kv("schema", tenant, "_defaults", "--set", "-", stdin=json.dumps(doc))
+    out = kv("schema", tenant, "_defaults")
+    assert canary not in out
+    assert json.loads(out)["keys"]["api_key"]["default"] == "***"
+    shown = json.loads(kv("schema", tenant, "_defaults", "--show-secrets"))
+    assert shown["keys"]["api_key"]["default"] == canary
+    # sensitive only in the namespace's schema, the value lives in _defaults
+    kv("set", tenant, "_defaults", f"token={other}")
+    ns_doc = {"keys": {"token": {"type": "str", "sensitive": True}}}
+    kv("schema", tenant, "ai-1", "--set", "-", stdin=json.dumps(ns_doc))
+    for args in (
+        ("get", tenant, "ai-1", "--effective", "--json"),
+        ("get", tenant, "_defaults", "--json"),
+        ("history", tenant, "_defaults", "token", "--json"),
+    ):
+        out = kv(*args)
+        assert other not in out, (args, out)
+        assert canary not in out, (args, out)
+    assert other in kv("get", tenant, "_defaults", "--json", "--show-secrets")
