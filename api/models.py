@@ -14,7 +14,8 @@ from typing import Any, Literal
 import msgspec
 from starlette.responses import Response
 
-from kvconf.exceptions import InvalidInput
+from kvconf._codec import MAX_DEPTH, too_deep
+from kvconf.exceptions import InvalidInput, InvalidValue
 
 __all__ = [
     "COMPONENTS",
@@ -246,3 +247,13 @@ def decode(body: bytes, tp: type[Any]) -> Any:
         raise InvalidInput(f"invalid request body: {text}", field=field) from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from None
+    except RecursionError:
+        raise too_deep_error(body) from None
+
+
+def too_deep_error(body: bytes) -> InvalidInput:
+    """The 422 for a body nested deeper than the decoder can follow, naming the field."""
+    field = too_deep(body) or "body"
+    exc = InvalidValue(field, f"nested deeper than {MAX_DEPTH} levels")
+    exc.details["field"] = field
+    return exc

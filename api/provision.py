@@ -1,15 +1,27 @@
-"""Creating tenants from a template or as a clone of another tenant."""
+"""Creating tenants from a template or as a clone of another tenant.
+
+All or nothing: everything that can be checked without Redis (override
+shapes, names, values, sizes, the schema the new tenant will have) is checked
+before the tenant is created. Should a step still fail after the tenant exists (Redis lost
+midway), the half-made tenant is deleted again, so a retry is not a 409.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kvconf._redis.names import DEFAULTS_NAMESPACE
-from kvconf.exceptions import InvalidInput
+from kvconf._redis.names import DEFAULTS_NAMESPACE, validate_namespace, validate_tenant
+from kvconf._store.ops import MAX_ACTOR, MAX_REASON, audit_text, change_ops, check_count
+from kvconf.exceptions import InvalidInput, KvconfError, TenantExists
+from kvconf.models import Schema
+from kvconf.schema import check_values, effective_specs
 from kvconf.store import Store
 
 __all__ = ["provision"]
+
+log = logging.getLogger("kvconf.api")
 
 
 async def provision(
@@ -27,8 +39,9 @@ async def provision(
     ``whole`` copies every namespace (a clone); otherwise only ``_defaults``
     (a template). Returns the new tenant's revision.
     """
+    validate_tenant(name)
     values: dict[str, dict[str, Any]] = {}
-    schemas = {}
+    schemas: dict[str, Schema] = {}
     if source is not None:
         schemas = await store.schemas(source)
         state = await store.read_state(source)
@@ -39,11 +52,42 @@ async def provision(
         if not isinstance(keys, Mapping):
             raise InvalidInput(f"overrides of {ns!r} must be an object", field="overrides")
         values.setdefault(ns, {}).update(keys)
-    await store.create_tenant(name)
+    values = {ns: keys for ns, keys in sorted(values.items()) if keys}
     why = reason or (f"created from {source}" if source else "created")
-    for ns in sorted(schemas, key=lambda n: n != DEFAULTS_NAMESPACE):
-        await store.set_schema(name, ns, schemas[ns], actor=actor, reason=why)
-    for ns, keys in sorted(values.items()):
-        if keys:
+    _check(store, schemas, values, actor, why)
+    await store.create_tenant(name)
+    try:
+        for ns in sorted(schemas, key=lambda n: n != DEFAULTS_NAMESPACE):
+            await store.set_schema(name, ns, schemas[ns], actor=actor, reason=why)
+        for ns, keys in values.items():
             await store.commit(name, ns, keys, actor=actor, reason=why, create=False)
-    return await store.revision(name)
+        return await store.revision(name)
+    except BaseException as exc:
+        if not isinstance(exc, TenantExists):
+            await _undo(store, name)
+        raise
+
+
+def _check(
+    store: Store,
+    schemas: Mapping[str, Schema],
+    values: Mapping[str, Mapping[str, Any]],
+    actor: str,
+    reason: str,
+) -> None:
+    """Everything the writes would refuse, checked before anything is created."""
+    limits = store.settings
+    audit_text("actor", actor, MAX_ACTOR)
+    audit_text("reason", reason, MAX_REASON)
+    for ns, keys in values.items():
+        validate_namespace(ns)
+        check_count(len(keys), limits.max_keys_per_write)
+        change_ops(keys, (), {}, limits.max_value_bytes)
+        check_values(effective_specs(schemas, ns), keys)
+
+
+async def _undo(store: Store, name: str) -> None:
+    try:
+        await store.delete_tenant(name, hard=True)
+    except KvconfError as exc:  # the original error is the one to report
+        log.warning("could not remove half-created tenant %s: %s", name, exc)

@@ -29,6 +29,11 @@ _any_decoder = msgspec.json.Decoder()
 
 _SCALARS = (str, bool, int, type(None))
 
+#: The deepest nesting of arrays and objects a value may have (documented in
+#: the README). msgspec and the stdlib recurse per level, so a 20 KB body of
+#: brackets would otherwise end in a RecursionError (a 500, a traceback).
+MAX_DEPTH = 64
+
 
 def as_text(raw: bytes | str) -> str:
     """A Redis reply item (bytes, or str from a decoding client) as text."""
@@ -41,8 +46,6 @@ def now_iso() -> str:
 
 
 def _check_json(value: Any, key: str, depth: int = 0) -> None:
-    if depth > 64:
-        raise InvalidValue(key, "nested deeper than 64 levels")
     kind = type(value)
     if kind in _SCALARS:
         return
@@ -50,6 +53,9 @@ def _check_json(value: Any, key: str, depth: int = 0) -> None:
         if not math.isfinite(value):
             raise InvalidValue(key, "NaN and infinity are not JSON")
         return
+    if (kind is list or kind is dict) and depth >= MAX_DEPTH:
+        # depth counts the arrays and objects around this one
+        raise InvalidValue(key, f"nested deeper than {MAX_DEPTH} levels")
     if kind is list:
         for item in value:
             _check_json(item, key, depth + 1)
@@ -71,6 +77,64 @@ def encode_value(key: str, value: Any, limit: int) -> bytes:
     if len(data) > limit:
         raise ValueTooLarge(key, len(data), limit)
     return data
+
+
+def check_json(key: str, value: Any) -> None:
+    """Refuse a value that is not JSON or nests deeper than :data:`MAX_DEPTH`."""
+    if type(value) not in _SCALARS:
+        _check_json(value, key)
+
+
+def too_deep(data: bytes | str, limit: int = MAX_DEPTH) -> str | None:
+    """The field under which JSON text nests deeper than ``limit``, else None.
+
+    The field is the leading object keys of the path (``"values.k"`` for a
+    change set, ``"body"`` for a bare array), at most three. A plain scan, no
+    recursion: it runs only on text a decoder refused for its depth.
+    """
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    path: list[str | int] = []
+    # One frame per open container: its kind, the current key or item index.
+    frames: list[list[Any]] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if frames and frames[-1][0] == "{" and frames[-1][1] is None:
+                try:
+                    frames[-1][1] = str(msgspec.json.decode(text[i : j + 1]))
+                except msgspec.DecodeError:
+                    frames[-1][1] = "?"
+            i = j + 1
+            continue
+        if ch in "[{":
+            if frames:
+                path.append(frames[-1][1] if frames[-1][1] is not None else 0)
+            if len(frames) >= limit:
+                return _path_text(path)
+            frames.append([ch, 0 if ch == "[" else None])
+        elif ch in "]}":
+            if frames:
+                frames.pop()
+                if path:
+                    path.pop()
+        elif ch == "," and frames:
+            frame = frames[-1]
+            frame[1] = frame[1] + 1 if frame[0] == "[" else None
+        i += 1
+    return None
+
+
+def _path_text(path: list[str | int]) -> str:
+    names: list[str] = []
+    for part in path[:3]:
+        if not isinstance(part, str):
+            break
+        names.append(part)
+    return ".".join(names) or "body"
 
 
 def decode_value(data: bytes | str) -> Any:

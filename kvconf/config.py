@@ -54,6 +54,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fsync_writes: bool = False
     #: REST API: serve reads from in-process watchers when they are in step.
     api_read_cache: bool = True
+    #: REST API: proxies whose ``X-Forwarded-For``/``-Proto`` are believed
+    #: (comma-separated addresses or networks, ``*`` for any; empty: none), as
+    #: uvicorn's ``forwarded_allow_ips``. The audit trail's client address
+    #: comes from them only.
+    forwarded_allow_ips: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

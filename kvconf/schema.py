@@ -17,8 +17,9 @@ from typing import Any
 
 import msgspec
 
+from ._codec import MAX_DEPTH, check_json, too_deep
 from ._redis.names import DEFAULTS_NAMESPACE, validate_key
-from .exceptions import InvalidName, InvalidSchema, SchemaProblem, SchemaViolation
+from .exceptions import InvalidName, InvalidSchema, InvalidValue, SchemaProblem, SchemaViolation
 from .models import KeySpec, Schema
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "decode_schema_document",
     "effective_specs",
     "mask_value",
+    "masked_schema",
     "validate_schema",
 ]
 
@@ -52,41 +54,71 @@ def _type_ok(value: Any, kind: str) -> bool:
 
 
 def check_value(key: str, value: Any, spec: KeySpec) -> list[SchemaProblem]:
-    """Every rule of ``spec`` that ``value`` breaks (empty list: valid)."""
+    """Every rule of ``spec`` that ``value`` breaks (empty list: valid).
+
+    A problem describes the rule, never the value: problems reach error
+    bodies, logs and callers who may not read the key (sensitive or not).
+    """
     if not _type_ok(value, spec.type):
         found = type(value).__name__ if value is not None else "null"
         return [SchemaProblem(key, "type", f"expected {spec.type}, got {found}")]
     problems: list[SchemaProblem] = []
     if isinstance(value, int | float) and not isinstance(value, bool):
         if spec.min is not None and value < spec.min:
-            problems.append(SchemaProblem(key, "min", f"{value} is below the minimum {spec.min:g}"))
+            problems.append(SchemaProblem(key, "min", f"below the minimum {spec.min:g}"))
         if spec.max is not None and value > spec.max:
-            problems.append(SchemaProblem(key, "max", f"{value} is above the maximum {spec.max:g}"))
+            problems.append(SchemaProblem(key, "max", f"above the maximum {spec.max:g}"))
     if (
         spec.max_length is not None
         and isinstance(value, str | list | dict)
         and len(value) > spec.max_length
     ):
         problems.append(
-            SchemaProblem(
-                key, "max_length", f"length {len(value)} is over the limit {spec.max_length}"
-            )
+            SchemaProblem(key, "max_length", f"longer than the limit {spec.max_length}")
         )
     if spec.choices is not None and value not in spec.choices:
-        problems.append(SchemaProblem(key, "choices", f"{value!r} is not one of {spec.choices}"))
+        problems.append(SchemaProblem(key, "choices", "not one of the allowed choices"))
     return problems
 
 
 def effective_specs(schemas: Mapping[str, Schema], namespace: str) -> dict[str, KeySpec]:
-    """Per-key specs for ``namespace``: its own over the tenant's ``_defaults``."""
+    """Per-key specs for ``namespace``: its own over the tenant's ``_defaults``.
+
+    ``sensitive`` does not follow the override: a key is sensitive in a
+    namespace when its own schema or ``_defaults`` says so (its value may come
+    from either layer), and in ``_defaults`` when any schema of the tenant says
+    so (that value shows through every namespace).
+    """
     merged: dict[str, KeySpec] = {}
     base = schemas.get(DEFAULTS_NAMESPACE)
     if base is not None:
         merged.update(base.keys)
+    if namespace == DEFAULTS_NAMESPACE:
+        for ns, schema in schemas.items():
+            if ns == DEFAULTS_NAMESPACE:
+                continue
+            for key, spec in schema.keys.items():
+                if spec.sensitive and not (key in merged and merged[key].sensitive):
+                    found = merged.get(key)
+                    merged[key] = (
+                        _SENSITIVE_ONLY
+                        if found is None
+                        else msgspec.structs.replace(found, sensitive=True)
+                    )
+        return merged
     own = schemas.get(namespace)
-    if own is not None and namespace != DEFAULTS_NAMESPACE:
-        merged.update(own.keys)
+    if own is not None:
+        for key, spec in own.keys.items():
+            under = merged.get(key)
+            if under is not None and under.sensitive and not spec.sensitive:
+                spec = msgspec.structs.replace(spec, sensitive=True)
+            merged[key] = spec
     return merged
+
+
+#: The spec of a ``_defaults`` key that only another namespace's schema
+#: declares (sensitive there): it masks, and otherwise counts as no spec.
+_SENSITIVE_ONLY = KeySpec(sensitive=True)
 
 
 def check_values(specs: Mapping[str, KeySpec], values: Mapping[str, Any]) -> None:
@@ -115,6 +147,14 @@ def validate_schema(schema: Schema) -> Schema:
             problems.append(f"{key}: min {spec.min} is above max {spec.max}")
         if spec.max_length is not None and spec.max_length < 0:
             problems.append(f"{key}: max_length must not be negative")
+        try:
+            for choice in spec.choices or []:
+                check_json(key, choice)
+            if spec.default is not msgspec.UNSET:
+                check_json(key, spec.default)
+        except InvalidValue as exc:
+            problems.append(f"{key}: {exc.details['reason']}")
+            continue
         for choice in spec.choices or []:
             problems.extend(
                 f"{key}: choice {p.message}"
@@ -139,6 +179,10 @@ def decode_schema_document(data: bytes | str | Mapping[str, Any]) -> Schema:
             schema = msgspec.convert(data, Schema)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidSchema(f"invalid schema: {exc}", problems=[str(exc)]) from exc
+    except RecursionError:
+        where = too_deep(data) if isinstance(data, bytes | str) else None
+        text = f"{where or 'document'}: nested deeper than {MAX_DEPTH} levels"
+        raise InvalidSchema(f"invalid schema: {text}", problems=[text], field=where) from None
     return validate_schema(schema)
 
 
@@ -153,26 +197,56 @@ def coerce_text(text: str, spec: KeySpec | None) -> Any:
     without one, JSON is tried and plain text is the fallback. Raises
     ``ValueError`` when the text cannot be the spec's type.
     """
+    if spec is _SENSITIVE_ONLY:
+        spec = None
     kind = spec.type if spec is not None else None
     if kind == "str":
         return text
+    # The messages name the rule, never the text: it may be a secret.
     if kind == "int":
-        return int(text.strip())
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError("not an integer") from None
     if kind == "float":
-        return float(text.strip())
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ValueError("not a number") from None
     if kind == "bool":
         low = text.strip().lower()
         if low in _TRUE:
             return True
         if low in _FALSE:
             return False
-        raise ValueError(f"{text!r} is not a boolean")
+        raise ValueError("not a boolean (true/false, yes/no, on/off, 1/0)")
     try:
         return msgspec.json.decode(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
     except msgspec.DecodeError:
         if kind == "json":
-            raise ValueError(f"{text!r} is not JSON") from None
+            raise ValueError("not JSON") from None
         return text
+
+
+def masked_schema(schema: Schema, schemas: Mapping[str, Schema], namespace: str) -> dict[str, Any]:
+    """``schema`` (of ``namespace``) as JSON with sensitive keys' defaults and choices masked.
+
+    A key is sensitive as :func:`effective_specs` says, over the tenant's
+    ``schemas`` with ``schema`` in place for ``namespace``.
+    """
+    merged = effective_specs({**schemas, namespace: schema}, namespace)
+    doc: dict[str, Any] = msgspec.to_builtins(schema)
+    for key, spec_doc in doc.get("keys", {}).items():
+        spec = merged.get(key)
+        if spec is None or not spec.sensitive:
+            continue
+        if "default" in spec_doc:
+            spec_doc["default"] = MASK
+        if spec_doc.get("choices") is not None:
+            spec_doc["choices"] = [MASK for _ in spec_doc["choices"]]
+    return doc
 
 
 def mask_value(value: Any, spec: KeySpec | None) -> Any:

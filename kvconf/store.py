@@ -220,6 +220,7 @@ class Store:
         validate_namespace(namespace)
         return (await self.schemas(tenant)).get(namespace)
 
+    @redis_errors
     async def specs(self, tenant: str, namespace: str) -> dict[str, KeySpec]:
         """The merged key specs that apply to ``namespace`` (own over ``_defaults``)."""
         validate_namespace(namespace)

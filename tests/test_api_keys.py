@@ -257,3 +257,73 @@ async def test_if_match_star_never_refuses_an_existing_key_under_concurrency(
         missing = await c.put(url + "-missing", json={"value": 1}, headers={"If-Match": "*"})
         assert missing.status_code == 412
         assert missing.json()["error"]["code"] == "precondition_failed"
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [65, 10_000, 100_000])
+async def test_deeply_nested_bodies_are_422_naming_the_field(
+    backend_url: str, tenant: str, depth: int
+) -> None:
+    deep = _nested(depth)
+    bodies = [
+        ("PUT", key_url(tenant), '{"value": ' + deep + "}", "value"),
+        ("POST", f"/api/v1/tenants/{tenant}/namespaces/svc", '{"values": {"k": ' + deep + "}}",
+         "values.k"),
+        ("PUT", f"/api/v1/tenants/{tenant}/namespaces/svc/schema",
+         '{"keys": {"k": {"default": ' + deep + "}}}", "keys.k.default"),
+        ("POST", "/api/v1/tenants", '{"name": "' + tenant + '-x", "overrides": {"svc": {"k": '
+         + deep + "}}}", "overrides.svc.k"),
+    ]  # fmt: skip
+    async with running_app(backend_url) as app, client(app) as http:
+        await http.put(key_url(tenant), json={"value": 1})
+        for method, url, body, field in bodies:
+            r = await http.request(
+                method, url, content=body, headers={"Content-Type": "application/json"}
+            )
+            assert r.status_code == 422, (url, r.text)
+            error = r.json()["error"]
+            assert "64 levels" in error["message"], error
+            if depth > 1000:  # the decoder's own limit: the field comes from the scan
+                assert field in (error.get("field"), error.get("key")), error
+        r = await http.get(key_url(tenant))
+        assert r.json()["value"] == 1
+        assert (await http.get(f"/api/v1/tenants/{tenant}-x")).status_code == 404
+
+
+async def test_nesting_limit_is_exactly_64_levels(store, tenant: str) -> None:  # type: ignore[no-untyped-def]
+    from kvconf.exceptions import InvalidValue
+
+    ok: object = 1
+    for _ in range(64):
+        ok = [ok]
+    await store.set(tenant, "svc", "k", ok)
+    with pytest.raises(InvalidValue):
+        await store.set(tenant, "svc", "k", [ok])
+
+
+async def test_tenant_from_template_is_all_or_nothing(http: httpx.AsyncClient, tenant: str) -> None:
+    schema = {"keys": {"port": {"type": "int", "max": 100}}}
+    r = await http.put(f"/api/v1/tenants/{tenant}/namespaces/_defaults/schema", json=schema)
+    assert r.status_code == 200, r.text
+    await http.put(key_url(tenant, "port", "_defaults"), json={"value": 80})
+    copy = f"{tenant}-tpl"
+    bad = [
+        {"svc": {"port": 1000}},  # breaks the template's schema
+        {"svc": {"port": 1, "bad name": 2}},  # an invalid key name
+        {"svc": 5},  # not an object
+        {"svc": {"port": "x" * 5000}},  # over the value size limit
+    ]
+    for overrides in bad:
+        body = {"name": copy, "template": tenant, "overrides": overrides}
+        r = await http.post("/api/v1/tenants", json=body)
+        assert r.status_code in (413, 422), r.text
+        assert (await http.get(f"/api/v1/tenants/{copy}")).status_code == 404, overrides
+    r = await http.post(
+        "/api/v1/tenants",
+        json={"name": copy, "template": tenant, "overrides": {"svc": {"port": 9}}},
+    )
+    assert r.status_code == 201, r.text
+    assert (await http.get(key_url(copy, "port"))).json()["value"] == 9

@@ -70,3 +70,60 @@ def test_schema_types_cli_values_and_masks_secrets(  # type: ignore[no-untyped-d
     effective = json.loads(kv("get", tenant, "ns", "--effective", "--json"))
     assert {r["key"]: r["value"] for r in effective}["pw"] == "***"
     kv("schema", tenant, "ns", "--set", "-", stdin="{not json", code=5)
+
+
+def test_set_of_a_deeply_nested_value_is_exit_5(kv, tenant: str) -> None:  # type: ignore[no-untyped-def]
+    for depth in (65, 10_000):
+        deep = "[" * depth + "]" * depth
+        out = kv("set", tenant, "ns", f"k={deep}", "--json", code=5)
+        assert "64 levels" in json.loads(out)["error"]["message"]
+    kv("get", tenant, "ns", code=3)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("get", "acme", "ns"),
+        ("get", "acme", "ns", "k"),
+        ("get", "acme", "ns", "--effective"),
+        ("set", "acme", "ns", "k=1"),
+        ("delete", "acme", "ns", "k"),
+        ("history", "acme", "ns", "k"),
+        ("rollback", "acme", "ns", "k", "1"),
+        ("schema", "acme", "ns"),
+        ("tenants",),
+        ("export", "acme"),
+    ],
+)
+def test_unreachable_redis_is_exit_6_without_a_traceback(args: tuple[str, ...]) -> None:
+    from .redis_server import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    result = runner.invoke(app, [*args, "--redis-url", url])
+    assert result.exit_code == 6, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert len(result.output.splitlines()) <= 3, result.output
+
+
+def test_sensitive_values_are_masked_in_schema_and_layered_reads(kv, tenant: str) -> None:  # type: ignore[no-untyped-def]
+    canary, other = "CANARY-default-secret", "CANARY-defaults-value"
+    doc = {"keys": {"api_key": {"type": "str", "sensitive": True, "default": canary}}}
+    kv("schema", tenant, "_defaults", "--set", "-", stdin=json.dumps(doc))
+    out = kv("schema", tenant, "_defaults")
+    assert canary not in out
+    assert json.loads(out)["keys"]["api_key"]["default"] == "***"
+    shown = json.loads(kv("schema", tenant, "_defaults", "--show-secrets"))
+    assert shown["keys"]["api_key"]["default"] == canary
+    # sensitive only in the namespace's schema, the value lives in _defaults
+    kv("set", tenant, "_defaults", f"token={other}")
+    ns_doc = {"keys": {"token": {"type": "str", "sensitive": True}}}
+    kv("schema", tenant, "ai-1", "--set", "-", stdin=json.dumps(ns_doc))
+    for args in (
+        ("get", tenant, "ai-1", "--effective", "--json"),
+        ("get", tenant, "_defaults", "--json"),
+        ("history", tenant, "_defaults", "token", "--json"),
+    ):
+        out = kv(*args)
+        assert other not in out, (args, out)
+        assert canary not in out, (args, out)
+    assert other in kv("get", tenant, "_defaults", "--json", "--show-secrets")

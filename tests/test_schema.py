@@ -116,3 +116,26 @@ def test_mask_value() -> None:
     assert mask_value(None, KeySpec(sensitive=True)) == MASK
     assert mask_value("plain", KeySpec()) == "plain"
     assert mask_value("plain", None) == "plain"
+
+
+def test_problems_describe_the_rule_never_the_value() -> None:
+    canary = "s3cr3t-PROD-KEY"
+    specs = [
+        KeySpec(type="str", choices=["x"]),
+        KeySpec(type="str", max_length=3),
+        KeySpec(type="int"),
+    ]
+    for spec in specs:
+        problems = check_value("k", canary, spec)
+        assert problems
+        assert all(canary not in p.message for p in problems)
+    for spec in (KeySpec(type="int", max=10), KeySpec(type="int", min=10**9)):
+        assert all("123456" not in p.message for p in check_value("k", 123456, spec))
+
+
+def test_coerce_text_errors_never_echo_the_text() -> None:
+    canary = "s3cr3t-PROD-KEY"
+    for kind in ("int", "float", "bool", "json"):
+        with pytest.raises(ValueError) as info:
+            coerce_text(canary, KeySpec(type=kind))  # type: ignore[arg-type]
+        assert canary not in str(info.value)

@@ -138,3 +138,59 @@ def test_refuses_non_loopback_without_auth(tmp_path: Path) -> None:
     out = proc.communicate(timeout=20)[0].decode()
     assert proc.returncode == 2
     assert "refusing to listen on 0.0.0.0" in out
+
+
+def _updated_by(base: str, tenant: str) -> str:
+    url = f"/api/v1/tenants/{tenant}/namespaces/svc/keys/k"
+    with httpx.Client(base_url=base, timeout=10) as http:
+        r = http.put(url, json={"value": 1}, headers={"X-Forwarded-For": "10.9.8.7"})
+        assert r.status_code == 201, r.text
+        by: str = http.get(url, params={"consistent": "true"}).json()["updated_by"]
+        return by
+
+
+def test_forwarded_for_is_ignored_unless_from_a_trusted_proxy(server: str) -> None:
+    assert _updated_by(server, f"xff-{time.time_ns()}") == "anonymous@127.0.0.1"
+
+
+def test_forwarded_for_from_a_configured_proxy_is_believed(
+    shared_redis: RedisServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    args = ["--port", str(port), "--data-dir", str(tmp_path), "--redis-url", shared_redis.url]
+    proc = _serve(*args, env=_env(KVCONF_FORWARDED_ALLOW_IPS="127.0.0.1"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, base)
+        assert _updated_by(base, f"xff-{time.time_ns()}") == "anonymous@10.9.8.7"
+    finally:
+        _stop(proc)
+
+
+def test_serve_starts_with_redis_down_and_is_ready_once_it_is_back(tmp_path: Path) -> None:
+    redis_port, port = free_port(), free_port()
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    proc = _serve("--port", str(port), "--data-dir", str(tmp_path / "data"), "--redis-url", url)
+    base = f"http://127.0.0.1:{port}"
+    redis = RedisServer(tmp_path / "redis", port=redis_port)
+    try:
+        _wait_ready(proc, base)
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 503
+        r = httpx.get(f"{base}/api/v1/tenants/acme/namespaces/svc", timeout=5)
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "unavailable"
+        redis.start()
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{base}/readyz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "never ready after Redis came back"
+            time.sleep(0.2)
+        r = httpx.put(
+            f"{base}/api/v1/tenants/acme/namespaces/svc/keys/k", json={"value": 1}, timeout=5
+        )
+        assert r.status_code == 201, r.text
+    finally:
+        out = _stop(proc)
+        redis.stop()
+    assert "Traceback" not in out
+    warnings = [line for line in out.splitlines() if "not reachable" in line]
+    assert len(warnings) == 1, out

@@ -171,3 +171,23 @@ async def test_writes_crossing_maxmemory_are_whole_and_listed(redis_server: Redi
     finally:
         _relax(redis_server)
         await store.aclose()
+
+
+async def test_unreachable_redis_is_unavailable_from_every_read() -> None:
+    from kvconf import Store, Unavailable
+
+    from .redis_server import free_port
+
+    store = Store(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        for call in (
+            store.specs("acme", "ns"),
+            store.schemas("acme"),
+            store.get("acme", "ns", "k"),
+            store.history("acme", "ns", "k"),
+            store.explain("acme", "ns"),
+        ):
+            with pytest.raises(Unavailable):
+                await call
+    finally:
+        await store.aclose()

@@ -9,11 +9,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
-from kvconf.exceptions import NotFound
+from kvconf._redis.names import validate_namespace
+from kvconf.exceptions import NotFound, TenantNotFound
 from kvconf.models import Schema
-from kvconf.schema import MASK, decode_schema_document
+from kvconf.schema import decode_schema_document, effective_specs, masked_schema
 
 from ..deps import Access, AdminAccess, DryRun, ReadAccess, note_write
+from ..errors import Forbidden
 from ..models import body_doc, respond
 from ..query import refuse_unknown_query
 
@@ -47,31 +49,52 @@ async def _set_schema(
     return revision
 
 
-def _shown(access: Access, schema: Schema) -> dict[str, Any]:
-    """A schema as JSON; defaults of sensitive keys masked without the secrets right."""
-    doc: dict[str, Any] = msgspec.to_builtins(schema)
-    if not access.secrets:
-        for key, spec in schema.keys.items():
-            if spec.sensitive and "default" in doc.get("keys", {}).get(key, {}):
-                doc["keys"][key]["default"] = MASK
-    return doc
+def _shown(
+    access: Access, schema: Schema, schemas: dict[str, Schema], namespace: str
+) -> dict[str, Any]:
+    """A schema as JSON; sensitive keys' defaults masked without the secrets right."""
+    if access.secrets:
+        doc: dict[str, Any] = msgspec.to_builtins(schema)
+        return doc
+    return masked_schema(schema, schemas, namespace)
+
+
+def _check_sensitive_unchanged(
+    before: dict[str, Schema], namespace: str, schema: Schema | None
+) -> None:
+    """Without the secrets right, a sensitive key's spec may not change.
+
+    Unmarking it would show its value; adding ``choices``, ``min``/``max`` or
+    ``max_length`` would turn the schema check into an oracle of its value.
+    """
+    old = before.get(namespace)
+    old_keys = old.keys if old is not None else {}
+    new_keys = schema.keys if schema is not None else {}
+    sensitive = {k for k, s in effective_specs(before, namespace).items() if s.sensitive}
+    for key in sorted(sensitive):
+        if old_keys.get(key) != new_keys.get(key):
+            raise Forbidden(
+                f"changing the schema of sensitive key {key!r} needs the secrets right",
+                key=key,
+            )
 
 
 @router.get("/schemas", summary="Every schema of the tenant by namespace")
 async def all_schemas(access: ReadAccess) -> Response:
     """``_defaults`` holds the tenant-wide schema."""
     found = await access.store.schemas(access.tenant)
-    shown = {ns: _shown(access, s) for ns, s in found.items()}
+    shown = {ns: _shown(access, s, found, ns) for ns, s in found.items()}
     return respond({"tenant": access.tenant, "schemas": shown})
 
 
 @router.get("/namespaces/{namespace}/schema", summary="A namespace's own schema")
 async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
     """404 when the namespace has no schema of its own."""
-    schema = await access.store.get_schema(access.tenant, namespace)
+    found = await access.store.schemas(access.tenant)
+    schema = found.get(validate_namespace(namespace))
     if schema is None:
         raise SchemaNotFound(f"{access.tenant}/{namespace} has no schema", namespace=namespace)
-    return respond(_shown(access, schema))
+    return respond(_shown(access, schema, found, namespace))
 
 
 @router.put(
@@ -84,11 +107,18 @@ async def put_schema(
 ) -> Response:
     """422 listing every problem when the document or current values break it."""
     schema = decode_schema_document(await request.body())
+    try:
+        before = await access.store.schemas(access.tenant)
+    except TenantNotFound:  # a schema write creates the tenant
+        before = {}
+    if not access.secrets:
+        _check_sensitive_unchanged(before, namespace, schema)
     if dry_run:
         await access.store.check_schema(access.tenant, namespace, schema)
-        return respond({"dry_run": True, "would_commit": True, "schema": _shown(access, schema)})
+        shown = _shown(access, schema, before, namespace)
+        return respond({"dry_run": True, "would_commit": True, "schema": shown})
     revision = await _set_schema(request, access, namespace, schema)
-    return respond({"revision": revision, "schema": _shown(access, schema)})
+    return respond({"revision": revision, "schema": _shown(access, schema, before, namespace)})
 
 
 @router.delete("/namespaces/{namespace}/schema", summary="Remove a namespace's schema")
@@ -96,8 +126,11 @@ async def delete_schema(
     namespace: Namespace, request: Request, access: AdminAccess, dry_run: DryRun = False
 ) -> Response:
     """Removing a schema that does not exist is a 404."""
-    if await access.store.get_schema(access.tenant, namespace) is None:
+    before = await access.store.schemas(access.tenant)
+    if before.get(validate_namespace(namespace)) is None:
         raise SchemaNotFound(f"{access.tenant}/{namespace} has no schema", namespace=namespace)
+    if not access.secrets:
+        _check_sensitive_unchanged(before, namespace, None)
     if dry_run:
         await access.store.check_schema(access.tenant, namespace, None)
         return respond({"dry_run": True, "would_commit": True})

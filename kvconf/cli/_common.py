@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
@@ -72,7 +73,10 @@ def settings(redis_url: str | None, data_dir: Path | None, **overrides: Any) -> 
 def run(coro: Coroutine[Any, Any, T], *, as_json: bool = False) -> T:
     """Run a command's coroutine; turn kvconf errors into a message and exit status."""
     try:
-        return asyncio.run(coro)
+        try:
+            return asyncio.run(coro)
+        except RedisError as exc:  # a path the store boundary missed: still exit 6
+            raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
     except KvconfError as exc:
         if as_json:
             sys.stdout.write(msgspec.json.encode({"error": exc.to_dict()}).decode() + "\n")

@@ -10,8 +10,9 @@ import msgspec
 import typer
 from rich.table import Table
 
+from .._redis.names import validate_namespace
 from ..exceptions import InvalidInput
-from ..schema import coerce_text, decode_schema_document, mask_value
+from ..schema import coerce_text, decode_schema_document, mask_value, masked_schema
 from ..store import Store
 from ._common import (
     DataDir,
@@ -261,12 +262,17 @@ def schema(
         typer.Option("--set", help="Replace the schema with this JSON file ('-': stdin)."),
     ] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Remove the schema.")] = False,
+    show_secrets: ShowSecrets = False,
     reason: Reason = "",
     actor: Actor = None,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Print a namespace's schema as JSON, or replace or remove it."""
+    """Print a namespace's schema as JSON, or replace or remove it.
+
+    Defaults and choices of sensitive keys print as ``"***"`` unless
+    ``--show-secrets``.
+    """
 
     async def go(store: Store) -> None:
         if remove or file is not None:
@@ -279,7 +285,12 @@ def schema(
                 f"revision {rev}: schema of {namespace} {'set' if document else 'removed'}"
             )
             return
-        print_json(await store.get_schema(tenant, namespace))
+        schemas = await store.schemas(tenant)
+        found = schemas.get(validate_namespace(namespace))
+        if found is None or show_secrets:
+            print_json(found)
+        else:
+            print_json(masked_schema(found, schemas, namespace))
 
     run(_with_store(redis_url, data_dir, go), as_json=True)
 

@@ -18,6 +18,7 @@ from ._common import (
     RedisUrl,
     console,
     opened_store,
+    print_json,
     report_table,
     run,
     settings,
@@ -59,15 +60,30 @@ def export(
     no_schemas: Annotated[
         bool, typer.Option("--no-schemas", help="JSON/YAML: leave schemas out.")
     ] = False,
+    include_history: Annotated[
+        bool,
+        typer.Option(
+            "--include-history",
+            help="JSON/YAML: each key's kept versions (for import --preserve-versions).",
+        ),
+    ] = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Export a tenant or one namespace as JSON, YAML or a .env file (values unmasked)."""
+    """Export a tenant or one namespace as JSON, YAML or a .env file (values unmasked).
+
+    JSON and YAML carry the schemas (with ``sensitive``), so an import keeps
+    secrets masked.
+    """
 
     async def go() -> str:
         chosen = _format(fmt, str(output) if output else "")
+        if include_history and chosen == "env":
+            raise InvalidInput("--include-history needs JSON or YAML")
         async with opened_store(_settings(redis_url, data_dir)) as store:
-            doc = await io.export_tenant(store, tenant, namespace, schemas=not no_schemas)
+            doc = await io.export_tenant(
+                store, tenant, namespace, schemas=not no_schemas, history=include_history
+            )
         return io.dumps(doc, chosen, prefix=prefix)
 
     text = run(go())
@@ -95,25 +111,63 @@ def import_(
         bool, typer.Option("--keep-case", help=".env: keep names as written (default: lower).")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and report only.")] = False,
+    preserve_versions: Annotated[
+        bool,
+        typer.Option(
+            "--preserve-versions",
+            help="Keep each key's versions and timestamps (an export with --include-history).",
+        ),
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option("--replace", help="--preserve-versions: overwrite keys the tenant has."),
+    ] = False,
     reason: Annotated[str, typer.Option("--reason", help="Kept in the audit trail.")] = "",
     actor: Annotated[str | None, typer.Option("--actor", envvar="KVCONF_ACTOR")] = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Import keys from JSON, YAML or .env: validated whole, one change set per namespace."""
+    """Import keys from JSON, YAML or .env: validated whole, one change set per namespace.
 
-    async def go() -> io.ImportReport:
+    An export's schemas are set first. ``--preserve-versions`` writes each
+    key's exported versions as they were (refused for keys the tenant already
+    has, unless ``--replace``).
+    """
+
+    async def go() -> io.ImportReport | io.HistoryImport:
         chosen = _format(fmt, file if file != "-" else "")
+        if replace and not preserve_versions:
+            raise InvalidInput("--replace goes with --preserve-versions")
         text = _read(file)
-        spaces = io.loads(text, chosen, namespace=namespace, prefix=prefix, keep_case=keep_case)
+        doc = io.load_document(
+            text, chosen, namespace=namespace, prefix=prefix, keep_case=keep_case
+        )
         async with opened_store(_settings(redis_url, data_dir)) as store:
+            if preserve_versions:
+                return await io.import_history(
+                    store, tenant, doc, replace=replace, dry_run=dry_run, actor=actor,
+                    reason=reason,
+                )  # fmt: skip
             return await io.import_values(
-                store, tenant, spaces, texts=chosen == "env", dry_run=dry_run, actor=actor,
-                reason=reason,
+                store, tenant, doc.namespaces, texts=chosen == "env", dry_run=dry_run,
+                actor=actor, reason=reason, schemas=doc.schemas,
             )  # fmt: skip
 
     report = run(go(), as_json=as_json)
+    if isinstance(report, io.HistoryImport):
+        if as_json:
+            print_json(report)
+            return
+        if report.dry_run:
+            console.print("dry run: nothing was written", style="yellow")
+        where = "" if report.revision is None else f" at revision {report.revision}"
+        console.print(
+            f"{report.keys} keys, {report.versions} versions{where}"
+            + (f"; replaced {len(report.replaced)}" if report.replaced else ""),
+            highlight=False,
+        )
+        return
     table = report_table(report, as_json, ("namespace", "written", "unchanged", "revision"),
                          {"namespace"})  # fmt: skip
     if table is None:

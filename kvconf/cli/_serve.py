@@ -15,10 +15,11 @@ from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
+from redis.exceptions import RedisError
 
 from .._redis.names import TOKENS_KEY
 from ..config import Settings, is_loopback
-from ..exceptions import KvconfError
+from ..exceptions import KvconfError, Unavailable
 from ._common import DataDir, RedisUrl, err_console, exit_code, open_store, settings
 
 __all__ = ["is_loopback", "register", "serve"]
@@ -38,6 +39,8 @@ async def _token_count(cfg: Settings) -> int:
     store = await open_store(cfg)
     try:
         return int(await store.redis.hlen(TOKENS_KEY))
+    except RedisError as exc:
+        raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
     finally:
         await store.aclose()
 
@@ -92,6 +95,14 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Processes.")] = 1,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            envvar="KVCONF_FORWARDED_ALLOW_IPS",
+            help="Proxies whose X-Forwarded-For is trusted (comma-separated; default: none).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (default http://127.0.0.1:8767, embedded store)."""
     import uvicorn
@@ -101,20 +112,30 @@ def serve(
         cfg = settings(
             redis_url, data_dir, host=host, port=port, admin_token=token,
             snapshot_every=snapshot_every, snapshot_keep=snapshot_keep,
-            fsync_writes=fsync_writes or None,
+            fsync_writes=fsync_writes or None, forwarded_allow_ips=forwarded_allow_ips,
         )  # fmt: skip
         if cfg.redis_url is None and workers > 1:
             err_console.print(
                 "error: the embedded store lives in one process; use --workers 1 or --redis-url"
             )
             raise typer.Exit(2)
-        tokens = -1
+        tokens: int | None = -1
         if cfg.admin_token is None and (not is_loopback(host) or cfg.redis_url is not None):
             tokens = asyncio.run(_token_count(cfg))
+    except Unavailable as exc:
+        # Serve anyway: /readyz answers 503 until Redis is back. The app never
+        # runs open off loopback, so not knowing the tokens is safe.
+        err_console.print(
+            f"[yellow]warning:[/yellow] Redis is not reachable ({exc.message}); serving "
+            "anyway: /readyz answers 503 and requests needing Redis 503 until it is back",
+            highlight=False,
+            soft_wrap=True,
+        )
+        tokens = None
     except KvconfError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
         raise typer.Exit(exit_code(exc)) from None
-    open_mode = cfg.admin_token is None and tokens <= 0
+    open_mode = cfg.admin_token is None and tokens is not None and tokens <= 0
     if open_mode and not is_loopback(host):
         err_console.print(
             f"error: refusing to listen on {host} without auth: set {admin_token_env} "
@@ -125,6 +146,8 @@ def serve(
     where = _safe_url(cfg.redis_url) if cfg.redis_url else f"embedded (data dir {cfg.data_dir})"
     if cfg.admin_token is not None:
         auth = "admin token set"
+    elif tokens is None:
+        auth = "API tokens (unknown until Redis answers)"
     elif tokens > 0:
         auth = f"{tokens} API token(s)"
     else:
@@ -143,6 +166,11 @@ def serve(
         workers=workers,
         log_level=log_level,
         access_log=access_log,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default, so any
+        # local process could write someone else's address into the audit
+        # trail: forwarded headers count only from configured proxies.
+        proxy_headers=bool(cfg.forwarded_allow_ips),
+        forwarded_allow_ips=cfg.forwarded_allow_ips or None,
     )
 
 
