@@ -24,6 +24,7 @@ from kvconf._snapshot.background import background_services
 from kvconf._snapshot.embedded import open_embedded_store, persister_of
 from kvconf.config import Settings, is_loopback
 from kvconf.exceptions import KvconfError
+from kvconf.export import export_service
 from kvconf.store import Store
 
 from .auth import Authenticator
@@ -38,6 +39,7 @@ from .hot import HOT_ROUTES
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .models import COMPONENTS
+from .requestid import RequestIdMiddleware
 from .routes import cloudbrain, history, keys, ops, schemas, snapshots, tenants, tokens, watch
 
 __all__ = ["create_app"]
@@ -70,6 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store = await open_store(settings)
     app.state.store = store
+    app.state.metrics.instrument_redis(store.redis)
     app.state.auth = Authenticator(
         store.redis, settings.admin_token, allow_open=is_loopback(settings.host)
     )
@@ -84,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.warning("could not check for API tokens at start: %s", exc.message)
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(background_services(store, settings))
+            await stack.enter_async_context(export_service(store, settings))
             if app.state.read_cache and _watchable(store, settings):
                 app.state.cache = await stack.enter_async_context(ReadCache(store, settings))
             yield
@@ -128,6 +132,8 @@ def create_app(
         app.router.routes.extend(r for r in module.router.routes if r not in HOT_ROUTES)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes or DEFAULT_MAX_BODY)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Outermost: the id is set before anything else can log.
+    app.add_middleware(RequestIdMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -24,7 +24,7 @@ async def test_health_ready_metrics_docs(backend_url: str, tenant: str) -> None:
             "kvconf_conflicts_total 1.0",
             'kvconf_rollbacks_total{scope="key"} 1.0',
             'kvconf_errors_total{code="precondition_failed"} 1.0',
-            "kvconf_watchers 0.0",
+            "kvconf_sse_streams_open 0.0",
         ):
             assert name in text, name
         assert "/api/v1/tenants/{tenant}/namespaces/{namespace}/keys/{key}" in text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..deps import MetricsDep, StoreDep
@@ -27,6 +27,7 @@ async def readyz(store: StoreDep) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics(m: MetricsDep) -> Response:
-    """Requests, latencies, writes, conflicts, rollbacks, errors, watchers."""
+async def metrics(m: MetricsDep, store: StoreDep, request: Request) -> Response:
+    """Requests, latencies, Redis commands, writes, watchers, lags, scheduled jobs."""
+    await m.refresh(store, request.app.state.cache)
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
