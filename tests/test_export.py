@@ -73,9 +73,12 @@ async def test_export_yaml_with_secrets(store: Store, tenant: str, tmp_path: Pat
 async def test_failed_export_is_recorded(store: Store, tenant: str, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    async with running_app(
-        store.settings.redis_url or "", export_every=0.1, export_dir=blocker / "x"
-    ) as app, client(app) as http:
+    async with (
+        running_app(
+            store.settings.redis_url or "", export_every=0.1, export_dir=blocker / "x"
+        ) as app,
+        client(app) as http,
+    ):
         for _ in range(100):
             status = _jobs.JOBS.get("export")
             if status is not None and status.failures:
