@@ -39,8 +39,9 @@ async def provision(
         if not isinstance(keys, Mapping):
             raise InvalidInput(f"overrides of {ns!r} must be an object", field="overrides")
         values.setdefault(ns, {}).update(keys)
-    await store.create_tenant(name)
     why = reason or (f"created from {source}" if source else "created")
+    op = "create" if source is None else "clone" if whole else "template"
+    await store.create_tenant(name, actor=actor, reason=why, op=op)
     for ns in sorted(schemas, key=lambda n: n != DEFAULTS_NAMESPACE):
         await store.set_schema(name, ns, schemas[ns], actor=actor, reason=why)
     for ns, keys in sorted(values.items()):

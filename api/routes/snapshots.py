@@ -7,6 +7,7 @@ restore the path's tenant, so a tenant admin sees nothing of the others.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from ..models import respond
 
 __all__ = ["router"]
 
+log = logging.getLogger("kvconf.api")
 router = APIRouter(prefix="/api/v1/tenants/{tenant}/snapshots", tags=["snapshots"])
 Name = Annotated[str, PathParam(description="Snapshot file name, as listed.")]
 
@@ -91,4 +93,6 @@ async def restore_tenant_snapshot(
             note_write(request, access.tenant, None)
     if not dry_run:
         request.app.state.metrics.writes.labels("restore").inc()
+        log.info("tenant %s restored from snapshot %s (%s) by %s", access.tenant, name, mode,
+                 access.principal.name)  # fmt: skip
     return respond({"tenant": access.tenant, "dry_run": report.dry_run, "restored": report.tenants})

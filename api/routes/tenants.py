@@ -60,6 +60,9 @@ async def create_tenant(request: Request, store: StoreDep, principal: PrincipalD
     finally:
         note_write(request, body.name, None)
     request.app.state.metrics.writes.labels("tenant").inc()
+    how = "cloned from" if body.clone_from else "created from template" if source else "created"
+    log.info("tenant %s %s%s by %s", body.name, how, f" {source}" if source else "",
+             principal.name)  # fmt: skip
     return respond({"tenant": body.name, "revision": revision}, status=201)
 
 
@@ -97,10 +100,14 @@ async def delete_tenant(
         await access.store.info(access.tenant)
         snap = await _snapshot_first(access.store, access.tenant)
     try:
-        await access.store.delete_tenant(access.tenant, hard=hard)
+        await access.store.delete_tenant(
+            access.tenant, hard=hard, actor=access.actor, reason=access.why()
+        )
     finally:
         note_write(request, access.tenant, None)
     request.app.state.metrics.writes.labels("tenant").inc()
+    log.info("tenant %s deleted (%s) by %s", access.tenant, "hard" if hard else "soft",
+             access.principal.name)  # fmt: skip
     return respond(
         {"tenant": access.tenant, "deleted": "hard" if hard else "soft", "snapshot": snap}
     )
@@ -110,8 +117,9 @@ async def delete_tenant(
 async def undelete_tenant(access: AdminAccess, request: Request) -> Response:
     """All values come back as they were."""
     try:
-        await access.store.undelete_tenant(access.tenant)
+        await access.store.undelete_tenant(access.tenant, actor=access.actor, reason=access.why())
     finally:
         note_write(request, access.tenant, None)
     request.app.state.metrics.writes.labels("tenant").inc()
+    log.info("tenant %s undeleted by %s", access.tenant, access.principal.name)
     return respond({"tenant": access.tenant, "deleted": False})
