@@ -38,7 +38,7 @@ from .errors import (
 from .hot import HOT_ROUTES
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
-from .models import COMPONENTS
+from .openapi import build_openapi, docs_routes
 from .requestid import RequestIdMiddleware
 from .routes import (
     cloudbrain,
@@ -126,6 +126,8 @@ def create_app(
         summary="Multi-tenant, versioned configuration store on Redis with hot reload",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.read_cache = read_cache
@@ -143,6 +145,7 @@ def create_app(
         keys, cloudbrain, ops, stats, tenants, history, schemas, watch, snapshots, tokens,
     ):  # fmt: skip
         app.router.routes.extend(r for r in module.router.routes if r not in HOT_ROUTES)
+    app.router.routes.extend(docs_routes())
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes or DEFAULT_MAX_BODY)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # Outermost: the id is set before anything else can log.
@@ -150,17 +153,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
-            schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
-            schema["components"]["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"}
-            }
-            schema["security"] = [{"bearer": []}, {}]
-            app.openapi_schema = schema
+            app.openapi_schema = build_openapi(app)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -6,27 +6,37 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..deps import MetricsDep, StoreDep
-from ..models import respond
+from ..models import Status, respond, response_doc
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get(
+    "/healthz",
+    summary="Liveness: the process answers",
+    operation_id="healthz",
+    responses=response_doc(Status),
+)
 async def healthz() -> Response:
     """Always ``{"status": "ok"}`` while the process serves requests."""
     return respond({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: Redis answers (503 otherwise)")
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis answers (503 otherwise)",
+    operation_id="readyz",
+    responses=response_doc(Status),
+)
 async def readyz(store: StoreDep) -> Response:
     """``{"status": "ready"}`` when Redis answers a PING."""
     await store.ping()
     return respond({"status": "ready"})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", operation_id="getMetrics")
 async def metrics(m: MetricsDep, store: StoreDep, request: Request) -> Response:
     """Requests, latencies, Redis commands, writes, watchers, lags, scheduled jobs."""
     await m.refresh(store, request.app.state.cache)

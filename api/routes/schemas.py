@@ -14,7 +14,7 @@ from kvconf.models import Schema
 from kvconf.schema import MASK, decode_schema_document
 
 from ..deps import Access, AdminAccess, ReadAccess, note_write
-from ..models import body_doc, respond
+from ..models import Revision, SchemaBody, Schemas, SchemaSet, body_doc, respond, response_doc
 
 __all__ = ["router"]
 
@@ -52,7 +52,12 @@ def _shown(access: Access, schema: Schema) -> dict[str, Any]:
     return doc
 
 
-@router.get("/schemas", summary="Every schema of the tenant by namespace")
+@router.get(
+    "/schemas",
+    summary="Every schema of the tenant by namespace",
+    operation_id="listSchemas",
+    responses=response_doc(Schemas),
+)
 async def all_schemas(access: ReadAccess) -> Response:
     """``_defaults`` holds the tenant-wide schema."""
     found = await access.store.schemas(access.tenant)
@@ -60,7 +65,12 @@ async def all_schemas(access: ReadAccess) -> Response:
     return respond({"tenant": access.tenant, "schemas": shown})
 
 
-@router.get("/namespaces/{namespace}/schema", summary="A namespace's own schema")
+@router.get(
+    "/namespaces/{namespace}/schema",
+    summary="A namespace's own schema",
+    operation_id="getSchema",
+    responses=response_doc(SchemaBody),
+)
 async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
     """404 when the namespace has no schema of its own."""
     schema = await access.store.get_schema(access.tenant, namespace)
@@ -73,6 +83,8 @@ async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
     "/namespaces/{namespace}/schema",
     summary="Replace a namespace's schema (refused if current values break it)",
     openapi_extra=body_doc(Schema),
+    operation_id="putSchema",
+    responses=response_doc(SchemaSet),
 )
 async def put_schema(namespace: Namespace, request: Request, access: AdminAccess) -> Response:
     """422 listing every problem when the document or current values break it."""
@@ -81,7 +93,12 @@ async def put_schema(namespace: Namespace, request: Request, access: AdminAccess
     return respond({"revision": revision, "schema": _shown(access, schema)})
 
 
-@router.delete("/namespaces/{namespace}/schema", summary="Remove a namespace's schema")
+@router.delete(
+    "/namespaces/{namespace}/schema",
+    summary="Remove a namespace's schema",
+    operation_id="deleteSchema",
+    responses=response_doc(Revision),
+)
 async def delete_schema(namespace: Namespace, request: Request, access: AdminAccess) -> Response:
     """Removing a schema that does not exist is a 404."""
     if await access.store.get_schema(access.tenant, namespace) is None:

@@ -19,7 +19,7 @@ from kvconf import snapshot
 from kvconf.exceptions import SnapshotNotFound, Unavailable
 
 from ..deps import Access, AdminAccess, note_write
-from ..models import respond
+from ..models import Restored, SnapshotDoc, SnapshotList, respond, response_doc
 
 __all__ = ["router"]
 
@@ -50,13 +50,24 @@ async def _list(access: Access) -> list[dict[str, Any]]:
     return [d for d in docs if d is not None]
 
 
-@router.get("", summary="Snapshots that hold this tenant")
+@router.get(
+    "",
+    summary="Snapshots that hold this tenant",
+    operation_id="listSnapshots",
+    responses=response_doc(SnapshotList),
+)
 async def list_tenant_snapshots(access: AdminAccess) -> Response:
     """Newest last; only this tenant's part of each file is described."""
     return respond({"tenant": access.tenant, "snapshots": await _list(access)})
 
 
-@router.post("", status_code=201, summary="Save a snapshot of this tenant")
+@router.post(
+    "",
+    status_code=201,
+    summary="Save a snapshot of this tenant",
+    operation_id="saveSnapshot",
+    responses=response_doc(SnapshotDoc, 201),
+)
 async def save_tenant_snapshot(
     access: AdminAccess,
     label: Annotated[str, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] = "",
@@ -69,7 +80,12 @@ async def save_tenant_snapshot(
     return respond(_doc(info, access.tenant), status=201)
 
 
-@router.post("/{name}/restore", summary="Restore this tenant from a snapshot")
+@router.post(
+    "/{name}/restore",
+    summary="Restore this tenant from a snapshot",
+    operation_id="restoreSnapshot",
+    responses=response_doc(Restored),
+)
 async def restore_tenant_snapshot(
     name: Name,
     request: Request,

@@ -20,6 +20,7 @@ router = APIRouter(tags=["operations"])
     "/api/v1/stats",
     summary="Figures of every tenant and their totals (global admin)",
     responses=response_doc(Stats),
+    operation_id="getStats",
 )
 async def all_stats(store: StoreDep, principal: PrincipalDep) -> Response:
     """Tenants, namespaces, keys, versions kept, log entries, schemas, watchers, memory.
@@ -35,6 +36,7 @@ async def all_stats(store: StoreDep, principal: PrincipalDep) -> Response:
     "/api/v1/tenants/{tenant}/stats",
     summary="Figures of one tenant",
     responses=response_doc(TenantStats),
+    operation_id="getTenantStats",
 )
 async def one_tenant_stats(access: ReadAccess) -> Response:
     """Revision, namespaces, keys, versions kept, log entries, schemas, watchers, memory."""

@@ -11,11 +11,22 @@ from starlette.responses import Response
 
 from kvconf._redis.names import validate_tenant
 from kvconf.exceptions import InvalidInput, Unavailable
+from kvconf.models import TenantInfo
 from kvconf.store import Store
 
 from ..deps import AdminAccess, PrincipalDep, ReadAccess, StoreDep, check_access, note_write
 from ..errors import Forbidden
-from ..models import TenantCreate, body_doc, decode, respond
+from ..models import (
+    TenantCreate,
+    TenantCreated,
+    TenantDeleted,
+    TenantList,
+    TenantUndeleted,
+    body_doc,
+    decode,
+    respond,
+    response_doc,
+)
 from ..provision import provision
 
 __all__ = ["router"]
@@ -24,7 +35,12 @@ log = logging.getLogger("kvconf.api")
 router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
 
 
-@router.get("", summary="Tenants visible to the caller")
+@router.get(
+    "",
+    summary="Tenants visible to the caller",
+    operation_id="listTenants",
+    responses=response_doc(TenantList),
+)
 async def list_tenants(store: StoreDep, principal: PrincipalDep) -> Response:
     """Every live tenant the token has a right on."""
     names = [t for t in await store.tenants() if principal.sees(t)]
@@ -36,6 +52,8 @@ async def list_tenants(store: StoreDep, principal: PrincipalDep) -> Response:
     status_code=201,
     summary="Create a tenant: empty, from a template, or as a clone",
     openapi_extra=body_doc(TenantCreate),
+    operation_id="createTenant",
+    responses=response_doc(TenantCreated, 201),
 )
 async def create_tenant(request: Request, store: StoreDep, principal: PrincipalDep) -> Response:
     """Needs admin on the new tenant (a global admin, or a token granted it ahead)."""
@@ -66,7 +84,12 @@ async def create_tenant(request: Request, store: StoreDep, principal: PrincipalD
     return respond({"tenant": body.name, "revision": revision}, status=201)
 
 
-@router.get("/{tenant}", summary="A tenant's revision, epoch and namespaces")
+@router.get(
+    "/{tenant}",
+    summary="A tenant's revision, epoch and namespaces",
+    operation_id="getTenant",
+    responses=response_doc(TenantInfo),
+)
 async def tenant_info(access: ReadAccess) -> Response:
     """404 for unknown or deleted tenants."""
     return respond(await access.store.info(access.tenant))
@@ -86,7 +109,12 @@ async def _snapshot_first(store: Store, tenant: str) -> dict[str, Any] | None:
     return {"path": str(info.path), "created_at": info.created_at}
 
 
-@router.delete("/{tenant}", summary="Delete a tenant (soft by default; hard after a snapshot)")
+@router.delete(
+    "/{tenant}",
+    summary="Delete a tenant (soft by default; hard after a snapshot)",
+    operation_id="deleteTenant",
+    responses=response_doc(TenantDeleted),
+)
 async def delete_tenant(
     access: AdminAccess,
     request: Request,
@@ -113,7 +141,12 @@ async def delete_tenant(
     )
 
 
-@router.post("/{tenant}/undelete", summary="Bring back a soft-deleted tenant")
+@router.post(
+    "/{tenant}/undelete",
+    summary="Bring back a soft-deleted tenant",
+    operation_id="undeleteTenant",
+    responses=response_doc(TenantUndeleted),
+)
 async def undelete_tenant(access: AdminAccess, request: Request) -> Response:
     """All values come back as they were."""
     try:
