@@ -110,7 +110,7 @@ async def test_real_responses_fit_their_documentation(backend_url: str, tenant: 
             ("PUT", key, k, {"value": 2}),
             ("GET", key, k, None),
             ("GET", f"{base}/namespaces/svc/keys/nope", k, None),
-            ("GET", f"{base}/namespaces/svc", "/api/v1/tenants/{tenant}/namespaces/{namespace}", None),
+            ("GET", f"{base}/namespaces/svc", k.rsplit("/keys", 1)[0], None),
             ("GET", f"{base}/log", "/api/v1/tenants/{tenant}/log", None),
             ("GET", f"{base}/diff?from_revision=0", "/api/v1/tenants/{tenant}/diff", None),
             ("GET", f"{key}/history", k + "/history", None),
