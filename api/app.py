@@ -24,6 +24,7 @@ from kvconf._snapshot.background import background_services
 from kvconf._snapshot.embedded import open_embedded_store, persister_of
 from kvconf.config import Settings, is_loopback
 from kvconf.exceptions import KvconfError
+from kvconf.export import export_service
 from kvconf.store import Store
 
 from .auth import Authenticator
@@ -37,8 +38,20 @@ from .errors import (
 from .hot import HOT_ROUTES
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
-from .models import COMPONENTS
-from .routes import cloudbrain, history, keys, ops, schemas, snapshots, tenants, tokens, watch
+from .openapi import build_openapi, docs_routes
+from .requestid import RequestIdMiddleware
+from .routes import (
+    cloudbrain,
+    history,
+    keys,
+    ops,
+    schemas,
+    snapshots,
+    stats,
+    tenants,
+    tokens,
+    watch,
+)
 
 __all__ = ["create_app"]
 
@@ -70,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store = await open_store(settings)
     app.state.store = store
+    app.state.metrics.instrument_redis(store.redis)
     app.state.auth = Authenticator(
         store.redis, settings.admin_token, allow_open=is_loopback(settings.host)
     )
@@ -90,6 +104,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.warning("could not check the tenant list at start: %s", exc.message)
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(background_services(store, settings))
+            await stack.enter_async_context(export_service(store, settings))
             if app.state.read_cache and _watchable(store, settings):
                 app.state.cache = await stack.enter_async_context(ReadCache(store, settings))
             yield
@@ -117,6 +132,8 @@ def create_app(
         summary="Multi-tenant, versioned configuration store on Redis with hot reload",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.read_cache = read_cache
@@ -130,24 +147,19 @@ def create_app(
     # FastAPI's included-router wrappers cost ~0.5 ms of matching per request.
     hot = sorted(HOT_ROUTES, key=lambda route: route.path.startswith(CLOUDBRAIN_PREFIX))
     app.router.routes[:0] = hot
-    for module in (keys, cloudbrain, ops, tenants, history, schemas, watch, snapshots, tokens):
+    for module in (
+        keys, cloudbrain, ops, stats, tenants, history, schemas, watch, snapshots, tokens,
+    ):  # fmt: skip
         app.router.routes.extend(r for r in module.router.routes if r not in HOT_ROUTES)
+    app.router.routes.extend(docs_routes())
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes or DEFAULT_MAX_BODY)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Outermost: the id is set before anything else can log.
+    app.add_middleware(RequestIdMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
-            schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
-            schema["components"]["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"}
-            }
-            schema["security"] = [{"bearer": []}, {}]
-            app.openapi_schema = schema
+            app.openapi_schema = build_openapi(app)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -119,6 +119,10 @@ class ReadCache:
         """Tenants with a watcher (started or starting is not included)."""
         return sorted(self._slots)
 
+    def watchers(self) -> dict[str, Watcher]:
+        """Every started watcher by tenant, stale or not (for metrics)."""
+        return {tenant: slot.watcher for tenant, slot in self._slots.items()}
+
     # -- the read side -------------------------------------------------------------
 
     def reader(self, tenant: str) -> Watcher | None:

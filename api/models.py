@@ -16,6 +16,8 @@ from starlette.responses import Response
 
 from kvconf._codec import MAX_DEPTH, too_deep
 from kvconf.exceptions import InvalidInput, InvalidValue
+from kvconf.models import ChangeEvent
+from kvconf.timeline import KeyDiff
 
 __all__ = [
     "COMPONENTS",
@@ -194,6 +196,309 @@ class CloudKeyUpdated(msgspec.Struct):
     message: str
 
 
+class Status(msgspec.Struct):
+    """``/healthz`` and ``/readyz``."""
+
+    status: Literal["ok", "ready"]
+
+
+class NamespaceList(msgspec.Struct):
+    """Namespaces of a tenant."""
+
+    tenant: str
+    namespaces: list[str]
+
+
+class NamespaceDoc(msgspec.Struct):
+    """Every key of a namespace at one revision."""
+
+    tenant: str
+    namespace: str
+    revision: int
+    keys: dict[str, EntryDoc]
+
+
+class KeyPreview(msgspec.Struct):
+    """What a dry run would do to one key (values masked without the secrets right)."""
+
+    key: str
+    change: Literal["added", "changed", "unchanged", "removed"]
+    old: Any
+    old_version: int
+    new: Any
+
+
+class VersionConflictDoc(msgspec.Struct):
+    """A key whose version is not the one expected."""
+
+    key: str
+    expected: int
+    actual: int
+
+
+class Preview(msgspec.Struct):
+    """``?dry_run=true``: validated, nothing committed."""
+
+    dry_run: bool
+    tenant: str
+    namespace: str
+    revision: int
+    would_commit: bool
+    conflicts: list[VersionConflictDoc]
+    changes: list[KeyPreview]
+
+
+class EffectiveValues(msgspec.Struct):
+    """Effective values of a namespace (``explain=false``)."""
+
+    tenant: str
+    namespace: str
+    values: dict[str, Any]
+
+
+class ShadowDoc(msgspec.Struct):
+    """A layer's value that the winning layer hides."""
+
+    layer: str
+    value: Any
+
+
+class ExplainedDoc(msgspec.Struct):
+    """An effective value, the layer it came from and what it shadows."""
+
+    value: Any
+    layer: str
+    shadowed: list[ShadowDoc]
+
+
+class EffectiveExplained(msgspec.Struct):
+    """Effective values with their layers (``explain=true``)."""
+
+    tenant: str
+    namespace: str
+    keys: dict[str, ExplainedDoc]
+
+
+class VersionDoc(msgspec.Struct):
+    """One version of a key (a delete is a version too)."""
+
+    version: int
+    revision: int
+    value: Any
+    deleted: bool
+    updated_at: str
+    updated_by: str
+    reason: str
+
+
+class KeyHistory(msgspec.Struct):
+    """Versions of a key, newest first; ``next_before`` pages on."""
+
+    key: str
+    versions: list[VersionDoc]
+    next_before: int | None
+
+
+class KeyRolledBack(msgspec.Struct):
+    """A key rollback's commit."""
+
+    revision: int
+    versions: dict[str, int]
+
+
+class ChangeLog(msgspec.Struct):
+    """Change events after ``since``, oldest first."""
+
+    tenant: str
+    since: int
+    events: list[ChangeEvent]
+
+
+class DiffDoc(msgspec.Struct):
+    """Keys that differ between two revisions."""
+
+    tenant: str
+    namespace: str | None
+    from_revision: int
+    to_revision: int
+    changes: list[KeyDiff]
+
+
+class CommitDoc(msgspec.Struct):
+    """One commit of a tenant rollback."""
+
+    namespace: str
+    revision: int
+    versions: dict[str, int]
+
+
+class TenantRolledBack(msgspec.Struct):
+    """A tenant (or namespace) rollback: one commit per namespace touched."""
+
+    tenant: str
+    to_revision: int
+    commits: list[CommitDoc]
+
+
+class TenantList(msgspec.Struct):
+    """Tenants the caller can see."""
+
+    tenants: list[str]
+
+
+class TenantCreated(msgspec.Struct):
+    """A new tenant and its revision."""
+
+    tenant: str
+    revision: int
+
+
+class SnapshotRef(msgspec.Struct):
+    """The snapshot saved before a hard delete."""
+
+    path: str
+    created_at: str
+
+
+class TenantDeleted(msgspec.Struct):
+    """A deleted tenant (``snapshot``: saved first, for hard deletes)."""
+
+    tenant: str
+    deleted: Literal["soft", "hard"]
+    snapshot: SnapshotRef | None
+
+
+class TenantUndeleted(msgspec.Struct):
+    """A tenant brought back."""
+
+    tenant: str
+    deleted: bool
+
+
+class Schemas(msgspec.Struct):
+    """Every schema of a tenant by namespace."""
+
+    tenant: str
+    schemas: dict[str, SchemaBody]
+
+
+class SchemaSet(msgspec.Struct):
+    """A replaced schema and the revision that recorded it."""
+
+    revision: int
+    schema: SchemaBody
+
+
+class Revision(msgspec.Struct):
+    """The revision that recorded a change."""
+
+    revision: int
+
+
+class FleetMemberDoc(msgspec.Struct):
+    """A watcher instance's last report (Unix times)."""
+
+    instance: str
+    host: str
+    pid: int
+    revision: int
+    epoch: str
+    stale: bool
+    reported_at: float
+    started_at: float = 0.0
+
+
+class Fleet(msgspec.Struct):
+    """Watcher instances of a tenant that reported recently."""
+
+    tenant: str
+    watchers: list[FleetMemberDoc]
+
+
+class SnapshotTenant(msgspec.Struct):
+    """This tenant's part of a snapshot file."""
+
+    tenant: str
+    revision: int
+    epoch: str
+    namespaces: int
+    keys: int
+    versions: int
+
+
+class SnapshotDoc(msgspec.Struct):
+    """A snapshot file that holds the tenant."""
+
+    name: str
+    created_at: str
+    label: str
+    tenant: SnapshotTenant
+
+
+class SnapshotList(msgspec.Struct):
+    """Snapshots that hold the tenant, newest last."""
+
+    tenant: str
+    snapshots: list[SnapshotDoc]
+
+
+class RestoredTenant(msgspec.Struct):
+    """What a restore did (or would do) to a tenant."""
+
+    tenant: str
+    source: str
+    mode: Literal["replace", "merge"]
+    live_revision: int
+    file_revision: int
+    revision: int
+
+
+class Restored(msgspec.Struct):
+    """A restore's report."""
+
+    tenant: str
+    dry_run: bool
+    restored: list[RestoredTenant]
+
+
+class WhoAmI(msgspec.Struct):
+    """The caller's identity and rights."""
+
+    name: str
+    grants: dict[str, list[str]]
+    open: bool
+
+
+class TokenCreated(msgspec.Struct):
+    """A new token: its text is shown this once."""
+
+    name: str
+    token: str
+    grants: dict[str, list[Right]]
+
+
+class TokenDoc(msgspec.Struct):
+    """A stored token (never its text)."""
+
+    name: str
+    grants: dict[str, list[str]]
+    created_at: str = ""
+    created_by: str = ""
+
+
+class TokenList(msgspec.Struct):
+    """Tokens visible to the caller."""
+
+    tokens: list[TokenDoc]
+
+
+class TokenRevoked(msgspec.Struct):
+    """A revoked token."""
+
+    name: str
+    revoked: bool
+
+
 #: OpenAPI components generated from msgspec types (merged into the app schema).
 COMPONENTS: dict[str, Any] = {}
 _REF = "#/components/schemas/{name}"
@@ -212,17 +517,26 @@ def body_doc(tp: Any, *, required: bool = True) -> dict[str, Any]:
 
 
 def response_doc(
-    tp: Any, status: int = 200, *, errors: Any = Error
+    tp: Any, status: int = 200, *, also: tuple[int, ...] = (), errors: Any = Error
 ) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` describing a JSON response of type ``tp`` and the error shape."""
-    (ok, bad), components = msgspec.json.schema_components([tp, errors], ref_template=_REF)
+    """``responses=`` describing a JSON response of type ``tp`` (for ``status`` and ``also``).
+
+    ``tp`` may be a tuple of types: the response is any one of them.
+
+    Error responses are added to every operation by :func:`api.openapi.build_openapi`
+    (``errors`` is the body they use, registered here).
+    """
+    types = list(tp) if isinstance(tp, tuple) else [tp]
+    schemas, components = msgspec.json.schema_components([*types, errors], ref_template=_REF)
     COMPONENTS.update(components)
-    return {
-        status: {"description": "OK", "content": {"application/json": {"schema": ok}}},
-        "4XX": {"description": "Refused", "content": {"application/json": {"schema": bad}}},
-        "503": {"description": "Redis unavailable",
-                "content": {"application/json": {"schema": bad}}},
-    }  # fmt: skip
+    oks = list(schemas[:-1])
+    # Untagged Struct unions are not msgspec types: several types are any-of.
+    ok = oks[0] if len(oks) == 1 else {"anyOf": oks}
+    doc: dict[int | str, dict[str, Any]] = {}
+    for code in (status, *also):
+        description = "Created" if code == 201 else "OK"
+        doc[code] = {"description": description, "content": {"application/json": {"schema": ok}}}
+    return doc
 
 
 _encoder = msgspec.json.Encoder()

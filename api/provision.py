@@ -12,11 +12,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kvconf._redis.names import DEFAULTS_NAMESPACE, validate_namespace, validate_tenant
-from kvconf._store.ops import MAX_ACTOR, MAX_REASON, audit_text, change_ops, check_count
+from kvconf._redis.names import DEFAULTS_NAMESPACE, validate_tenant
+from kvconf._store.ops import MAX_ACTOR, MAX_REASON, audit_text
 from kvconf.exceptions import InvalidInput, KvconfError, TenantExists
 from kvconf.models import Schema
-from kvconf.schema import check_values, effective_specs
+from kvconf.schema import effective_specs
 from kvconf.store import Store
 
 __all__ = ["provision"]
@@ -54,8 +54,9 @@ async def provision(
         values.setdefault(ns, {}).update(keys)
     values = {ns: keys for ns, keys in sorted(values.items()) if keys}
     why = reason or (f"created from {source}" if source else "created")
-    _check(store, schemas, values, actor, why)
-    await store.create_tenant(name)
+    _check(store, name, schemas, values, actor, why)
+    op = "create" if source is None else "clone" if whole else "template"
+    await store.create_tenant(name, actor=actor, reason=why, op=op)
     try:
         for ns in sorted(schemas, key=lambda n: n != DEFAULTS_NAMESPACE):
             await store.set_schema(name, ns, schemas[ns], actor=actor, reason=why)
@@ -70,20 +71,18 @@ async def provision(
 
 def _check(
     store: Store,
+    name: str,
     schemas: Mapping[str, Schema],
     values: Mapping[str, Mapping[str, Any]],
     actor: str,
     reason: str,
 ) -> None:
     """Everything the writes would refuse, checked before anything is created."""
-    limits = store.settings
     audit_text("actor", actor, MAX_ACTOR)
     audit_text("reason", reason, MAX_REASON)
     for ns, keys in values.items():
-        validate_namespace(ns)
-        check_count(len(keys), limits.max_keys_per_write)
-        change_ops(keys, (), {}, limits.max_value_bytes)
-        check_values(effective_specs(schemas, ns), keys)
+        plan = store.plan(name, ns, keys)  # the write's own checks
+        plan.check_schema(lambda namespace: effective_specs(schemas, namespace))
 
 
 async def _undo(store: Store, name: str) -> None:

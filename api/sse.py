@@ -27,7 +27,7 @@ from kvconf.store import tenant_keys
 from kvconf.timeline import read_log
 
 from .deps import Access
-from .metrics import Metrics
+from .metrics import Metrics, StreamState
 
 __all__ = ["change_stream"]
 
@@ -77,7 +77,9 @@ async def change_stream(
     from .routes.history import mask_event
 
     store, tenant = access.store, access.tenant
-    metrics.watchers.inc()
+    metrics.sse_streams.inc()
+    state = StreamState(tenant)
+    metrics.streams[id(state)] = state
     pubsub = await _subscribe(access)
     sent = 0
     next_check = time.monotonic() + recheck_every
@@ -105,6 +107,7 @@ async def change_stream(
                     last, sent = event.revision, sent + 1
                     if max_events is not None and sent >= max_events:
                         return
+                state.update(last, current)
                 if len(events) == _PAGE:
                     continue
             if max_events is not None and sent >= max_events:
@@ -114,7 +117,8 @@ async def change_stream(
         error = exc.to_dict() if isinstance(exc, KvconfError) else {"code": "unavailable"}
         yield ServerSentEvent(data=msgspec.json.encode(error).decode(), event="error")
     finally:
-        metrics.watchers.dec()
+        metrics.sse_streams.dec()
+        metrics.streams.pop(id(state), None)
         if pubsub is not None:
             with contextlib.suppress(RedisError):
                 await pubsub.aclose()

@@ -9,9 +9,12 @@ layer prefix that would shadow one of them.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path, PurePath
+from typing import Literal
 
 import msgspec
 
@@ -20,6 +23,7 @@ from .exceptions import InvalidInput
 __all__ = ["Settings", "parse_duration"]
 
 _ENV_PREFIX = "KVCONF_"
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +64,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: comes from them only.
     forwarded_allow_ips: str = ""
 
+    #: Periodic readable export of every tenant by ``kvconf serve`` (0: off),
+    #: into ``export_dir`` (unset: ``<data_dir>/exports``) as ``export_format``,
+    #: keeping ``export_keep`` timestamped copies; sensitive values masked
+    #: unless ``export_secrets``.
+    export_every: float = 0.0
+    export_dir: Path | None = None
+    export_format: Literal["yaml", "json"] = "json"
+    export_keep: int = 24
+    export_secrets: bool = False
+    #: Logs of ``kvconf serve``: ``text`` or ``json`` lines, and the level.
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``KVCONF_*`` environment variables, then ``overrides``."""
@@ -70,8 +87,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if raw is not None and raw != "":
                 values[field.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values.get("snapshot_every"), str):
-            values["snapshot_every"] = parse_duration(str(values["snapshot_every"]))
+        for name in ("snapshot_every", "export_every"):
+            if isinstance(values.get(name), str):
+                values[name] = parse_duration(str(values[name]))
         try:
             settings = msgspec.convert(values, cls, strict=False, dec_hook=_dec_hook)
         except msgspec.ValidationError as exc:
@@ -81,9 +99,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def validate(self) -> None:
         """Refuse contradictory settings (raises :class:`InvalidInput`)."""
-        for name in ("max_value_bytes", "max_keys_per_write", "history_limit", "log_limit"):
+        for name in (
+            "max_value_bytes", "max_keys_per_write", "history_limit", "log_limit", "export_keep",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidInput(f"setting {name} must be at least 1")
+        for name in ("snapshot_every", "export_every"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise InvalidInput(f"setting {name} must be a finite, non-negative duration")
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise InvalidInput(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
         prefix = self.defaults_env_prefix
         if not prefix or not prefix.replace("_", "").isalnum():
             raise InvalidInput("defaults_env_prefix must be letters, digits and underscores")
@@ -102,23 +127,32 @@ def _dec_hook(tp: type, obj: object) -> object:
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``"600"``, ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"`` or ``"250ms"``."""
-    raw = text.strip().lower()
-    for unit in ("ms", "s", "m", "h", "d"):
-        if raw.endswith(unit):
-            number, factor = raw[: -len(unit)], _UNITS[unit]
-            break
+    """Seconds from ``"600"``, ``"30s"``, ``"10m"``, ``"1h30m"``, ``"1d"`` or ``"250ms"``.
+
+    A bare number is seconds; unit parts add up (``1h30m`` is 5400). NaN,
+    infinities, negative and empty durations are refused with
+    :class:`InvalidInput`.
+    """
+    raw = text.strip().lower().replace(" ", "")
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    hint = "(try 30s, 10m, 1h30m)"
+    if not raw:
+        raise InvalidInput(f"invalid duration {shown!r}: empty {hint}")
+    if raw.startswith("-"):
+        raise InvalidInput(f"duration {shown!r} must not be negative")
+    if re.fullmatch(r"\d+(?:\.\d*)?|\.\d+", raw):
+        seconds = float(raw)
+    elif re.fullmatch(f"(?:{_PART.pattern})+", raw):
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(raw))
     else:
-        number, factor = raw, 1.0
-    try:
-        seconds = float(number) * factor
-    except ValueError:
-        raise InvalidInput(f"invalid duration {text!r} (try 30s, 10m, 1h)") from None
-    if seconds < 0:
-        raise InvalidInput(f"duration {text!r} must not be negative")
+        # float() would take "nan", "inf" and "1e400": say why they are refused.
+        raise InvalidInput(f"invalid duration {shown!r} {hint}")
+    if not math.isfinite(seconds):
+        raise InvalidInput(f"duration {shown!r} is not finite")
     return seconds
 
 

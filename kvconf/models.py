@@ -80,7 +80,8 @@ class ChangeEvent(msgspec.Struct, frozen=True):
 
     ``type`` is ``"change"`` for a committed change set, ``"schema"`` when a
     schema changed (no key changes), and ``"reset"`` when the tenant's state
-    was replaced wholesale (restore): watchers re-list. ``namespace`` is
+    was replaced wholesale (restore): watchers re-list. ``"tenant"`` records
+    a lifecycle change (``op``): watchers re-read the state. ``namespace`` is
     ``"*"`` for a change set across namespaces.
     """
 
@@ -92,7 +93,10 @@ class ChangeEvent(msgspec.Struct, frozen=True):
     reason: str
     ts: datetime
     changes: list[KeyChange] = []
-    type: Literal["change", "reset", "schema"] = "change"
+    type: Literal["change", "reset", "schema", "tenant"] = "change"
+    #: For ``type="tenant"``: ``create``, ``clone``, ``template``,
+    #: ``soft_delete`` or ``undelete`` (hard deletes go to the audit stream).
+    op: str = ""
 
     def namespace_of(self, change: KeyChange) -> str:
         """The namespace of one of this event's changes."""

@@ -28,6 +28,8 @@ from . import _codec
 from ._codec import as_text
 from ._redis.connect import connect
 from ._redis.names import (
+    AUDIT_KEY,
+    AUDIT_LIMIT,
     DEFAULTS_NAMESPACE,
     HIST_VERSION_DIGITS,
     TENANT_META_PATTERN,
@@ -308,27 +310,39 @@ class Store:
     # -- tenants ---------------------------------------------------------------
 
     @redis_errors
-    async def create_tenant(self, tenant: str) -> None:
-        """Create an empty tenant; :class:`TenantExists` if it exists."""
+    async def create_tenant(
+        self, tenant: str, *, actor: str | None = None, reason: str = "", op: str = "create"
+    ) -> None:
+        """Create an empty tenant; :class:`TenantExists` if it exists.
+
+        The creation is logged as revision 1, a ``tenant`` event with ``op``
+        (``create``; ``clone`` or ``template`` when values follow), ``actor``
+        and ``reason``.
+        """
         tk = tenant_keys(tenant)
         await self.redis.sadd(TENANTS_KEY, tenant)  # listed before it exists: see tenants()
-        reply = await self._tenant_op(tk, "create")
+        reply = await self._tenant_op(tk, "create", actor, reason, op)
         if reply[0] == b"exists":
             raise TenantExists(tenant)
 
     @redis_errors
-    async def delete_tenant(self, tenant: str, *, hard: bool = False) -> None:
+    async def delete_tenant(
+        self, tenant: str, *, hard: bool = False, actor: str | None = None, reason: str = ""
+    ) -> None:
         """Delete a tenant: soft (restorable with :meth:`undelete_tenant`) or hard.
 
-        A soft delete hides every value and refuses writes; history stays. A
-        hard delete removes every key of the tenant.
+        A soft delete hides every value and refuses writes; history stays, and
+        the change log records it (a ``tenant`` event, ``op`` ``soft_delete``).
+        A hard delete removes every key of the tenant, its log included, so it
+        is recorded in the global audit stream (``kvconf:audit``) first.
         """
         tk = tenant_keys(tenant)
-        reply = await self._tenant_op(tk, "delete")
+        reply = await self._tenant_op(tk, "delete", actor, reason, "soft_delete")
         if reply[0] == b"notenant" or (reply[0] == b"deleted" and not hard):
             raise TenantNotFound(tenant)
         await self.redis.srem(TENANTS_KEY, tenant)
         if hard:
+            await self._audit_hard_delete(tk, actor, reason)
             batch: list[Any] = []
             async for name in self.redis.scan_iter(match=f"{tk.base}:*", count=1000):
                 if as_text(name) != tk.meta:
@@ -342,20 +356,40 @@ class Store:
             self._schemas.pop(tenant, None)
 
     @redis_errors
-    async def undelete_tenant(self, tenant: str) -> None:
-        """Bring back a soft-deleted tenant with all its values."""
+    async def undelete_tenant(
+        self, tenant: str, *, actor: str | None = None, reason: str = ""
+    ) -> None:
+        """Bring back a soft-deleted tenant with all its values (logged, ``op`` ``undelete``)."""
         tk = tenant_keys(tenant)
         await self.redis.sadd(TENANTS_KEY, tenant)  # listed before it is live: see tenants()
-        reply = await self._tenant_op(tk, "undelete")
+        reply = await self._tenant_op(tk, "undelete", actor, reason, "undelete")
         if reply[0] == b"notenant":
             raise TenantNotFound(tenant)
 
-    async def _tenant_op(self, tk: TenantKeys, op: str) -> Any:
+    async def _tenant_op(
+        self, tk: TenantKeys, op: str, actor: str | None, reason: str, audit_op: str
+    ) -> Any:
         return await self._scripts(
             "tenant",
-            [tk.meta, tk.rev, tk.epoch, tk.namespaces],
-            [op, _codec.now_iso(), secrets.token_hex(8), tk.ns(""), tk.trash()],
-        )
+            [tk.meta, tk.rev, tk.epoch, tk.namespaces, tk.log],
+            [
+                op, _codec.now_iso(), secrets.token_hex(8), tk.ns(""), tk.trash(), tk.tenant,
+                audit_text("actor", actor or self.settings.actor, MAX_ACTOR),
+                audit_text("reason", reason, MAX_REASON), tk.changes_channel,
+                self.settings.log_limit, audit_op,
+            ],
+        )  # fmt: skip
+
+    async def _audit_hard_delete(self, tk: TenantKeys, actor: str | None, reason: str) -> None:
+        revision = await self.redis.get(tk.rev)
+        await self.redis.xadd(
+            AUDIT_KEY,
+            {
+                "tenant": tk.tenant, "op": "hard_delete", "actor": actor or self.settings.actor,
+                "reason": reason, "ts": _codec.now_iso(), "revision": int(revision or 0),
+            },
+            maxlen=AUDIT_LIMIT, approximate=False,
+        )  # fmt: skip
 
     @redis_errors
     async def is_deleted(self, tenant: str) -> bool:

@@ -228,7 +228,7 @@ async def test_tenant_lifecycle(http: httpx.AsyncClient, tenant: str) -> None:
     assert r.status_code == 201
     assert (await http.get(key_url(clone, "b"))).json()["value"] == 2
     info = (await http.get(f"/api/v1/tenants/{tenant}")).json()
-    assert info["revision"] == 2
+    assert info["revision"] == 3  # creation (1) and two writes
     assert (await http.delete(f"/api/v1/tenants/{tenant}")).status_code == 200
     assert (await http.get(key_url(tenant, "b"))).status_code == 404
     assert (await http.post(f"/api/v1/tenants/{tenant}/undelete")).status_code == 200
@@ -327,3 +327,27 @@ async def test_tenant_from_template_is_all_or_nothing(http: httpx.AsyncClient, t
     )
     assert r.status_code == 201, r.text
     assert (await http.get(key_url(copy, "port"))).json()["value"] == 9
+
+
+async def test_tenant_lifecycle_is_audited_with_actor_and_reason(
+    http: httpx.AsyncClient, tenant: str
+) -> None:
+    await http.put(key_url(tenant), json={"value": 1})
+    clone = f"{tenant}-cl"
+    r = await http.post(
+        "/api/v1/tenants", json={"name": clone, "clone_from": tenant, "reason": "staging copy"}
+    )
+    assert r.status_code == 201
+    headers = {"X-Change-Reason": "retire"}
+    assert (await http.delete(f"/api/v1/tenants/{clone}", headers=headers)).status_code == 200
+    assert (await http.post(f"/api/v1/tenants/{clone}/undelete")).status_code == 200
+    events = (await http.get(f"/api/v1/tenants/{clone}/log")).json()["events"]
+    ops = [(e["type"], e["op"], e["reason"]) for e in events if e["type"] == "tenant"]
+    assert ops == [
+        ("tenant", "clone", "staging copy"),
+        ("tenant", "soft_delete", "retire"),
+        ("tenant", "undelete", ""),
+    ]
+    assert all(e["actor"].endswith("@127.0.0.1") for e in events)
+    for name in (tenant, clone):
+        await http.delete(f"/api/v1/tenants/{name}", params={"hard": "true"})

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
+import pytest
 
 from .api_helpers import client, running_app
 from .redis_server import RedisServer
@@ -24,7 +33,7 @@ async def test_health_ready_metrics_docs(backend_url: str, tenant: str) -> None:
             "kvconf_conflicts_total 1.0",
             'kvconf_rollbacks_total{scope="key"} 1.0',
             'kvconf_errors_total{code="precondition_failed"} 1.0',
-            "kvconf_watchers 0.0",
+            "kvconf_sse_streams_open 0.0",
         ):
             assert name in text, name
         assert "/api/v1/tenants/{tenant}/namespaces/{namespace}/keys/{key}" in text
@@ -90,3 +99,80 @@ async def test_open_mode_and_client_address_in_actor(backend_url: str, tenant: s
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://kvconf") as raw:
             assert (await raw.get("/healthz")).status_code == 200
+
+
+async def test_request_id_is_echoed_and_tags_log_lines(
+    backend_url: str, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kvconf._logging import JsonFormatter, RequestIdFilter
+
+    caplog.handler.addFilter(RequestIdFilter())
+    caplog.set_level(logging.INFO, logger="kvconf")
+    async with running_app(backend_url) as app, client(app) as http:
+        r = await http.post(
+            "/api/v1/tenants", json={"name": tenant}, headers={"X-Request-ID": "trace-42.a:b"}
+        )
+        assert r.status_code == 201
+        assert r.headers["x-request-id"] == "trace-42.a:b"
+        insane = await http.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+        generated = insane.headers["x-request-id"]
+        assert generated != "bad id\twith spaces"
+        assert len(generated) == 32
+        assert (await http.get("/healthz")).headers["x-request-id"] != generated
+    lines = [rec for rec in caplog.records if "tenant " + tenant in rec.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].request_id == "trace-42.a:b"  # type: ignore[attr-defined]
+    doc = json.loads(JsonFormatter().format(lines[0]))
+    assert doc["request_id"] == "trace-42.a:b"
+    assert doc["logger"] == "kvconf.api"
+    assert doc["level"] == "INFO"
+
+
+async def test_metrics_scrape_has_ops_gauges(backend_url: str, tenant: str) -> None:
+    async with running_app(backend_url) as app, client(app) as http:
+        url = f"/api/v1/tenants/{tenant}/namespaces/svc/keys/k"
+        await http.put(url, json={"value": 1})
+        for _ in range(100):  # the read cache starts a watcher of the tenant
+            await http.get(url)
+            if tenant in app.state.cache.watchers():
+                break
+            await asyncio.sleep(0.02)
+        # The ASGI transport buffers a response: the stream runs in a task and
+        # ends after one event, the write made once the scrape is done.
+        watch = asyncio.create_task(
+            http.get(f"/api/v1/tenants/{tenant}/watch", params={"max_events": 1})
+        )
+        for _ in range(200):
+            if app.state.metrics.streams:
+                break
+            await asyncio.sleep(0.02)
+        text = (await http.get("/metrics")).text
+        await http.put(url, json={"value": 2})
+        assert (await asyncio.wait_for(watch, 10)).status_code == 200
+        after = (await http.get("/metrics")).text
+    assert "kvconf_sse_streams_open 1.0" in text
+    assert "kvconf_sse_streams_open 0.0" in after
+    assert f'kvconf_tenant_revision{{tenant="{tenant}"}} 1.0' in text
+    assert f'kvconf_watcher_lag_revisions{{kind="cache",tenant="{tenant}"}} 0.0' in text
+    assert f'kvconf_watcher_lag_revisions{{kind="sse",tenant="{tenant}"}} 0.0' in text
+    assert 'kvconf_watchers_stale{kind="cache"} 0.0' in text
+    assert 'kvconf_redis_command_duration_seconds_bucket{command="EVALSHA"' in text
+    assert "process_cpu_seconds_total" in text
+    assert "python_info" in text
+    assert "_created" not in text
+
+
+def test_multiprocess_metrics_sum_over_workers(tmp_path: Path) -> None:
+    """Two processes write counters; a scrape of either sees the sum (and no _created)."""
+    code = (
+        "from kvconf.api.metrics import Metrics\n"
+        "m = Metrics()\n"
+        "m.wrote('key'); m.wrote('key')\n"
+        "print(m.render().decode())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert 'kvconf_writes_total{kind="key"} 4.0' in second.stdout
+    assert "_created" not in second.stdout

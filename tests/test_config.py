@@ -67,3 +67,23 @@ def test_default_layer_prefix_never_reads_kvconf_settings() -> None:
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1h30m", 5400.0), ("2h 5m", 7500.0), ("1m30s", 90.0), ("1.5h", 5400.0), ("0", 0.0)],
+)
+def test_parse_duration_compound(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e400", "-1s", "-5", "", "1x", "1h-3m"])
+def test_parse_duration_refuses_non_finite_and_negative(text: str) -> None:
+    with pytest.raises(InvalidInput, match="duration"):
+        parse_duration(text)
+
+
+def test_parse_duration_error_does_not_echo_huge_input() -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_duration("9" * 1000)
+    assert len(info.value.message) < 120

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -194,3 +195,44 @@ def test_serve_starts_with_redis_down_and_is_ready_once_it_is_back(tmp_path: Pat
     assert "Traceback" not in out
     warnings = [line for line in out.splitlines() if "not reachable" in line]
     assert len(warnings) == 1, out
+
+
+@pytest.mark.slow
+def test_json_logs_exports_and_metrics_over_two_workers(
+    shared_redis: RedisServer, tmp_path: Path
+) -> None:
+    """``--workers 2``: totals summed over workers, JSON log lines with request ids,
+    scheduled snapshot and export lines, the export file itself."""
+    port = free_port()
+    exports = tmp_path / "exports"
+    proc = _serve(
+        "--port", str(port), "--data-dir", str(tmp_path / "data"), "--redis-url",
+        shared_redis.url, "--workers", "2", "--log-format", "json", "--snapshot-every", "0.5",
+        "--export-every", "0.5", "--export-dir", str(exports), "--export-format", "json",
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, base)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for _ in range(40):  # new connections: both workers take some
+                with httpx.Client(base_url=base, timeout=10) as one:
+                    assert one.get("/healthz").status_code == 200
+            r = http.get("/healthz", headers={"X-Request-ID": "e2e-rid-1"})
+            assert r.headers["x-request-id"] == "e2e-rid-1"
+            deadline = time.monotonic() + 15
+            while not (exports / "kvconf-full.json").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.6)
+            text = http.get("/metrics").text
+    finally:
+        out = _stop(proc)
+    line = 'kvconf_http_requests_total{method="GET",route="/healthz",status="200"}'
+    totals = [float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(line)]
+    assert totals == [42.0], text[:2000]  # 40 + 1 + the readiness probe
+    assert "_created" not in text
+    assert (exports / "kvconf-full.json").exists()
+    docs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    messages = [d["message"] for d in docs]
+    assert any(m.startswith("scheduled export ") for m in messages), out[-2000:]
+    assert any(m.startswith("scheduled snapshot ") for m in messages), out[-2000:]
+    assert all({"ts", "level", "logger", "message", "request_id"} <= d.keys() for d in docs)

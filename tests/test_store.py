@@ -359,7 +359,7 @@ async def test_unknown_tenant_reads_are_typed_errors(store: Store, tenant: str) 
             await call
     await store.create_tenant(tenant)
     assert await store.get_namespace(tenant, "ns") == {}
-    assert await store.revision(tenant) == 0
+    assert await store.revision(tenant) == 1  # the creation is logged as revision 1
     with pytest.raises(KeyNotFound):
         await store.get(tenant, "ns", "k")
     with pytest.raises(TenantExists):
@@ -508,3 +508,37 @@ async def test_expect_minus_one_means_the_key_exists(store: Store, tenant: str) 
     await store.delete(tenant, "ns", "k")
     with pytest.raises(VersionConflict):
         await store.set(tenant, "ns", "k", 4, expect_version=-1)
+
+
+async def test_tenant_lifecycle_is_in_the_change_log(store: Store, tenant: str) -> None:
+    await store.create_tenant(tenant, actor="ops@host", reason="ticket 42")
+    await store.set(tenant, "svc", "k", 1)
+    await store.delete_tenant(tenant, actor="ops@host", reason="offboarding")
+    await store.undelete_tenant(tenant, actor="lead@host", reason="mistake")
+    events = await store.changes_since(tenant, 0)
+    audit = [(e.revision, e.type, e.op, e.actor, e.reason) for e in events if e.type == "tenant"]
+    assert audit == [
+        (1, "tenant", "create", "ops@host", "ticket 42"),
+        (3, "tenant", "soft_delete", "ops@host", "offboarding"),
+        (4, "tenant", "undelete", "lead@host", "mistake"),
+    ]
+    assert (await store.get(tenant, "svc", "k")).value == 1
+    await store.undelete_tenant(tenant)  # not deleted: no event
+    assert await store.revision(tenant) == 4
+
+
+async def test_hard_delete_goes_to_the_audit_stream(store: Store, tenant: str) -> None:
+    from kvconf._redis.names import AUDIT_KEY
+
+    await store.set(tenant, "svc", "k", 1)
+    await store.delete_tenant(tenant, hard=True, actor="ops@host", reason="gdpr")
+    assert not await store.exists(tenant)
+    entries = await store.redis.xrevrange(AUDIT_KEY, count=50)
+    mine = [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _, fields in entries
+        if fields[b"tenant"] == tenant.encode()
+    ]
+    assert len(mine) == 1
+    assert mine[0]["op"] == "hard_delete"
+    assert (mine[0]["actor"], mine[0]["reason"], mine[0]["revision"]) == ("ops@host", "gdpr", "2")

@@ -200,6 +200,7 @@ def _cached_view(
     "/{ai_id}",
     summary="Every known key of one AI, effective values as strings",
     responses=response_doc(CloudConfig, errors=CloudError),
+    operation_id="getAiConfig",
 )
 async def get_config(ai_id: AiId, request: Request, access: Reader) -> Response:
     """``{"success": true, "ai_id": 12, "configuration": {key: {value, updated_at}}}``."""
@@ -246,6 +247,7 @@ async def _coerce(store: Store, ai_id: int, values: dict[str, Any]) -> dict[str,
     summary="Update several keys of one AI in one atomic change set",
     openapi_extra=body_doc(dict[str, str | int]),
     responses=response_doc(CloudUpdated, errors=CloudError),
+    operation_id="putAiConfig",
 )
 async def put_config(ai_id: AiId, request: Request, access: Writer) -> Response:
     """Body ``{"stale_timeout": "30", ...}``; all keys are one revision."""
@@ -272,6 +274,7 @@ async def put_config(ai_id: AiId, request: Request, access: Writer) -> Response:
     "/{ai_id}/{key}",
     summary="One key of one AI",
     responses=response_doc(CloudKey, errors=CloudError),
+    operation_id="getAiConfigKey",
 )
 async def get_config_key(ai_id: AiId, key: ConfigKey, request: Request, access: Reader) -> Response:
     """``{"success": true, "ai_id", "config_key", "config_value", "updated_at"}``."""
@@ -305,6 +308,7 @@ class ConfigValue(msgspec.Struct):
     summary="Set one key of one AI",
     openapi_extra=body_doc(ConfigValue),
     responses=response_doc(CloudKeyUpdated, errors=CloudError),
+    operation_id="putAiConfigKey",
 )
 async def put_config_key(ai_id: AiId, key: ConfigKey, request: Request, access: Writer) -> Response:
     """Body ``{"config_value": "480"}``."""

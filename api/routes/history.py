@@ -21,7 +21,19 @@ from ..deps import (
     masker,
     note_write,
 )
-from ..models import KeyRollback, TenantRollback, body_doc, decode, respond
+from ..models import (
+    ChangeLog,
+    DiffDoc,
+    KeyHistory,
+    KeyRollback,
+    KeyRolledBack,
+    TenantRollback,
+    TenantRolledBack,
+    body_doc,
+    decode,
+    respond,
+    response_doc,
+)
 from ..preview import preview
 from ..query import refuse_unknown_query
 
@@ -64,7 +76,12 @@ async def mask_event(access: Access, event: timeline.LogEvent) -> dict[str, Any]
     return doc
 
 
-@router.get("/namespaces/{namespace}/keys/{key}/history", summary="Versions of a key (paged)")
+@router.get(
+    "/namespaces/{namespace}/keys/{key}/history",
+    summary="Versions of a key (paged)",
+    operation_id="getKeyHistory",
+    responses=response_doc(KeyHistory),
+)
 async def key_history(
     namespace: Namespace,
     key: Key,
@@ -90,6 +107,8 @@ async def key_history(
     "/namespaces/{namespace}/keys/{key}/rollback",
     summary="Make an old version of a key current again (a new version)",
     openapi_extra=body_doc(KeyRollback),
+    operation_id="rollbackKey",
+    responses=response_doc(KeyRolledBack),
 )
 async def rollback_key(
     namespace: Namespace, key: Key, request: Request, access: WriteAccess, dry_run: DryRun = False
@@ -118,7 +137,12 @@ async def rollback_key(
     )
 
 
-@router.get("/log", summary="The tenant change log since a revision")
+@router.get(
+    "/log",
+    summary="The tenant change log since a revision",
+    operation_id="getChangeLog",
+    responses=response_doc(ChangeLog),
+)
 async def change_log(
     access: ReadAccess,
     since: Revision = 0,
@@ -158,7 +182,12 @@ async def _diff(
     )
 
 
-@router.get("/diff", summary="Diff of the tenant between two revisions")
+@router.get(
+    "/diff",
+    summary="Diff of the tenant between two revisions",
+    operation_id="diffTenant",
+    responses=response_doc(DiffDoc),
+)
 async def tenant_diff(
     access: ReadAccess,
     from_revision: Annotated[int, Query(alias="from", ge=0)],
@@ -168,7 +197,12 @@ async def tenant_diff(
     return await _diff(access, from_revision, to_revision, None)
 
 
-@router.get("/namespaces/{namespace}/diff", summary="Diff of a namespace between two revisions")
+@router.get(
+    "/namespaces/{namespace}/diff",
+    summary="Diff of a namespace between two revisions",
+    operation_id="diffNamespace",
+    responses=response_doc(DiffDoc),
+)
 async def namespace_diff(
     namespace: Namespace,
     access: ReadAccess,
@@ -183,6 +217,8 @@ async def namespace_diff(
     "/rollback",
     summary="Roll a namespace or the tenant back to a revision",
     openapi_extra=body_doc(TenantRollback),
+    operation_id="rollbackTenant",
+    responses=response_doc(TenantRolledBack),
 )
 async def rollback_tenant(
     request: Request, access: WriteAccess, dry_run: DryRun = False

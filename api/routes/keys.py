@@ -29,8 +29,13 @@ from ..deps import (
 from ..hot import hot
 from ..models import (
     ChangeSet,
+    EffectiveExplained,
+    EffectiveValues,
     EntryDoc,
     KeyWrite,
+    NamespaceDoc,
+    NamespaceList,
+    Preview,
     Written,
     body_doc,
     decode,
@@ -81,14 +86,24 @@ Consistent = Annotated[
 ]
 
 
-@router.get("", summary="List a tenant's namespaces")
+@router.get(
+    "",
+    summary="List a tenant's namespaces",
+    operation_id="listNamespaces",
+    responses=response_doc(NamespaceList),
+)
 async def list_namespaces(access: ReadAccess) -> Response:
     """Names of every namespace ever written."""
     names = await access.store.namespaces(access.tenant)
     return respond({"tenant": access.tenant, "namespaces": names})
 
 
-@router.get("/{namespace}", summary="Read a namespace (optionally as of a revision)")
+@router.get(
+    "/{namespace}",
+    summary="Read a namespace (optionally as of a revision)",
+    operation_id="getNamespace",
+    responses=response_doc(NamespaceDoc),
+)
 async def get_namespace(
     namespace: Namespace,
     request: Request,
@@ -139,7 +154,8 @@ def _namespace_doc(
     "/{namespace}",
     summary="Atomic multi-key write (set and delete) of one namespace",
     openapi_extra=body_doc(ChangeSet),
-    responses=response_doc(Written),
+    responses=response_doc((Written, Preview)),
+    operation_id="commitChangeSet",
 )
 async def commit(
     namespace: Namespace, request: Request, access: WriteAccess, dry_run: DryRun = False
@@ -155,7 +171,12 @@ async def commit(
     return respond(_written(request, access.tenant, result, "change_set"))
 
 
-@router.get("/{namespace}/effective", summary="Effective config with layers")
+@router.get(
+    "/{namespace}/effective",
+    summary="Effective config with layers",
+    operation_id="getEffective",
+    responses=response_doc((EffectiveValues, EffectiveExplained)),
+)
 async def effective(
     namespace: Namespace,
     access: ReadAccess,
@@ -182,6 +203,7 @@ async def effective(
     "/{namespace}/keys/{key}",
     summary="Read one key (ETag: its version)",
     responses=response_doc(EntryDoc),
+    operation_id="getKey",
 )
 async def get_key(
     namespace: Namespace,
@@ -232,7 +254,8 @@ hot(router, get_key, _get_key_hot)
     "/{namespace}/keys/{key}",
     summary="Write one key (If-Match / If-None-Match: * for CAS)",
     openapi_extra=body_doc(KeyWrite),
-    responses=response_doc(Written),
+    responses=response_doc((Written, Preview), also=(201,)),
+    operation_id="putKey",
 )
 async def put_key(
     namespace: Namespace,
@@ -278,7 +301,12 @@ async def _put_key_hot(request: Request) -> Response | None:
 hot(router, put_key, _put_key_hot)
 
 
-@router.delete("/{namespace}/keys/{key}", summary="Delete one key (a tombstone version)")
+@router.delete(
+    "/{namespace}/keys/{key}",
+    summary="Delete one key (a tombstone version)",
+    operation_id="deleteKey",
+    responses=response_doc(Written),
+)
 async def delete_key(
     namespace: Namespace,
     key: Key,

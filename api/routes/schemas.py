@@ -16,7 +16,7 @@ from kvconf.schema import decode_schema_document, effective_specs, masked_schema
 
 from ..deps import Access, AdminAccess, DryRun, ReadAccess, note_write
 from ..errors import Forbidden
-from ..models import body_doc, respond
+from ..models import Revision, SchemaBody, Schemas, SchemaSet, body_doc, respond, response_doc
 from ..query import refuse_unknown_query
 
 __all__ = ["router"]
@@ -79,7 +79,12 @@ def _check_sensitive_unchanged(
             )
 
 
-@router.get("/schemas", summary="Every schema of the tenant by namespace")
+@router.get(
+    "/schemas",
+    summary="Every schema of the tenant by namespace",
+    operation_id="listSchemas",
+    responses=response_doc(Schemas),
+)
 async def all_schemas(access: ReadAccess) -> Response:
     """``_defaults`` holds the tenant-wide schema."""
     found = await access.store.schemas(access.tenant)
@@ -87,7 +92,12 @@ async def all_schemas(access: ReadAccess) -> Response:
     return respond({"tenant": access.tenant, "schemas": shown})
 
 
-@router.get("/namespaces/{namespace}/schema", summary="A namespace's own schema")
+@router.get(
+    "/namespaces/{namespace}/schema",
+    summary="A namespace's own schema",
+    operation_id="getSchema",
+    responses=response_doc(SchemaBody),
+)
 async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
     """404 when the namespace has no schema of its own."""
     found = await access.store.schemas(access.tenant)
@@ -101,6 +111,8 @@ async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
     "/namespaces/{namespace}/schema",
     summary="Replace a namespace's schema (refused if current values break it)",
     openapi_extra=body_doc(Schema),
+    operation_id="putSchema",
+    responses=response_doc(SchemaSet),
 )
 async def put_schema(
     namespace: Namespace, request: Request, access: AdminAccess, dry_run: DryRun = False
@@ -121,7 +133,12 @@ async def put_schema(
     return respond({"revision": revision, "schema": _shown(access, schema, before, namespace)})
 
 
-@router.delete("/namespaces/{namespace}/schema", summary="Remove a namespace's schema")
+@router.delete(
+    "/namespaces/{namespace}/schema",
+    summary="Remove a namespace's schema",
+    operation_id="deleteSchema",
+    responses=response_doc(Revision),
+)
 async def delete_schema(
     namespace: Namespace, request: Request, access: AdminAccess, dry_run: DryRun = False
 ) -> Response:

@@ -7,6 +7,7 @@ restore the path's tenant, so a tenant admin sees nothing of the others.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,11 +19,12 @@ from kvconf import snapshot
 from kvconf.exceptions import SnapshotNotFound, Unavailable
 
 from ..deps import Access, AdminAccess, note_write
-from ..models import respond
+from ..models import Restored, SnapshotDoc, SnapshotList, respond, response_doc
 from ..query import refuse_unknown_query
 
 __all__ = ["router"]
 
+log = logging.getLogger("kvconf.api")
 router = APIRouter(
     prefix="/api/v1/tenants/{tenant}/snapshots",
     tags=["snapshots"],
@@ -53,13 +55,24 @@ async def _list(access: Access) -> list[dict[str, Any]]:
     return [d for d in docs if d is not None]
 
 
-@router.get("", summary="Snapshots that hold this tenant")
+@router.get(
+    "",
+    summary="Snapshots that hold this tenant",
+    operation_id="listSnapshots",
+    responses=response_doc(SnapshotList),
+)
 async def list_tenant_snapshots(access: AdminAccess) -> Response:
     """Newest last; only this tenant's part of each file is described."""
     return respond({"tenant": access.tenant, "snapshots": await _list(access)})
 
 
-@router.post("", status_code=201, summary="Save a snapshot of this tenant")
+@router.post(
+    "",
+    status_code=201,
+    summary="Save a snapshot of this tenant",
+    operation_id="saveSnapshot",
+    responses=response_doc(SnapshotDoc, 201),
+)
 async def save_tenant_snapshot(
     access: AdminAccess,
     label: Annotated[str, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")] = "",
@@ -72,7 +85,12 @@ async def save_tenant_snapshot(
     return respond(_doc(info, access.tenant), status=201)
 
 
-@router.post("/{name}/restore", summary="Restore this tenant from a snapshot")
+@router.post(
+    "/{name}/restore",
+    summary="Restore this tenant from a snapshot",
+    operation_id="restoreSnapshot",
+    responses=response_doc(Restored),
+)
 async def restore_tenant_snapshot(
     name: Name,
     request: Request,
@@ -96,4 +114,6 @@ async def restore_tenant_snapshot(
             note_write(request, access.tenant, None)
     if not dry_run:
         request.app.state.metrics.writes.labels("restore").inc()
+        log.info("tenant %s restored from snapshot %s (%s) by %s", access.tenant, name, mode,
+                 access.principal.name)  # fmt: skip
     return respond({"tenant": access.tenant, "dry_run": report.dry_run, "restored": report.tenants})

@@ -11,11 +11,22 @@ from starlette.responses import Response
 
 from kvconf._redis.names import validate_tenant
 from kvconf.exceptions import InvalidInput, Unavailable
+from kvconf.models import TenantInfo
 from kvconf.store import Store
 
 from ..deps import AdminAccess, DryRun, PrincipalDep, ReadAccess, StoreDep, check_access, note_write
 from ..errors import Forbidden
-from ..models import TenantCreate, body_doc, decode, respond
+from ..models import (
+    TenantCreate,
+    TenantCreated,
+    TenantDeleted,
+    TenantList,
+    TenantUndeleted,
+    body_doc,
+    decode,
+    respond,
+    response_doc,
+)
 from ..provision import provision
 from ..query import refuse_unknown_query
 
@@ -27,7 +38,12 @@ router = APIRouter(
 )
 
 
-@router.get("", summary="Tenants visible to the caller")
+@router.get(
+    "",
+    summary="Tenants visible to the caller",
+    operation_id="listTenants",
+    responses=response_doc(TenantList),
+)
 async def list_tenants(store: StoreDep, principal: PrincipalDep) -> Response:
     """Every live tenant the token has a right on."""
     names = [t for t in await store.tenants() if principal.sees(t)]
@@ -39,6 +55,8 @@ async def list_tenants(store: StoreDep, principal: PrincipalDep) -> Response:
     status_code=201,
     summary="Create a tenant: empty, from a template, or as a clone",
     openapi_extra=body_doc(TenantCreate),
+    operation_id="createTenant",
+    responses=response_doc(TenantCreated, 201),
 )
 async def create_tenant(request: Request, store: StoreDep, principal: PrincipalDep) -> Response:
     """Needs admin on the new tenant (a global admin, or a token granted it ahead)."""
@@ -63,10 +81,18 @@ async def create_tenant(request: Request, store: StoreDep, principal: PrincipalD
     finally:
         note_write(request, body.name, None)
     request.app.state.metrics.writes.labels("tenant").inc()
+    how = "cloned from" if body.clone_from else "created from template" if source else "created"
+    log.info("tenant %s %s%s by %s", body.name, how, f" {source}" if source else "",
+             principal.name)  # fmt: skip
     return respond({"tenant": body.name, "revision": revision}, status=201)
 
 
-@router.get("/{tenant}", summary="A tenant's revision, epoch and namespaces")
+@router.get(
+    "/{tenant}",
+    summary="A tenant's revision, epoch and namespaces",
+    operation_id="getTenant",
+    responses=response_doc(TenantInfo),
+)
 async def tenant_info(access: ReadAccess) -> Response:
     """404 for unknown or deleted tenants."""
     return respond(await access.store.info(access.tenant))
@@ -86,7 +112,12 @@ async def _snapshot_first(store: Store, tenant: str) -> dict[str, Any] | None:
     return {"path": str(info.path), "created_at": info.created_at}
 
 
-@router.delete("/{tenant}", summary="Delete a tenant (soft by default; hard after a snapshot)")
+@router.delete(
+    "/{tenant}",
+    summary="Delete a tenant (soft by default; hard after a snapshot)",
+    operation_id="deleteTenant",
+    responses=response_doc(TenantDeleted),
+)
 async def delete_tenant(
     access: AdminAccess,
     request: Request,
@@ -108,16 +139,25 @@ async def delete_tenant(
         await access.store.info(access.tenant)
         snap = await _snapshot_first(access.store, access.tenant)
     try:
-        await access.store.delete_tenant(access.tenant, hard=hard)
+        await access.store.delete_tenant(
+            access.tenant, hard=hard, actor=access.actor, reason=access.why()
+        )
     finally:
         note_write(request, access.tenant, None)
     request.app.state.metrics.writes.labels("tenant").inc()
+    log.info("tenant %s deleted (%s) by %s", access.tenant, "hard" if hard else "soft",
+             access.principal.name)  # fmt: skip
     return respond(
         {"tenant": access.tenant, "deleted": "hard" if hard else "soft", "snapshot": snap}
     )
 
 
-@router.post("/{tenant}/undelete", summary="Bring back a soft-deleted tenant")
+@router.post(
+    "/{tenant}/undelete",
+    summary="Bring back a soft-deleted tenant",
+    operation_id="undeleteTenant",
+    responses=response_doc(TenantUndeleted),
+)
 async def undelete_tenant(
     access: AdminAccess, request: Request, dry_run: DryRun = False
 ) -> Response:
@@ -126,8 +166,9 @@ async def undelete_tenant(
         deleted = await access.store.is_deleted(access.tenant)
         return respond({"dry_run": True, "would_commit": deleted, "tenant": access.tenant})
     try:
-        await access.store.undelete_tenant(access.tenant)
+        await access.store.undelete_tenant(access.tenant, actor=access.actor, reason=access.why())
     finally:
         note_write(request, access.tenant, None)
     request.app.state.metrics.writes.labels("tenant").inc()
+    log.info("tenant %s undeleted by %s", access.tenant, access.principal.name)
     return respond({"tenant": access.tenant, "deleted": False})

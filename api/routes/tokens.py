@@ -13,7 +13,17 @@ from kvconf.exceptions import Conflict
 from ..auth import Authenticator, TokenRecord
 from ..deps import PrincipalDep
 from ..errors import Forbidden
-from ..models import TokenCreate, body_doc, decode, respond
+from ..models import (
+    TokenCreate,
+    TokenCreated,
+    TokenList,
+    TokenRevoked,
+    WhoAmI,
+    body_doc,
+    decode,
+    respond,
+    response_doc,
+)
 from ..query import refuse_unknown_query
 
 __all__ = ["router"]
@@ -33,14 +43,26 @@ def _visible(principal: PrincipalDep, record: TokenRecord) -> bool:
     return principal.is_admin or all(t != "*" and principal.can(t, "admin") for t in record.grants)
 
 
-@router.get("/me", summary="The caller's own identity and rights")
+@router.get(
+    "/me",
+    summary="The caller's own identity and rights",
+    operation_id="whoAmI",
+    responses=response_doc(WhoAmI),
+)
 async def whoami(principal: PrincipalDep) -> Response:
     """Name, grants, and whether the API runs open."""
     grants = {t: sorted(r) for t, r in principal.grants.items()}
     return respond({"name": principal.name, "grants": grants, "open": principal.open})
 
 
-@router.post("", status_code=201, summary="Create a token", openapi_extra=body_doc(TokenCreate))
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a token",
+    openapi_extra=body_doc(TokenCreate),
+    operation_id="createToken",
+    responses=response_doc(TokenCreated, 201),
+)
 async def create_token(request: Request, principal: PrincipalDep) -> Response:
     """The token text is in the response only; only its SHA-256 is stored.
 
@@ -53,14 +75,24 @@ async def create_token(request: Request, principal: PrincipalDep) -> Response:
     return respond({"name": body.name, "token": token, "grants": body.grants}, status=201)
 
 
-@router.get("", summary="List tokens (never their text)")
+@router.get(
+    "",
+    summary="List tokens (never their text)",
+    operation_id="listTokens",
+    responses=response_doc(TokenList),
+)
 async def list_tokens(request: Request, principal: PrincipalDep) -> Response:
     """A global admin sees all; a tenant admin the tokens confined to its tenants."""
     records = [r for r in await _auth(request).list() if _visible(principal, r)]
     return respond({"tokens": records})
 
 
-@router.delete("/{name}", summary="Revoke a token")
+@router.delete(
+    "/{name}",
+    summary="Revoke a token",
+    operation_id="revokeToken",
+    responses=response_doc(TokenRevoked),
+)
 async def revoke_token(name: TokenName, request: Request, principal: PrincipalDep) -> Response:
     """Effective at once here, within 2 s on other server processes."""
     auth = _auth(request)

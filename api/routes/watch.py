@@ -13,7 +13,7 @@ import kvconf
 from kvconf.exceptions import InvalidInput
 
 from ..deps import MetricsDep, ReadAccess, resolve_access
-from ..models import respond
+from ..models import Fleet, respond, response_doc
 from ..query import refuse_unknown_query
 from ..sse import change_stream
 
@@ -32,6 +32,7 @@ RECHECK_SECONDS = 5.0
     "/watch",
     summary="Server-Sent Events of the tenant's changes (resumable)",
     response_class=EventSourceResponse,
+    operation_id="watchTenant",
 )
 async def watch(
     request: Request,
@@ -64,7 +65,12 @@ async def watch(
     return EventSourceResponse(stream, ping=HEARTBEAT_SECONDS)
 
 
-@router.get("/fleet", summary="Watchers of the tenant: alive, and at which revision")
+@router.get(
+    "/fleet",
+    summary="Watchers of the tenant: alive, and at which revision",
+    operation_id="getFleet",
+    responses=response_doc(Fleet),
+)
 async def fleet(access: ReadAccess) -> Response:
     """Watcher instances that reported within the last seconds (see :func:`kvconf.fleet`)."""
     await access.store.info(access.tenant)

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 
 import fakeredis
 
+from .. import _jobs
 from .._redis.names import keyspace_channel
 from ..config import Settings
 from ..snapshot import default_dir, prune, save
@@ -72,7 +73,10 @@ async def _snapshot_loop(store: Store, settings: Settings) -> None:
             log.info("scheduled snapshot %s (%d keys); pruned %d", info.path, info.keys,
                      len(removed))  # fmt: skip
         except Exception:
+            _jobs.record("snapshot", False)
             log.exception("scheduled snapshot failed")
+        else:
+            _jobs.record("snapshot", True)
 
 
 @asynccontextmanager

@@ -10,19 +10,37 @@ open and says so.
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
+import shutil
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from redis.exceptions import RedisError
 
+from .._logging import logging_config
 from .._redis.names import TOKENS_KEY
 from ..config import Settings, is_loopback
 from ..exceptions import KvconfError, Unavailable
 from ._common import DataDir, RedisUrl, err_console, exit_code, open_store, settings
 
 __all__ = ["is_loopback", "register", "serve"]
+
+
+class ExportFormat(enum.StrEnum):
+    """Formats of the periodic export."""
+
+    yaml = "yaml"
+    json = "json"
+
+
+class LogFormat(enum.StrEnum):
+    """Formats of the server's log lines."""
+
+    text = "text"
+    json = "json"
 
 
 def _safe_url(url: str) -> str:
@@ -53,7 +71,15 @@ def _environment(cfg: Settings) -> dict[str, str]:
         "KVCONF_SNAPSHOT_EVERY": str(cfg.snapshot_every),
         "KVCONF_SNAPSHOT_KEEP": str(cfg.snapshot_keep),
         "KVCONF_FSYNC_WRITES": "true" if cfg.fsync_writes else "false",
+        "KVCONF_EXPORT_EVERY": str(cfg.export_every),
+        "KVCONF_EXPORT_FORMAT": cfg.export_format,
+        "KVCONF_EXPORT_KEEP": str(cfg.export_keep),
+        "KVCONF_EXPORT_SECRETS": "true" if cfg.export_secrets else "false",
+        "KVCONF_LOG_FORMAT": cfg.log_format,
+        "KVCONF_LOG_LEVEL": cfg.log_level,
     }
+    if cfg.export_dir is not None:
+        env["KVCONF_EXPORT_DIR"] = str(cfg.export_dir)
     if cfg.redis_url is not None:
         env["KVCONF_REDIS_URL"] = cfg.redis_url
     if cfg.admin_token is not None:
@@ -92,8 +118,49 @@ def serve(
         bool,
         typer.Option("--fsync-writes", help="Embedded mode: persist before acknowledging."),
     ] = False,
+    export_every: Annotated[
+        str | None,
+        typer.Option(
+            "--export-every",
+            envvar="KVCONF_EXPORT_EVERY",
+            help="Readable full export schedule (10m, 1h30m; 0: off).",
+        ),
+    ] = None,
+    export_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-dir",
+            envvar="KVCONF_EXPORT_DIR",
+            help="Directory of exports (default: <data dir>/exports).",
+        ),
+    ] = None,
+    export_format: Annotated[
+        ExportFormat | None,
+        typer.Option("--export-format", envvar="KVCONF_EXPORT_FORMAT", help="yaml or json."),
+    ] = None,
+    export_keep: Annotated[
+        int | None,
+        typer.Option(
+            "--export-keep", envvar="KVCONF_EXPORT_KEEP", min=1, help="Timestamped copies kept."
+        ),
+    ] = None,
+    export_secrets: Annotated[
+        bool,
+        typer.Option("--export-secrets", help="Write sensitive values unmasked in exports."),
+    ] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Processes.")] = 1,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option("--log-format", envvar="KVCONF_LOG_FORMAT", help="text or json lines."),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            envvar="KVCONF_LOG_LEVEL",
+            help="debug, info, warning, error (kvconf and uvicorn).",
+        ),
+    ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
     forwarded_allow_ips: Annotated[
         str | None,
@@ -113,6 +180,12 @@ def serve(
             redis_url, data_dir, host=host, port=port, admin_token=token,
             snapshot_every=snapshot_every, snapshot_keep=snapshot_keep,
             fsync_writes=fsync_writes or None, forwarded_allow_ips=forwarded_allow_ips,
+            export_every=export_every,
+            export_dir=export_dir, export_keep=export_keep,
+            export_format=export_format.value if export_format else None,
+            export_secrets=export_secrets or None,
+            log_format=log_format.value if log_format else None,
+            log_level=log_level.upper() if log_level else None,
         )  # fmt: skip
         if cfg.redis_url is None and workers > 1:
             err_console.print(
@@ -143,6 +216,8 @@ def serve(
         )
         raise typer.Exit(2)
     os.environ.update(_environment(cfg))
+    multiproc = _multiprocess_dir(cfg, workers)
+    log_config = logging_config(cfg.log_format, cfg.log_level)
     where = _safe_url(cfg.redis_url) if cfg.redis_url else f"embedded (data dir {cfg.data_dir})"
     if cfg.admin_token is not None:
         auth = "admin token set"
@@ -164,7 +239,8 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level=log_level,
+        log_config=log_config,
+        log_level=cfg.log_level.lower(),
         access_log=access_log,
         # uvicorn believes X-Forwarded-For from 127.0.0.1 by default, so any
         # local process could write someone else's address into the audit
@@ -172,6 +248,26 @@ def serve(
         proxy_headers=bool(cfg.forwarded_allow_ips),
         forwarded_allow_ips=cfg.forwarded_allow_ips or None,
     )
+    if multiproc is not None:
+        shutil.rmtree(multiproc, ignore_errors=True)
+
+
+def _multiprocess_dir(cfg: Settings, workers: int) -> Path | None:
+    """With several workers, a fresh prometheus-client multiprocess directory.
+
+    Every worker writes its metrics to files there and a scrape of any worker
+    sums them; the directory is emptied at start (stale files of a previous
+    run would add to the totals) and removed at exit.
+    """
+    if workers <= 1:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        return None
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = Path(given) if given else cfg.data_dir / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
 
 
 def register(app: typer.Typer) -> None:
