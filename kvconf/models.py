@@ -75,7 +75,7 @@ class KeyChange(msgspec.Struct, frozen=True, gc=False):
     namespace: str = ""
 
 
-class ChangeEvent(msgspec.Struct, frozen=True):
+class ChangeEvent(msgspec.Struct, frozen=True, gc=False):
     """The record of one tenant revision, as logged and published.
 
     ``type`` is ``"change"`` for a committed change set, ``"schema"`` when a
@@ -93,7 +93,9 @@ class ChangeEvent(msgspec.Struct, frozen=True):
     reason: str
     ts: datetime
     changes: list[KeyChange] = []
-    type: Literal["change", "reset", "schema", "tenant"] = "change"
+    #: ``change``, ``schema``, ``reset`` or ``tenant``; a reader meeting a type
+    #: it does not know (a newer kvconf's) re-reads the state.
+    type: str = "change"
     #: For ``type="tenant"``: ``create``, ``clone``, ``template``,
     #: ``soft_delete`` or ``undelete`` (hard deletes go to the audit stream).
     op: str = ""

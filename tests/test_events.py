@@ -9,13 +9,16 @@ from kvconf._codec import decode_event, reset_event
 from kvconf._redis.names import TenantKeys
 
 EVENT_FIELDS = set(ChangeEvent.__struct_fields__)
+#: What every producer writes; ``op`` only on ``tenant`` events.
+EVENT_WRITTEN = EVENT_FIELDS - {"op"}
 CHANGE_FIELDS = set(KeyChange.__struct_fields__)
 
 
 def _pin(raw: bytes) -> ChangeEvent:
     """``raw`` decodes as a ChangeEvent and names exactly its fields."""
     as_dict = msgspec.json.decode(raw)
-    assert set(as_dict) == EVENT_FIELDS, raw
+    assert EVENT_WRITTEN <= set(as_dict) <= EVENT_FIELDS, raw
+    assert ("op" in as_dict) >= (as_dict["type"] == "tenant"), raw
     for change in as_dict["changes"]:
         assert set(change) <= CHANGE_FIELDS, change
         assert {"key", "version", "old_version"} <= set(change)
@@ -23,19 +26,22 @@ def _pin(raw: bytes) -> ChangeEvent:
 
 
 async def test_every_script_event_is_a_change_event(store: Store, tenant: str) -> None:
+    await store.create_tenant(tenant, actor="ops", reason="new")
     await store.set(tenant, "ai-12", "port", 80)
     await store.set_many(tenant, "ai-12", {"a": [], "b": {"x": 1.5}})
     await store.delete(tenant, "ai-12", "a")
     await store.commit_across(tenant, {"n1": {"k": 1}, "n2": {"k": 2}})
     await store.set_schema(tenant, "ai-12", msgspec.convert({"keys": {}}, Schema))
     tk = TenantKeys(tenant)
-    raws = await store.redis.zrange(tk.log, 0, -1)
-    events = [_pin(raw) for raw in raws]
-    assert [e.type for e in events] == ["change"] * 4 + ["schema"]
-    assert [e.revision for e in events] == [1, 2, 3, 4, 5]
-    assert events[1].changes[0].value == []  # a value is never re-encoded by Lua
-    assert events[2].changes[0].deleted
-    assert {events[3].namespace_of(c) for c in events[3].changes} == {"n1", "n2"}
+    await store.delete_tenant(tenant)
+    await store.undelete_tenant(tenant)
+    events = [_pin(raw) for raw in await store.redis.zrange(tk.log, 0, -1)]
+    assert [e.type for e in events] == ["tenant"] + ["change"] * 4 + ["schema"] + ["tenant"] * 2
+    assert [e.op for e in events if e.type == "tenant"] == ["create", "soft_delete", "undelete"]
+    assert [e.revision for e in events] == list(range(1, 9))
+    assert events[2].changes[0].value == []  # a value is never re-encoded by Lua
+    assert events[3].changes[0].deleted
+    assert {events[4].namespace_of(c) for c in events[4].changes} == {"n1", "n2"}
 
 
 def test_the_python_reset_event_is_a_change_event() -> None:

@@ -32,6 +32,7 @@ from .._redis.internals import database_of
 from .._redis.names import DEFAULTS_NAMESPACE, keyspace_channel
 from ..config import Settings
 from ..exceptions import HistoryTrimmed, KvconfError, TenantNotFound, Unavailable
+from ..models import ChangeEvent
 from ..store import Store, tenant_keys
 from . import registry
 from .backoff import Backoff
@@ -40,7 +41,7 @@ from .callbacks import Binding, Callback, Resync, awaited
 from .fleet import FleetMember
 from .hub import SharedHub, client_for, is_embedded
 from .monitor import TenantMonitor
-from .state import CacheState, Change, EventLike, WireEvent
+from .state import CacheState, Change
 
 __all__ = ["FAILURES", "WatchEngine"]
 
@@ -93,7 +94,7 @@ class WatchEngine:
         self._host, self._started_at = host, time.time()
         self.hub: SharedHub | None = None
         self.monitor: TenantMonitor | None = None
-        self._pending: deque[WireEvent] = deque()
+        self._pending: deque[ChangeEvent] = deque()
         self._busy = True
         self._need_resync: str | None = None
         self._need_catchup = False
@@ -223,7 +224,7 @@ class WatchEngine:
 
     # -- the hub's listener interface ---------------------------------------------
 
-    def on_event(self, event: WireEvent) -> None:
+    def on_event(self, event: ChangeEvent) -> None:
         """Called by the hub for each event on the tenant's channel."""
         state = self.state
         if self._ks_pending:
@@ -236,7 +237,7 @@ class WatchEngine:
         self._pending.append(event)
         self._wakeup()
 
-    def _account_keyspace(self, event: WireEvent) -> None:
+    def _account_keyspace(self, event: ChangeEvent) -> None:
         """Subtract the notifications kvconf's own write caused (one per key, maybe a del)."""
         counts: dict[str, int] = {}
         deletes: set[str] = set()
@@ -291,14 +292,14 @@ class WatchEngine:
 
     # -- applying ------------------------------------------------------------------
 
-    def _next(self, event: WireEvent) -> bool:
+    def _next(self, event: ChangeEvent) -> bool:
         """True if ``event`` is the next revision (a first write also starts the epoch)."""
         state = self.state
         if event.revision != state.revision + 1:
             return False
         return event.epoch == state.epoch or (state.revision == 0 and not state.epoch)
 
-    def _apply(self, event: EventLike | WireEvent) -> None:
+    def _apply(self, event: ChangeEvent) -> None:
         self.state.epoch = event.epoch
         self._applied(self.state.apply_event(event), None)
 
@@ -415,7 +416,7 @@ class WatchEngine:
                     continue
             await self._apply_any(event)
 
-    async def _apply_any(self, event: EventLike | WireEvent) -> None:
+    async def _apply_any(self, event: ChangeEvent) -> None:
         kind = getattr(event, "type", "change")
         if kind == "change":
             self._apply(event)

@@ -26,17 +26,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import msgspec
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, RedisError
 from redis.retry import Retry
 
-from .._codec import as_text
+from .._codec import as_text, decode_event
 from .._redis.connect import connect
 from .._redis.pubsub import Session, open_session
+from ..exceptions import Unavailable
+from ..models import ChangeEvent
 from .backoff import Backoff
-from .state import WireEvent, decode_wire
 
 __all__ = [
     "Hub",
@@ -75,7 +75,7 @@ def client_for(url: str | None, timeout: float, *, pubsub: bool = False) -> Any:
 class Listener(Protocol):
     """What a watcher's engine gives the hub (the hooks are never public on ``Watcher``)."""
 
-    def on_event(self, event: WireEvent) -> None:
+    def on_event(self, event: ChangeEvent) -> None:
         """A change event arrived on the listener's channel."""
 
     def on_keyspace(self, namespace: str, op: str) -> None:
@@ -323,8 +323,8 @@ class Hub:
             if not members:
                 return
             try:
-                event = decode_wire(reply[2])
-            except msgspec.DecodeError as exc:
+                event = decode_event(reply[2])
+            except Unavailable as exc:  # undecodable: corrupt or foreign
                 log.warning("undecodable change event, catching up from the log: %s", exc)
                 for listener in list(members):
                     listener.on_subscribed()

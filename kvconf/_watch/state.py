@@ -11,19 +11,18 @@ import threading
 import weakref
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from .._redis.names import DEFAULTS_NAMESPACE
 from ..layers import effective_keys, resolve
-from ..models import Entry, KeyChange, KeySpec, Schema
+from ..models import ChangeEvent, Entry, KeyChange, KeySpec, Schema
 from ..schema import effective_specs
 from .reader import CachedReader
 
-__all__ = ["CacheState", "Change", "ValueChange", "WireEvent", "decode_wire"]
+__all__ = ["CacheState", "Change", "ValueChange"]
 
-_EPOCH0 = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ValueChange(msgspec.Struct, frozen=True, gc=False):
@@ -76,47 +75,6 @@ class Change(msgspec.Struct, frozen=True):
             "reason": self.reason,
             "changes": changes,
         }
-
-
-class WireEvent(msgspec.Struct, frozen=True, gc=False):
-    """A change event as published or logged, decoded leniently (any ``type``)."""
-
-    tenant: str
-    epoch: str
-    revision: int
-    namespace: str = ""
-    actor: str = ""
-    reason: str = ""
-    ts: datetime = _EPOCH0
-    changes: list[KeyChange] = []
-    type: str = "change"
-
-
-class EventLike(Protocol):
-    """What the cache reads from an event (a :class:`WireEvent` or a ChangeEvent)."""
-
-    @property
-    def epoch(self) -> str: ...
-    @property
-    def revision(self) -> int: ...
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def actor(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def ts(self) -> datetime: ...
-    @property
-    def changes(self) -> list[KeyChange]: ...
-
-
-_wire_decoder = msgspec.json.Decoder(WireEvent)
-
-
-def decode_wire(data: bytes | str) -> WireEvent:
-    """Decode a published change event (raises ``msgspec.DecodeError``)."""
-    return _wire_decoder.decode(data)
 
 
 def _diff(
@@ -216,7 +174,7 @@ class CacheState:
 
     # -- writes ----------------------------------------------------------------
 
-    def apply_event(self, event: EventLike) -> list[Change]:
+    def apply_event(self, event: ChangeEvent) -> list[Change]:
         """Apply one change set (its revision must be the next one).
 
         A change set across namespaces (event namespace ``"*"``) gives one
