@@ -248,6 +248,43 @@ class Preview(msgspec.Struct):
     changes: list[KeyPreview]
 
 
+class RollbackPreview(msgspec.Struct):
+    """``?dry_run=true`` on a namespace or tenant rollback: each namespace's diff."""
+
+    dry_run: bool
+    tenant: str
+    to_revision: int
+    would_commit: bool
+    namespaces: list[Preview]
+
+
+class SchemaPreview(msgspec.Struct):
+    """``?dry_run=true`` on a schema write: it would be accepted (else a 422)."""
+
+    dry_run: bool
+    would_commit: bool
+    schema: dict[str, Any] | None = None
+
+
+class TenantDeletePreview(msgspec.Struct):
+    """``?dry_run=true`` on a tenant delete: what would go."""
+
+    dry_run: bool
+    would_commit: bool
+    tenant: str
+    deleted: Literal["soft", "hard"]
+    revision: int
+    namespaces: list[str]
+
+
+class TenantUndeletePreview(msgspec.Struct):
+    """``?dry_run=true`` on an undelete: false when the tenant is not deleted."""
+
+    dry_run: bool
+    would_commit: bool
+    tenant: str
+
+
 class EffectiveValues(msgspec.Struct):
     """Effective values of a namespace (``explain=false``)."""
 

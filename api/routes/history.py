@@ -27,6 +27,8 @@ from ..models import (
     KeyHistory,
     KeyRollback,
     KeyRolledBack,
+    Preview,
+    RollbackPreview,
     TenantRollback,
     TenantRolledBack,
     body_doc,
@@ -108,7 +110,7 @@ async def key_history(
     summary="Make an old version of a key current again (a new version)",
     openapi_extra=body_doc(KeyRollback),
     operation_id="rollbackKey",
-    responses=response_doc(KeyRolledBack),
+    responses=response_doc((KeyRolledBack, Preview)),
 )
 async def rollback_key(
     namespace: Namespace, key: Key, request: Request, access: WriteAccess, dry_run: DryRun = False
@@ -218,7 +220,7 @@ async def namespace_diff(
     summary="Roll a namespace or the tenant back to a revision",
     openapi_extra=body_doc(TenantRollback),
     operation_id="rollbackTenant",
-    responses=response_doc(TenantRolledBack),
+    responses=response_doc((TenantRolledBack, RollbackPreview)),
 )
 async def rollback_tenant(
     request: Request, access: WriteAccess, dry_run: DryRun = False

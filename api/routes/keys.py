@@ -305,7 +305,7 @@ hot(router, put_key, _put_key_hot)
     "/{namespace}/keys/{key}",
     summary="Delete one key (a tombstone version)",
     operation_id="deleteKey",
-    responses=response_doc(Written),
+    responses=response_doc((Written, Preview)),
 )
 async def delete_key(
     namespace: Namespace,

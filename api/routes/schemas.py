@@ -16,7 +16,16 @@ from kvconf.schema import decode_schema_document, effective_specs, masked_schema
 
 from ..deps import Access, AdminAccess, DryRun, ReadAccess, note_write
 from ..errors import Forbidden
-from ..models import Revision, SchemaBody, Schemas, SchemaSet, body_doc, respond, response_doc
+from ..models import (
+    Revision,
+    SchemaBody,
+    SchemaPreview,
+    Schemas,
+    SchemaSet,
+    body_doc,
+    respond,
+    response_doc,
+)
 from ..query import refuse_unknown_query
 
 __all__ = ["router"]
@@ -112,7 +121,7 @@ async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
     summary="Replace a namespace's schema (refused if current values break it)",
     openapi_extra=body_doc(Schema),
     operation_id="putSchema",
-    responses=response_doc(SchemaSet),
+    responses=response_doc((SchemaSet, SchemaPreview)),
 )
 async def put_schema(
     namespace: Namespace, request: Request, access: AdminAccess, dry_run: DryRun = False
@@ -137,7 +146,7 @@ async def put_schema(
     "/namespaces/{namespace}/schema",
     summary="Remove a namespace's schema",
     operation_id="deleteSchema",
-    responses=response_doc(Revision),
+    responses=response_doc((Revision, SchemaPreview)),
 )
 async def delete_schema(
     namespace: Namespace, request: Request, access: AdminAccess, dry_run: DryRun = False

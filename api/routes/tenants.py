@@ -20,8 +20,10 @@ from ..models import (
     TenantCreate,
     TenantCreated,
     TenantDeleted,
+    TenantDeletePreview,
     TenantList,
     TenantUndeleted,
+    TenantUndeletePreview,
     body_doc,
     decode,
     respond,
@@ -116,7 +118,7 @@ async def _snapshot_first(store: Store, tenant: str) -> dict[str, Any] | None:
     "/{tenant}",
     summary="Delete a tenant (soft by default; hard after a snapshot)",
     operation_id="deleteTenant",
-    responses=response_doc(TenantDeleted),
+    responses=response_doc((TenantDeleted, TenantDeletePreview)),
 )
 async def delete_tenant(
     access: AdminAccess,
@@ -156,7 +158,7 @@ async def delete_tenant(
     "/{tenant}/undelete",
     summary="Bring back a soft-deleted tenant",
     operation_id="undeleteTenant",
-    responses=response_doc(TenantUndeleted),
+    responses=response_doc((TenantUndeleted, TenantUndeletePreview)),
 )
 async def undelete_tenant(
     access: AdminAccess, request: Request, dry_run: DryRun = False

@@ -68,7 +68,7 @@ BASE_NAME = "state.kvsnap"
 LOCK_NAME = "LOCK"
 _COMPACT_MIN = 16 << 20
 _READ_SCRIPTS = frozenset(
-    hashlib.sha1(script_source(n).encode(), usedforsecurity=False).hexdigest()
+    hashlib.sha1(script_source(n, shebang=False).encode(), usedforsecurity=False).hexdigest()
     for n in ("read_state", "read_log", "read_schemas", "snapshot_read")
 )
 _READ_ONLY_COMMANDS = (
@@ -81,7 +81,9 @@ _READ_ONLY_COMMANDS = (
 )
 _READ_ONLY = frozenset(_READ_ONLY_COMMANDS.split())
 #: kvconf's write script: its change set names every key it changes (journaled as deltas).
-_WRITE_SCRIPT = hashlib.sha1(script_source("write").encode(), usedforsecurity=False).hexdigest()
+_WRITE_SCRIPT = hashlib.sha1(
+    script_source("write", shebang=False).encode(), usedforsecurity=False
+).hexdigest()  # as the in-process client registers it (no shebang line)
 #: Seconds a keyspace notification of a key a tracked write named is taken as that write's.
 _EXPLAINED_FOR = 2.0
 _MULTI_KEY = frozenset({"DEL", "UNLINK", "TOUCH"})
