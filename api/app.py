@@ -38,7 +38,18 @@ from .hot import HOT_ROUTES
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .models import COMPONENTS
-from .routes import cloudbrain, history, keys, ops, schemas, snapshots, tenants, tokens, watch
+from .routes import (
+    cloudbrain,
+    console,
+    history,
+    keys,
+    ops,
+    schemas,
+    snapshots,
+    tenants,
+    tokens,
+    watch,
+)
 
 __all__ = ["create_app"]
 
@@ -124,7 +135,8 @@ def create_app(
     # FastAPI's included-router wrappers cost ~0.5 ms of matching per request.
     hot = sorted(HOT_ROUTES, key=lambda route: route.path.startswith(CLOUDBRAIN_PREFIX))
     app.router.routes[:0] = hot
-    for module in (keys, cloudbrain, ops, tenants, history, schemas, watch, snapshots, tokens):
+    modules = (keys, cloudbrain, ops, tenants, history, schemas, watch, snapshots, tokens, console)
+    for module in modules:
         app.router.routes.extend(r for r in module.router.routes if r not in HOT_ROUTES)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes or DEFAULT_MAX_BODY)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
