@@ -32,6 +32,12 @@ const NS = (t, ns) => `${T(t)}/namespaces/${enc(ns)}`;
 
 // ---------------------------------------------------------------- DOM helpers
 
+const kids = (xs) => xs.flat().filter((x) => x !== null && x !== undefined && x !== false);
+/** Replace an element's children, skipping null/undefined/false. */
+const put = (el, ...xs) => el.replaceChildren(...kids(xs));
+/** Append children, skipping null/undefined/false. */
+const add = (el, ...xs) => el.append(...kids(xs));
+
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -44,7 +50,7 @@ function h(tag, attrs, ...children) {
   }
   for (const c of children.flat()) {
     if (c === undefined || c === null || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    add(el, c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
 }
@@ -58,7 +64,7 @@ function reasonId(text) {
   if (!id) {
     id = nextId("why");
     reasonIds.set(text, id);
-    $("reasons").append(h("span", { id, text }));
+    add($("reasons"), h("span", { id, text }));
   }
   return id;
 }
@@ -106,7 +112,7 @@ function field(label, input, hint) {
 
 function toast(message, kind = "ok") {
   const node = h("div", { class: `toast ${kind}`, role: kind === "error" ? "alert" : "status" }, message);
-  $("toasts").append(node);
+  add($("toasts"), node);
   setTimeout(() => node.remove(), kind === "error" ? 8000 : 4000);
 }
 
@@ -114,7 +120,8 @@ function fmtTime(ts) {
   if (!ts) return "—";
   const d = typeof ts === "number" ? new Date(ts * 1000) : new Date(ts);
   if (Number.isNaN(d.getTime())) return String(ts);
-  return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  const p2 = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())} ${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())}`;
 }
 
 function json(value, pretty = false) {
@@ -229,7 +236,7 @@ async function start() {
 }
 
 function renderSignIn(message) {
-  $("sidebar").replaceChildren();
+  put($("sidebar"));
   $("who").textContent = "";
   $("signout").hidden = true;
   $("live").textContent = "";
@@ -259,7 +266,7 @@ function renderSignIn(message) {
     if (state.token) sessionStorage.setItem(TOKEN_KEY, state.token);
     await signedIn();
   });
-  $("main").replaceChildren(form);
+  put($("main"), form);
   input.focus();
 }
 
@@ -335,7 +342,7 @@ function renderSidebar() {
     if (t === r.tenant && info) {
       const sub = h("ul", { class: "nav-sub", "aria-label": `${t} namespaces` });
       for (const ns of info.namespaces) {
-        sub.append(h("li", {}, navLink(`#/t/${enc(t)}/ns/${enc(ns)}`, ns, r.ns === ns && r.page !== "time")));
+        add(sub, h("li", {}, navLink(`#/t/${enc(t)}/ns/${enc(ns)}`, ns, r.ns === ns && r.page !== "time")));
       }
       const pages = [
         ["log", "Change log"],
@@ -345,18 +352,18 @@ function renderSidebar() {
       ];
       const tools = h("ul", { class: "nav-sub tools", "aria-label": `${t} tools` });
       for (const [page, label] of pages) {
-        tools.append(h("li", {}, navLink(`#/t/${enc(t)}/${page}`, label, r.page === page)));
+        add(tools, h("li", {}, navLink(`#/t/${enc(t)}/${page}`, label, r.page === page)));
       }
-      item.append(sub, tools);
+      add(item, sub, tools);
     }
-    list.append(item);
+    add(list, item);
   }
   nodes.push(list);
   if (adminSomewhere()) {
     nodes.push(h("h2", { class: "nav-title", text: "Administration" }));
     nodes.push(h("ul", { class: "nav-list" }, h("li", {}, navLink("#/tokens", "Tokens", r.page === "tokens"))));
   }
-  $("sidebar").replaceChildren(...nodes);
+  put($("sidebar"), ...nodes);
 }
 
 // ---------------------------------------------------------------- routing
@@ -391,7 +398,7 @@ async function route() {
   }
   renderSidebar();
   const main = $("main");
-  main.replaceChildren(h("p", { class: "muted", text: "Loading…" }));
+  put(main, h("p", { class: "muted", text: "Loading…" }));
   const views = {
     home: homeView,
     tenant: tenantView,
@@ -409,13 +416,13 @@ async function route() {
     const view = await views[r.page](r);
     if (parseRoute().page !== r.page) return; // navigated away meanwhile
     state.view = view;
-    main.replaceChildren(view.node);
+    put(main, view.node);
     const heading = main.querySelector("h1");
     if (heading) {
       document.title = `${heading.textContent} · kvconf`;
     }
   } catch (err) {
-    main.replaceChildren(
+    put(main, 
       h("div", { class: "card" }, h("h1", { text: "Cannot show this page" }), h("p", { class: "form-error", text: errorText(err) })),
     );
   }
@@ -424,8 +431,8 @@ async function route() {
 function crumbs(...items) {
   const nav = h("nav", { class: "crumbs", "aria-label": "Breadcrumb" });
   items.forEach(([label, href], i) => {
-    if (i) nav.append(h("span", { class: "sep", "aria-hidden": "true", text: "/" }));
-    nav.append(href ? h("a", { href, text: label }) : h("span", { text: label }));
+    if (i) add(nav, h("span", { class: "sep", "aria-hidden": "true", text: "/" }));
+    add(nav, href ? h("a", { href, text: label }) : h("span", { text: label }));
   });
   return nav;
 }
@@ -610,12 +617,12 @@ async function namespaceView(r) {
       const deleted = draft.deletes.has(key);
       const changed = draft.underneath.get(key);
       const valueCell = h("td", { "data-label": "Value" }, valueNode(row.value, { masked: isMasked(row) }));
-      if (row.layer === null && row.value === undefined && !edited) valueCell.replaceChildren(h("span", { class: "muted", text: "unset" }));
+      if (row.layer === null && row.value === undefined && !edited) put(valueCell, h("span", { class: "muted", text: "unset" }));
       if (edited) {
-        valueCell.append(h("div", { class: "draft-value" }, h("span", { class: "badge amber", text: "edited" }), " → ", valueNode(draft.values.get(key))));
+        add(valueCell, h("div", { class: "draft-value" }, h("span", { class: "badge amber", text: "edited" }), " → ", valueNode(draft.values.get(key))));
       }
-      if (deleted) valueCell.append(h("div", { class: "draft-value" }, h("span", { class: "badge red", text: "to be deleted" })));
-      if (changed) valueCell.append(h("div", { class: "warn-text", role: "note", text: `Changed underneath: now version ${changed}` }));
+      if (deleted) add(valueCell, h("div", { class: "draft-value" }, h("span", { class: "badge red", text: "to be deleted" })));
+      if (changed) add(valueCell, h("div", { class: "warn-text", role: "note", text: `Changed underneath: now version ${changed}` }));
       const entry = row.entry;
       const actions = h(
         "td",
@@ -648,29 +655,29 @@ async function namespaceView(r) {
         ),
       );
     }
-    tbody.replaceChildren(...rows);
-    if (!rows.length) tbody.append(h("tr", {}, h("td", { colspan: "7", class: "empty", text: q ? "No key matches." : "No keys yet." })));
+    put(tbody, ...rows);
+    if (!rows.length) add(tbody, h("tr", {}, h("td", { colspan: "7", class: "empty", text: q ? "No key matches." : "No keys yet." })));
   }
 
   function renderPending() {
     const n = draftSize(draft);
     if (!n) {
       pending.hidden = true;
-      pending.replaceChildren();
+      put(pending);
       return;
     }
     pending.hidden = false;
     const items = h("ul", { class: "pending-list" });
     for (const [key, value] of draft.values) {
-      items.append(h("li", {}, h("code", { text: key }), " = ", valueNode(value), " ", button("Remove", () => { draft.values.delete(key); draft.base.delete(key); draft.underneath.delete(key); renderAll(); }, { cls: "link", label: `Remove edit of ${key}` })));
+      add(items, h("li", {}, h("code", { text: key }), " = ", valueNode(value), " ", button("Remove", () => { draft.values.delete(key); draft.base.delete(key); draft.underneath.delete(key); renderAll(); }, { cls: "link", label: `Remove edit of ${key}` })));
     }
     for (const key of draft.deletes) {
-      items.append(h("li", {}, h("span", { class: "badge red", text: "delete" }), " ", h("code", { text: key }), " ", button("Remove", () => { draft.deletes.delete(key); draft.base.delete(key); renderAll(); }, { cls: "link", label: `Keep ${key}` })));
+      add(items, h("li", {}, h("span", { class: "badge red", text: "delete" }), " ", h("code", { text: key }), " ", button("Remove", () => { draft.deletes.delete(key); draft.base.delete(key); renderAll(); }, { cls: "link", label: `Keep ${key}` })));
     }
     const warn = draft.underneath.size
       ? h("p", { class: "warn-text", role: "alert", text: `Changed by someone else since you started: ${[...draft.underneath.keys()].join(", ")}. Preview to see both versions, then Rebase.` })
       : null;
-    pending.replaceChildren(
+    put(pending, 
       h("h2", { text: `${n} pending change${n > 1 ? "s" : ""}` }),
       items,
       warn,
@@ -744,7 +751,7 @@ async function namespaceView(r) {
       closeDialog();
       renderAll();
     };
-    state.editing = { tenant: t, ns, key, warn: (text) => warnBox.replaceChildren(h("p", { class: "warn-text", role: "alert", text })) };
+    state.editing = { tenant: t, ns, key, warn: (text) => put(warnBox, h("p", { class: "warn-text", role: "alert", text })) };
     const under = draft.underneath.get(key);
     if (under) state.editing.warn(`This key changed underneath: now version ${under}.`);
     openDialog(isNew ? "Add key" : `Edit ${key}`, [
@@ -780,7 +787,7 @@ async function namespaceView(r) {
       try {
         doc = await api("POST", NS(t, ns), { query: { dry_run: "true" }, body });
       } catch (err) {
-        area.replaceChildren(problemsNode(err));
+        put(area, problemsNode(err));
         deny(publish, "Fix the problems listed first");
         return;
       }
@@ -805,7 +812,7 @@ async function namespaceView(r) {
       } else {
         allow(publish);
       }
-      area.replaceChildren(...parts);
+      put(area, ...parts);
     }
 
     async function conflictNode(conflicts) {
@@ -837,7 +844,7 @@ async function namespaceView(r) {
             draft.underneath.delete(c.key);
           }
           await reload();
-          area.replaceChildren(h("p", { class: "muted", text: "Rebased on the current versions; checking again…" }));
+          put(area, h("p", { class: "muted", text: "Rebased on the current versions; checking again…" }));
           await runPreview();
         }, { cls: "primary", label: "Rebase" }), h("span", { class: "hint", text: " Rebase keeps your edits and takes the current versions as their base." })),
       );
@@ -860,10 +867,10 @@ async function namespaceView(r) {
         refreshInfo(t);
       } catch (err) {
         if (err instanceof ApiError && (err.status === 409 || err.status === 412) && err.body.conflicts) {
-          area.replaceChildren(await conflictNode(err.body.conflicts));
+          put(area, await conflictNode(err.body.conflicts));
           deny(publish, "Rebase on the current versions first");
         } else {
-          area.replaceChildren(problemsNode(err));
+          put(area, problemsNode(err));
           deny(publish, "Fix the problems listed first");
         }
       }
@@ -968,7 +975,7 @@ function diffNode(before, after, labels = ["before", "after"]) {
   const b = after === undefined ? "" : json(after, true);
   const pre = h("pre", { class: "diff-lines", "aria-label": `Difference from ${labels[0]} to ${labels[1]}` });
   for (const [op, line] of lineDiff(a, b)) {
-    pre.append(h("span", { class: op === "+" ? "add" : op === "-" ? "del" : "same" }, `${op} ${line}\n`));
+    add(pre, h("span", { class: op === "+" ? "add" : op === "-" ? "del" : "same" }, `${op} ${line}\n`));
   }
   return h("div", { class: "diff-box" }, h("div", { class: "diff-legend" }, h("span", { class: "del", text: `− ${labels[0]}` }), " ", h("span", { class: "add", text: `+ ${labels[1]}` })), pre);
 }
@@ -996,7 +1003,7 @@ async function keyView(r) {
     const a = byVersion(fromSel.value);
     const b = byVersion(toSel.value);
     if (!a || !b) return;
-    diffArea.replaceChildren(diffNode(a.deleted ? undefined : a.value, b.deleted ? undefined : b.value, [`version ${a.version}`, `version ${b.version}`]));
+    put(diffArea, diffNode(a.deleted ? undefined : a.value, b.deleted ? undefined : b.value, [`version ${a.version}`, `version ${b.version}`]));
   }
 
   function render() {
@@ -1018,12 +1025,12 @@ async function keyView(r) {
     );
     const opts = (sel, pick) => {
       const keep = sel.value;
-      sel.replaceChildren(...versions.map((v) => h("option", { value: v.version, text: `version ${v.version}${v.deleted ? " (deleted)" : ""}` })));
+      put(sel, ...versions.map((v) => h("option", { value: v.version, text: `version ${v.version}${v.deleted ? " (deleted)" : ""}` })));
       sel.value = keep && byVersion(keep) ? keep : pick;
     };
     opts(fromSel, String((versions[1] || versions[0]).version));
     opts(toSel, String(versions[0].version));
-    body.replaceChildren(
+    put(body, 
       table(["Version", "Value", "When", "Who", "Why", "Revision", "Actions"], rows, { label: `Versions of ${key}` }),
       nextBefore ? button("Older versions", async () => { await load(nextBefore); render(); }, { cls: "secondary" }) : null,
       h("h2", { text: "Compare versions" }),
@@ -1048,7 +1055,7 @@ async function keyView(r) {
         render();
       } catch (err) {
         allow(confirm);
-        errBox.replaceChildren(h("p", { class: "form-error", role: "alert", text: errorText(err) }));
+        put(errBox, h("p", { class: "form-error", role: "alert", text: errorText(err) }));
       }
     }, { cls: "danger" });
     const errBox = h("div");
@@ -1131,7 +1138,7 @@ async function timeView(r) {
   async function show() {
     const rev = Number(revInput.value);
     const ns = nsSel.value || null;
-    out.replaceChildren(h("p", { class: "muted", text: "Loading…" }));
+    put(out, h("p", { class: "muted", text: "Loading…" }));
     try {
       const names = ns ? [ns] : info.namespaces;
       const states = await Promise.all(names.map((n) => api("GET", NS(t, n), { query: { at_revision: rev } })));
@@ -1144,7 +1151,7 @@ async function timeView(r) {
       });
       const scope = ns ? `namespace ${ns}` : `tenant ${t}`;
       const need = ns ? "write" : "admin";
-      out.replaceChildren(
+      put(out, 
         h("h2", { text: `${ns ? ns : t} as of revision ${rev}` }),
         stateRows.length ? table(["Namespace", "Key", "Value", "Version", "Updated"], stateRows, { label: `State at revision ${rev}` }) : empty("Nothing existed at that revision."),
         h("h2", { text: `What changed since revision ${rev}` }),
@@ -1154,7 +1161,7 @@ async function timeView(r) {
         })),
       );
     } catch (err) {
-      out.replaceChildren(h("p", { class: "form-error", role: "alert", text: errorText(err) }));
+      put(out, h("p", { class: "form-error", role: "alert", text: errorText(err) }));
     }
   }
 
@@ -1172,7 +1179,7 @@ async function timeView(r) {
         await show();
       } catch (err) {
         allow(confirm);
-        errBox.replaceChildren(h("p", { class: "form-error", role: "alert", text: errorText(err) }));
+        put(errBox, h("p", { class: "form-error", role: "alert", text: errorText(err) }));
       }
     }, { cls: "danger" });
     openDialog(`Roll back ${scope} to revision ${rev}?`, [
@@ -1242,7 +1249,7 @@ async function fleetView(r) {
         h("td", { "data-label": "Namespaces", text: w.namespaces && w.namespaces.length ? w.namespaces.join(", ") : "all" }),
       );
     });
-    body.replaceChildren(
+    put(body, 
       h("p", { class: "muted", text: `Tenant revision ${info.revision}. Refreshes every 5 s.` }),
       rows.length ? table(["Instance", "Host", "Applied revision", "Behind", "Status", "Last report", "Namespaces"], rows, { label: "Watchers" }) : empty("No watcher reported in the last 15 seconds."),
     );
@@ -1259,7 +1266,7 @@ async function snapshotsView(r) {
   const t = r.tenant;
   const node = h("section", {}, crumbs(["Tenants", "#/"], [t, `#/t/${enc(t)}`], ["Snapshots"]), h("h1", { text: `Snapshots of ${t}` }));
   if (!can(t, "admin")) {
-    node.append(empty(`Snapshots need the admin right on ${t}.`));
+    add(node, empty(`Snapshots need the admin right on ${t}.`));
     return { node };
   }
   const body = h("div");
@@ -1280,7 +1287,7 @@ async function snapshotsView(r) {
           button("Restore", () => restore(s), { cls: "danger", label: `Restore ${s.name}` })),
       ),
     );
-    body.replaceChildren(rows.length ? table(["Name", "Created", "Label", "Revision", "Keys", "Actions"], rows, { label: "Snapshots" }) : empty("No snapshot holds this tenant yet."));
+    put(body, rows.length ? table(["Name", "Created", "Label", "Revision", "Keys", "Actions"], rows, { label: "Snapshots" }) : empty("No snapshot holds this tenant yet."));
   }
   async function verify(s) {
     try {
@@ -1304,16 +1311,16 @@ async function snapshotsView(r) {
         await load();
       } catch (err) {
         allow(confirm);
-        reportBox.append(h("p", { class: "form-error", role: "alert", text: errorText(err) }));
+        add(reportBox, h("p", { class: "form-error", role: "alert", text: errorText(err) }));
       }
     }, { cls: "danger" });
     async function dry() {
       deny(confirm, "Waiting for the dry run");
-      reportBox.replaceChildren(h("p", { class: "muted", text: "Dry run…" }));
+      put(reportBox, h("p", { class: "muted", text: "Dry run…" }));
       try {
         const res = await api("POST", `${T(t)}/snapshots/${enc(s.name)}/restore`, { query: { mode: mode.value, dry_run: "true" } });
         const row = res.restored[0];
-        reportBox.replaceChildren(
+        put(reportBox, 
           h("p", { text: `Dry run (nothing written yet): ${t} goes from revision ${row.live_revision} to ${row.revision}; the snapshot was taken at revision ${row.file_revision}.` }),
           h("dl", { class: "facts counts", "aria-label": "Restore dry run" },
             h("dt", { text: "Added" }), h("dd", { text: row.added }),
@@ -1324,7 +1331,7 @@ async function snapshotsView(r) {
         );
         allow(confirm);
       } catch (err) {
-        reportBox.replaceChildren(h("p", { class: "form-error", role: "alert", text: errorText(err) }));
+        put(reportBox, h("p", { class: "form-error", role: "alert", text: errorText(err) }));
       }
     }
     mode.addEventListener("change", dry);
@@ -1341,7 +1348,7 @@ async function snapshotsView(r) {
     }
   }, { cls: "primary" });
   await load();
-  node.append(h("div", { class: "toolbar" }, field("Label", label, "Optional: letters, digits, _ . -"), save), body);
+  add(node, h("div", { class: "toolbar" }, field("Label", label, "Optional: letters, digits, _ . -"), save), body);
   return { node };
 }
 
@@ -1363,7 +1370,7 @@ async function tokensView() {
         h("td", { "data-label": "Actions" }, button("Revoke", () => revoke(tk.name), { cls: "danger", label: `Revoke ${tk.name}` })),
       ),
     );
-    body.replaceChildren(rows.length ? table(["Name", "Grants", "Created", "Actions"], rows, { label: "Tokens" }) : empty("No token you administer."));
+    put(body, rows.length ? table(["Name", "Grants", "Created", "Actions"], rows, { label: "Tokens" }) : empty("No token you administer."));
   }
   function revoke(name) {
     const confirm = button("Confirm revoke", async () => {
@@ -1373,7 +1380,7 @@ async function tokensView() {
         closeDialog();
         await load();
       } catch (err) {
-        errBox.replaceChildren(h("p", { class: "form-error", role: "alert", text: errorText(err) }));
+        put(errBox, h("p", { class: "form-error", role: "alert", text: errorText(err) }));
       }
     }, { cls: "danger" });
     const errBox = h("div");
@@ -1390,7 +1397,7 @@ async function tokensView() {
       return h("span", { class: "check" }, h("input", { type: "checkbox", id, value: r, checked: r === "read" }), h("label", { for: id, text: r }));
     });
     const row = h("fieldset", { class: "grant-row" }, h("legend", { text: "Grant" }), field("Tenant", tn, "A tenant name, or * for every tenant"), h("div", { class: "checks", role: "group", "aria-label": "Rights" }, boxes), button("Remove grant", () => row.remove(), { cls: "link" }));
-    grants.append(row);
+    add(grants, row);
   }
   grantRow();
   const form = h("form", { class: "card token-form" },
@@ -1435,7 +1442,7 @@ async function tokensView() {
     }
   });
   await load();
-  node.append(body, form);
+  add(node, body, form);
   return { node };
 }
 
@@ -1450,7 +1457,7 @@ function openDialog(title, content, actions, opts = {}) {
   opener = document.activeElement;
   dialogOpts = opts;
   dlg.classList.toggle("wide", !!opts.wide);
-  dlg.replaceChildren(
+  put(dlg, 
     h("form", { method: "dialog", class: "dialog-body" },
       h("div", { class: "dialog-head" }, h("h2", { id: "dialog-title", text: title }), h("button", { type: "button", class: "icon", "aria-label": "Close", onclick: () => closeDialog() }, "×")),
       h("div", { class: "dialog-content" }, content),
