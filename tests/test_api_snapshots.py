@@ -43,7 +43,9 @@ async def _scenario(app: FastAPI, tenant: str) -> None:
         assert (await c.get(f"/api/v1/tenants/{other}/snapshots")).status_code == 404
 
 
-async def test_verify_checks_a_listed_snapshot_of_this_tenant(backend_url: str, tenant: str) -> None:
+async def test_verify_checks_a_listed_snapshot_of_this_tenant(
+    backend_url: str, tenant: str
+) -> None:
     other = f"{tenant}-other"
     async with running_app(backend_url, admin_token=ADMIN) as app:
         async with client(app, ADMIN) as c:

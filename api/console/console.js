@@ -336,9 +336,11 @@ function renderSidebar() {
   for (const t of state.tenants) {
     const info = state.infos.get(t);
     const badge = info
-      ? h("span", { class: "badge", title: `revision ${info.revision}`, text: `r${info.revision}` })
-      : h("span", { class: "badge gray", title: "Deleted or unreadable", text: "deleted" });
-    const item = h("li", {}, navLink(`#/t/${enc(t)}`, t, r.tenant === t && r.page === "tenant", badge));
+      ? h("span", { class: "badge", "aria-hidden": "true", text: `r${info.revision}` })
+      : h("span", { class: "badge gray", "aria-hidden": "true", text: "deleted" });
+    const link = navLink(`#/t/${enc(t)}`, t, r.tenant === t && r.page === "tenant", badge);
+    link.title = info ? `${t}: revision ${info.revision}, ${info.namespaces.length} namespaces` : `${t}: deleted or unreadable`;
+    const item = h("li", {}, link);
     if (t === r.tenant && info) {
       const sub = h("ul", { class: "nav-sub", "aria-label": `${t} namespaces` });
       for (const ns of info.namespaces) {
@@ -747,11 +749,14 @@ async function namespaceView(r) {
       }
       draft.values.set(name, value);
       draft.deletes.delete(name);
-      if (!draft.base.has(name)) draft.base.set(name, data.rows.get(name)?.own?.version || 0);
+      if (!draft.base.has(name)) draft.base.set(name, isNew ? data.rows.get(name)?.own?.version || 0 : startVersion);
+      if (editing.changedTo) draft.underneath.set(name, editing.changedTo);
       closeDialog();
       renderAll();
     };
-    state.editing = { tenant: t, ns, key, warn: (text) => put(warnBox, h("p", { class: "warn-text", role: "alert", text })) };
+    const startVersion = draft.base.has(key) ? draft.base.get(key) : row?.own?.version || 0;
+    const editing = { tenant: t, ns, key, base: startVersion, changedTo: 0, warn: (text) => put(warnBox, h("p", { class: "warn-text", role: "alert", text })) };
+    state.editing = editing;
     const under = draft.underneath.get(key);
     if (under) state.editing.warn(`This key changed underneath: now version ${under}.`);
     openDialog(isNew ? "Add key" : `Edit ${key}`, [
@@ -919,11 +924,11 @@ async function namespaceView(r) {
       for (const c of touched) {
         if ((c.namespace || ev.namespace) !== ns) continue;
         const base = draft.base.get(c.key);
-        if (base !== undefined && c.version !== base) {
-          draft.underneath.set(c.key, c.version);
-          if (state.editing && state.editing.key === c.key && state.editing.ns === ns) {
-            state.editing.warn(`This key changed underneath while you edit: now version ${c.version} (by ${ev.actor}).`);
-          }
+        if (base !== undefined && c.version !== base) draft.underneath.set(c.key, c.version);
+        const ed = state.editing;
+        if (ed && ed.key === c.key && ed.ns === ns && ed.tenant === t && c.version !== ed.base) {
+          ed.changedTo = c.version;
+          ed.warn(`This key changed underneath while you edit: now version ${c.version} (by ${ev.actor}).`);
         }
       }
       await reload();
@@ -973,7 +978,7 @@ function lineDiff(a, b) {
 function diffNode(before, after, labels = ["before", "after"]) {
   const a = before === undefined ? "" : json(before, true);
   const b = after === undefined ? "" : json(after, true);
-  const pre = h("pre", { class: "diff-lines", "aria-label": `Difference from ${labels[0]} to ${labels[1]}` });
+  const pre = h("pre", { class: "diff-lines", "aria-label": `Changes from ${labels[0]} to ${labels[1]}` });
   for (const [op, line] of lineDiff(a, b)) {
     add(pre, h("span", { class: op === "+" ? "add" : op === "-" ? "del" : "same" }, `${op} ${line}\n`));
   }
@@ -1476,6 +1481,7 @@ function closeDialog() {
 $("dialog").addEventListener("close", () => {
   if (dialogOpts.onClose) dialogOpts.onClose();
   dialogOpts = {};
+  put($("dialog")); // nothing shown once (a new token) stays in the page
   if (opener && document.contains(opener)) opener.focus();
   opener = null;
 });
