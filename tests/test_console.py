@@ -204,7 +204,9 @@ class Guard:
 
 
 def _page(browser: Any, server: Server, width: int = 1280, height: int = 800) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": width, "height": height})
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, reduced_motion="reduce"
+    )
     context.set_default_timeout(10_000)
     guard = Guard(server.base)
     context.route("**/*", guard)
@@ -448,9 +450,7 @@ def test_history_diff_and_rollbacks_with_previews(page: Any, server: Server) -> 
     ).click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("Roll back timeout to version 2?")
-    expect(dialog.get_by_label("Changes from now (v3) to after roll back")).to_contain_text(
-        "+ 20"
-    )
+    expect(dialog.get_by_label("Changes from now (v3) to after roll back")).to_contain_text("+ 20")
     dialog.get_by_label("Reason").fill("back to 20")
     dialog.get_by_role("button", name="Confirm roll back").click()
     expect(dialog).to_be_hidden()
@@ -641,6 +641,8 @@ def test_fleet_page_and_phone_layout(phone: Any, server: Server) -> None:
     menu.click()
     nav = phone.get_by_role("navigation", name="Tenants and namespaces")
     nav.get_by_role("link", name=tenant, exact=True).click()
+    phone.get_by_role("heading", name=tenant, exact=True).wait_for()
+    expect(menu).to_have_attribute("aria-expanded", "false")  # navigating closes the menu
     menu.click()
     nav.get_by_role("link", name="ai-12", exact=True).click()
     expect(row(phone, "timeout")).to_contain_text("Request timeout")

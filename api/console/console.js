@@ -214,6 +214,12 @@ function adminSomewhere() {
 async function start() {
   $("signout").addEventListener("click", () => signOut());
   $("menu").addEventListener("click", () => toggleMenu());
+  $("sidebar").addEventListener("click", (e) => {
+    if (e.target.closest("a")) toggleMenu(false); // also when the link is the current page
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && $("sidebar").classList.contains("open")) toggleMenu(false);
+  });
   window.addEventListener("hashchange", () => route());
   try {
     state.me = await api("GET", "/api/v1/tokens/me");
@@ -1195,7 +1201,7 @@ async function timeView(r) {
     ], [confirm, button("Cancel", () => closeDialog(), { cls: "secondary" })], { wide: true, focus: reason });
   }
 
-  const form = h("form", { class: "toolbar" }, field("Revision", revInput, `0 – ${info.revision}`), field("Scope", nsSel), h("button", { type: "submit", class: "primary", text: "Show" }));
+  const form = h("form", { class: "toolbar" }, field("Revision", revInput), field("Scope", nsSel), h("button", { type: "submit", class: "primary", text: "Show" }));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     history.replaceState(null, "", `#/t/${enc(t)}/time/${Number(revInput.value)}`);
