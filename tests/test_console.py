@@ -246,6 +246,7 @@ def sign_in(page: Any, server: Server, token: str | None = None) -> None:
     page.get_by_label("Token").fill(token or server.admin)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("button", name="Sign out").wait_for()
+    page.locator("main h1").first.wait_for()  # the first page is rendered
 
 
 def seed(server: Server, tenant: str) -> None:

@@ -282,7 +282,8 @@ async function signedIn() {
   $("signout").hidden = me.open;
   await loadTenants();
   if (!location.hash || location.hash === "#" || location.hash === "#/signin") {
-    location.hash = state.tenants.length ? `#/t/${enc(state.tenants[0])}` : "#/";
+    // replaceState fires no hashchange: exactly one route() below
+    history.replaceState(null, "", state.tenants.length ? `#/t/${enc(state.tenants[0])}` : "#/");
   }
   await route();
 }
@@ -395,11 +396,15 @@ function parseRoute() {
   return r;
 }
 
+let routeSeq = 0;
+
 async function route() {
   if (!state.me) return;
+  const seq = ++routeSeq;
   const r = parseRoute();
+  if (location.hash !== state.lastHash) toggleMenu(false);
+  state.lastHash = location.hash;
   state.route = r;
-  toggleMenu(false);
   if (r.tenant && r.tenant !== state.tenant) {
     state.tenant = r.tenant;
     if (state.tenants.includes(r.tenant)) followTenant(r.tenant);
@@ -422,7 +427,10 @@ async function route() {
   state.view = null;
   try {
     const view = await views[r.page](r);
-    if (parseRoute().page !== r.page) return; // navigated away meanwhile
+    if (seq !== routeSeq) {
+      if (view.close) view.close();
+      return; // a newer navigation renders instead
+    }
     state.view = view;
     put(main, view.node);
     const heading = main.querySelector("h1");
@@ -430,6 +438,7 @@ async function route() {
       document.title = `${heading.textContent} · kvconf`;
     }
   } catch (err) {
+    if (seq !== routeSeq) return;
     put(main, 
       h("div", { class: "card" }, h("h1", { text: "Cannot show this page" }), h("p", { class: "form-error", text: errorText(err) })),
     );
@@ -486,37 +495,39 @@ function table(headers, rows, opts = {}) {
 
 async function tenantView(r) {
   const t = r.tenant;
-  const info = await api("GET", T(t));
-  state.infos.set(t, info);
-  renderSidebar();
-  const nsRows = info.namespaces.map((ns) =>
-    h("tr", {}, h("td", { "data-label": "Namespace" }, h("a", { href: `#/t/${enc(t)}/ns/${enc(ns)}`, text: ns }))),
-  );
+  const body = h("div");
+  async function load() {
+    const info = await api("GET", T(t));
+    state.infos.set(t, info);
+    renderSidebar();
+    const nsRows = info.namespaces.map((ns) =>
+      h("tr", {}, h("td", { "data-label": "Namespace" }, h("a", { href: `#/t/${enc(t)}/ns/${enc(ns)}`, text: ns }))),
+    );
+    put(
+      body,
+      h(
+        "dl",
+        { class: "facts" },
+        h("dt", { text: "Revision" }), h("dd", { text: info.revision }),
+        h("dt", { text: "Epoch" }), h("dd", {}, h("code", { text: info.epoch })),
+        h("dt", { text: "Created" }), h("dd", { text: fmtTime(info.created_at) }),
+        h("dt", { text: "Your rights" }), h("dd", { text: [...rightsOn(t)].sort().join(", ") || "none" }),
+      ),
+      h("h2", { text: "Namespaces" }),
+      nsRows.length ? table(["Namespace"], nsRows, { label: "Namespaces" }) : empty("No namespace yet."),
+    );
+  }
+  await load();
   const node = h(
     "section",
     {},
     crumbs(["Tenants", "#/"], [t]),
     h("h1", { text: t }),
-    h(
-      "dl",
-      { class: "facts" },
-      h("dt", { text: "Revision" }), h("dd", { class: "rev", text: info.revision }),
-      h("dt", { text: "Epoch" }), h("dd", {}, h("code", { text: info.epoch })),
-      h("dt", { text: "Created" }), h("dd", { text: fmtTime(info.created_at) }),
-      h("dt", { text: "Your rights" }), h("dd", { text: [...rightsOn(t)].sort().join(", ") || "none" }),
-    ),
-    h("h2", { text: "Namespaces" }),
-    nsRows.length ? table(["Namespace"], nsRows) : empty("No namespace yet."),
+    body,
     h("h2", { text: "New namespace" }),
     newNamespaceForm(t),
   );
-  return {
-    node,
-    refresh: (ev) => {
-      if (ev && ev.type === "change" && !info.namespaces.includes(ev.namespace)) route();
-      else node.querySelector(".rev").textContent = state.infos.get(t)?.revision ?? info.revision;
-    },
-  };
+  return { node, refresh: () => load() };
 }
 
 function newNamespaceForm(t) {
@@ -1103,6 +1114,14 @@ async function keyView(r) {
 
 async function logView(r) {
   const t = r.tenant;
+  const node = h("section", {}, crumbs(["Tenants", "#/"], [t, `#/t/${enc(t)}`], ["Change log"]), h("h1", { text: `Change log of ${t}` }));
+  const body = h("div");
+  add(node, body);
+  await loadLog(t, body);
+  return { node, refresh: () => loadLog(t, body) };
+}
+
+async function loadLog(t, body) {
   const info = await api("GET", T(t));
   let since = Math.max(0, info.revision - 100);
   let doc;
@@ -1125,15 +1144,11 @@ async function logView(r) {
       h("td", { "data-label": "Why", text: ev.reason || "—" }),
     ),
   );
-  const node = h(
-    "section",
-    {},
-    crumbs(["Tenants", "#/"], [t, `#/t/${enc(t)}`], ["Change log"]),
-    h("h1", { text: `Change log of ${t}` }),
+  put(
+    body,
     h("p", { class: "muted", text: `Newest first; revisions after ${since}. Pick a revision to see the tenant as it was.` }),
     rows.length ? table(["Revision", "When", "Namespace", "Changes", "Who", "Why"], rows, { label: "Change log" }) : empty("No changes in this range."),
   );
-  return { node, refresh: () => route() };
 }
 
 // ---------------------------------------------------------------- time travel & roll back
