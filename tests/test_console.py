@@ -179,8 +179,9 @@ def server(
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Chromium under Playwright for the module."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=10_000)  # a shared 2-core machine: be patient, not flaky
     with sync_playwright() as pw:
         launched = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
@@ -207,7 +208,7 @@ def _page(browser: Any, server: Server, width: int = 1280, height: int = 800) ->
     context = browser.new_context(
         viewport={"width": width, "height": height}, reduced_motion="reduce"
     )
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(15_000)
     guard = Guard(server.base)
     context.route("**/*", guard)
     errors: list[str] = []
@@ -246,7 +247,7 @@ def sign_in(page: Any, server: Server, token: str | None = None) -> None:
     page.get_by_label("Token").fill(token or server.admin)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("button", name="Sign out").wait_for()
-    page.locator("main h1").first.wait_for()  # the first page is rendered
+    page.locator("main section h1").first.wait_for()  # the first page is rendered
 
 
 def seed(server: Server, tenant: str) -> None:
