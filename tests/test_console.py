@@ -19,6 +19,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,28 +135,21 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """One ``kvconf serve`` with an admin token per backend for the module."""
-    if not HAVE_BROWSER and not REQUIRE_BROWSER:
-        pytest.skip("needs /usr/bin/chromium and playwright")
+@contextmanager
+def serving(data: Path, redis_url: str | None, admin: str | None) -> Iterator[str]:
+    """``kvconf serve`` on a free loopback port; yields its base URL."""
     port = free_port()
-    data = tmp_path_factory.mktemp("console") / "data"
     args = ["--port", str(port), "--data-dir", str(data)]
-    if request.param == "redis":
-        shared: RedisServer = request.getfixturevalue("shared_redis")
-        args += ["--redis-url", shared.url]
-    admin = "console-admin-" + uuid.uuid4().hex
+    if redis_url is not None:
+        args += ["--redis-url", redis_url]
+    env = _env(KVCONF_ADMIN_TOKEN=admin) if admin else _env()
     cmd = [sys.executable, "-c", "from kvconf.cli import main; main()", "serve", *args]
     proc = subprocess.Popen(
-        cmd, env=_env(KVCONF_ADMIN_TOKEN=admin), cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, proc.communicate()[0].decode()
             try:
@@ -165,7 +159,7 @@ def server(
                 pass
             assert time.monotonic() < deadline, "kvconf serve did not become ready"
             time.sleep(0.1)
-        yield Server(base, admin, request.param)
+        yield base
     finally:
         proc.terminate()
         try:
@@ -174,6 +168,22 @@ def server(
             proc.kill()
             out = proc.communicate()[0].decode()
         assert "Traceback" not in out, out
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One ``kvconf serve`` with an admin token per backend for the module."""
+    if not HAVE_BROWSER and not REQUIRE_BROWSER:
+        pytest.skip("needs /usr/bin/chromium and playwright")
+    url = None
+    if request.param == "redis":
+        shared: RedisServer = request.getfixturevalue("shared_redis")
+        url = shared.url
+    admin = "console-admin-" + uuid.uuid4().hex
+    with serving(tmp_path_factory.mktemp("console") / "data", url, admin) as base:
+        yield Server(base, admin, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -204,12 +214,14 @@ class Guard:
             route.continue_()
 
 
-def _page(browser: Any, server: Server, width: int = 1280, height: int = 800) -> Iterator[Any]:
+@contextmanager
+def browsing(browser: Any, base: str, width: int = 1280, height: int = 800) -> Iterator[Any]:
+    """A fresh page that may only talk to ``base``; fails on script errors."""
     context = browser.new_context(
         viewport={"width": width, "height": height}, reduced_motion="reduce"
     )
     context.set_default_timeout(15_000)
-    guard = Guard(server.base)
+    guard = Guard(base)
     context.route("**/*", guard)
     errors: list[str] = []
     page = context.new_page()
@@ -225,13 +237,15 @@ def _page(browser: Any, server: Server, width: int = 1280, height: int = 800) ->
 @pytest.fixture
 def page(browser: Any, server: Server) -> Iterator[Any]:
     """A fresh 1280 by 800 page that may only talk to the server."""
-    yield from _page(browser, server)
+    with browsing(browser, server.base) as opened:
+        yield opened
 
 
 @pytest.fixture
 def phone(browser: Any, server: Server) -> Iterator[Any]:
     """A fresh phone-sized (390 by 844) page that may only talk to the server."""
-    yield from _page(browser, server, 390, 844)
+    with browsing(browser, server.base, 390, 844) as opened:
+        yield opened
 
 
 def shot(page: Any, server: Server, name: str) -> None:
@@ -300,7 +314,12 @@ def test_sign_in_and_browse_to_a_key(page: Any, server: Server) -> None:
     page.get_by_label("Token").fill("kvc_wrong")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("This token was refused.")).to_be_visible()
-    sign_in(page, server)
+    page.goto(server.base + "/")
+    page.get_by_label("Token").focus()  # keyboard only: type the token, press Enter
+    page.keyboard.type(server.admin)
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("signed in as admin")).to_be_visible()
+    page.locator("main section h1").first.wait_for()
     assert page.evaluate("sessionStorage.getItem('kvconf.token')") == server.admin
     assert page.evaluate("localStorage.length") == 0
     open_namespace(page, server, tenant)
@@ -654,3 +673,63 @@ def test_fleet_page_and_phone_layout(phone: Any, server: Server) -> None:
     phone.goto(f"{server.base}/ui/#/t/{tenant}/fleet")
     expect(phone.get_by_role("heading", name=f"Fleet of {tenant}")).to_be_visible()
     expect(phone.get_by_text("No watcher reported")).to_be_visible()
+
+
+@browser_test
+def test_fleet_shows_watchers_and_how_far_behind(
+    page: Any, server: Server, request: pytest.FixtureRequest
+) -> None:
+    from playwright.sync_api import expect
+
+    if server.backend != "redis":
+        pytest.skip("fleet reports are written straight into the real Redis here")
+    import redis
+
+    from kvconf.fleet import FleetMember, encode_member
+    from kvconf.store import tenant_keys
+
+    tenant = f"ui-{uuid.uuid4().hex[:8]}"
+    seed(server, tenant)
+    with server.http() as h:
+        h.put(f"/api/v1/tenants/{tenant}/namespaces/ai-12/keys/timeout", json={"value": 11})
+        h.put(f"/api/v1/tenants/{tenant}/namespaces/ai-12/keys/timeout", json={"value": 12})
+        rev = h.get(f"/api/v1/tenants/{tenant}").json()["revision"]
+    now = time.time()
+    members = [
+        FleetMember("web-1:100:aa", "web-1", 100, rev, "e", False, now, now - 60),
+        FleetMember("web-2:200:bb", "web-2", 200, rev - 2, "e", True, now, now - 60, ["ai-12"]),
+    ]
+    shared: RedisServer = request.getfixturevalue("shared_redis")
+    client = redis.Redis.from_url(shared.url)
+    try:
+        key = tenant_keys(tenant).fleet
+        client.hset(key, mapping={m.instance: encode_member(m) for m in members})
+    finally:
+        client.close()
+    sign_in(page, server)
+    page.goto(f"{server.base}/ui/#/t/{tenant}/fleet")
+    watchers = page.get_by_role("table", name="Watchers")
+    expect(watchers.get_by_role("row").filter(has_text="web-1")).to_contain_text("in step")
+    behind = watchers.get_by_role("row").filter(has_text="web-2")
+    expect(behind).to_contain_text("2 revisions")
+    expect(behind).to_contain_text("stale")
+    expect(behind).to_have_class(re.compile("row-warn"))
+    shot(page, server, "fleet")
+
+
+@browser_test
+def test_open_mode_signs_in_without_a_token(browser: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    tenant = f"ui-{uuid.uuid4().hex[:8]}"
+    with serving(tmp_path / "data", None, None) as base:
+        with httpx.Client(base_url=base) as h:
+            r = h.put(f"/api/v1/tenants/{tenant}/namespaces/svc/keys/k", json={"value": 1})
+            assert r.status_code == 201
+        with browsing(browser, base) as page:
+            page.goto(base + "/")
+            expect(page.get_by_text("open mode (no token)")).to_be_visible()
+            nav = page.get_by_role("navigation", name="Tenants and namespaces")
+            expect(nav.get_by_role("link", name=tenant, exact=True)).to_be_visible()
+            expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+            assert page.evaluate("sessionStorage.length") == 0

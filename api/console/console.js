@@ -242,6 +242,7 @@ async function start() {
 }
 
 function renderSignIn(message) {
+  document.body.classList.add("signed-out");
   put($("sidebar"));
   $("who").textContent = "";
   $("signout").hidden = true;
@@ -277,6 +278,7 @@ function renderSignIn(message) {
 }
 
 async function signedIn() {
+  document.body.classList.remove("signed-out");
   const me = state.me;
   $("who").textContent = me.open ? "open mode (no token)" : `signed in as ${me.name}`;
   $("signout").hidden = me.open;
