@@ -396,6 +396,19 @@ def test_edit_two_keys_preview_and_publish(page: Any, server: Server) -> None:
         assert log[-1]["reason"] == "tune the agent"
         assert len(log[-1]["changes"]) == 3  # one change set, one revision
 
+    row(page, "api_key").get_by_role("button", name="Delete").click()
+    expect(row(page, "api_key")).to_contain_text("to be deleted")
+    page.get_by_role("button", name="Preview").click()
+    removed = dialog.get_by_role("table", name="Changes").get_by_role("row").nth(1)
+    expect(removed).to_contain_text("removed")
+    expect(removed).to_contain_text("deleted")
+    dialog.get_by_role("button", name="Publish").click()
+    expect(dialog).to_be_hidden()
+    expect(row(page, "api_key")).to_have_count(0)
+    with server.http() as h:
+        r = h.get(f"/api/v1/tenants/{tenant}/namespaces/ai-12/keys/api_key")
+        assert r.status_code == 404
+
 
 @browser_test
 def test_conflict_from_a_concurrent_write_and_rebase(page: Any, server: Server) -> None:
