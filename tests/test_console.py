@@ -226,6 +226,12 @@ def browsing(browser: Any, base: str, width: int = 1280, height: int = 800) -> I
     errors: list[str] = []
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def on_console(message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            errors.append(message.text)
+
+    page.on("console", on_console)
     try:
         yield page
     finally:
@@ -517,9 +523,21 @@ def test_history_diff_and_rollbacks_with_previews(page: Any, server: Server) -> 
         doc = h.get(f"/api/v1/tenants/{tenant}/namespaces/ai-12").json()["keys"]
         assert doc["timeout"]["value"] == 30
         assert doc["model"]["value"] == "small"
+
+    # The whole tenant back to just after the seed (revision 2: the schema was 1).
+    page.get_by_label("Revision", exact=True).fill("2")
+    page.get_by_label("Scope").select_option("")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("heading", name="as of revision 2")).to_be_visible()
+    expect(preview.get_by_role("row").filter(has_text="timeout")).to_contain_text("10")
+    page.get_by_role("button", name=f"Roll back tenant {tenant}").click()
+    dialog.get_by_role("button", name="Confirm roll back").click()
+    expect(dialog).to_be_hidden()
+    with server.http() as h:
+        assert h.get(key).json()["value"] == 10
     page.get_by_role("link", name="Change log").click()
     log = page.get_by_role("table", name="Change log")
-    expect(log.get_by_role("row").nth(1)).to_contain_text("undo today")
+    expect(log.get_by_role("row").nth(2)).to_contain_text("undo today")
     shot(page, server, "change-log")
 
 
@@ -683,6 +701,14 @@ def test_fleet_page_and_phone_layout(phone: Any, server: Server) -> None:
     width = phone.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, "the namespace page scrolls sideways on a phone"
     shot(phone, server, "phone-namespace")
+    row(phone, "timeout").get_by_role("button", name="Edit").click()
+    dialog = phone.get_by_role("dialog")
+    dialog.get_by_label("Value").fill("20")
+    dialog.get_by_role("button", name="Keep edit").click()
+    phone.get_by_role("button", name="Preview").click()
+    expect(dialog.get_by_role("table", name="Changes")).to_contain_text("20")
+    shot(phone, server, "phone-preview")
+    dialog.get_by_role("button", name="Cancel").click()
     phone.goto(f"{server.base}/ui/#/t/{tenant}/fleet")
     expect(phone.get_by_role("heading", name=f"Fleet of {tenant}")).to_be_visible()
     expect(phone.get_by_text("No watcher reported")).to_be_visible()
