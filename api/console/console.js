@@ -283,6 +283,12 @@ async function signedIn() {
   $("who").textContent = me.open ? "open mode (no token)" : `signed in as ${me.name}`;
   $("signout").hidden = me.open;
   await loadTenants();
+  if (!state.tenantTimer) {
+    // tenants created or deleted elsewhere show up without a reload
+    state.tenantTimer = setInterval(() => {
+      if (state.me) loadTenants().then(renderSidebar, () => {});
+    }, 30000);
+  }
   if (!location.hash || location.hash === "#" || location.hash === "#/signin") {
     // replaceState fires no hashchange: exactly one route() below
     history.replaceState(null, "", state.tenants.length ? `#/t/${enc(state.tenants[0])}` : "#/");
@@ -410,6 +416,7 @@ async function route() {
   if (r.tenant && r.tenant !== state.tenant) {
     state.tenant = r.tenant;
     if (state.tenants.includes(r.tenant)) followTenant(r.tenant);
+    else stopStream();
   }
   renderSidebar();
   const main = $("main");
@@ -1617,7 +1624,7 @@ function onEvent(stream, raw) {
   }
   renderSidebar();
   const view = state.view;
-  if (view && view.refresh) {
+  if (view && view.refresh && state.route && state.route.tenant === stream.tenant) {
     // Serialise refreshes: a burst of events costs one reload after another, never a pile.
     pendingRefresh = (pendingRefresh || Promise.resolve()).then(() => view === state.view && view.refresh(ev)).catch(() => {});
   }
