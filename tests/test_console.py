@@ -328,6 +328,11 @@ def test_sign_in_and_browse_to_a_key(page: Any, server: Server) -> None:
     page.locator("main section h1").first.wait_for()
     assert page.evaluate("sessionStorage.getItem('kvconf.token')") == server.admin
     assert page.evaluate("localStorage.length") == 0
+    before = page.url
+    page.get_by_role("link", name="Skip to content").focus()  # it keeps the page
+    page.keyboard.press("Enter")
+    assert page.url == before
+    assert page.evaluate("document.activeElement.id") == "main"
     open_namespace(page, server, tenant)
     timeout = row(page, "timeout")
     expect(timeout).to_contain_text("10")

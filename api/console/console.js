@@ -221,6 +221,10 @@ async function start() {
     if (e.key === "Escape" && $("sidebar").classList.contains("open")) toggleMenu(false);
   });
   window.addEventListener("hashchange", () => route());
+  document.querySelector(".skip").addEventListener("click", (e) => {
+    e.preventDefault(); // the hash is the router's: focus the content instead
+    $("main").focus();
+  });
   try {
     state.me = await api("GET", "/api/v1/tokens/me");
   } catch (err) {
@@ -294,6 +298,7 @@ async function signedIn() {
     history.replaceState(null, "", state.tenants.length ? `#/t/${enc(state.tenants[0])}` : "#/");
   }
   await route();
+  $("main").focus(); // the sign-in form is gone: keyboard users continue in the content
 }
 
 function signOut(message) {
