@@ -42,6 +42,7 @@ from .openapi import build_openapi, docs_routes
 from .requestid import RequestIdMiddleware
 from .routes import (
     cloudbrain,
+    console,
     history,
     keys,
     ops,
@@ -149,6 +150,7 @@ def create_app(
     app.router.routes[:0] = hot
     for module in (
         keys, cloudbrain, ops, stats, tenants, history, schemas, watch, snapshots, tokens,
+        console,
     ):  # fmt: skip
         app.router.routes.extend(r for r in module.router.routes if r not in HOT_ROUTES)
     app.router.routes.extend(docs_routes())

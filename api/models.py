@@ -472,6 +472,17 @@ class SnapshotDoc(msgspec.Struct):
     tenant: SnapshotTenant
 
 
+class SnapshotVerified(msgspec.Struct):
+    """A snapshot file checked whole: format, checksum, every record."""
+
+    name: str
+    created_at: str
+    label: str
+    tenant: SnapshotTenant
+    verified: bool
+    size: int
+
+
 class SnapshotList(msgspec.Struct):
     """Snapshots that hold the tenant, newest last."""
 

@@ -11,9 +11,11 @@ import subprocess
 import sys
 import time
 import types
+import zipfile
 from pathlib import Path
 
 import httpx
+import pytest
 
 import kvconf
 from kvconf import Schema, Store
@@ -281,3 +283,25 @@ async def test_scripts_build_only_the_names_of_the_names_module(store: Store, te
     await check()
     assert {"rev", "epoch", "log", "meta", "namespaces", "schema", "ns", "hist", "trash"} <= seen
     assert await store.redis.sismember(TENANTS_KEY, tenant)
+
+
+@pytest.mark.slow
+def test_the_wheel_claims_only_kvconf_and_ships_its_data(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("kvconf-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"kvconf"}, tops
+    for shipped in (
+        "kvconf/api/app.py",
+        "kvconf/api/console/index.html",
+        "kvconf/_redis/lua/write.lua",
+        "kvconf/_watch/_speedups.pyi",
+        "kvconf/py.typed",
+    ):
+        assert shipped in names, shipped

@@ -1,4 +1,4 @@
-"""Snapshots of one tenant: list, save, restore (server-side files, tenant-scoped).
+"""Snapshots of one tenant: list, save, verify, restore (server-side files, tenant-scoped).
 
 A snapshot file may hold several tenants; these routes only ever show and
 restore the path's tenant, so a tenant admin sees nothing of the others.
@@ -19,7 +19,7 @@ from kvconf import snapshot
 from kvconf.exceptions import SnapshotNotFound, Unavailable
 
 from ..deps import Access, AdminAccess, note_write
-from ..models import Restored, SnapshotDoc, SnapshotList, respond, response_doc
+from ..models import Restored, SnapshotDoc, SnapshotList, SnapshotVerified, respond, response_doc
 from ..query import refuse_unknown_query
 
 __all__ = ["router"]
@@ -85,6 +85,31 @@ async def save_tenant_snapshot(
     return respond(_doc(info, access.tenant), status=201)
 
 
+async def _require(access: Access, name: str) -> None:
+    """404 unless ``name`` is a listed snapshot that holds this tenant."""
+    names = {d["name"] for d in await _list(access)}
+    if name not in names:
+        raise SnapshotNotFound(f"no snapshot {name!r} holds {access.tenant!r}", name=name)
+
+
+@router.post(
+    "/{name}/verify",
+    summary="Check a snapshot's checksum and contents",
+    operation_id="verifySnapshot",
+    responses=response_doc(SnapshotVerified),
+)
+async def verify_tenant_snapshot(name: Name, access: AdminAccess) -> Response:
+    """Reads the whole file (format, checksum, every record); 422 when it is corrupt."""
+    await _require(access, name)
+    try:
+        info = await asyncio.to_thread(snapshot.verify, _directory(access) / name)
+    except OSError as exc:
+        raise Unavailable(f"could not read the snapshot: {exc.strerror}") from exc
+    doc = _doc(info, access.tenant)
+    assert doc is not None  # _require found this tenant in the file
+    return respond({**doc, "verified": info.verified, "size": info.size})
+
+
 @router.post(
     "/{name}/restore",
     summary="Restore this tenant from a snapshot",
@@ -99,9 +124,7 @@ async def restore_tenant_snapshot(
     dry_run: Annotated[bool, Query()] = False,
 ) -> Response:
     """A safety snapshot is saved first; watchers get a ``reset`` event."""
-    names = {d["name"] for d in await _list(access)}
-    if name not in names:
-        raise SnapshotNotFound(f"no snapshot {name!r} holds {access.tenant!r}", name=name)
+    await _require(access, name)
     try:
         report = await snapshot.restore(
             access.store, _directory(access) / name, tenants=[access.tenant], mode=mode,
