@@ -17,6 +17,11 @@ contract, per worker process (each uvicorn worker has its own cache):
 - **Misses go to Redis.** A key the cache lacks is read from Redis, so a 404
   says precisely whether the key or the tenant is unknown.
 - ``?consistent=true`` (or ``Cache-Control: no-cache``) forces a Redis read.
+- **Never back in time.** The highest revision this process served for a
+  tenant, from Redis or from memory, is kept (:meth:`ReadCache.saw`); a
+  watcher behind it (a lost event it has not noticed yet, a reconnect) is
+  not used until it catches up, so a reader never sees a revision older than
+  one this worker already answered with.
 
 A watcher is started only for a tenant a Redis read just found (unknown
 tenants never start one), in the background, at most ``starts_per_second``,
@@ -87,6 +92,8 @@ class ReadCache:
         self._maintain: asyncio.Task[None] | None = None
         self._closed = False
         self._specs: dict[tuple[int, str], tuple[object, dict[str, KeySpec]]] = {}
+        #: tenant → (epoch or None, revision): the newest state this process served.
+        self._served: dict[str, tuple[str | None, int]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -137,8 +144,32 @@ class ReadCache:
             and (watcher.epoch != barrier[0] or watcher.revision < barrier[1])
         ):
             return None
+        served = self._served.get(tenant)
+        if served is not None:
+            epoch, revision = served
+            if watcher.revision < revision or (epoch is not None and epoch != watcher.epoch):
+                return None
+        if served is None or served[1] != watcher.revision or served[0] is None:
+            self._served[tenant] = (watcher.epoch, watcher.revision)
         slot.last_read = now
         return watcher
+
+    def saw(self, tenant: str, epoch: str | None, revision: int) -> None:
+        """A Redis read of ``tenant`` served ``revision`` (of ``epoch``; None: unknown).
+
+        Cached reads of the tenant wait (go to Redis) until its watcher has
+        reached it. A different epoch replaces the mark: the tenant's history
+        was replaced and revisions are not comparable across it.
+        """
+        old = self._served.get(tenant)
+        if old is not None:
+            if epoch is None:
+                epoch = old[0]
+            if epoch == old[0] and old[1] >= revision:
+                return
+        elif len(self._served) > 10_000:
+            self._served.clear()
+        self._served[tenant] = (epoch, revision)
 
     def specs(self, watcher: Watcher, namespace: str) -> dict[str, KeySpec]:
         """The watcher's merged specs of ``namespace``, cached until its schemas change."""
@@ -186,6 +217,7 @@ class ReadCache:
     def forget(self, tenant: str) -> None:
         """Drop the tenant's watcher (it changed in a way watchers may not see)."""
         self._failed.pop(tenant, None)
+        self._served.pop(tenant, None)
         self._barriers.pop(tenant, None)
         slot = self._slots.pop(tenant, None)
         if slot is not None:

@@ -156,6 +156,7 @@ async def _view(
         entry = state.namespaces.get(layer or "", {}).get(key)
         stamps[key] = _iso(entry.updated_at if entry is not None else created)
     if cache is not None:
+        cache.saw(AI_TENANT, state.epoch, state.revision)
         cache.found(AI_TENANT)
     return explained, stamps, await masker(access, ns)
 

@@ -111,6 +111,7 @@ async def get_namespace(
         entries = state.namespaces.get(namespace, {})
         revision = state.revision
         if cache is not None:
+            cache.saw(access.tenant, state.epoch, revision)
             cache.found(access.tenant)
     request.app.state.metrics.read(False)
     mask = await masker(access, namespace)
@@ -207,6 +208,7 @@ async def read_key(request: Request, access: Access, namespace: str, key: str) -
     # A miss goes to Redis: it tells an unknown key from an unknown tenant.
     found = await access.store.get(access.tenant, namespace, key)
     if cache is not None:
+        cache.saw(access.tenant, None, found.revision)
         cache.found(access.tenant)
     mask = await masker(access, namespace)
     return respond(entry_doc(key, found, mask), headers=_etag(found.version))
