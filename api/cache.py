@@ -14,6 +14,9 @@ contract, per worker process (each uvicorn worker has its own cache):
   server). A watcher that cannot confirm it is in step (``stale``: starting,
   pub/sub lost, revision check failing) is not used. A soft delete made
   elsewhere (no event) is noticed by a tenant check every ``check_interval``.
+- **Redis not answering.** While a watcher's revision check gets no answer
+  (a frozen or dead server), its last confirmed state is still served, with
+  ``X-Kvconf-Stale: true`` (:func:`stale_headers`); misses still go to Redis.
 - **Misses go to Redis.** A key the cache lacks is read from Redis, so a 404
   says precisely whether the key or the tenant is unknown.
 - ``?consistent=true`` (or ``Cache-Control: no-cache``) forces a Redis read.
@@ -43,7 +46,11 @@ from kvconf.models import Entry, KeySpec
 from kvconf.store import Store
 from kvconf.watcher import Watcher
 
-__all__ = ["ReadCache", "namespace_entries", "wants_consistent"]
+__all__ = ["STALE_HEADER", "ReadCache", "namespace_entries", "stale_headers", "wants_consistent"]
+
+#: Response header of a read served from a watcher that Redis is not answering.
+STALE_HEADER = "X-Kvconf-Stale"
+_STALE = {STALE_HEADER: "true"}
 
 log = logging.getLogger("kvconf.api")
 
@@ -134,7 +141,10 @@ class ReadCache:
         if slot is None:
             return None
         watcher = slot.watcher
-        if watcher.stale:
+        # A watcher stale only because Redis does not answer (frozen, down)
+        # holds the last confirmed state: serve it, marked stale (see
+        # stale_headers), rather than hold the request for the socket timeout.
+        if watcher.stale and not watcher.unanswered:
             return None
         now = time.monotonic()
         barrier = self._barriers.get(tenant)
@@ -294,6 +304,13 @@ def namespace_entries(watcher: Watcher, namespace: str) -> Mapping[str, Entry]:
     watcher.entry(namespace, "_")  # validates the name as Watcher reads do
     found: Mapping[str, Entry] = watcher._state.entries.get(namespace, {})
     return found
+
+
+def stale_headers(watcher: Watcher, headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    """``headers`` plus ``X-Kvconf-Stale: true`` when ``watcher`` cannot reach Redis."""
+    if not watcher.stale:
+        return headers
+    return {**headers, **_STALE} if headers else dict(_STALE)
 
 
 def wants_consistent(query: str, cache_control: str | None) -> bool:

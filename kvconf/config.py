@@ -59,6 +59,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: uvicorn's ``forwarded_allow_ips``. The audit trail's client address
     #: comes from them only.
     forwarded_allow_ips: str = ""
+    #: Seconds a write waits for Redis before it is refused with Unavailable
+    #: (0: no limit beyond the client's socket timeout). A frozen server then
+    #: costs a REST write well under a second, not redis-py's 5 s; the write
+    #: may still be applied if Redis resumes and runs it.
+    write_timeout: float = 0.8
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -70,8 +75,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if raw is not None and raw != "":
                 values[field.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values.get("snapshot_every"), str):
-            values["snapshot_every"] = parse_duration(str(values["snapshot_every"]))
+        for name in ("snapshot_every", "write_timeout"):
+            if isinstance(values.get(name), str):
+                values[name] = parse_duration(str(values[name]))
         try:
             settings = msgspec.convert(values, cls, strict=False, dec_hook=_dec_hook)
         except msgspec.ValidationError as exc:
@@ -84,6 +90,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("max_value_bytes", "max_keys_per_write", "history_limit", "log_limit"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"setting {name} must be at least 1")
+        if not self.write_timeout >= 0:
+            raise InvalidInput("setting write_timeout must not be negative")
         prefix = self.defaults_env_prefix
         if not prefix or not prefix.replace("_", "").isalnum():
             raise InvalidInput("defaults_env_prefix must be letters, digits and underscores")

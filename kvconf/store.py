@@ -13,6 +13,7 @@ revision, logs and publishes the change event: one round trip, all or nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -396,7 +397,15 @@ class Store(AdminOps):
                     if values:
                         check_values(schemas.specs(ns), values)
                 args[6] = f"{schemas.gen} {limits}"
-                reply = await self._scripts.batched("write", keys, args)
+                try:
+                    async with asyncio.timeout(settings.write_timeout or None):
+                        reply = await self._scripts.batched("write", keys, args)
+                except TimeoutError:
+                    raise Unavailable(
+                        f"redis did not answer the write within {settings.write_timeout:g} s "
+                        "(it may still be applied)",
+                        reason="timeout",
+                    ) from None
                 if reply[0] != b"schema":
                     result = outcome(tk.tenant, namespace, ops, reply)
                     if reply[3] == 1:  # the write created the tenant

@@ -15,6 +15,7 @@ from kvconf.api.cache import ReadCache
 from kvconf.store import Store, tenant_keys
 
 from .api_helpers import ADMIN, client, make_token, running_app
+from .redis_server import RedisServer
 
 SECRET = "s3cret-value"
 
@@ -265,3 +266,37 @@ async def test_cached_reads_never_go_back_in_time(
         await until(lambda: watcher.revision == behind + 2)
         assert cache.reader(tenant) is watcher
         assert (await c.get(key_url(tenant))).json()["value"] == 2
+
+
+@pytest.mark.slow
+async def test_a_frozen_redis_serves_cached_reads_stale_and_refuses_writes_promptly(
+    redis_server: RedisServer, tenant: str
+) -> None:
+    async with running_app(redis_server.url, admin_token=ADMIN) as app, client(app, ADMIN) as c:
+        assert app.state.settings.write_timeout < 1.0
+        assert (await c.put(key_url(tenant), json={"value": "v1"})).status_code == 201
+        await cached(app, c, tenant)
+        watcher = cache_of(app).reader(tenant)
+        assert watcher is not None
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            r = await c.put(key_url(tenant), json={"value": "v2"})
+            took = time.monotonic() - started
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "unavailable"
+            assert took < 1.5, took
+            await until(lambda: watcher.stale, timeout=6.0)  # the revision check noticed
+            for url in (key_url(tenant), f"/api/v1/tenants/{tenant}/namespaces/svc"):
+                started = time.monotonic()
+                r = await c.get(url)
+                assert time.monotonic() - started < 0.5
+                assert r.status_code == 200, r.text
+                assert r.headers["x-kvconf-stale"] == "true"
+            assert r.json()["keys"]["k"]["value"] == "v1"
+        finally:
+            redis_server.resume()
+        await until(lambda: not watcher.stale, timeout=10.0)
+        r = await c.get(key_url(tenant))
+        assert r.status_code == 200
+        assert "x-kvconf-stale" not in r.headers

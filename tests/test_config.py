@@ -67,3 +67,15 @@ def test_default_layer_prefix_never_reads_kvconf_settings() -> None:
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_write_timeout_and_forwarded_ips_from_the_environment() -> None:
+    assert 0 < Settings().write_timeout < 1.0
+    cfg = Settings.from_env(
+        {"KVCONF_WRITE_TIMEOUT": "250ms", "KVCONF_FORWARDED_ALLOW_IPS": "10.0.0.1"}
+    )
+    assert cfg.write_timeout == 0.25
+    assert cfg.forwarded_allow_ips == "10.0.0.1"
+    assert Settings().forwarded_allow_ips == ""
+    with pytest.raises(InvalidInput):
+        Settings.from_env({"KVCONF_WRITE_TIMEOUT": "-1"})

@@ -10,7 +10,7 @@ from fastapi import Path as PathParam
 from starlette.responses import Response
 
 from kvconf._redis.names import validate_namespace
-from kvconf.exceptions import NotFound
+from kvconf.exceptions import NotFound, TenantNotFound
 from kvconf.models import Schema
 from kvconf.schema import decode_schema_document, effective_specs, masked_schema
 
@@ -100,7 +100,10 @@ async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
 async def put_schema(namespace: Namespace, request: Request, access: AdminAccess) -> Response:
     """422 listing every problem when the document or current values break it."""
     schema = decode_schema_document(await request.body())
-    before = await access.store.schemas(access.tenant)
+    try:
+        before = await access.store.schemas(access.tenant)
+    except TenantNotFound:  # setting a schema creates the tenant
+        before = {}
     if not access.secrets:
         _check_sensitive_unchanged(before, namespace, schema)
     revision = await _set_schema(request, access, namespace, schema)

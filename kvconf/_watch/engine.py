@@ -99,6 +99,15 @@ class WatchEngine(CachedReader):
         """True while the watcher cannot confirm it is in step with Redis."""
         return bool(self._stale)
 
+    @property
+    def unanswered(self) -> bool:
+        """True while Redis does not answer the revision check (down or frozen).
+
+        The cache then holds the state last confirmed in step, which is all
+        anyone can read: a reader may serve it, marked stale.
+        """
+        return "check" in self._stale and not ({"startup", "starting"} & self._stale)
+
     # -- the hub's listener interface ---------------------------------------------
 
     def on_event(self, event: WireEvent) -> None:

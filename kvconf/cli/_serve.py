@@ -53,6 +53,7 @@ def _environment(cfg: Settings) -> dict[str, str]:
         "KVCONF_SNAPSHOT_EVERY": str(cfg.snapshot_every),
         "KVCONF_SNAPSHOT_KEEP": str(cfg.snapshot_keep),
         "KVCONF_FSYNC_WRITES": "true" if cfg.fsync_writes else "false",
+        "KVCONF_WRITE_TIMEOUT": str(cfg.write_timeout),
     }
     if cfg.redis_url is not None:
         env["KVCONF_REDIS_URL"] = cfg.redis_url
@@ -95,6 +96,14 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Processes.")] = 1,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    write_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--write-timeout",
+            envvar="KVCONF_WRITE_TIMEOUT",
+            help="A write Redis has not answered by then is a 503 (default 800ms; 0: none).",
+        ),
+    ] = None,
     forwarded_allow_ips: Annotated[
         str | None,
         typer.Option(
@@ -113,6 +122,7 @@ def serve(
             redis_url, data_dir, host=host, port=port, admin_token=token,
             snapshot_every=snapshot_every, snapshot_keep=snapshot_keep,
             fsync_writes=fsync_writes or None, forwarded_allow_ips=forwarded_allow_ips,
+            write_timeout=write_timeout,
         )  # fmt: skip
         if cfg.redis_url is None and workers > 1:
             err_console.print(
