@@ -278,6 +278,10 @@ async def test_a_frozen_redis_serves_cached_reads_stale_and_refuses_writes_promp
         await cached(app, c, tenant)
         watcher = cache_of(app).reader(tenant)
         assert watcher is not None
+        reader = await make_token(app, f"r-{tenant}", {tenant: ["read"]})
+        async with client(app, reader) as rc:
+            assert (await rc.get(key_url(tenant))).status_code == 200
+        token_seen = time.monotonic()
         redis_server.pause()
         try:
             started = time.monotonic()
@@ -294,6 +298,15 @@ async def test_a_frozen_redis_serves_cached_reads_stale_and_refuses_writes_promp
                 assert r.status_code == 200, r.text
                 assert r.headers["x-kvconf-stale"] == "true"
             assert r.json()["keys"]["k"]["value"] == "v1"
+            # a token known before the freeze still reads, past its 2 s cache
+            await asyncio.sleep(max(0.0, token_seen + 2.2 - time.monotonic()))
+            async with client(app, reader) as rc:
+                for limit in (1.5, 0.5):  # the first one waits for the lookup's timeout
+                    started = time.monotonic()
+                    r = await rc.get(key_url(tenant))
+                    assert time.monotonic() - started < limit
+                    assert r.status_code == 200, r.text
+                    assert r.headers["x-kvconf-stale"] == "true"
         finally:
             redis_server.resume()
         await until(lambda: not watcher.stale, timeout=10.0)
