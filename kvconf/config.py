@@ -59,8 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: uvicorn's ``forwarded_allow_ips``. The audit trail's client address
     #: comes from them only.
     forwarded_allow_ips: str = ""
-    #: Seconds a write waits for Redis before it is refused with Unavailable
-    #: (0: no limit beyond the client's socket timeout). A frozen server then
+    #: Seconds a write waits for Redis before it is refused with Unavailable,
+    #: plus 1 s per 50 MB of values (0: no limit beyond the socket timeout). A frozen server then
     #: costs a REST write well under a second, not redis-py's 5 s; the write
     #: may still be applied if Redis resumes and runs it.
     write_timeout: float = 0.8

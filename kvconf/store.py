@@ -398,12 +398,11 @@ class Store(AdminOps):
                         check_values(schemas.specs(ns), values)
                 args[6] = f"{schemas.gen} {limits}"
                 try:
-                    async with asyncio.timeout(settings.write_timeout or None):
+                    async with asyncio.timeout(_write_timeout(settings.write_timeout, ops)):
                         reply = await self._scripts.batched("write", keys, args)
                 except TimeoutError:
                     raise Unavailable(
-                        f"redis did not answer the write within {settings.write_timeout:g} s "
-                        "(it may still be applied)",
+                        "redis did not answer the write in time (it may still be applied)",
                         reason="timeout",
                     ) from None
                 if reply[0] != b"schema":
@@ -415,3 +414,14 @@ class Store(AdminOps):
         except RedisError as exc:
             raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
         raise Unavailable(f"schema of {tk.tenant!r} kept changing during the write")
+
+
+def _write_timeout(base: float, ops: list[Op]) -> float | None:
+    """``base`` seconds (None: no limit), plus 1 s per 50 MB of values: sending
+    a big change set is not a sign of a frozen server."""
+    if not base:
+        return None
+    size = 0
+    for op in ops:
+        size += len(op[2])
+    return base + size / 50e6
