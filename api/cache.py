@@ -99,8 +99,9 @@ class ReadCache:
         self._maintain: asyncio.Task[None] | None = None
         self._closed = False
         self._specs: dict[tuple[int, str], tuple[object, dict[str, KeySpec]]] = {}
-        #: tenant → (epoch or None, revision): the newest state this process served.
-        self._served: dict[str, tuple[str | None, int]] = {}
+        #: tenant → (epoch or None, revision, when marked): the newest state
+        #: this process served.
+        self._served: dict[str, tuple[str | None, int, float]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -156,11 +157,17 @@ class ReadCache:
             return None
         served = self._served.get(tenant)
         if served is not None:
-            epoch, revision = served
-            if watcher.revision < revision or (epoch is not None and epoch != watcher.epoch):
+            epoch, revision, marked = served
+            if epoch is not None and epoch != watcher.epoch:
+                # Revisions of two epochs do not compare. The watcher is the
+                # newer only if it confirmed its epoch after the mark was taken.
+                synced = watcher._last_synced
+                if synced is None or synced <= marked:
+                    return None
+            elif watcher.revision < revision:
                 return None
-        if served is None or served[1] != watcher.revision or served[0] is None:
-            self._served[tenant] = (watcher.epoch, watcher.revision)
+        if served is None or served[1] != watcher.revision or served[0] != watcher.epoch:
+            self._served[tenant] = (watcher.epoch, watcher.revision, time.time())
         slot.last_read = now
         return watcher
 
@@ -179,7 +186,7 @@ class ReadCache:
                 return
         elif len(self._served) > 10_000:
             self._served.clear()
-        self._served[tenant] = (epoch, revision)
+        self._served[tenant] = (epoch, revision, time.time())
 
     def specs(self, watcher: Watcher, namespace: str) -> dict[str, KeySpec]:
         """The watcher's merged specs of ``namespace``, cached until its schemas change."""

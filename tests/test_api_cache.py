@@ -313,3 +313,26 @@ async def test_a_frozen_redis_serves_cached_reads_stale_and_refuses_writes_promp
         r = await c.get(key_url(tenant))
         assert r.status_code == 200
         assert "x-kvconf-stale" not in r.headers
+
+
+async def test_cached_reads_resume_after_the_tenant_epoch_changes(
+    app: FastAPI, tenant: str, make_store: Callable[..., Store]
+) -> None:
+    """Recreated elsewhere (new epoch, revisions from 1 again): once the watcher has
+    re-listed, key reads are served from memory again, with the new values."""
+    cache = cache_of(app)
+    other = make_store()
+    for i in range(5):
+        await other.set(tenant, "svc", "k", f"old-{i}")
+    async with client(app, ADMIN) as c:
+        await cached(app, c, tenant)
+        watcher = cache.reader(tenant)
+        assert watcher is not None
+        old_epoch = watcher.epoch
+        await other.delete_tenant(tenant, hard=True)
+        await other.set(tenant, "svc", "k", "new")
+        await until(lambda: watcher.epoch != old_epoch and not watcher.stale, timeout=6.0)
+        r = await c.get(key_url(tenant))
+        assert r.json()["value"] == "new"
+        await until(lambda: cache.reader(tenant) is not None, timeout=6.0)
+        assert (await c.get(key_url(tenant))).json()["value"] == "new"
