@@ -19,6 +19,7 @@ anonymous global admin (``kvconf serve`` allows that on loopback only).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -118,6 +119,11 @@ def _digest(token: str) -> str:
 
 _ADMIN_GRANTS = {ALL_TENANTS: ["admin", "secrets"]}
 _record_decoder = msgspec.json.Decoder(TokenRecord)
+#: How long a token lookup waits for Redis.
+_LOOKUP_TIMEOUT = 1.0
+#: How long past its cache time a known token is still believed while Redis
+#: does not answer.
+_STALE_SECONDS = 30.0
 
 
 class Authenticator:
@@ -130,6 +136,7 @@ class Authenticator:
         self._anonymous = Principal("anonymous", _ADMIN_GRANTS, open=True)
         self._admin = Principal("admin", _ADMIN_GRANTS)
         self._open_until = 0.0
+        self._down_until = 0.0
         # Open mode is for a fresh loopback server only: never on another
         # address, and once tokens have been seen it never comes back in this
         # process (revoking every token, or Redis losing its data, must not
@@ -184,7 +191,22 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        raw = await self._call(self.redis.hget(TOKENS_KEY, digest))
+        # Redis is not answering (frozen, down): nobody can revoke a token
+        # now, so a token confirmed a moment ago is still believed for a while
+        # and reads the cache can serve keep working. Unknown tokens: 503.
+        known = hit is not None and hit[1] is not None and now - hit[0] < _STALE_SECONDS
+        if known and now < self._down_until:
+            return hit[1] if hit is not None else None
+        try:
+            async with asyncio.timeout(_LOOKUP_TIMEOUT):
+                raw = await self._call(self.redis.hget(TOKENS_KEY, digest))
+        except (Unavailable, TimeoutError) as exc:
+            self._down_until = time.monotonic() + _CACHE_SECONDS
+            if known and hit is not None:
+                return hit[1]
+            if isinstance(exc, Unavailable):
+                raise
+            raise Unavailable("redis did not answer the token lookup", reason="timeout") from None
         principal = None
         if raw is not None:
             record = _record_decoder.decode(raw)

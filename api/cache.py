@@ -14,9 +14,17 @@ contract, per worker process (each uvicorn worker has its own cache):
   server). A watcher that cannot confirm it is in step (``stale``: starting,
   pub/sub lost, revision check failing) is not used. A soft delete made
   elsewhere (no event) is noticed by a tenant check every ``check_interval``.
+- **Redis not answering.** While a watcher's revision check gets no answer
+  (a frozen or dead server), its last confirmed state is still served, with
+  ``X-Kvconf-Stale: true`` (:func:`stale_headers`); misses still go to Redis.
 - **Misses go to Redis.** A key the cache lacks is read from Redis, so a 404
   says precisely whether the key or the tenant is unknown.
 - ``?consistent=true`` (or ``Cache-Control: no-cache``) forces a Redis read.
+- **Never back in time.** The highest revision this process served for a
+  tenant, from Redis or from memory, is kept (:meth:`ReadCache.saw`); a
+  watcher behind it (a lost event it has not noticed yet, a reconnect) is
+  not used until it catches up, so a reader never sees a revision older than
+  one this worker already answered with.
 
 A watcher is started only for a tenant a Redis read just found (unknown
 tenants never start one), in the background, at most ``starts_per_second``,
@@ -38,7 +46,11 @@ from kvconf.models import Entry, KeySpec
 from kvconf.store import Store
 from kvconf.watcher import Watcher
 
-__all__ = ["ReadCache", "namespace_entries", "wants_consistent"]
+__all__ = ["STALE_HEADER", "ReadCache", "namespace_entries", "stale_headers", "wants_consistent"]
+
+#: Response header of a read served from a watcher that Redis is not answering.
+STALE_HEADER = "X-Kvconf-Stale"
+_STALE = {STALE_HEADER: "true"}
 
 log = logging.getLogger("kvconf.api")
 
@@ -87,6 +99,9 @@ class ReadCache:
         self._maintain: asyncio.Task[None] | None = None
         self._closed = False
         self._specs: dict[tuple[int, str], tuple[object, dict[str, KeySpec]]] = {}
+        #: tenant → (epoch or None, revision, when marked): the newest state
+        #: this process served.
+        self._served: dict[str, tuple[str | None, int, float]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -131,7 +146,10 @@ class ReadCache:
         if slot is None:
             return None
         watcher = slot.watcher
-        if watcher.stale:
+        # A watcher stale only because Redis does not answer (frozen, down)
+        # holds the last confirmed state: serve it, marked stale (see
+        # stale_headers), rather than hold the request for the socket timeout.
+        if watcher.stale and not _unanswered(watcher):
             return None
         now = time.monotonic()
         barrier = self._barriers.get(tenant)
@@ -141,8 +159,38 @@ class ReadCache:
             and (watcher.epoch != barrier[0] or watcher.revision < barrier[1])
         ):
             return None
+        served = self._served.get(tenant)
+        if served is not None:
+            epoch, revision, marked = served
+            if epoch is not None and epoch != watcher.epoch:
+                # Revisions of two epochs do not compare. The watcher is the
+                # newer only if it confirmed its epoch after the mark was taken.
+                synced = watcher.last_synced_at
+                if synced is None or synced.timestamp() <= marked:
+                    return None
+            elif watcher.revision < revision:
+                return None
+        if served is None or served[1] != watcher.revision or served[0] != watcher.epoch:
+            self._served[tenant] = (watcher.epoch, watcher.revision, time.time())
         slot.last_read = now
         return watcher
+
+    def saw(self, tenant: str, epoch: str | None, revision: int) -> None:
+        """A Redis read of ``tenant`` served ``revision`` (of ``epoch``; None: unknown).
+
+        Cached reads of the tenant wait (go to Redis) until its watcher has
+        reached it. A different epoch replaces the mark: the tenant's history
+        was replaced and revisions are not comparable across it.
+        """
+        old = self._served.get(tenant)
+        if old is not None:
+            if epoch is None:
+                epoch = old[0]
+            if epoch == old[0] and old[1] >= revision:
+                return
+        elif len(self._served) > 10_000:
+            self._served.clear()
+        self._served[tenant] = (epoch, revision, time.time())
 
     def specs(self, watcher: Watcher, namespace: str) -> dict[str, KeySpec]:
         """The watcher's merged specs of ``namespace``, cached until its schemas change."""
@@ -190,6 +238,7 @@ class ReadCache:
     def forget(self, tenant: str) -> None:
         """Drop the tenant's watcher (it changed in a way watchers may not see)."""
         self._failed.pop(tenant, None)
+        self._served.pop(tenant, None)
         self._barriers.pop(tenant, None)
         slot = self._slots.pop(tenant, None)
         if slot is not None:
@@ -268,8 +317,25 @@ def namespace_entries(watcher: Watcher, namespace: str) -> Mapping[str, Entry]:
     return found
 
 
+def stale_headers(watcher: Watcher, headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    """``headers`` plus ``X-Kvconf-Stale: true`` when ``watcher`` cannot reach Redis."""
+    if not watcher.stale:
+        return headers
+    return {**headers, **_STALE} if headers else dict(_STALE)
+
+
 def wants_consistent(query: str, cache_control: str | None) -> bool:
     """True when the caller asked for a Redis read (``?consistent=true``, ``no-cache``)."""
     if cache_control is not None and "no-cache" in cache_control.lower():
         return True
     return "consistent=" in query and any(part.lower() in _CONSISTENT for part in query.split("&"))
+
+
+def _unanswered(watcher: Watcher) -> bool:
+    """True while the watcher is stale only because Redis does not answer (down or frozen).
+
+    Its cache then holds the state last confirmed in step, which is all
+    anyone can read: a reader may serve it, marked stale.
+    """
+    reasons = watcher.stale_reasons
+    return "check" in reasons and not ({"startup", "starting"} & reasons)

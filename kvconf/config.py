@@ -63,6 +63,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: uvicorn's ``forwarded_allow_ips``. The audit trail's client address
     #: comes from them only.
     forwarded_allow_ips: str = ""
+    #: Seconds a write waits for Redis before it is refused with Unavailable,
+    #: plus 1 s per 50 MB of values (0: no limit beyond the socket timeout). A frozen server then
+    #: costs a REST write well under a second, not redis-py's 5 s; the write
+    #: may still be applied if Redis resumes and runs it.
+    write_timeout: float = 0.8
 
     #: Periodic readable export of every tenant by ``kvconf serve`` (0: off),
     #: into ``export_dir`` (unset: ``<data_dir>/exports``) as ``export_format``,
@@ -87,7 +92,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if raw is not None and raw != "":
                 values[field.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("snapshot_every", "export_every"):
+        for name in ("snapshot_every", "export_every", "write_timeout"):
             if isinstance(values.get(name), str):
                 values[name] = parse_duration(str(values[name]))
         try:
@@ -104,7 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidInput(f"setting {name} must be at least 1")
-        for name in ("snapshot_every", "export_every"):
+        for name in ("snapshot_every", "export_every", "write_timeout"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise InvalidInput(f"setting {name} must be a finite, non-negative duration")
         if self.log_level.upper() not in _LOG_LEVELS:

@@ -184,7 +184,8 @@ def _parse_env(text: str, prefix: str, keep_case: bool) -> dict[str, str]:
             continue
         match = _ENV_LINE.match(line)
         if match is None:
-            raise InvalidInput(f".env line {number} is not KEY=VALUE: {line[:60]!r}", line=number)
+            # the line itself may hold a secret: its number is enough
+            raise InvalidInput(f".env line {number} is not KEY=VALUE", line=number)
         name, raw = match.groups()
         if not name.startswith(prefix):
             continue
@@ -269,6 +270,11 @@ def loads(
         data = _yaml().safe_load(text) if fmt == "yaml" else msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(
+            f"invalid document: nested deeper than {_codec.MAX_DEPTH} levels",
+            field=_codec.too_deep(text) or "document",
+        ) from None
     except InvalidInput:
         raise
     except Exception as exc:  # yaml.YAMLError without importing yaml here

@@ -13,6 +13,7 @@ revision, logs and publishes the change event: one round trip, all or nothing.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import secrets
@@ -42,7 +43,7 @@ from ._redis.names import (
 )
 from ._redis.names import validate_tenant as _validate_tenant
 from ._redis.scripts import Scripts
-from ._store.ops import MAX_ACTOR, MAX_REASON, audit_text, outcome
+from ._store.ops import MAX_ACTOR, MAX_REASON, Op, audit_text, outcome
 from ._store.plan import ChangePlan, plan_across, plan_change
 from .config import Settings
 from .exceptions import (
@@ -809,7 +810,14 @@ class Store:
                 schemas = await self._tenant_schemas(tk)
                 plan.check_schema(schemas.specs)
                 args[6] = f"{schemas.gen} {may_create} {limits}"
-                reply = await self._scripts.batched("write", plan.keys, args)
+                try:
+                    async with asyncio.timeout(_write_timeout(settings.write_timeout, ops)):
+                        reply = await self._scripts.batched("write", plan.keys, args)
+                except TimeoutError:
+                    raise Unavailable(
+                        "redis did not answer the write in time (it may still be applied)",
+                        reason="timeout",
+                    ) from None
                 if reply[0] == b"register":  # a new tenant: listed before it holds data
                     await self.redis.sadd(TENANTS_KEY, tk.tenant)
                     may_create = "2"
@@ -820,3 +828,14 @@ class Store:
         except RedisError as exc:
             raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
         raise Unavailable(f"schema of {tk.tenant!r} kept changing during the write")
+
+
+def _write_timeout(base: float, ops: list[Op]) -> float | None:
+    """``base`` seconds (None: no limit), plus 1 s per 50 MB of values: sending
+    a big change set is not a sign of a frozen server."""
+    if not base:
+        return None
+    size = 0
+    for op in ops:
+        size += len(op[2])
+    return base + size / 50e6

@@ -15,6 +15,7 @@ from kvconf.api.cache import ReadCache
 from kvconf.store import Store, tenant_keys
 
 from .api_helpers import ADMIN, client, make_token, running_app
+from .redis_server import RedisServer
 
 SECRET = "s3cret-value"
 
@@ -221,3 +222,117 @@ async def test_the_cache_can_be_off(backend_url: str, tenant: str) -> None:
         assert off.state.cache is None
         assert (await c.put(key_url(tenant), json={"value": 1})).status_code == 201
         assert (await c.get(key_url(tenant))).json()["value"] == 1
+
+
+async def test_cached_reads_never_go_back_in_time(
+    app: FastAPI, tenant: str, make_store: Callable[..., Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watcher that lost an event (pub/sub is at-most-once) and has not noticed yet
+    must not answer after a Redis read served a newer revision."""
+    from kvconf._watch.engine import WatchEngine
+
+    cache = cache_of(app)
+    cache.check_interval = 30.0  # the revision check would repair the loss: not now
+    other = make_store()
+    await other.set(tenant, "svc", "k", 0)
+    ns_url = f"/api/v1/tenants/{tenant}/namespaces/svc"
+    async with client(app, ADMIN) as c:
+        await cached(app, c, tenant)
+        watcher = cache.reader(tenant)
+        assert watcher is not None
+        behind = watcher.revision
+        on_event = WatchEngine.on_event
+
+        def lossy(self: WatchEngine, event: object) -> None:
+            if self is not watcher._engine:  # this watcher loses the event
+                on_event(self, event)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(WatchEngine, "on_event", lossy)
+        await other.set(tenant, "svc", "k", 1)  # written by another process
+        await asyncio.sleep(0.05)
+        assert watcher.revision == behind
+        assert not watcher.stale  # nothing noticed the loss yet
+        newest = (await c.get(ns_url, params={"consistent": "true"})).json()["revision"]
+        assert newest == behind + 1
+        for _ in range(3):
+            r = await c.get(ns_url)
+            assert r.json()["revision"] >= newest
+            assert r.json()["keys"]["k"]["value"] == 1
+            r = await c.get(key_url(tenant))
+            assert r.json()["value"] == 1
+        monkeypatch.setattr(WatchEngine, "on_event", on_event)
+        await other.set(tenant, "svc", "k", 2)
+        # the gap is replayed from the log: in step again, served from memory again
+        await until(lambda: watcher.revision == behind + 2)
+        assert cache.reader(tenant) is watcher
+        assert (await c.get(key_url(tenant))).json()["value"] == 2
+
+
+@pytest.mark.slow
+async def test_a_frozen_redis_serves_cached_reads_stale_and_refuses_writes_promptly(
+    redis_server: RedisServer, tenant: str
+) -> None:
+    async with running_app(redis_server.url, admin_token=ADMIN) as app, client(app, ADMIN) as c:
+        assert app.state.settings.write_timeout < 1.0
+        assert (await c.put(key_url(tenant), json={"value": "v1"})).status_code == 201
+        await cached(app, c, tenant)
+        watcher = cache_of(app).reader(tenant)
+        assert watcher is not None
+        reader = await make_token(app, f"r-{tenant}", {tenant: ["read"]})
+        async with client(app, reader) as rc:
+            assert (await rc.get(key_url(tenant))).status_code == 200
+        token_seen = time.monotonic()
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            r = await c.put(key_url(tenant), json={"value": "v2"})
+            took = time.monotonic() - started
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "unavailable"
+            assert took < 1.5, took
+            await until(lambda: watcher.stale, timeout=6.0)  # the revision check noticed
+            for url in (key_url(tenant), f"/api/v1/tenants/{tenant}/namespaces/svc"):
+                started = time.monotonic()
+                r = await c.get(url)
+                assert time.monotonic() - started < 0.5
+                assert r.status_code == 200, r.text
+                assert r.headers["x-kvconf-stale"] == "true"
+            assert r.json()["keys"]["k"]["value"] == "v1"
+            # a token known before the freeze still reads, past its 2 s cache
+            await asyncio.sleep(max(0.0, token_seen + 2.2 - time.monotonic()))
+            async with client(app, reader) as rc:
+                for limit in (1.5, 0.5):  # the first one waits for the lookup's timeout
+                    started = time.monotonic()
+                    r = await rc.get(key_url(tenant))
+                    assert time.monotonic() - started < limit
+                    assert r.status_code == 200, r.text
+                    assert r.headers["x-kvconf-stale"] == "true"
+        finally:
+            redis_server.resume()
+        await until(lambda: not watcher.stale, timeout=10.0)
+        r = await c.get(key_url(tenant))
+        assert r.status_code == 200
+        assert "x-kvconf-stale" not in r.headers
+
+
+async def test_cached_reads_resume_after_the_tenant_epoch_changes(
+    app: FastAPI, tenant: str, make_store: Callable[..., Store]
+) -> None:
+    """Recreated elsewhere (new epoch, revisions from 1 again): once the watcher has
+    re-listed, key reads are served from memory again, with the new values."""
+    cache = cache_of(app)
+    other = make_store()
+    for i in range(5):
+        await other.set(tenant, "svc", "k", f"old-{i}")
+    async with client(app, ADMIN) as c:
+        await cached(app, c, tenant)
+        watcher = cache.reader(tenant)
+        assert watcher is not None
+        old_epoch = watcher.epoch
+        await other.delete_tenant(tenant, hard=True)
+        await other.set(tenant, "svc", "k", "new")
+        await until(lambda: watcher.epoch != old_epoch and not watcher.stale, timeout=6.0)
+        r = await c.get(key_url(tenant))
+        assert r.json()["value"] == "new"
+        await until(lambda: cache.reader(tenant) is not None, timeout=6.0)
+        assert (await c.get(key_url(tenant))).json()["value"] == "new"

@@ -56,7 +56,7 @@ async def _seed(app: FastAPI) -> Seeded:
         defaults_schema = (await c.get(f"/api/v1/tenants/{TENANT}/schemas")).json()["schemas"]
         keys = defaults_schema.get("_defaults", {}).get("keys", {})
         keys[s.own_key] = {"type": "str", "sensitive": True, "default": c4}
-        keys[s.pin_key] = {"type": "str", "sensitive": True, "max_length": 5}
+        keys[s.pin_key] = {"type": "str", "sensitive": True, "choices": ["short"]}
         r = await c.put(f"{base}/_defaults/schema", json={"keys": keys})
         assert r.is_success, r.text
     return s

@@ -87,3 +87,15 @@ def test_parse_duration_error_does_not_echo_huge_input() -> None:
     with pytest.raises(InvalidInput) as info:
         parse_duration("9" * 1000)
     assert len(info.value.message) < 120
+
+
+def test_write_timeout_and_forwarded_ips_from_the_environment() -> None:
+    assert 0 < Settings().write_timeout < 1.0
+    cfg = Settings.from_env(
+        {"KVCONF_WRITE_TIMEOUT": "250ms", "KVCONF_FORWARDED_ALLOW_IPS": "10.0.0.1"}
+    )
+    assert cfg.write_timeout == 0.25
+    assert cfg.forwarded_allow_ips == "10.0.0.1"
+    assert Settings().forwarded_allow_ips == ""
+    with pytest.raises(InvalidInput):
+        Settings.from_env({"KVCONF_WRITE_TIMEOUT": "-1"})

@@ -224,3 +224,10 @@ async def test_export_with_history_and_import_preserving_versions(
     await _cli(backend_url, "export", tenant, "-o", str(plain))
     code, _ = await _cli(backend_url, "import", f"{tenant}-x", str(plain), "--preserve-versions")
     assert code == 5
+
+
+def test_a_deeply_nested_import_file_is_invalid_input() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    for text in (deep, '{"ns": {"k": ' + deep + "}}"):
+        with pytest.raises(InvalidInput, match="64 levels"):
+            loads(text, "json")

@@ -31,7 +31,7 @@ from kvconf.schema import coerce_text
 from kvconf.store import Store
 from kvconf.watcher import Watcher
 
-from ..cache import ReadCache, namespace_entries
+from ..cache import ReadCache, namespace_entries, stale_headers
 from ..deps import (
     Access,
     Masker,
@@ -149,6 +149,7 @@ async def _view(
     request.app.state.metrics.read(watcher is not None)
     if watcher is not None:
         assert cache is not None
+        request.state.stale_headers = stale_headers(watcher)
         return _cached_view(cache, watcher, access, ns, created, keys)
     if keys is None:
         explained = await store.explain(AI_TENANT, ns)
@@ -161,6 +162,7 @@ async def _view(
         entry = state.namespaces.get(layer or "", {}).get(key)
         stamps[key] = _iso(entry.updated_at if entry is not None else created)
     if cache is not None:
+        cache.saw(AI_TENANT, state.epoch, state.revision)
         cache.found(AI_TENANT)
     return explained, stamps, await masker(access, ns)
 
@@ -214,7 +216,10 @@ async def _config(request: Request, access: Access, ai_id: int) -> Response:
         for k, e in explained.items()
         if e.layer is not None
     }
-    return respond({"success": True, "ai_id": ai_id, "configuration": configuration})
+    return respond(
+        {"success": True, "ai_id": ai_id, "configuration": configuration},
+        headers=getattr(request.state, "stale_headers", None),
+    )
 
 
 async def _coerce(store: Store, ai_id: int, values: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +236,7 @@ async def _coerce(store: Store, ai_id: int, values: dict[str, Any]) -> dict[str,
             try:
                 out[key] = coerce_text(raw, spec)
             except ValueError:
-                raise InvalidValue(key, f"{raw!r} is not an integer") from None
+                raise InvalidValue(key, "must be an integer") from None
         elif isinstance(raw, str) and spec is not None:
             try:
                 out[key] = coerce_text(raw, spec)
@@ -293,7 +298,8 @@ async def _config_key(request: Request, access: Access, ai_id: int, key: str) ->
             "config_key": key,
             "config_value": _render(mask(key, exp.value)),
             "updated_at": stamps[key],
-        }
+        },
+        headers=getattr(request.state, "stale_headers", None),
     )
 
 

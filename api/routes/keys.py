@@ -12,7 +12,7 @@ from starlette.responses import Response
 from kvconf.models import Entry, WriteResult
 from kvconf.timeline import KeyState, state_at
 
-from ..cache import namespace_entries
+from ..cache import namespace_entries, stale_headers
 from ..deps import (
     Access,
     DryRun,
@@ -125,12 +125,13 @@ async def get_namespace(
         assert cache is not None
         mask = Masker(None if access.secrets else cache.specs(watcher, namespace))
         request.app.state.metrics.read(True)
-        return _namespace_doc(access, namespace, revision, entries, mask)
+        return _namespace_doc(access, namespace, revision, entries, mask, stale_headers(watcher))
     else:
         state = await store.read_state(access.tenant, [namespace])
         entries = state.namespaces.get(namespace, {})
         revision = state.revision
         if cache is not None:
+            cache.saw(access.tenant, state.epoch, revision)
             cache.found(access.tenant)
     request.app.state.metrics.read(False)
     mask = await masker(access, namespace)
@@ -138,7 +139,12 @@ async def get_namespace(
 
 
 def _namespace_doc(
-    access: Access, namespace: str, revision: int, entries: Mapping[str, Any], mask: Masker
+    access: Access,
+    namespace: str,
+    revision: int,
+    entries: Mapping[str, Any],
+    mask: Masker,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     return respond(
         {
@@ -146,7 +152,8 @@ def _namespace_doc(
             "namespace": namespace,
             "revision": revision,
             "keys": {k: entry_doc(k, e, mask) for k, e in sorted(entries.items())},
-        }
+        },
+        headers=headers,
     )
 
 
@@ -229,11 +236,13 @@ async def read_key(request: Request, access: Access, namespace: str, key: str) -
             assert cache is not None
             mask = Masker(None if access.secrets else cache.specs(watcher, namespace))
             request.app.state.metrics.read(True)
-            return respond(entry_doc(key, entry, mask), headers=_etag(entry.version))
+            headers = stale_headers(watcher, _etag(entry.version))
+            return respond(entry_doc(key, entry, mask), headers=headers)
     request.app.state.metrics.read(False)
     # A miss goes to Redis: it tells an unknown key from an unknown tenant.
     found = await access.store.get(access.tenant, namespace, key)
     if cache is not None:
+        cache.saw(access.tenant, None, found.revision)
         cache.found(access.tenant)
     mask = await masker(access, namespace)
     return respond(entry_doc(key, found, mask), headers=_etag(found.version))

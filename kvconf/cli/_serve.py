@@ -77,6 +77,7 @@ def _environment(cfg: Settings) -> dict[str, str]:
         "KVCONF_EXPORT_SECRETS": "true" if cfg.export_secrets else "false",
         "KVCONF_LOG_FORMAT": cfg.log_format,
         "KVCONF_LOG_LEVEL": cfg.log_level,
+        "KVCONF_WRITE_TIMEOUT": str(cfg.write_timeout),
     }
     if cfg.export_dir is not None:
         env["KVCONF_EXPORT_DIR"] = str(cfg.export_dir)
@@ -162,6 +163,14 @@ def serve(
         ),
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    write_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--write-timeout",
+            envvar="KVCONF_WRITE_TIMEOUT",
+            help="A write Redis has not answered by then is a 503 (default 800ms; 0: none).",
+        ),
+    ] = None,
     forwarded_allow_ips: Annotated[
         str | None,
         typer.Option(
@@ -186,6 +195,7 @@ def serve(
             export_secrets=export_secrets or None,
             log_format=log_format.value if log_format else None,
             log_level=log_level.upper() if log_level else None,
+            write_timeout=write_timeout,
         )  # fmt: skip
         if cfg.redis_url is None and workers > 1:
             err_console.print(
