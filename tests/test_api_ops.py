@@ -142,8 +142,8 @@ async def test_metrics_scrape_has_ops_gauges(backend_url: str, tenant: str) -> N
         watch = asyncio.create_task(
             http.get(f"/api/v1/tenants/{tenant}/watch", params={"max_events": 1})
         )
-        for _ in range(200):
-            if app.state.metrics.streams:
+        for _ in range(200):  # until the stream knows its start revision
+            if any(s.sent is not None for s in app.state.metrics.streams.values()):
                 break
             await asyncio.sleep(0.02)
         text = (await http.get("/metrics")).text
