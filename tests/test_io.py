@@ -66,7 +66,7 @@ async def test_schema_violation_refuses_the_whole_import(store: Store, tenant: s
     with pytest.raises(SchemaViolation) as info:
         await import_values(store, tenant, data)
     assert info.value.problems[0].key == "b/port"
-    assert await store.revision(tenant) == 1  # only the schema write
+    assert await store.revision(tenant) == 2  # the creation and the schema write
     with pytest.raises(InvalidInput):
         await import_values(store, tenant, {"b": {"port": "abc"}}, texts=True)
 
