@@ -137,7 +137,7 @@ class AdminOps(StoreBase):
         A soft delete hides every value and refuses writes; history stays, and
         the change log records it (a ``tenant`` event, ``op`` ``soft_delete``).
         A hard delete removes every key of the tenant, its log included, so it
-        is recorded in the global audit stream (:data:`AUDIT_KEY`) first.
+        is recorded in the global audit list (:data:`AUDIT_KEY`) first.
         """
         tk = tenant_keys(tenant)
         reply = await self._tenant_op(tk, "delete", actor, reason, "soft_delete")
@@ -185,14 +185,13 @@ class AdminOps(StoreBase):
 
     async def _audit_hard_delete(self, tk: TenantKeys, actor: str | None, reason: str) -> None:
         revision = await self.redis.get(tk.rev)
-        await self.redis.xadd(
-            AUDIT_KEY,
-            {
-                "tenant": tk.tenant, "op": "hard_delete", "actor": actor or self.settings.actor,
-                "reason": reason, "ts": _codec.now_iso(), "revision": int(revision or 0),
-            },
-            maxlen=AUDIT_LIMIT, approximate=False,
-        )  # fmt: skip
+        record = {
+            "tenant": tk.tenant, "op": "hard_delete", "actor": actor or self.settings.actor,
+            "reason": reason, "ts": _codec.now_iso(), "revision": int(revision or 0),
+        }  # fmt: skip
+        # A list, newest first: the embedded store's journal persists lists.
+        await self.redis.lpush(AUDIT_KEY, _codec.encode(record))
+        await self.redis.ltrim(AUDIT_KEY, 0, AUDIT_LIMIT - 1)
 
     @redis_errors
     async def exists(self, tenant: str) -> bool:

@@ -386,3 +386,15 @@ async def test_full_disk_is_unavailable_and_retried(
     store = await opener()  # type: ignore[misc]
     got = {k: e.value for k, e in (await store.get_namespace(tenant, "ns")).items()}
     assert got == {"a": 1, "b": 2, "c": 3}
+
+
+async def test_hard_delete_audit_survives_reopen(opener: Callable[..., object]) -> None:
+    from kvconf._redis.names import AUDIT_KEY
+
+    store = await opener()  # type: ignore[misc]
+    await store.set("doomed", "ns", "k", 1)
+    await store.delete_tenant("doomed", hard=True, actor="ops", reason="cleanup")
+    before = await store.redis.lrange(AUDIT_KEY, 0, -1)
+    assert len(before) == 1
+    store = await opener()  # type: ignore[misc]
+    assert await store.redis.lrange(AUDIT_KEY, 0, -1) == before
