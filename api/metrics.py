@@ -249,6 +249,7 @@ class Metrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            PlatformCollector(registry=registry)  # the same in every worker
             return generate_latest(registry)
         return generate_latest(self.registry)
 

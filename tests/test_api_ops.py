@@ -175,4 +175,5 @@ def test_multiprocess_metrics_sum_over_workers(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert 'kvconf_writes_total{kind="key"} 4.0' in second.stdout
+    assert "python_info" in second.stdout
     assert "_created" not in second.stdout
