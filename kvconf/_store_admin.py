@@ -17,11 +17,13 @@ from ._redis.names import (
 )
 from ._store.ops import MAX_ACTOR, MAX_REASON, audit_text
 from ._store_base import StoreBase, TenantSchemas, redis_errors, tenant_keys
-from .exceptions import TenantExists, TenantNotFound, Unavailable
+from .exceptions import InvalidInput, TenantExists, TenantNotFound, Unavailable
 from .models import KeySpec, Schema
 from .schema import check_values, effective_specs, validate_schema
 
 __all__ = ["AdminOps"]
+
+_CREATE_OPS = ("create", "clone", "template")
 
 
 class AdminOps(StoreBase):
@@ -123,6 +125,8 @@ class AdminOps(StoreBase):
         and ``reason``.
         """
         tk = tenant_keys(tenant)
+        if op not in _CREATE_OPS:  # it goes into the event JSON as it is
+            raise InvalidInput(f"op must be one of {', '.join(_CREATE_OPS)}", field="op")
         reply = await self._tenant_op(tk, "create", actor, reason, op)
         if reply[0] == b"exists":
             raise TenantExists(tenant)

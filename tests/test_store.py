@@ -492,6 +492,8 @@ async def test_tenant_lifecycle_is_in_the_change_log(store: Store, tenant: str) 
     assert (await store.get(tenant, "svc", "k")).value == 1
     await store.undelete_tenant(tenant)  # not deleted: no event
     assert await store.revision(tenant) == 4
+    with pytest.raises(InvalidInput):
+        await store.create_tenant(tenant + "-x", op='create","evil":"1')
 
 
 async def test_hard_delete_goes_to_the_audit_list(store: Store, tenant: str) -> None:
