@@ -13,7 +13,9 @@ errors of its own to the same tree (authentication, body size)::
 
 Error bodies are ``{"error": {"code": ..., "message": ..., <details>}}``; under
 the CloudBrain prefix (``/api/v1/config``) they keep that API's shape,
-``{"success": false, "error": "<message>"}``.
+``{"success": false, "error": "<message>"}``. The OpenAPI document lists,
+for every operation, the statuses of this table it can answer with these
+bodies (:func:`api.openapi.error_statuses`); keep the two in step.
 """
 
 from __future__ import annotations

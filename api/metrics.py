@@ -54,10 +54,13 @@ def _multiprocess() -> bool:
 
 @dataclass(slots=True)
 class StreamState:
-    """An open SSE stream: its tenant, the last revision sent and the newest seen."""
+    """An open SSE stream: its tenant, the last revision sent and the newest seen.
+
+    ``sent`` is None until the stream knows where it starts (no lag to report).
+    """
 
     tenant: str
-    sent: int = 0
+    sent: int | None = None
     current: int = 0
     behind_since: float | None = None
 
@@ -220,7 +223,9 @@ class Metrics:
         now = time.monotonic()
         stale_sse = 0
         lags: dict[str, int] = {}
-        for stream in self.streams.values():
+        for stream in list(self.streams.values()):
+            if stream.sent is None:
+                continue
             current = max(stream.current, revisions.get(stream.tenant, 0))
             lags[stream.tenant] = max(lags.get(stream.tenant, 0), current - stream.sent)
             if stream.behind_since is not None and now - stream.behind_since > STALE_STREAM_SECONDS:
@@ -244,6 +249,7 @@ class Metrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            PlatformCollector(registry=registry)  # the same in every worker
             return generate_latest(registry)
         return generate_latest(self.registry)
 

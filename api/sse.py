@@ -85,6 +85,7 @@ async def change_stream(
     next_check = time.monotonic() + recheck_every
     try:
         last = start if start is not None else await store.revision(tenant)
+        state.update(last, last)
         while True:
             if recheck is not None and time.monotonic() >= next_check:
                 access = await recheck()

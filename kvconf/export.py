@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import tempfile
@@ -32,7 +33,14 @@ from .io import dumps
 from .schema import effective_specs, mask_value
 from .store import Store
 
-__all__ = ["EXPORT_NAME", "export_dir", "export_everything", "export_once", "export_service"]
+__all__ = [
+    "EXPORT_NAME",
+    "export_dir",
+    "export_everything",
+    "export_once",
+    "export_service",
+    "exporter_lock",
+]
 
 log = logging.getLogger("kvconf.export")
 
@@ -137,18 +145,56 @@ async def export_once(store: Store, settings: Settings) -> Path:
     return path
 
 
+LOCK_NAME = ".kvconf-export.lock"
+
+
+def exporter_lock(directory: Path) -> int | None:
+    """An open descriptor holding the export directory's lock, or None if another holds it.
+
+    With ``kvconf serve --workers N`` every worker runs the export service;
+    the one holding this lock (``flock``, released when its process ends)
+    exports and the others stand by, so a directory gets one export per
+    interval.
+    """
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 async def _export_loop(store: Store, settings: Settings) -> None:
-    while True:
-        await asyncio.sleep(settings.export_every)
-        start = time.perf_counter()
-        try:
-            await export_once(store, settings)
-        except Exception:
-            _jobs.record("export", False)
-            log.exception("scheduled export failed")
-        else:
-            _jobs.record("export", True)
-        log.debug("export took %.3f s", time.perf_counter() - start)
+    lock: int | None = None
+    try:
+        while True:
+            await asyncio.sleep(settings.export_every)
+            if lock is None:
+                try:
+                    lock = exporter_lock(export_dir(settings))
+                except OSError:  # the export itself reports the directory's problem
+                    await _run_export(store, settings)
+                    continue
+                if lock is None:
+                    continue  # another worker exports this directory
+            await _run_export(store, settings)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+async def _run_export(store: Store, settings: Settings) -> None:
+    start = time.perf_counter()
+    try:
+        await export_once(store, settings)
+    except Exception:
+        _jobs.record("export", False)
+        log.exception("scheduled export failed")
+    else:
+        _jobs.record("export", True)
+    log.debug("export took %.3f s", time.perf_counter() - start)
 
 
 @asynccontextmanager

@@ -71,6 +71,9 @@ from .schema import check_values, effective_specs, validate_schema
 
 __all__ = ["Store"]
 
+#: What a new tenant's lifecycle event may say it was made by.
+_CREATE_OPS = ("create", "clone", "template")
+
 P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S", bound="Store")
@@ -321,6 +324,8 @@ class Store:
         and ``reason``.
         """
         tk = tenant_keys(tenant)
+        if op not in _CREATE_OPS:  # it goes into the event JSON as it is
+            raise InvalidInput(f"op must be one of {', '.join(_CREATE_OPS)}", field="op")
         await self.redis.sadd(TENANTS_KEY, tenant)  # listed before it exists: see tenants()
         reply = await self._tenant_op(tk, "create", actor, reason, op)
         if reply[0] == b"exists":
@@ -335,7 +340,7 @@ class Store:
         A soft delete hides every value and refuses writes; history stays, and
         the change log records it (a ``tenant`` event, ``op`` ``soft_delete``).
         A hard delete removes every key of the tenant, its log included, so it
-        is recorded in the global audit stream (``kvconf:audit``) first.
+        is recorded in the global audit list (``kvconf:audit``) first.
         """
         tk = tenant_keys(tenant)
         reply = await self._tenant_op(tk, "delete", actor, reason, "soft_delete")
@@ -383,14 +388,13 @@ class Store:
 
     async def _audit_hard_delete(self, tk: TenantKeys, actor: str | None, reason: str) -> None:
         revision = await self.redis.get(tk.rev)
-        await self.redis.xadd(
-            AUDIT_KEY,
-            {
-                "tenant": tk.tenant, "op": "hard_delete", "actor": actor or self.settings.actor,
-                "reason": reason, "ts": _codec.now_iso(), "revision": int(revision or 0),
-            },
-            maxlen=AUDIT_LIMIT, approximate=False,
-        )  # fmt: skip
+        record = {
+            "tenant": tk.tenant, "op": "hard_delete", "actor": actor or self.settings.actor,
+            "reason": reason, "ts": _codec.now_iso(), "revision": int(revision or 0),
+        }  # fmt: skip
+        # A list, newest first: the embedded store's journal persists lists.
+        await self.redis.lpush(AUDIT_KEY, _codec.encode(record))
+        await self.redis.ltrim(AUDIT_KEY, 0, AUDIT_LIMIT - 1)
 
     @redis_errors
     async def is_deleted(self, tenant: str) -> bool:

@@ -142,8 +142,8 @@ async def test_metrics_scrape_has_ops_gauges(backend_url: str, tenant: str) -> N
         watch = asyncio.create_task(
             http.get(f"/api/v1/tenants/{tenant}/watch", params={"max_events": 1})
         )
-        for _ in range(200):
-            if app.state.metrics.streams:
+        for _ in range(200):  # until the stream knows its start revision
+            if any(s.sent is not None for s in app.state.metrics.streams.values()):
                 break
             await asyncio.sleep(0.02)
         text = (await http.get("/metrics")).text
@@ -175,4 +175,5 @@ def test_multiprocess_metrics_sum_over_workers(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert 'kvconf_writes_total{kind="key"} 4.0' in second.stdout
+    assert "python_info" in second.stdout
     assert "_created" not in second.stdout

@@ -557,3 +557,15 @@ def test_cli_refuses_a_damaged_journal_recovers_and_drops_a_torn_tail(tmp_path: 
     got = _kvconf(home, "get", "t5", "ns", "k", "--json")
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["value"] == 5
+
+
+async def test_hard_delete_audit_survives_reopen(opener: Callable[..., object]) -> None:
+    from kvconf._redis.names import AUDIT_KEY
+
+    store = await opener()  # type: ignore[misc]
+    await store.set("doomed", "ns", "k", 1)
+    await store.delete_tenant("doomed", hard=True, actor="ops", reason="cleanup")
+    before = await store.redis.lrange(AUDIT_KEY, 0, -1)
+    assert len(before) == 1
+    store = await opener()  # type: ignore[misc]
+    assert await store.redis.lrange(AUDIT_KEY, 0, -1) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -94,3 +95,15 @@ def test_export_settings_refuse_bad_durations() -> None:
     with pytest.raises(InvalidInput, match="duration"):
         Settings.from_env({"KVCONF_EXPORT_EVERY": "nan"})
     assert Settings.from_env({"KVCONF_EXPORT_EVERY": "1h30m"}).export_every == 5400.0
+
+
+def test_one_exporter_per_directory(tmp_path: Path) -> None:
+    from kvconf.export import exporter_lock
+
+    first = exporter_lock(tmp_path)
+    assert first is not None
+    assert exporter_lock(tmp_path) is None  # another worker stands by
+    os.close(first)
+    again = exporter_lock(tmp_path)
+    assert again is not None
+    os.close(again)

@@ -497,3 +497,18 @@ async def test_change_set_across_namespaces_is_applied_whole(
         assert [(c.revision, c.namespace) for c in rec.changes[:2]] == [(2, "a"), (2, "b")]
         assert set(rec.changes[0].removed) == {"gone"}
         await converge(watcher, store, tenant, namespaces=["a", "b", "_defaults"])
+
+
+async def test_soft_delete_and_undelete_reach_watchers(store: Store, tenant: str, backend_url):
+    """Lifecycle events are in the log: a watcher empties on a soft delete and refills."""
+    await store.set_many(tenant, "svc", {"a": 1})
+    async with Watcher(tenant, backend_url, environ={}) as watcher:
+        resyncs: list[Resync] = []
+        watcher.on_resync(resyncs.append)
+        await store.delete_tenant(tenant, actor="ops", reason="retire")
+        assert await watcher.wait_for_revision(2, timeout=5)
+        assert watcher.get("svc", "a") is None
+        await store.undelete_tenant(tenant, actor="ops", reason="oops")
+        assert await watcher.wait_for_revision(3, timeout=5)
+        assert watcher.get("svc", "a") == 1
+        assert [r.reason for r in resyncs] == ["tenant", "tenant"]

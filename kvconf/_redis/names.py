@@ -22,8 +22,9 @@ TENANT_META_PATTERN: Final = f"{PREFIX}:{{*}}:meta"
 TOKENS_KEY: Final = f"{PREFIX}:tokens"
 #: API tokens: name -> digest.
 TOKEN_NAMES_KEY: Final = f"{PREFIX}:tokens:names"
-#: Global audit stream of changes a tenant's own log cannot keep (hard deletes),
-#: capped at :data:`AUDIT_LIMIT` entries; fields tenant, op, actor, reason, ts, revision.
+#: Global audit list of changes a tenant's own log cannot keep (hard deletes),
+#: newest first, capped at :data:`AUDIT_LIMIT`: JSON of tenant, op, actor,
+#: reason, ts, revision.
 AUDIT_KEY: Final = f"{PREFIX}:audit"
 AUDIT_LIMIT: Final = 10_000
 

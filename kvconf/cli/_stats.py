@@ -20,7 +20,8 @@ def _memory(value: int | None) -> str:
 
 
 def _table(rows: list[TenantStats]) -> Table:
-    table = Table("tenant", *_COLUMNS, "memory_bytes")
+    # Short headings: the table fits an 80-column terminal.
+    table = Table("tenant", "rev", "ns", "keys", "versions", "log", "schemas", "watchers", "memory")
     for row in rows:
         table.add_row(row.tenant, *(str(getattr(row, c)) for c in _COLUMNS),
                       _memory(row.memory_bytes))  # fmt: skip
