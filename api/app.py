@@ -38,7 +38,18 @@ from .hot import HOT_ROUTES
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .models import COMPONENTS
-from .routes import cloudbrain, history, keys, ops, schemas, snapshots, tenants, tokens, watch
+from .routes import (
+    cloudbrain,
+    compare,
+    history,
+    keys,
+    ops,
+    schemas,
+    snapshots,
+    tenants,
+    tokens,
+    watch,
+)
 
 __all__ = ["create_app"]
 
@@ -130,7 +141,9 @@ def create_app(
     # FastAPI's included-router wrappers cost ~0.5 ms of matching per request.
     hot = sorted(HOT_ROUTES, key=lambda route: route.path.startswith(CLOUDBRAIN_PREFIX))
     app.router.routes[:0] = hot
-    for module in (keys, cloudbrain, ops, tenants, history, schemas, watch, snapshots, tokens):
+    for module in (
+        keys, cloudbrain, ops, tenants, history, schemas, watch, snapshots, tokens, compare,
+    ):  # fmt: skip
         app.router.routes.extend(r for r in module.router.routes if r not in HOT_ROUTES)
     app.add_middleware(BodyLimitMiddleware, limit=max_body_bytes or DEFAULT_MAX_BODY)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

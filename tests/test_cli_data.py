@@ -24,8 +24,8 @@ def kv(backend_url: str) -> object:
 
 
 def test_set_get_history_rollback_delete(kv, tenant: str) -> None:  # type: ignore[no-untyped-def]
-    assert "revision 1" in kv("set", tenant, "ai-1", "timeout=30", 'hosts=["a"]', "--reason", "x")
-    kv("set", tenant, "ai-1", "timeout=45")
+    assert "revision 1" in kv("set", tenant, "ai-1", "timeout:=30", 'hosts:=["a"]', "--reason", "x")
+    kv("set", tenant, "ai-1", "timeout:=45")
     rows = json.loads(kv("get", tenant, "ai-1", "--json"))
     assert [(r["key"], r["value"], r["version"]) for r in rows] == [
         ("hosts", ["a"], 1),
