@@ -98,6 +98,11 @@ async def test_watch_json_prints_each_applied_change_and_exits_on_sigterm(
         async with spawn(*CLI, "watch", tenant, "--json", "--redis-url", url) as child:
             ready = await child.line()
             assert (ready["type"], ready["revision"]) == ("ready", 3)
+            state = await child.line()  # the current state first, secrets masked
+            assert state == {
+                "type": "state", "tenant": tenant, "namespace": "ns", "revision": 3,
+                "keys": {"a": {"value": 1, "version": 1}, "secret": {"value": "***", "version": 1}},
+            }  # fmt: skip
             await store.set_many(tenant, "ns", {"a": 2, "b": 3}, actor="ops", reason="r")
             await store.delete(tenant, "ns", "a")
             await store.set(tenant, "ns", "secret", "y")
@@ -122,6 +127,7 @@ async def test_watch_text_follows_only_the_asked_namespace(
         args = ("watch", tenant, "--namespace", "mine", "--redis-url", url)
         async with spawn(*CLI, *args) as child:
             assert str(await child.line()).startswith(f"watching {tenant} at rev 1")
+            assert await child.line() == "state rev 1 mine a=1 (v1)"
             await store.set(tenant, "other", "a", 1)
             await store.set(tenant, "mine", "a", 2)
             line = await child.line()
