@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 
@@ -97,24 +98,32 @@ def _dec_hook(tp: type, obj: object) -> object:
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)")
+_PLAIN = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from ``"600"``, ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"`` or ``"250ms"``."""
+    """Seconds from ``"600"``, ``"30s"``, ``"10m"``, ``"1h30m"``, ``"1d"`` or ``"250ms"``.
+
+    A bare number is seconds; units may be combined largest first, as Go's
+    ``time.ParseDuration`` does (``"1h30m"``, ``"2m30s"``). Negative numbers,
+    ``nan`` and ``inf`` are refused (:class:`InvalidInput`).
+    """
     raw = text.strip().lower()
-    for unit in ("ms", "s", "m", "h", "d"):
-        if raw.endswith(unit):
-            number, factor = raw[: -len(unit)], _UNITS[unit]
+    if _PLAIN.fullmatch(raw):
+        return float(raw)
+    seconds, pos, last = 0.0, 0, len(_UNITS)
+    order = list(_UNITS)  # ms s m h d: a later part must use a smaller unit
+    for match in _PART.finditer(raw):
+        rank = order.index(match.group(2))
+        if match.start() != pos or (rank >= last and last != len(_UNITS)):
             break
+        seconds += float(match.group(1)) * _UNITS[match.group(2)]
+        pos, last = match.end(), rank
     else:
-        number, factor = raw, 1.0
-    try:
-        seconds = float(number) * factor
-    except ValueError:
-        raise InvalidInput(f"invalid duration {text!r} (try 30s, 10m, 1h)") from None
-    if seconds < 0:
-        raise InvalidInput(f"duration {text!r} must not be negative")
-    return seconds
+        if pos == len(raw) and pos > 0:
+            return seconds
+    raise InvalidInput(f"invalid duration {text!r} (try 30s, 10m, 1h30m)")
 
 
 def is_loopback(host: str) -> bool:

@@ -67,3 +67,19 @@ def test_default_layer_prefix_never_reads_kvconf_settings() -> None:
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1h30m", 5400.0), ("2m30s", 150.0), ("1d12h", 129600.0), (" 1.5h ", 5400.0)],
+)
+def test_parse_duration_compound(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["nan", "inf", "-inf", "-5", "-1s", "1m1h", "1h1h", "", "1x", "1e3"]
+)
+def test_parse_duration_refuses_nonsense(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_duration(text)
