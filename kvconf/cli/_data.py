@@ -17,7 +17,7 @@ import msgspec
 import typer
 
 from .. import timeline
-from ..exceptions import InvalidInput, KeyNotFound, SchemaProblem, SchemaViolation
+from ..exceptions import InvalidInput, SchemaProblem, SchemaViolation
 from ..schema import decode_schema_document, mask_value
 from ..store import Store
 from . import _preview
@@ -165,9 +165,8 @@ def set_(
                 problems.extend(exc.problems)
             raise SchemaViolation(_sorted(problems))
         if dry_run:
-            await store.check(tenant, namespace, values, expect=expect)
             rows = await _preview.namespace_changes(
-                store, tenant, namespace, values, (), show_secrets
+                store, tenant, namespace, values, (), show_secrets, expect
             )
             _preview.show(fmt, tenant, rows, namespace=namespace)
             return
@@ -202,13 +201,9 @@ def delete(
 
     async def go(store: Store) -> None:
         if dry_run:
-            await store.check(tenant, namespace, {}, deletes=keys)
-            current = await store.get_namespace(tenant, namespace)
-            missing = [k for k in keys if k not in current]
-            if missing:  # the write refuses deleting absent keys: so does its dry run
-                raise KeyNotFound(tenant, namespace, missing)
-            specs = await store.specs(tenant, namespace)
-            rows = _preview.changes(namespace, current, {}, keys, specs, show_secrets)
+            rows = await _preview.namespace_changes(
+                store, tenant, namespace, {}, keys, show_secrets
+            )
             _preview.show(fmt, tenant, rows, namespace=namespace)
             return
         result = await store.delete(tenant, namespace, keys, actor=actor, reason=reason)
@@ -308,9 +303,8 @@ def rollback(
             values = {} if target.deleted else {key: target.value}
             deletes = [key] if target.deleted else []
             expect = None if expect_version is None else {key: expect_version}
-            await store.check(tenant, namespace, values, deletes=deletes, expect=expect)
             rows = await _preview.namespace_changes(
-                store, tenant, namespace, values, deletes, show_secrets
+                store, tenant, namespace, values, deletes, show_secrets, expect
             )
             _preview.show(fmt, tenant, rows, namespace=namespace)
             return

@@ -74,7 +74,7 @@ def _yaml_text(data: Any) -> str:
         import yaml  # type: ignore[import-untyped]
     except ImportError:
         err_console.print(
-            "[red]error:[/red] -o yaml needs PyYAML: pip install 'kvconf[yaml]' (or use -o json)",
+            "[red]error:[/red] -o yaml needs PyYAML: pip install 'kvconf\\[yaml]' (or use -o json)",
             highlight=False,
         )
         raise typer.Exit(EXIT_NO_YAML) from None

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._store.ops import ANY_VERSION
+from ..exceptions import KeyConflict, KeyNotFound, VersionConflict
 from ..models import Entry, KeySpec
 from ..schema import mask_value
 from ..store import Store
@@ -38,7 +40,10 @@ def changes(
             kind, new = "added", shown(key, values[key])
         else:
             same = entry.value == values[key] and type(entry.value) is type(values[key])
-            kind, new = ("unchanged" if same else "changed"), shown(key, values[key])
+            hidden = not show_secrets and mask_value(0, specs.get(key)) != 0
+            # "unchanged" for a masked key would confirm a guessed secret
+            kind = "unchanged" if same and not hidden else "changed"
+            new = shown(key, values[key])
         rows.append({
             "namespace": namespace, "key": key, "change": kind,
             "old": None if entry is None else shown(key, entry.value),
@@ -55,10 +60,28 @@ async def namespace_changes(
     values: Mapping[str, Any],
     deletes: Sequence[str],
     show_secrets: bool,
+    expect: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`changes` against the namespace's current state (empty for a new tenant)."""
+    """:func:`changes` against the namespace's current state (empty for a new tenant).
+
+    Checks what only the write script checks, against the state just read:
+    deleted keys must exist (:class:`KeyNotFound`) and ``expect`` must match
+    (:class:`VersionConflict`), so the dry run exits as the write would.
+    """
+    await store.check(tenant, namespace, values, deletes=deletes, expect=expect)
     state = await store.read_state(tenant, [namespace]) if await store.exists(tenant) else None
     current = {} if state is None else state.namespaces.get(namespace, {})
+    missing = [k for k in deletes if k not in current]
+    if missing:
+        raise KeyNotFound(tenant, namespace, missing)
+    versions = {k: current[k].version if k in current else 0 for k in expect or {}}
+    conflicts = [
+        KeyConflict(k, v, versions[k])
+        for k, v in (expect or {}).items()
+        if (v == ANY_VERSION and versions[k] == 0) or (v != ANY_VERSION and v != versions[k])
+    ]
+    if conflicts:
+        raise VersionConflict(tenant, namespace, conflicts)
     specs = await store.specs(tenant, namespace) if state is not None else {}
     return changes(namespace, current, values, deletes, specs, show_secrets)
 
