@@ -352,3 +352,13 @@ def test_schema_accepts_json_and_output_flags(kv: Kv, tenant: str, tmp_path: Pat
     assert json.loads(kv("schema", tenant, "ns", "-o", "json")) == as_default
     assert yaml.safe_load(kv("schema", tenant, "ns", "-o", "yaml")) == as_default
     assert Schema(keys={"a": KeySpec(type="str")}).keys["a"].type == as_default["keys"]["a"]["type"]
+
+
+def test_schema_of_every_namespace(kv: Kv, tenant: str, tmp_path: Path) -> None:
+    kv("set", tenant, "ns", "a=1")
+    kv("schema", tenant, "ns", "--set", _schema(tmp_path, {"a": {"type": "str"}}))
+    kv("schema", tenant, "_defaults", "--set", _schema(tmp_path, {"b": {"type": "int"}}))
+    every = json.loads(kv("schema", tenant))
+    assert sorted(every) == ["_defaults", "ns"]
+    assert every["_defaults"]["keys"]["b"]["type"] == "int"
+    kv("schema", tenant, "--remove", code=5)

@@ -347,7 +347,9 @@ def rollback(
 
 def schema(
     tenant: Tenant,
-    namespace: Namespace,
+    namespace: Annotated[
+        str | None, typer.Argument(help="Namespace (omit: every schema of the tenant).")
+    ] = None,
     file: Annotated[
         Path | None,
         typer.Option("--set", help="Replace the schema with this JSON file ('-': stdin)."),
@@ -360,12 +362,20 @@ def schema(
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Print a namespace's schema (JSON by default; -o yaml), or replace or remove it."""
+    """Print a namespace's schema (JSON by default; -o yaml), or replace or remove it.
+
+    Without NAMESPACE: every schema of the tenant, by namespace.
+    """
     fmt = choose(output, True) if output is not None or as_json else Format.json
     if fmt is Format.table:
         fmt = Format.json  # a schema is a document, not rows
 
     async def go(store: Store) -> None:
+        if namespace is None:
+            if remove or file is not None:
+                raise InvalidInput("--set and --remove need a NAMESPACE", field="namespace")
+            emit(fmt, await store.schemas(tenant))
+            return
         if remove or file is not None:
             document = None
             if file is not None:
