@@ -181,3 +181,16 @@ async def test_several_watcher_processes_end_identical_to_the_store(
         assert len(applied) == len(set(applied))
         assert revisions[-1] == final.revision
         assert time.monotonic() - started < 30
+
+
+async def test_watch_changes_only_skips_the_state(shared_redis: RedisServer, tenant: str) -> None:
+    url = shared_redis.url
+    async with Store(settings=Settings(redis_url=url)) as store:
+        await store.set(tenant, "ns", "a", 1)
+        args = ("watch", tenant, "--json", "--changes-only", "--redis-url", url)
+        async with spawn(*CLI, *args) as child:
+            assert (await child.line())["type"] == "ready"
+            await store.set(tenant, "ns", "a", 2)
+            change = await child.line()
+            assert await child.stop() == 0
+        assert (change["type"], change["revision"]) == ("change", 2)
