@@ -362,3 +362,32 @@ def test_schema_of_every_namespace(kv: Kv, tenant: str, tmp_path: Path) -> None:
     assert sorted(every) == ["_defaults", "ns"]
     assert every["_defaults"]["keys"]["b"]["type"] == "int"
     kv("schema", tenant, "--remove", code=5)
+
+
+def test_tokens_from_the_cli_authenticate_api_callers(
+    kv: Kv, backend_url: str, tenant: str
+) -> None:
+    from .api_helpers import client, running_app
+
+    name = f"ci-{tenant}"
+    text = kv("token", "create", name, "--grant", f"{tenant}=read", "--grant", f"{tenant}=write")
+    token = text.strip()
+    assert token.startswith("kvc_")
+    listed = {r["name"]: r for r in json.loads(kv("token", "list", "--json"))}
+    assert listed[name]["grants"] == {tenant: ["read", "write"]}
+    assert token not in kv("token", "list", "-o", "yaml")
+    kv("token", "create", name, "--grant", f"{tenant}=read", code=4)
+    kv("token", "create", "x", "--grant", "no-equals", code=5)
+
+    async def call() -> list[int]:
+        async with running_app(backend_url) as app, client(app, token) as c:
+            ok = (await c.get(f"/api/v1/tenants/{tenant}/namespaces")).status_code
+            other = (await c.get("/api/v1/tenants/someone-else/namespaces")).status_code
+            await asyncio.to_thread(kv, "token", "revoke", name)
+            app.state.auth._cache.clear()  # revocation is seen within 2 s; do not wait here
+            revoked = (await c.get(f"/api/v1/tenants/{tenant}/namespaces")).status_code
+            return [ok, other, revoked]
+
+    kv("set", tenant, "ns", "a=1")
+    assert asyncio.run(call()) == [200, 404, 401]
+    kv("token", "revoke", name, code=3)

@@ -56,12 +56,10 @@ CLI_FOR: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "serve",
     ("GET", "/readyz"): "serve",
     ("GET", "/metrics"): "serve",
-    # Tokens are an API-server concern (they authenticate HTTP callers); the CLI talks
-    # to Redis directly and needs none. Documented exclusion: manage them over REST.
-    ("GET", "/api/v1/tokens/me"): "serve",
-    ("GET", "/api/v1/tokens"): "serve",
-    ("POST", "/api/v1/tokens"): "serve",
-    ("DELETE", "/api/v1/tokens/{name}"): "serve",
+    ("GET", "/api/v1/tokens/me"): "token list",  # the CLI needs no token: it lists them all
+    ("GET", "/api/v1/tokens"): "token list",
+    ("POST", "/api/v1/tokens"): "token create",
+    ("DELETE", "/api/v1/tokens/{name}"): "token revoke",
 }
 
 

@@ -3,10 +3,11 @@
 Sub-command modules register themselves on :data:`app`; each is one concern:
 ``_data`` (get/set/delete/history/rollback/schema), ``_tenant`` (tenant
 list/info/create/clone/delete/undelete, and ``tenants``), ``_timeline``
-(diff, promote, log, fleet), ``_watch``, ``_serve``, ``_snapshot`` (snapshot
-save/verify/list/restore), ``_io`` (import/export), ``_bench``. ``_output``
-prints every read command's ``-o table|json|yaml|value``; ``_values`` parses
-typed values; ``_preview`` prints the diff of a ``--dry-run``.
+(diff, promote, log, fleet), ``_watch``, ``_token`` (token create/list/revoke),
+``_serve``, ``_snapshot`` (snapshot save/verify/list/restore), ``_io``
+(import/export), ``_bench``. ``_output`` prints every read command's
+``-o table|json|yaml|value``; ``_values`` parses typed values; ``_preview``
+prints the diff of a ``--dry-run``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import _bench, _data, _io, _serve, _snapshot, _tenant, _timeline, _watch
+from . import _bench, _data, _io, _serve, _snapshot, _tenant, _timeline, _token, _watch
 
 __all__ = ["app", "main"]
 
@@ -45,7 +46,7 @@ def _root(
     """Multi-tenant, versioned configuration store on Redis with hot reload."""
 
 
-for _module in (_data, _tenant, _timeline, _watch, _serve, _snapshot, _io, _bench):
+for _module in (_data, _tenant, _timeline, _watch, _token, _serve, _snapshot, _io, _bench):
     _module.register(app)
 
 
