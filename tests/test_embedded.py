@@ -182,8 +182,8 @@ def _kvconf(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.Compl
 
 def test_cli_writes_are_durable_and_a_held_dir_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / ".kvconf"
-    assert _kvconf(data_dir, "set", "acme", "ai-1", "timeout=30").returncode == 0
-    assert _kvconf(data_dir, "set", "acme", "ai-1", "timeout=31").returncode == 0
+    assert _kvconf(data_dir, "set", "acme", "ai-1", "timeout:=30").returncode == 0
+    assert _kvconf(data_dir, "set", "acme", "ai-1", "timeout:=31").returncode == 0
     got = _kvconf(data_dir, "get", "acme", "ai-1", "timeout", "--json")
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["value"] == 31
