@@ -157,9 +157,17 @@ async def promote(
     """Copy the differences from source to destination as one change set.
 
     A dry run runs every check the write makes (:meth:`Store.check`) and
-    commits nothing; an empty plan commits nothing either.
+    commits nothing; an empty plan commits nothing either. A destination
+    tenant that does not exist is created by the commit.
     """
-    comparison = await compare(store, source_tenant, source_ns, dest_tenant, dest_ns)
+    left = await store.get_namespace(source_tenant, source_ns)
+    # A destination tenant that does not exist yet is empty: the commit creates it.
+    right = (
+        await store.get_namespace(dest_tenant, dest_ns) if await store.exists(dest_tenant) else {}
+    )
+    comparison = compare_entries(
+        left, right, left_name=f"{source_tenant}/{source_ns}", right_name=f"{dest_tenant}/{dest_ns}"
+    )
     plan = promotion_plan(comparison, destination_ns=dest_ns, keys=keys, prune=prune)
     promo = Promotion(comparison.left, comparison.right, plan, dry_run)
     if not plan.values and not plan.deletes:

@@ -391,3 +391,14 @@ def test_tokens_from_the_cli_authenticate_api_callers(
     kv("set", tenant, "ns", "a=1")
     assert asyncio.run(call()) == [200, 404, 401]
     kv("token", "revoke", name, code=3)
+
+
+def test_promote_into_a_new_tenant_creates_it(kv: Kv, tenant: str) -> None:
+    kv("set", tenant, "ns", "a=1", "b:=2")
+    fresh = f"{tenant}-new"
+    dry = json.loads(kv("promote", f"{tenant}/ns", f"{fresh}/ns", "--dry-run", "--json"))
+    assert [(c["key"], c["change"]) for c in dry["changes"]] == [("a", "added"), ("b", "added")]
+    assert fresh not in kv("tenant", "list", "-o", "value").split()
+    kv("promote", f"{tenant}/ns", f"{fresh}/ns")
+    assert kv("get", fresh, "ns", "-o", "value") == "1\n2\n"
+    kv("promote", f"{tenant}-none/ns", f"{fresh}/ns", code=3)  # the source must exist
