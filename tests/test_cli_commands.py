@@ -402,3 +402,17 @@ def test_promote_into_a_new_tenant_creates_it(kv: Kv, tenant: str) -> None:
     kv("promote", f"{tenant}/ns", f"{fresh}/ns")
     assert kv("get", fresh, "ns", "-o", "value") == "1\n2\n"
     kv("promote", f"{tenant}-none/ns", f"{fresh}/ns", code=3)  # the source must exist
+
+
+def test_terminal_tables_fold_never_truncate(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kvconf.cli._output import Format, emit
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "60")
+    emit(Format.table, None, columns=("key", "value"), rows=[("k", "x" * 200 + "END")])
+    out = capsys.readouterr().out
+    assert "…" not in out
+    assert "END" in out
+    assert out.count("x") == 200

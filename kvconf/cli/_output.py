@@ -116,10 +116,13 @@ def emit(
         for row in table_rows:
             line("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
         return
-    table = Table(*columns, title=title)
+    table = Table(title=title)
+    for name in columns:
+        # fold, never ellipsis: a value is shown whole even on a narrow terminal
+        table.add_column(name, overflow="fold")
     for row in table_rows:
         table.add_row(*row)
-    Console().print(table, overflow="fold")
+    Console().print(table)
 
 
 def run(coro: Coroutine[Any, Any, T], fmt: Format = Format.table) -> T:
