@@ -42,6 +42,7 @@ from .openapi import build_openapi, docs_routes
 from .requestid import RequestIdMiddleware
 from .routes import (
     cloudbrain,
+    compare,
     console,
     history,
     keys,
@@ -150,7 +151,7 @@ def create_app(
     app.router.routes[:0] = hot
     for module in (
         keys, cloudbrain, ops, stats, tenants, history, schemas, watch, snapshots, tokens,
-        console,
+        compare, console,
     ):  # fmt: skip
         app.router.routes.extend(r for r in module.router.routes if r not in HOT_ROUTES)
     app.router.routes.extend(docs_routes())

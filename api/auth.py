@@ -20,19 +20,20 @@ anonymous global admin (``kvconf serve`` allows that on loopback only).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import msgspec
-from redis.exceptions import RedisError
-
-from kvconf._codec import now_iso
-from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY, validate_name, validate_tenant
-from kvconf.exceptions import Conflict, InvalidInput, NotFound, Unavailable
+from kvconf.exceptions import Unavailable
+from kvconf.tokens import (
+    ALL_TENANTS,
+    TokenExists,
+    TokenNotFound,
+    TokenRecord,
+    Tokens,
+    token_digest,
+)
 
 from .errors import Forbidden, Unauthorized
 
@@ -45,27 +46,8 @@ __all__ = [
     "TokenRecord",
 ]
 
-ALL_TENANTS = "*"
 _RANK = {"read": 1, "write": 2, "admin": 3}
 _CACHE_SECONDS = 2.0
-
-
-class TokenNotFound(NotFound):
-    """No token of that name."""
-
-    code = "token_not_found"
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"token {name!r} does not exist", token=name)
-
-
-class TokenRecord(msgspec.Struct, frozen=True):
-    """What is stored for a token (never the token itself)."""
-
-    name: str
-    grants: dict[str, list[str]]
-    created_at: str = ""
-    created_by: str = ""
 
 
 class Principal:
@@ -113,12 +95,7 @@ class Principal:
                 raise Forbidden(f"granting secrets on {tenant!r} needs secrets on it")
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 _ADMIN_GRANTS = {ALL_TENANTS: ["admin", "secrets"]}
-_record_decoder = msgspec.json.Decoder(TokenRecord)
 #: How long a token lookup waits for Redis.
 _LOOKUP_TIMEOUT = 1.0
 #: How long past its cache time a known token is still believed while Redis
@@ -131,6 +108,7 @@ class Authenticator:
 
     def __init__(self, redis: Any, admin_token: str | None, *, allow_open: bool = True) -> None:
         self.redis = redis
+        self.tokens = Tokens(redis)  # the records live in the library (kvconf token shares them)
         self.admin_token = admin_token or None
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._anonymous = Principal("anonymous", _ADMIN_GRANTS, open=True)
@@ -143,12 +121,6 @@ class Authenticator:
         # turn the API into an unauthenticated admin).
         self._open = allow_open and self.admin_token is None
 
-    async def _call(self, coro: Any) -> Any:
-        try:
-            return await coro
-        except RedisError as exc:
-            raise Unavailable(f"redis: {exc}", reason=type(exc).__name__) from exc
-
     async def is_open(self) -> bool:
         """True while no admin token and no token has ever been seen (cached briefly).
 
@@ -158,14 +130,14 @@ class Authenticator:
             return False
         now = time.monotonic()
         if now >= self._open_until:
-            if await self._call(self.redis.hlen(TOKENS_KEY)) > 0:
+            if await self.tokens.count() > 0:
                 self._open = False
             self._open_until = now + _CACHE_SECONDS
         return self._open
 
     async def count(self) -> int:
         """How many API tokens exist."""
-        return int(await self._call(self.redis.hlen(TOKENS_KEY)))
+        return await self.tokens.count()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an ``Authorization`` header (401 if invalid or missing)."""
@@ -181,7 +153,7 @@ class Authenticator:
             token.encode(), self.admin_token.encode()
         ):
             return self._admin
-        principal = await self._lookup(_digest(token))
+        principal = await self._lookup(token_digest(token))
         if principal is None:
             raise Unauthorized("unknown or revoked token")
         return principal
@@ -199,7 +171,7 @@ class Authenticator:
             return hit[1] if hit is not None else None
         try:
             async with asyncio.timeout(_LOOKUP_TIMEOUT):
-                raw = await self._call(self.redis.hget(TOKENS_KEY, digest))
+                record = await self.tokens.record(digest)
         except (Unavailable, TimeoutError) as exc:
             self._down_until = time.monotonic() + _CACHE_SECONDS
             if known and hit is not None:
@@ -207,10 +179,7 @@ class Authenticator:
             if isinstance(exc, Unavailable):
                 raise
             raise Unavailable("redis did not answer the token lookup", reason="timeout") from None
-        principal = None
-        if raw is not None:
-            record = _record_decoder.decode(raw)
-            principal = Principal(record.name, record.grants)
+        principal = None if record is None else Principal(record.name, record.grants)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now + _CACHE_SECONDS, principal)
@@ -218,55 +187,19 @@ class Authenticator:
 
     async def create(self, name: str, grants: Mapping[str, Sequence[str]], by: str) -> str:
         """Create a token; returns the token text (shown once, stored hashed)."""
-        validate_name("token", name)
-        if not grants:
-            raise InvalidInput("a token needs at least one grant", field="grants")
-        for tenant, rights in grants.items():
-            if tenant != ALL_TENANTS:
-                validate_tenant(tenant)
-            if not rights:
-                raise InvalidInput(f"no rights given for {tenant!r}", field="grants")
-        token = "kvc_" + secrets.token_urlsafe(32)
-        digest = _digest(token)
-        record = TokenRecord(
-            name=name, grants={t: sorted(set(r)) for t, r in grants.items()},
-            created_at=now_iso(), created_by=by,
-        )  # fmt: skip
-        if not await self._call(self.redis.hsetnx(TOKEN_NAMES_KEY, name, digest)):
-            raise TokenExists(name)
-        await self._call(self.redis.hset(TOKENS_KEY, digest, msgspec.json.encode(record)))
+        token = await self.tokens.create(name, grants, by)
         self._open_until = 0.0
         return token
 
     async def list(self) -> list[TokenRecord]:
         """Every token's record (never the tokens), sorted by name."""
-        raw = await self._call(self.redis.hgetall(TOKENS_KEY))
-        return sorted((_record_decoder.decode(v) for v in raw.values()), key=lambda r: r.name)
+        return await self.tokens.list()
 
     async def get(self, name: str) -> TokenRecord:
         """One token's record by name."""
-        digest = await self._call(self.redis.hget(TOKEN_NAMES_KEY, name))
-        raw = None if digest is None else await self._call(self.redis.hget(TOKENS_KEY, digest))
-        if raw is None:
-            raise TokenNotFound(name)
-        return _record_decoder.decode(raw)
+        return await self.tokens.get(name)
 
     async def revoke(self, name: str) -> None:
         """Revoke a token by name (effective on other processes within 2 s)."""
-        digest = await self._call(self.redis.hget(TOKEN_NAMES_KEY, name))
-        if digest is None:
-            raise TokenNotFound(name)
-        await self._call(self.redis.hdel(TOKENS_KEY, digest))
-        await self._call(self.redis.hdel(TOKEN_NAMES_KEY, name))
-        text = digest.decode() if isinstance(digest, bytes) else digest
-        self._cache.pop(text, None)
+        self._cache.pop(await self.tokens.revoke(name), None)
         self._open_until = 0.0
-
-
-class TokenExists(Conflict):
-    """A token of that name exists already."""
-
-    code = "token_exists"
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"token {name!r} already exists", token=name)

@@ -128,6 +128,8 @@ def error_response(
     """The JSON error response in the shape the route's family expects."""
     if _is_cloudbrain(request):
         payload: Any = {"success": False, "error": body.get("message", "error")}
+        if "problems" in body:  # every broken key at once, as the tenant routes give them
+            payload["problems"] = body["problems"]
     else:
         payload = {"error": body}
     metrics = getattr(request.app.state, "metrics", None)

@@ -126,11 +126,16 @@ class Error(msgspec.Struct):
     error: ErrorBody
 
 
-class CloudError(msgspec.Struct):
-    """Every error response of the CloudBrain routes."""
+class CloudError(msgspec.Struct, omit_defaults=True):
+    """Every error response of the CloudBrain routes.
+
+    ``problems`` (schema violations only) lists every broken key at once:
+    ``{"key", "rule", "message"}`` each.
+    """
 
     success: bool
     error: str
+    problems: list[dict[str, str]] | None = None
 
 
 class EntryDoc(msgspec.Struct):

@@ -25,7 +25,6 @@ _version_decoder = msgspec.json.Decoder(Version)
 _event_encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(ChangeEvent)
 _schema_decoder = msgspec.json.Decoder(Schema)
-_any_decoder = msgspec.json.Decoder()
 
 _SCALARS = (str, bool, int, type(None))
 
@@ -135,11 +134,6 @@ def _path_text(path: list[str | int]) -> str:
             break
         names.append(part)
     return ".".join(names) or "body"
-
-
-def decode_value(data: bytes | str) -> Any:
-    """Decode a JSON value."""
-    return _any_decoder.decode(data)
 
 
 def _corrupt(what: str, exc: Exception) -> Unavailable:

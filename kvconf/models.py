@@ -120,7 +120,9 @@ class KeySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
 
     ``min``/``max`` bound numbers, ``max_length`` bounds strings and arrays,
     ``choices`` lists the allowed values. ``sensitive`` keys are masked for
-    callers without the right to read secrets.
+    callers without the right to read secrets. ``category`` groups keys for
+    display and filtering (``?category=slack``, ``kvconf get --category``): a
+    short name of ``A-Z a-z 0-9 _ . -``.
     """
 
     type: ValueType = "json"
@@ -131,6 +133,7 @@ class KeySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defa
     max: float | None = None
     choices: list[Any] | None = None
     max_length: int | None = None
+    category: str | None = None
 
 
 class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

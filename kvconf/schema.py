@@ -12,6 +12,7 @@ the tenant's (the schema set on ``_defaults``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -134,6 +135,9 @@ def check_values(specs: Mapping[str, KeySpec], values: Mapping[str, Any]) -> Non
         raise SchemaViolation(problems)
 
 
+_CATEGORY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
+
+
 def validate_schema(schema: Schema) -> Schema:
     """Refuse a self-contradictory schema (raises :class:`InvalidSchema`)."""
     problems: list[str] = []
@@ -155,6 +159,8 @@ def validate_schema(schema: Schema) -> Schema:
         except InvalidValue as exc:
             problems.append(f"{key}: {exc.details['reason']}")
             continue
+        if spec.category is not None and not _CATEGORY.fullmatch(spec.category):
+            problems.append(f"{key}: category must be 1-64 characters of A-Z a-z 0-9 _ . -")
         for choice in spec.choices or []:
             problems.extend(
                 f"{key}: choice {p.message}"

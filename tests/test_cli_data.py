@@ -24,8 +24,8 @@ def kv(backend_url: str) -> object:
 
 
 def test_set_get_history_rollback_delete(kv, tenant: str) -> None:  # type: ignore[no-untyped-def]
-    assert "revision 1" in kv("set", tenant, "ai-1", "timeout=30", 'hosts=["a"]', "--reason", "x")
-    kv("set", tenant, "ai-1", "timeout=45")
+    assert "revision 1" in kv("set", tenant, "ai-1", "timeout:=30", 'hosts:=["a"]', "--reason", "x")
+    kv("set", tenant, "ai-1", "timeout:=45")
     rows = json.loads(kv("get", tenant, "ai-1", "--json"))
     assert [(r["key"], r["value"], r["version"]) for r in rows] == [
         ("hosts", ["a"], 1),
@@ -75,7 +75,7 @@ def test_schema_types_cli_values_and_masks_secrets(  # type: ignore[no-untyped-d
 def test_set_of_a_deeply_nested_value_is_exit_5(kv, tenant: str) -> None:  # type: ignore[no-untyped-def]
     for depth in (65, 10_000):
         deep = "[" * depth + "]" * depth
-        out = kv("set", tenant, "ns", f"k={deep}", "--json", code=5)
+        out = kv("set", tenant, "ns", f"k:={deep}", "--json", code=5)
         assert "64 levels" in json.loads(out)["error"]["message"]
     kv("get", tenant, "ns", code=3)
 

@@ -98,6 +98,11 @@ async def test_watch_json_prints_each_applied_change_and_exits_on_sigterm(
         async with spawn(*CLI, "watch", tenant, "--json", "--redis-url", url) as child:
             ready = await child.line()
             assert (ready["type"], ready["revision"]) == ("ready", 3)
+            state = await child.line()  # the current state first, secrets masked
+            assert state == {
+                "type": "state", "tenant": tenant, "namespace": "ns", "revision": 3,
+                "keys": {"a": {"value": 1, "version": 1}, "secret": {"value": "***", "version": 1}},
+            }  # fmt: skip
             await store.set_many(tenant, "ns", {"a": 2, "b": 3}, actor="ops", reason="r")
             await store.delete(tenant, "ns", "a")
             await store.set(tenant, "ns", "secret", "y")
@@ -122,6 +127,7 @@ async def test_watch_text_follows_only_the_asked_namespace(
         args = ("watch", tenant, "--namespace", "mine", "--redis-url", url)
         async with spawn(*CLI, *args) as child:
             assert str(await child.line()).startswith(f"watching {tenant} at rev 1")
+            assert await child.line() == "state rev 1 mine a=1 (v1)"
             await store.set(tenant, "other", "a", 1)
             await store.set(tenant, "mine", "a", 2)
             line = await child.line()
@@ -175,3 +181,16 @@ async def test_several_watcher_processes_end_identical_to_the_store(
         assert len(applied) == len(set(applied))
         assert revisions[-1] == final.revision
         assert time.monotonic() - started < 30
+
+
+async def test_watch_changes_only_skips_the_state(shared_redis: RedisServer, tenant: str) -> None:
+    url = shared_redis.url
+    async with Store(settings=Settings(redis_url=url)) as store:
+        await store.set(tenant, "ns", "a", 1)
+        args = ("watch", tenant, "--json", "--changes-only", "--redis-url", url)
+        async with spawn(*CLI, *args) as child:
+            assert (await child.line())["type"] == "ready"
+            await store.set(tenant, "ns", "a", 2)
+            change = await child.line()
+            assert await child.stop() == 0
+        assert (change["type"], change["revision"]) == ("change", 2)

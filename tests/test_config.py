@@ -71,13 +71,24 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("1h30m", 5400.0), ("2h 5m", 7500.0), ("1m30s", 90.0), ("1.5h", 5400.0), ("0", 0.0)],
+    [
+        ("1h30m", 5400.0),
+        ("2h 5m", 7500.0),
+        ("1m30s", 90.0),
+        ("1.5h", 5400.0),
+        ("0", 0.0),
+        ("2m30s", 150.0),
+        ("1d12h", 129600.0),
+        (" 1.5h ", 5400.0),
+    ],
 )
 def test_parse_duration_compound(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e400", "-1s", "-5", "", "1x", "1h-3m"])
+@pytest.mark.parametrize(
+    "text", ["nan", "inf", "-inf", "1e400", "-1s", "-5", "", "1x", "1h-3m", "1e3"]
+)
 def test_parse_duration_refuses_non_finite_and_negative(text: str) -> None:
     with pytest.raises(InvalidInput, match="duration"):
         parse_duration(text)

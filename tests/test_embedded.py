@@ -313,8 +313,8 @@ def _kvconf(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.Compl
 
 def test_cli_writes_are_durable_and_a_held_dir_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / ".kvconf"
-    assert _kvconf(data_dir, "set", "acme", "ai-1", "timeout=30").returncode == 0
-    assert _kvconf(data_dir, "set", "acme", "ai-1", "timeout=31").returncode == 0
+    assert _kvconf(data_dir, "set", "acme", "ai-1", "timeout:=30").returncode == 0
+    assert _kvconf(data_dir, "set", "acme", "ai-1", "timeout:=31").returncode == 0
     got = _kvconf(data_dir, "get", "acme", "ai-1", "timeout", "--json")
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["value"] == 31
@@ -534,7 +534,7 @@ def test_cli_refuses_a_damaged_journal_recovers_and_drops_a_torn_tail(tmp_path: 
     """Fault test through the CLI: a corrupt middle record, then a torn tail."""
     home = tmp_path / ".kvconf"
     for n in (1, 2, 3, 4):
-        assert _kvconf(home, "set", f"t{n}", "ns", f"k={n}").returncode == 0
+        assert _kvconf(home, "set", f"t{n}", "ns", f"k:={n}").returncode == 0
     journal = home / f"journal-{journal_generations(home)[-1]:08d}.log"
     damaged = _offset_of(journal, "t2")
     _flip(journal, damaged + 40)
@@ -550,7 +550,7 @@ def test_cli_refuses_a_damaged_journal_recovers_and_drops_a_torn_tail(tmp_path: 
     assert Path(report["kept_as"]).exists()
     assert json.loads(_kvconf(home, "get", "t1", "ns", "k", "--json").stdout)["value"] == 1
     # a torn tail (a crash mid-append) is dropped without a word
-    assert _kvconf(home, "set", "t5", "ns", "k=5").returncode == 0
+    assert _kvconf(home, "set", "t5", "ns", "k:=5").returncode == 0
     journal = home / f"journal-{journal_generations(home)[-1]:08d}.log"
     with open(journal, "ab") as fh:
         fh.write(b"\x00\x00\x10\x00" + b"\x07" * 40)

@@ -24,10 +24,10 @@ from fastapi import Path as PathParam
 from starlette.responses import Response
 
 from kvconf._redis.names import DEFAULTS_NAMESPACE, validate_key
-from kvconf.exceptions import InvalidValue, KeyNotFound, TenantExists
+from kvconf.exceptions import KeyNotFound, SchemaProblem, SchemaViolation, TenantExists
 from kvconf.layers import effective_keys, resolve
 from kvconf.models import Entry, Explanation, KeySpec, Schema
-from kvconf.schema import coerce_text
+from kvconf.schema import check_values, coerce_text
 from kvconf.store import Store
 from kvconf.watcher import Watcher
 
@@ -223,8 +223,10 @@ async def _config(request: Request, access: Access, ai_id: int) -> Response:
 
 
 async def _coerce(store: Store, ai_id: int, values: dict[str, Any]) -> dict[str, Any]:
+    """Values typed by the schema; every key that cannot be is one problem, all listed at once."""
     specs = await store.specs(AI_TENANT, f"ai-{ai_id}")
     out: dict[str, Any] = {}
+    problems: list[SchemaProblem] = []
     for key, raw in values.items():
         spec = specs.get(key)
         if spec is not None and spec.type == "int":
@@ -232,18 +234,25 @@ async def _coerce(store: Store, ai_id: int, values: dict[str, Any]) -> dict[str,
                 out[key] = raw
                 continue
             if not isinstance(raw, str):
-                raise InvalidValue(key, "must be an integer")
+                problems.append(SchemaProblem(key, "type", "must be an integer"))
+                continue
             try:
                 out[key] = coerce_text(raw, spec)
             except ValueError:
-                raise InvalidValue(key, "must be an integer") from None
+                problems.append(SchemaProblem(key, "type", "is not an integer"))
         elif isinstance(raw, str) and spec is not None:
             try:
                 out[key] = coerce_text(raw, spec)
-            except ValueError as exc:
-                raise InvalidValue(key, str(exc)) from None
+            except ValueError:
+                problems.append(SchemaProblem(key, "type", f"is not a valid {spec.type}"))
         else:
             out[key] = raw
+    if problems:
+        try:  # the schema's verdict on the values that did convert, so every problem shows
+            check_values(specs, out)
+        except SchemaViolation as exc:
+            problems.extend(exc.problems)
+        raise SchemaViolation(sorted(problems, key=lambda p: p.key))
     return out
 
 

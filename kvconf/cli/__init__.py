@@ -1,16 +1,23 @@
 """The ``kvconf`` command: every surface of kvconf from a shell.
 
 Sub-command modules register themselves on :data:`app`; each is one concern:
-``_data`` (get/set/delete/history/rollback/tenants), ``_timeline`` (diff),
-``_watch``, ``_serve``, ``_snapshot`` (snapshot save/verify/list/restore),
-``_io`` (import/export), ``_bench``, ``_stats``.
+``_data`` (get/set/delete/history/rollback/schema), ``_tenant`` (tenant
+list/info/create/clone/delete/undelete, and ``tenants``), ``_timeline``
+(diff, promote, log, fleet), ``_watch``, ``_token`` (token create/list/revoke),
+``_serve``, ``_snapshot`` (snapshot save/verify/list/restore), ``_io``
+(import/export), ``_bench``, ``_stats``. ``_output`` prints every read command's
+``-o table|json|yaml|value``; ``_values`` parses typed values; ``_preview``
+prints the diff of a ``--dry-run``.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from . import _bench, _data, _io, _serve, _snapshot, _stats, _timeline, _watch
+from .. import __version__
+from . import _bench, _data, _io, _serve, _snapshot, _stats, _tenant, _timeline, _token, _watch
 
 __all__ = ["app", "main"]
 
@@ -18,11 +25,28 @@ app = typer.Typer(
     name="kvconf",
     help="Multi-tenant, versioned configuration store on Redis with hot reload.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
-for _module in (_data, _timeline, _watch, _serve, _snapshot, _io, _bench, _stats):
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kvconf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Multi-tenant, versioned configuration store on Redis with hot reload."""
+
+
+for _module in (_data, _tenant, _timeline, _watch, _token, _serve, _snapshot, _io, _bench, _stats):
     _module.register(app)
 
 

@@ -1,4 +1,11 @@
-"""CLI: reading and writing config (get, set, delete, history, rollback, tenants, schema)."""
+"""CLI: reading and writing config (get, set, delete, history, rollback, schema).
+
+Values as typed (see :mod:`._values`): ``key=text`` is a string unless the
+key's schema types it, ``key:=json`` is JSON, ``key=@file`` / ``key=@-`` read
+the text from a file or stdin. Every command that changes data has
+``--dry-run``: it checks the change exactly as the write would and prints the
+diff, writing nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +15,39 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-from rich.table import Table
 
+from .. import timeline
 from .._redis.names import validate_namespace
-from ..exceptions import InvalidInput
-from ..schema import coerce_text, decode_schema_document, mask_value, masked_schema
+from ..exceptions import InvalidInput, SchemaProblem, SchemaViolation
+from ..schema import decode_schema_document, mask_value, masked_schema
 from ..store import Store
-from ._common import (
-    DataDir,
-    JsonFlag,
-    RedisUrl,
-    ShowSecrets,
-    console,
-    opened_store,
-    print_json,
-    run,
-    settings,
-)
+from . import _preview
+from ._common import DataDir, JsonFlag, RedisUrl, ShowSecrets, opened_store, settings
+from ._output import Format, OutputOption, choose, emit, line, run, text
+from ._values import parse_assignments
 
 Tenant = Annotated[str, typer.Argument(help="Tenant name.")]
 Namespace = Annotated[str, typer.Argument(help="Namespace (one agent, service or scope).")]
 Reason = Annotated[str, typer.Option("--reason", help="Why: kept in the audit trail.")]
 Actor = Annotated[str | None, typer.Option("--actor", envvar="KVCONF_ACTOR", help="Who.")]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Check and print the diff it would commit; write nothing."),
+]
+Category = Annotated[
+    str | None, typer.Option("--category", help="Only keys of this schema category.")
+]
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
-
-
-async def _with_store(redis_url: str | None, data_dir: Path | None, fn: Any) -> Any:
+async def with_store(redis_url: str | None, data_dir: Path | None, fn: Any) -> Any:
+    """Run ``fn(store)`` with a store opened for the command."""
     async with opened_store(settings(redis_url, data_dir)) as store:
         return await fn(store)
+
+
+def _entry_doc(key: str, entry: Any, value: Any) -> dict[str, Any]:
+    return {"key": key, "value": value, "version": entry.version, "revision": entry.revision,
+            "updated_at": entry.updated_at, "updated_by": entry.updated_by}  # fmt: skip
 
 
 def get(
@@ -48,122 +57,160 @@ def get(
     effective: Annotated[
         bool, typer.Option("--effective", help="Resolve layers (defaults, environment, schema).")
     ] = False,
+    category: Category = None,
     show_secrets: ShowSecrets = False,
+    output: OutputOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Print a key, or every key of a namespace, with version and audit data."""
+    """Print a key, or every key of a namespace, with version and audit data.
+
+    ``-o value`` prints only the value(s), one per line (strings raw, other
+    values as compact JSON), for scripts: ``kvconf get acme ai-12 timeout -o value``.
+    """
+    fmt = choose(output, as_json)
 
     async def go(store: Store) -> None:
         specs = await store.specs(tenant, namespace)
+
+        def shown(k: str, value: Any) -> Any:
+            return value if show_secrets else mask_value(value, specs.get(k))
+
+        def wanted(k: str) -> bool:
+            spec = specs.get(k)
+            return category is None or (spec is not None and spec.category == category)
+
         if effective:
-            explained = await store.explain(tenant, namespace)
             if key is not None:
                 explained = {key: await store.explain_key(tenant, namespace, key)}
-            rows = [
-                {"key": k, "value": e.value if show_secrets else mask_value(e.value, specs.get(k)),
-                 "layer": e.layer}
-                for k, e in explained.items()
-            ]  # fmt: skip
-            if as_json:
-                print_json(rows if key is None else rows[0])
-                return
-            table = Table("key", "value", "layer")
-            for row in rows:
-                table.add_row(row["key"], _text(row["value"]), str(row["layer"]))
-            console.print(table)
+            else:
+                explained = await store.explain(tenant, namespace)
+            rows = [{"key": k, "value": shown(k, e.value), "layer": e.layer}
+                    for k, e in explained.items() if wanted(k)]  # fmt: skip
+            emit(fmt, rows[0] if key is not None else rows,
+                 columns=("key", "value", "layer"),
+                 rows=[(r["key"], text(r["value"]), str(r["layer"])) for r in rows],
+                 values=[r["value"] for r in rows])  # fmt: skip
             return
         if key is not None:
             entries = {key: await store.get(tenant, namespace, key)}
         else:
             entries = await store.get_namespace(tenant, namespace)
-        out = []
-        for k, e in sorted(entries.items()):
-            value = e.value if show_secrets else mask_value(e.value, specs.get(k))
-            out.append({"key": k, "value": value, "version": e.version, "revision": e.revision,
-                        "updated_at": e.updated_at, "updated_by": e.updated_by})  # fmt: skip
-        if as_json:
-            print_json(out[0] if key is not None else out)
-            return
-        table = Table("key", "value", "version", "revision", "updated_at", "updated_by")
-        for row in out:
-            table.add_row(row["key"], _text(row["value"]), str(row["version"]),
-                          str(row["revision"]), row["updated_at"].isoformat(),
-                          row["updated_by"])  # fmt: skip
-        console.print(table)
+        out = [_entry_doc(k, e, shown(k, e.value))
+               for k, e in sorted(entries.items()) if wanted(k)]  # fmt: skip
+        emit(fmt, out[0] if key is not None else out,
+             columns=("key", "value", "version", "revision", "updated_at", "updated_by"),
+             rows=[(r["key"], text(r["value"]), str(r["version"]), str(r["revision"]),
+                    r["updated_at"].isoformat(), r["updated_by"]) for r in out],
+             values=[r["value"] for r in out])  # fmt: skip
 
-    run(_with_store(redis_url, data_dir, go), as_json=as_json)
+    run(with_store(redis_url, data_dir, go), fmt)
+
+
+def _written(fmt: Format, result: Any, summary: str) -> None:
+    if fmt is Format.table:
+        line(summary)
+    else:
+        emit(fmt, result, values=[result.revision])
 
 
 def set_(
     tenant: Tenant,
     namespace: Namespace,
-    pairs: Annotated[list[str], typer.Argument(help="KEY=VALUE ... (VALUE as JSON or text).")],
+    pairs: Annotated[
+        list[str],
+        typer.Argument(
+            help="KEY=TEXT (a string, or the schema's type), KEY:=JSON (retries:=3, "
+            "debug:=true, hosts:='[\"a\"]'), KEY=@FILE / KEY=@- (text from a file / stdin), "
+            "KEY:=@FILE (JSON from a file).",
+            show_default=False,
+        ),
+    ],
     expect_version: Annotated[
         int | None,
         typer.Option("--expect-version", help="CAS: the version the key must have (0: absent)."),
     ] = None,
+    dry_run: DryRun = False,
     reason: Reason = "",
     actor: Actor = None,
+    show_secrets: ShowSecrets = False,
+    output: OutputOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Set one or more keys of a namespace as one change set.
+    """Set one or more keys of a namespace as one change set (one revision).
 
-    Values are converted to the key's schema type ("30" is an int for an int
-    key); without a schema, JSON is tried and plain text is the fallback.
+    Values are taken as typed, never guessed: ``version=1.10`` is the string
+    "1.10"; ``retries:=3`` is the number 3. A key with a schema type converts
+    ``KEY=TEXT`` to that type ("30" is 30 for an int key). Every problem (bad
+    JSON, wrong type, schema rule) is listed at once, one per line (exit 5).
     """
+    fmt = choose(output, as_json)
 
     async def go(store: Store) -> None:
-        specs = await store.specs(tenant, namespace)
-        values: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            if not sep:
-                raise InvalidInput(f"expected KEY=VALUE, got {pair!r}")
-            try:
-                values[key] = coerce_text(text, specs.get(key))
-            except ValueError as exc:
-                raise InvalidInput(f"{key}: {exc}", key=key) from exc
+        known = await store.exists(tenant)
+        specs = await store.specs(tenant, namespace) if known else {}
+        values, problems = parse_assignments(pairs, specs)
         expect = None
         if expect_version is not None:
-            if len(values) != 1:
+            if len(pairs) != 1:
                 raise InvalidInput("--expect-version needs exactly one KEY=VALUE")
-            expect = {next(iter(values)): expect_version}
+            expect = dict.fromkeys(values, expect_version)
+        if problems:
+            try:  # the schema's verdict on the usable values, so every problem shows at once
+                if values:
+                    await store.check(tenant, namespace, values)
+            except SchemaViolation as exc:
+                problems.extend(exc.problems)
+            raise SchemaViolation(_sorted(problems))
+        if dry_run:
+            rows = await _preview.namespace_changes(
+                store, tenant, namespace, values, (), show_secrets, expect
+            )
+            _preview.show(fmt, tenant, rows, namespace=namespace)
+            return
         result = await store.set_many(
             tenant, namespace, values, expect=expect, actor=actor, reason=reason
         )
-        if as_json:
-            print_json(result)
-        else:
-            versions = ", ".join(f"{k} v{v}" for k, v in result.versions.items())
-            console.print(f"revision {result.revision}: {versions}", highlight=False)
+        versions = ", ".join(f"{k} v{v}" for k, v in result.versions.items())
+        _written(fmt, result, f"revision {result.revision}: {versions}")
 
-    run(_with_store(redis_url, data_dir, go), as_json=as_json)
+    run(with_store(redis_url, data_dir, go), fmt)
+
+
+def _sorted(problems: list[SchemaProblem]) -> list[SchemaProblem]:
+    return sorted(problems, key=lambda p: p.key)
 
 
 def delete(
     tenant: Tenant,
     namespace: Namespace,
     keys: Annotated[list[str], typer.Argument(help="Keys to delete.")],
+    dry_run: DryRun = False,
     reason: Reason = "",
     actor: Actor = None,
+    show_secrets: ShowSecrets = False,
+    output: OutputOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Delete keys (each keeps its history; the delete is a version)."""
+    fmt = choose(output, as_json)
 
     async def go(store: Store) -> None:
+        if dry_run:
+            rows = await _preview.namespace_changes(
+                store, tenant, namespace, {}, keys, show_secrets
+            )
+            _preview.show(fmt, tenant, rows, namespace=namespace)
+            return
         result = await store.delete(tenant, namespace, keys, actor=actor, reason=reason)
-        if as_json:
-            print_json(result)
-        else:
-            console.print(f"revision {result.revision}: deleted {', '.join(keys)}")
+        _written(fmt, result, f"revision {result.revision}: deleted {', '.join(keys)}")
 
-    run(_with_store(redis_url, data_dir, go), as_json=as_json)
+    run(with_store(redis_url, data_dir, go), fmt)
 
 
 def history(
@@ -175,11 +222,13 @@ def history(
         int | None, typer.Option("--before", help="Page: versions below this.")
     ] = None,
     show_secrets: ShowSecrets = False,
+    output: OutputOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Print a key's versions, newest first."""
+    fmt = choose(output, as_json)
 
     async def go(store: Store) -> None:
         spec = (await store.specs(tenant, namespace)).get(key)
@@ -187,76 +236,121 @@ def history(
         if not show_secrets:
             versions = [msgspec.structs.replace(v, value=mask_value(v.value, spec))
                         if not v.deleted else v for v in versions]  # fmt: skip
-        if as_json:
-            print_json(versions)
-            return
-        table = Table("version", "revision", "value", "updated_at", "updated_by", "reason")
-        for v in versions:
-            table.add_row(str(v.version), str(v.revision),
-                          "(deleted)" if v.deleted else _text(v.value),
-                          v.updated_at.isoformat(), v.updated_by, v.reason)  # fmt: skip
-        console.print(table)
+        emit(fmt, versions,
+             columns=("version", "revision", "value", "updated_at", "updated_by", "reason"),
+             rows=[(str(v.version), str(v.revision), "(deleted)" if v.deleted else text(v.value),
+                    v.updated_at.isoformat(), v.updated_by, v.reason) for v in versions],
+             values=[None if v.deleted else v.value for v in versions])  # fmt: skip
 
-    run(_with_store(redis_url, data_dir, go), as_json=as_json)
+    run(with_store(redis_url, data_dir, go), fmt)
 
 
 def rollback(
     tenant: Tenant,
-    namespace: Namespace,
-    key: Annotated[str, typer.Argument(help="Key.")],
-    version: Annotated[int, typer.Argument(help="The version whose value becomes current.")],
+    namespace: Annotated[
+        str | None,
+        typer.Argument(
+            help="Namespace (with --to-revision: omit for the whole tenant).", show_default=False
+        ),
+    ] = None,
+    key: Annotated[str | None, typer.Argument(help="Key (a key rollback).")] = None,
+    version: Annotated[
+        int | None,
+        typer.Argument(help="The key's version whose value becomes current.", show_default=False),
+    ] = None,
+    to_revision: Annotated[
+        int | None,
+        typer.Option(
+            "--to-revision", min=0, help="Bring the namespace (or tenant) back to this revision."
+        ),
+    ] = None,
     expect_version: Annotated[int | None, typer.Option("--expect-version")] = None,
+    dry_run: DryRun = False,
     reason: Reason = "",
     actor: Actor = None,
+    show_secrets: ShowSecrets = False,
+    output: OutputOption = None,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Make an earlier version of a key current again (as a new version)."""
+    """Roll back one key, or a namespace or whole tenant, as a new version/revision.
 
-    async def go(store: Store) -> None:
+    \b
+    kvconf rollback TENANT NAMESPACE KEY VERSION      one key to an earlier version
+    kvconf rollback TENANT NAMESPACE --to-revision R  a namespace to revision R
+    kvconf rollback TENANT --to-revision R            every namespace to revision R
+
+    A revision rollback is one change set with compare-and-set on every key
+    it touches: a concurrent write fails it whole (exit 4).
+    """
+    fmt = choose(output, as_json)
+    if to_revision is not None:
+        if key is not None or version is not None:
+            raise typer.BadParameter("--to-revision takes TENANT [NAMESPACE], not a key/version")
+        if expect_version is not None:
+            raise typer.BadParameter("--expect-version applies to a key rollback only")
+    elif namespace is None or key is None or version is None:
+        raise typer.BadParameter(
+            "give NAMESPACE KEY VERSION (a key rollback) or --to-revision R (a revision rollback)"
+        )
+
+    async def by_key(store: Store) -> None:
+        assert namespace is not None
+        assert key is not None
+        assert version is not None
+        if dry_run:
+            target = await store.version(tenant, namespace, key, version)
+            values = {} if target.deleted else {key: target.value}
+            deletes = [key] if target.deleted else []
+            expect = None if expect_version is None else {key: expect_version}
+            rows = await _preview.namespace_changes(
+                store, tenant, namespace, values, deletes, show_secrets, expect
+            )
+            _preview.show(fmt, tenant, rows, namespace=namespace)
+            return
         result = await store.rollback(
             tenant, namespace, key, version,
             expect_version=expect_version, actor=actor, reason=reason,
         )  # fmt: skip
-        if as_json:
-            print_json(result)
-        else:
-            console.print(f"revision {result.revision}: {key} v{result.versions[key]}")
+        _written(fmt, result, f"revision {result.revision}: {key} v{result.versions[key]}")
 
-    run(_with_store(redis_url, data_dir, go), as_json=as_json)
-
-
-def tenants(
-    tenant: Annotated[str | None, typer.Argument(help="Show one tenant's details.")] = None,
-    as_json: JsonFlag = False,
-    redis_url: RedisUrl = None,
-    data_dir: DataDir = None,
-) -> None:
-    """List tenants, or show one tenant's revision, epoch and namespaces."""
-
-    async def go(store: Store) -> None:
-        if tenant is not None:
-            info = await store.info(tenant)
-            if as_json:
-                print_json(info)
-            else:
-                console.print(f"{info.tenant}: revision {info.revision}, epoch {info.epoch}, "
-                              f"namespaces: {', '.join(info.namespaces) or '(none)'}")  # fmt: skip
+    async def by_revision(store: Store) -> None:
+        assert to_revision is not None
+        if dry_run:
+            plans = await timeline.rollback_plans(store, tenant, to_revision, namespace=namespace)
+            state = await store.read_state(tenant, [p.namespace for p in plans])
+            rows: list[dict[str, Any]] = []
+            for plan in plans:
+                await store.check(tenant, plan.namespace, plan.values, deletes=plan.deletes,
+                                  expect=plan.expect)  # fmt: skip
+                rows.extend(_preview.changes(
+                    plan.namespace, state.namespaces.get(plan.namespace, {}), plan.values,
+                    plan.deletes, await store.specs(tenant, plan.namespace), show_secrets,
+                ))  # fmt: skip
+            _preview.show(fmt, tenant, rows, namespace=namespace, to_revision=to_revision)
             return
-        names = await store.tenants()
-        if as_json:
-            print_json(names)
-        else:
-            for name in names:
-                console.print(name, highlight=False)
+        results = await timeline.rollback(
+            store, tenant, to_revision, namespace=namespace, actor=actor, reason=reason
+        )
+        if not results:
+            if fmt is Format.table:
+                line(f"nothing to roll back: already as at revision {to_revision}")
+            else:
+                emit(fmt, {"tenant": tenant, "revision": None, "versions": {}}, values=[])
+            return
+        result = results[0]
+        _written(fmt, result, f"revision {result.revision}: {len(result.versions)} key(s) "
+                              f"back to revision {to_revision}")  # fmt: skip
 
-    run(_with_store(redis_url, data_dir, go), as_json=as_json)
+    run(with_store(redis_url, data_dir, by_revision if to_revision is not None else by_key), fmt)
 
 
 def schema(
     tenant: Tenant,
-    namespace: Namespace,
+    namespace: Annotated[
+        str | None, typer.Argument(help="Namespace (omit: every schema of the tenant).")
+    ] = None,
     file: Annotated[
         Path | None,
         typer.Option("--set", help="Replace the schema with this JSON file ('-': stdin)."),
@@ -265,34 +359,42 @@ def schema(
     show_secrets: ShowSecrets = False,
     reason: Reason = "",
     actor: Actor = None,
+    output: OutputOption = None,
+    as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Print a namespace's schema as JSON, or replace or remove it.
+    """Print a namespace's schema (JSON by default; -o yaml), or replace or remove it.
 
-    Defaults and choices of sensitive keys print as ``"***"`` unless
-    ``--show-secrets``.
+    Without NAMESPACE: every schema of the tenant, by namespace. Defaults and
+    choices of sensitive keys print as ``"***"`` unless ``--show-secrets``.
     """
+    fmt = choose(output, True) if output is not None or as_json else Format.json
+    if fmt is Format.table:
+        fmt = Format.json  # a schema is a document, not rows
 
     async def go(store: Store) -> None:
+        if namespace is None:
+            if remove or file is not None:
+                raise InvalidInput("--set and --remove need a NAMESPACE", field="namespace")
+            every = await store.schemas(tenant)
+            emit(fmt, every if show_secrets else
+                 {ns: masked_schema(found, every, ns) for ns, found in every.items()})  # fmt: skip
+            return
         if remove or file is not None:
             document = None
             if file is not None:
-                text = sys.stdin.read() if str(file) == "-" else file.read_text()
-                document = decode_schema_document(text)
+                raw = sys.stdin.read() if str(file) == "-" else file.read_text()
+                document = decode_schema_document(raw)
             rev = await store.set_schema(tenant, namespace, document, actor=actor, reason=reason)
-            console.print(
-                f"revision {rev}: schema of {namespace} {'set' if document else 'removed'}"
-            )
+            line(f"revision {rev}: schema of {namespace} {'set' if document else 'removed'}")
             return
         schemas = await store.schemas(tenant)
         found = schemas.get(validate_namespace(namespace))
-        if found is None or show_secrets:
-            print_json(found)
-        else:
-            print_json(masked_schema(found, schemas, namespace))
+        shown = found if found is None or show_secrets else masked_schema(found, schemas, namespace)
+        emit(fmt, shown)
 
-    run(_with_store(redis_url, data_dir, go), as_json=True)
+    run(with_store(redis_url, data_dir, go), Format.json if fmt is Format.value else fmt)
 
 
 def register(app: typer.Typer) -> None:
@@ -302,5 +404,4 @@ def register(app: typer.Typer) -> None:
     app.command()(delete)
     app.command()(history)
     app.command()(rollback)
-    app.command()(tenants)
     app.command()(schema)

@@ -36,6 +36,18 @@ def _masked(watcher: Watcher, change: Change, show_secrets: bool) -> dict[str, A
     return body
 
 
+def _state(watcher: Watcher, show_secrets: bool) -> list[dict[str, Any]]:
+    """One ``state`` record per namespace: each key's value (masked) and version."""
+    out = []
+    for namespace, entries in sorted(watcher.entries().items()):
+        specs = {} if show_secrets else watcher.specs(namespace)
+        keys = {k: {"value": mask_value(e.value, specs.get(k)), "version": e.version}
+                for k, e in sorted(entries.items())}  # fmt: skip
+        out.append({"type": "state", "tenant": watcher.tenant, "namespace": namespace,
+                    "revision": watcher.revision, "keys": keys})  # fmt: skip
+    return out
+
+
 def _describe(body: dict[str, Any]) -> str:
     parts = []
     for item in body["changes"]:
@@ -58,6 +70,7 @@ async def _watch(
     check_interval: float,
     redis_url: str | None,
     data_dir: Any,
+    changes_only: bool = False,
 ) -> None:
     cfg = settings(redis_url, data_dir)
     stop = asyncio.Event()
@@ -84,12 +97,22 @@ async def _watch(
 
         watcher.on_change(on_change)
         watcher.on_resync(on_resync)
+        # No await from here to the end of the state: no change can slip in
+        # between the state printed and the first change line.
         ready = {"type": "ready", "tenant": tenant, "revision": watcher.revision,
                  "epoch": watcher.epoch, "stale": watcher.stale}  # fmt: skip
         if as_json:
             print_json(ready)
         else:
             _line(f"watching {tenant} at rev {watcher.revision} (Ctrl-C to stop)")
+        if not changes_only:
+            for body in _state(watcher, show_secrets):
+                if as_json:
+                    print_json(body)
+                else:
+                    keys = " ".join(f"{k}={_text(v['value'])} (v{v['version']})"
+                                    for k, v in body["keys"].items())  # fmt: skip
+                    _line(f"state rev {body['revision']} {body['namespace']} {keys}".rstrip())
         stale = watcher.stale
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -116,19 +139,26 @@ def watch(
     check_interval: Annotated[
         float, typer.Option("--check-interval", min=0.05, help="Seconds between revision checks.")
     ] = 1.0,
+    changes_only: Annotated[
+        bool, typer.Option("--changes-only", help="Skip the current state; print changes only.")
+    ] = False,
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Follow a tenant and print one line per applied change (and per resync).
+    """Print the tenant's current state, then one line per applied change (and resync).
 
-    With --json: one JSON object per line, ``type`` ``ready``, ``change``
-    (``revision``, ``namespace``, ``changes``), ``resync`` or ``stale``.
-    Ctrl-C or SIGTERM stops it cleanly.
+    As ``kubectl get --watch``: first the state (one ``state`` line per
+    namespace, with each key's value and version and the revision), then the
+    changes after that revision; ``--changes-only`` skips the state. With
+    --json: one JSON object per line, ``type`` ``ready``, ``state``
+    (``namespace``, ``revision``, ``keys``), ``change`` (``revision``,
+    ``namespace``, ``changes``), ``resync`` or ``stale``. Sensitive values are
+    masked unless --show-secrets. Ctrl-C or SIGTERM stops it cleanly.
     """
     run(
         _watch(tenant, namespace or None, as_json, show_secrets, check_interval, redis_url,
-               data_dir),
+               data_dir, changes_only),
         as_json=as_json,
     )  # fmt: skip
 
