@@ -25,6 +25,7 @@ overwrites.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -313,6 +314,114 @@ async def _safety_snapshot(store: Store, directory: Path | None, tenants: list[s
     return str(path)
 
 
+def _restore_targets(
+    info: SnapshotInfo, source: Path, tenants: Iterable[str] | None, as_tenant: str | None
+) -> dict[str, str]:
+    """File tenant → the tenant it is restored as, checked before Redis is touched."""
+    in_file = [t.tenant for t in info.tenants]
+    chosen = in_file if tenants is None else list(dict.fromkeys(tenants))
+    if as_tenant is not None:
+        if len(chosen) != 1:
+            raise InvalidInput("--as needs exactly one tenant from the snapshot (use --tenant)")
+        validate_tenant(as_tenant)
+    for t in chosen:
+        if t not in in_file:
+            raise NotFound(f"tenant {t!r} is not in snapshot {source}", tenant=t)
+    targets = {t: (as_tenant or t) for t in chosen}
+    for t in targets.values():
+        validate_tenant(t)
+    return targets
+
+
+def _restore_row(
+    dump: TenantDump,
+    target: str,
+    mode: RestoreMode,
+    counts: tuple[int, ...],
+    live_rev: int,
+    reply: Any,
+) -> TenantRestore:
+    """The report row of one restored tenant (``reply`` None: a dry run)."""
+    new_rev, epoch = max(live_rev, dump.revision) + 1, ""
+    if reply is not None:
+        new_rev, epoch, live_rev, _ = reply
+    added, changed, removed, unchanged = counts
+    return TenantRestore(
+        tenant=target, source=dump.tenant, mode=mode, live_revision=live_rev,
+        file_revision=dump.revision, revision=new_rev, added=added, changed=changed,
+        removed=removed, unchanged=unchanged, epoch=epoch,
+    )  # fmt: skip
+
+
+class _Restorer:
+    """Restores tenants with a window of transactions in flight, rows in file order.
+
+    Redis restores some tenants while the next are decoded and encoded; one
+    transaction in flight per dedicated connection (the restore script when
+    there is none, and for ``merge``).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        conns: list[Any],
+        *,
+        actor: str,
+        reason: str,
+        total: int,
+        progress: Progress | None,
+    ) -> None:
+        self.store, self.actor, self.reason = store, actor, reason
+        self.scripts = Scripts(store.redis)
+        self.idle = list(conns)
+        self.window = len(conns) or _RESTORE_SCRIPTS
+        self.inflight: list[tuple[asyncio.Future[Any], Callable[[Any], TenantRestore]]] = []
+        self.results: list[TenantRestore] = []
+        self.total, self.progress = total, progress
+
+    def add(self, row: TenantRestore) -> None:
+        self.results.append(row)
+        if self.progress is not None:
+            self.progress(len(self.results), self.total, row.tenant)
+
+    async def submit(
+        self, dump: TenantDump, target: str, mode: RestoreMode, row: Callable[[Any], TenantRestore]
+    ) -> None:
+        """Start restoring ``dump`` as ``target``; wait while the window is full."""
+        self.inflight.append((asyncio.ensure_future(self._one(dump, target, mode)), row))
+        while len(self.inflight) >= self.window:
+            await self.settle_oldest()
+
+    async def settle_oldest(self) -> None:
+        task, row = self.inflight.pop(0)
+        self.add(row(await task))
+
+    async def drain(self) -> None:
+        while self.inflight:
+            await self.settle_oldest()
+
+    async def abandon(self) -> None:
+        """On error: nothing left unawaited (a transaction already sent still completes)."""
+        await asyncio.gather(*(task for task, _ in self.inflight), return_exceptions=True)
+
+    async def _one(self, dump: TenantDump, target: str, mode: RestoreMode) -> Any:
+        log_limit = self.store.settings.log_limit
+        # Listed before it holds restored data: see Store.tenants().
+        await self.store.redis.sadd(TENANTS_KEY, target)
+        if mode == "merge" or not self.idle:
+            args = restore_args(
+                dump, target, mode=mode, actor=self.actor, reason=self.reason, log_limit=log_limit
+            )
+            return await restore_one(self.scripts, dump, target, args)
+        conn = self.idle.pop()
+        reply = await restore_tx(
+            conn, dump, target, mode=mode, actor=self.actor, reason=self.reason,
+            log_limit=log_limit,
+        )  # fmt: skip
+        self.idle.append(conn)  # not on error: a failed exchange may leave replies unread
+        return reply
+
+
 async def restore(
     store: Store,
     path: str | os.PathLike[str],
@@ -342,123 +451,55 @@ async def restore(
         raise InvalidInput(f"restore mode must be 'replace' or 'merge', not {mode!r}")
     source = Path(path)
     info = await asyncio.to_thread(verify, source)  # off the event loop (servers)
-    in_file = [t.tenant for t in info.tenants]
-    chosen = in_file if tenants is None else list(dict.fromkeys(tenants))
-    if as_tenant is not None:
-        if len(chosen) != 1:
-            raise InvalidInput("--as needs exactly one tenant from the snapshot (use --tenant)")
-        validate_tenant(as_tenant)
-    for t in chosen:
-        if t not in in_file:
-            raise NotFound(f"tenant {t!r} is not in snapshot {source}", tenant=t)
-    targets = {t: (as_tenant or t) for t in chosen}
-    for t in targets.values():
-        validate_tenant(t)
-    reason = reason or f"restore from {source.name}"
-    actor = actor or store.settings.actor
-    settings = store.settings
-    scripts = Scripts(store.redis)
-    results: list[TenantRestore] = []
+    targets = _restore_targets(info, source, tenants, as_tenant)
+    names = list(targets.values())
     safety: str | None = None
-    stack = AsyncExitStack()
     try:
-        live_revs = await revisions(store.redis, list(targets.values()))
-        if not dry_run:
-            safety = await _safety_snapshot(store, safety_dir, list(targets.values()))
-        done = 0
-        # Redis restores some tenants while the next are decoded and encoded;
-        # one transaction in flight per connection, rows stay in file order.
-        conns = await stack.enter_async_context(
-            dedicated_connections(store.redis, 0 if dry_run else min(_RESTORE_WINDOW, len(targets)))
-        )
-        idle = list(conns)
-        window = len(conns) or _RESTORE_SCRIPTS
-        inflight: list[tuple[asyncio.Future[Any], Callable[[Any], TenantRestore]]] = []
-
-        async def settle_oldest() -> None:
-            nonlocal done
-            task, make_row = inflight.pop(0)
-            results.append(make_row(await task))
-            done += 1
-            if progress is not None:
-                progress(done, len(targets), results[-1].tenant)
-
-        async def run_one(dump: TenantDump, target: str, eff_mode: RestoreMode) -> Any:
-            if eff_mode == "merge" or not idle:
-                args = restore_args(
-                    dump, target, mode=eff_mode, actor=actor, reason=reason,
-                    log_limit=settings.log_limit,
-                )  # fmt: skip
-                reply = await restore_one(scripts, dump, target, args)
-            else:
-                conn = idle.pop()
-                reply = await restore_tx(
-                    conn, dump, target, mode=eff_mode, actor=actor, reason=reason,
-                    log_limit=settings.log_limit,
-                )  # fmt: skip
-                idle.append(conn)  # not on error: a failed exchange may leave replies unread
-            await store.redis.sadd(TENANTS_KEY, target)
-            return reply
-
-        try:
-            with SnapshotReader(source) as reader:
-                for dump in reader.dumps():
-                    if dump.tenant not in targets:
-                        continue
-                    target = targets[dump.tenant]
-                    eff_mode: RestoreMode = mode
-                    if mode == "merge" and not await store.exists(target):
-                        eff_mode = "replace"
-                    counts = await restore_diff(store, dump, target, eff_mode)
-                    live_rev = live_revs[target]
-
-                    def make_row(
-                        reply: Any,
-                        dump: TenantDump = dump,
-                        target: str = target,
-                        eff_mode: RestoreMode = eff_mode,
-                        counts: tuple[int, ...] = counts,
-                        live_rev: int = live_rev,
-                    ) -> TenantRestore:
-                        new_rev, epoch = max(live_rev, dump.revision) + 1, ""
-                        if reply is not None:
-                            new_rev, epoch, live_rev, _ = reply
-                        added, changed, removed, unchanged = counts
-                        return TenantRestore(
-                            tenant=target, source=dump.tenant, mode=eff_mode,
-                            live_revision=live_rev, file_revision=dump.revision,
-                            revision=new_rev, added=added, changed=changed, removed=removed,
-                            unchanged=unchanged, epoch=epoch,
-                        )  # fmt: skip
-
-                    if dry_run:
-                        results.append(make_row(None))
-                        done += 1
-                        if progress is not None:
-                            progress(done, len(targets), target)
-                        continue
-                    task = asyncio.ensure_future(run_one(dump, target, eff_mode))
-                    inflight.append((task, make_row))
-                    while len(inflight) >= window:
-                        await settle_oldest()
-                while inflight:
-                    await settle_oldest()
-        finally:
-            # on error: nothing left unawaited (a transaction already sent still completes)
-            pending = [task for task, _ in inflight]
-            await asyncio.gather(*pending, return_exceptions=True)
+        async with AsyncExitStack() as stack:
+            live_revs = await revisions(store.redis, names)
+            if not dry_run:
+                safety = await _safety_snapshot(store, safety_dir, names)
+            conns = await stack.enter_async_context(
+                dedicated_connections(
+                    store.redis, 0 if dry_run else min(_RESTORE_WINDOW, len(names))
+                )
+            )
+            restorer = _Restorer(
+                store, conns, actor=actor or store.settings.actor,
+                reason=reason or f"restore from {source.name}", total=len(targets),
+                progress=progress,
+            )  # fmt: skip
+            try:
+                with SnapshotReader(source) as reader:
+                    for dump in reader.dumps():
+                        if dump.tenant not in targets:
+                            continue
+                        target = targets[dump.tenant]
+                        eff_mode: RestoreMode = mode
+                        if mode == "merge" and not await store.exists(target):
+                            eff_mode = "replace"
+                        counts = await restore_diff(store, dump, target, eff_mode)
+                        row = functools.partial(
+                            _restore_row, dump, target, eff_mode, counts, live_revs[target]
+                        )
+                        if dry_run:
+                            restorer.add(row(None))
+                        else:
+                            await restorer.submit(dump, target, eff_mode, row)
+                    await restorer.drain()
+            finally:
+                await restorer.abandon()
     except RedisError as exc:
-        await stack.aclose()
-        await _persist_after_failure(store, dry_run, list(targets.values()))
+        await _persist_after_failure(store, dry_run, names)
         raise _unavailable(exc) from exc
     except BaseException:
-        await stack.aclose()
-        await _persist_after_failure(store, dry_run, list(targets.values()))
+        await _persist_after_failure(store, dry_run, names)
         raise
-    await stack.aclose()
     if not dry_run:
-        await run_after_restore(store, list(targets.values()))
-    return RestoreReport(path=str(source), dry_run=dry_run, tenants=results, safety_snapshot=safety)
+        await run_after_restore(store, names)
+    return RestoreReport(
+        path=str(source), dry_run=dry_run, tenants=restorer.results, safety_snapshot=safety
+    )
 
 
 async def _persist_after_failure(store: Store, dry_run: bool, tenants: list[str]) -> None:

@@ -48,7 +48,7 @@ __all__ = ["FAILURES", "WatchEngine"]
 log = logging.getLogger("kvconf.watcher")
 
 FAILURES = (Unavailable, RedisError, OSError, TimeoutError)
-_FAILURES = FAILURES
+
 _LOG_PAGE = 500
 _KEYSPACE_DELAY = 0.05
 
@@ -359,7 +359,7 @@ class WatchEngine:
             self._busy = True
             try:
                 await self._process()
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 self.stale_reasons.add("sync")
                 self._need_catchup = True
                 log.warning("watcher of %s could not sync: %s", self.tenant, exc)
@@ -594,7 +594,7 @@ class WatchEngine:
             async with asyncio.timeout(self._timeout):
                 await enable_keyspace_events(self._store.redis)
             self._keyspace_seen = True
-        except (*_FAILURES, KvconfError) as exc:
+        except (*FAILURES, KvconfError) as exc:
             log.warning("keyspace notifications not enabled (%s); relying on the revision check",
                         exc)  # fmt: skip
 

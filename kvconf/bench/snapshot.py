@@ -27,6 +27,7 @@ import redis.asyncio as aredis
 import zstandard
 
 from .. import snapshot
+from .._redis.names import PREFIX
 from ..config import Settings
 from ..store import Store
 from ._model import BenchContext, Figure, figure
@@ -107,7 +108,7 @@ async def _raw_dump(client: Any, path: Path) -> tuple[int, dict[bytes, dict[byte
         kept.update(zip(batch, hashes, strict=True))
         return list(zip(batch, hashes, strict=True)), sum(len(h) for h in hashes)
 
-    return await _scan_dump(client, path, "kvconf:{*}:ns:*", read), kept
+    return await _scan_dump(client, path, f"{PREFIX}:{{*}}:ns:*", read), kept
 
 
 def _plain(reply: Any) -> Any:
@@ -138,7 +139,7 @@ async def _raw_full_dump(client: Any, path: Path) -> int:
         found = sum(len(r) for n, r in zip(batch, replies, strict=True) if b":ns:" in n)
         return [batch, [_plain(r) for r in replies]], found
 
-    return await _scan_dump(client, path, "kvconf:{*", read)
+    return await _scan_dump(client, path, f"{PREFIX}:{{*", read)
 
 
 async def _raw_load(client: Any, hashes: dict[bytes, dict[bytes, bytes]]) -> int:

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import redis.asyncio as aredis
 
+from .._redis.names import TenantKeys
 from .._watch.reader import SPEEDUPS
 from ..config import Settings
 from ..store import Store
@@ -145,7 +146,7 @@ async def _resync_time(store: Store, url: str, tenant: str, keys: int) -> tuple[
     hgetall = float("inf")
     for _ in range(3):
         started = time.perf_counter()
-        raw = await store.redis.hgetall(f"kvconf:{{{tenant}}}:ns:big")
+        raw = await store.redis.hgetall(TenantKeys(tenant).ns("big"))
         hgetall = min(hgetall, time.perf_counter() - started)
     assert len(raw) == keys
     cold = float("inf")
