@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 
 from kvconf import ChangeEvent, KeyChange, Schema, Store
 from kvconf._codec import decode_event, reset_event
 from kvconf._redis.names import TenantKeys
+from kvconf.snapshot import restore, save
 
 EVENT_FIELDS = set(ChangeEvent.__struct_fields__)
 #: What every producer writes; ``op`` only on ``tenant`` events.
@@ -47,3 +50,17 @@ async def test_every_script_event_is_a_change_event(store: Store, tenant: str) -
 def test_the_python_reset_event_is_a_change_event() -> None:
     event = _pin(reset_event("acme", "e1", 7, "ops", "restore"))
     assert (event.type, event.revision, event.changes) == ("reset", 7, [])
+
+
+async def test_restore_script_and_transaction_events_are_change_events(
+    store: Store, tenant: str, tmp_path: Path
+) -> None:
+    await store.set(tenant, "ns", "k", 1)
+    saved = await save(store, tmp_path, [tenant])
+    await store.set(tenant, "ns", "k", 2)
+    await restore(store, saved.path, mode="merge", safety_dir=tmp_path / "s")  # restore.lua
+    await restore(store, saved.path, mode="replace", safety_dir=tmp_path / "s")  # MULTI/EXEC
+    raws = await store.redis.zrange(TenantKeys(tenant).log, 0, -1)
+    events = [_pin(raw) for raw in raws]
+    # a merge logs its new versions as a change, a replace resets
+    assert [e.type for e in events][-2:] == ["change", "reset"]
