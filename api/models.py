@@ -382,10 +382,11 @@ class TenantRolledBack(msgspec.Struct):
     commits: list[CommitDoc]
 
 
-class TenantList(msgspec.Struct):
-    """Tenants the caller can see."""
+class TenantList(msgspec.Struct, omit_defaults=True):
+    """Tenants the caller can see (``deleted``: soft-deleted ones, with ``include_deleted``)."""
 
     tenants: list[str]
+    deleted: list[str] = []
 
 
 class TenantCreated(msgspec.Struct):

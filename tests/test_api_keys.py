@@ -351,3 +351,17 @@ async def test_tenant_lifecycle_is_audited_with_actor_and_reason(
     assert all(e["actor"].endswith("@127.0.0.1") for e in events)
     for name in (tenant, clone):
         await http.delete(f"/api/v1/tenants/{name}", params={"hard": "true"})
+
+
+async def test_tenant_list_can_include_soft_deleted_tenants(
+    http: httpx.AsyncClient, tenant: str
+) -> None:
+    await http.put(key_url(tenant), json={"value": 1})
+    assert tenant in (await http.get("/api/v1/tenants")).json()["tenants"]
+    assert (await http.delete(f"/api/v1/tenants/{tenant}")).status_code == 200
+    plain = (await http.get("/api/v1/tenants")).json()
+    assert tenant not in plain["tenants"]
+    assert "deleted" not in plain
+    full = (await http.get("/api/v1/tenants", params={"include_deleted": "true"})).json()
+    assert tenant in full["deleted"]
+    assert tenant not in full["tenants"]

@@ -621,6 +621,22 @@ def test_a_token_on_one_tenant_sees_only_that_tenant(page: Any, server: Server) 
 
 
 @browser_test
+def test_soft_deleted_tenants_are_listed_and_marked(page: Any, server: Server) -> None:
+    from playwright.sync_api import expect
+
+    gone = f"ui-{uuid.uuid4().hex[:8]}"
+    seed(server, gone)
+    with server.http() as h:
+        assert h.delete(f"/api/v1/tenants/{gone}").status_code == 200  # soft
+    sign_in(page, server)
+    nav = page.get_by_role("navigation", name="Tenants and namespaces")
+    link = nav.get_by_role("link", name=gone, exact=True)
+    expect(link).to_be_visible()
+    expect(link.locator(".badge")).to_have_text("deleted")
+    assert "soft-deleted" in (link.get_attribute("title") or "")
+
+
+@browser_test
 def test_snapshot_save_verify_and_restore_with_a_dry_run(page: Any, server: Server) -> None:
     from playwright.sync_api import expect
 

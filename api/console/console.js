@@ -17,6 +17,7 @@ const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "",
   me: null,
   tenants: [],
+  deleted: new Set(), // soft-deleted tenants (listed with include_deleted)
   infos: new Map(), // tenant -> info (revision, namespaces) or null when unreadable
   tenant: null,
   view: null, // current view object: { name, refresh(event) }
@@ -295,7 +296,8 @@ async function signedIn() {
   }
   if (!location.hash || location.hash === "#" || location.hash === "#/signin") {
     // replaceState fires no hashchange: exactly one route() below
-    history.replaceState(null, "", state.tenants.length ? `#/t/${enc(state.tenants[0])}` : "#/");
+    const live = state.tenants.filter((t) => !state.deleted.has(t));
+    history.replaceState(null, "", live.length ? `#/t/${enc(live[0])}` : "#/");
   }
   await route();
   $("main").focus(); // the sign-in form is gone: keyboard users continue in the content
@@ -315,10 +317,11 @@ function signOut(message) {
 // ---------------------------------------------------------------- tenants & sidebar
 
 async function loadTenants() {
-  const doc = await api("GET", "/api/v1/tenants");
-  state.tenants = doc.tenants;
+  const doc = await api("GET", "/api/v1/tenants?include_deleted=true");
+  state.deleted = new Set(doc.deleted || []);
+  state.tenants = [...doc.tenants, ...state.deleted].sort();
   const infos = await Promise.all(
-    state.tenants.slice(0, 100).map((t) => api("GET", T(t)).catch(() => null)),
+    state.tenants.slice(0, 100).map((t) => (state.deleted.has(t) ? null : api("GET", T(t)).catch(() => null))),
   );
   state.infos = new Map(state.tenants.map((t, i) => [t, infos[i] || null]));
 }
@@ -359,7 +362,9 @@ function renderSidebar() {
       ? h("span", { class: "badge", "aria-hidden": "true", text: `r${info.revision}` })
       : h("span", { class: "badge gray", "aria-hidden": "true", text: "deleted" });
     const link = navLink(`#/t/${enc(t)}`, t, r.tenant === t && r.page === "tenant", badge);
-    link.title = info ? `${t}: revision ${info.revision}, ${info.namespaces.length} namespaces` : `${t}: deleted or unreadable`;
+    link.title = info
+      ? `${t}: revision ${info.revision}, ${info.namespaces.length} namespaces`
+      : state.deleted.has(t) ? `${t}: soft-deleted (undelete to bring it back)` : `${t}: unreadable`;
     const item = h("li", {}, link);
     if (t === r.tenant && info) {
       const sub = h("ul", { class: "nav-sub", "aria-label": `${t} namespaces` });

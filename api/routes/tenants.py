@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from kvconf import snapshot
 from kvconf._redis.names import validate_tenant
 from kvconf.exceptions import InvalidInput, Unavailable
 from kvconf.models import TenantInfo
 from kvconf.store import Store
+from kvconf.tenants import tenant_states
 
 from ..deps import AdminAccess, DryRun, PrincipalDep, ReadAccess, StoreDep, check_access, note_write
 from ..errors import Forbidden
@@ -46,10 +47,22 @@ router = APIRouter(
     operation_id="listTenants",
     responses=response_doc(TenantList),
 )
-async def list_tenants(store: StoreDep, principal: PrincipalDep) -> Response:
-    """Every live tenant the token has a right on."""
-    names = [t for t in await store.tenants() if principal.sees(t)]
-    return respond({"tenants": names})
+async def list_tenants(
+    store: StoreDep,
+    principal: PrincipalDep,
+    include_deleted: Annotated[
+        bool, Query(description="Also list soft-deleted tenants (in `deleted`).")
+    ] = False,
+) -> Response:
+    """Every live tenant the token has a right on (and the soft-deleted ones, if asked)."""
+    if not include_deleted:
+        return respond({"tenants": [t for t in await store.tenants() if principal.sees(t)]})
+    states = await tenant_states(store, include_deleted=True)
+    seen = [s for s in states if principal.sees(s.tenant)]
+    return respond({
+        "tenants": [s.tenant for s in seen if s.state == "live"],
+        "deleted": [s.tenant for s in seen if s.state == "deleted"],
+    })  # fmt: skip
 
 
 @router.post(
@@ -101,12 +114,7 @@ async def tenant_info(access: ReadAccess) -> Response:
 
 
 async def _snapshot_first(store: Store, tenant: str) -> dict[str, Any] | None:
-    """Save a snapshot of the tenant if kvconf.snapshot is available."""
-    try:
-        snapshot = importlib.import_module("kvconf.snapshot")
-    except ModuleNotFoundError:
-        log.warning("kvconf.snapshot is not available: deleting %s without a snapshot", tenant)
-        return None
+    """Save a snapshot of the tenant before a hard delete."""
     try:
         info = await snapshot.save(store, None, [tenant], label=f"before-delete-{tenant}")
     except OSError as exc:
