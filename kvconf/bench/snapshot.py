@@ -161,7 +161,9 @@ async def run(ctx: BenchContext) -> list[Figure]:
     client = aredis.Redis.from_url(
         ctx.redis_url, max_connections=ctx.concurrency + 8, socket_timeout=120
     )
-    store = Store(client=client, settings=Settings(redis_url=ctx.redis_url))
+    # write_timeout=0: a bench measures speed; a limit would turn queueing on a busy
+    # machine into refused writes.
+    store = Store(client=client, settings=Settings(redis_url=ctx.redis_url, write_timeout=0))
     try:
         await client.flushall(asynchronous=True)
         started = time.perf_counter()

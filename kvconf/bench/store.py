@@ -46,7 +46,9 @@ async def run(ctx: BenchContext) -> list[Figure]:
     raw = aredis.Redis.from_url(ctx.redis_url, max_connections=pool)
     store = Store(
         client=aredis.Redis.from_url(ctx.redis_url, max_connections=pool),
-        settings=Settings(redis_url=ctx.redis_url, history_limit=10, log_limit=1000),
+        settings=Settings(
+            redis_url=ctx.redis_url, history_limit=10, log_limit=1000, write_timeout=0
+        ),
     )
     try:
         await store.set(tenant, "ns", "warm", 0)

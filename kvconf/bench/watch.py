@@ -163,7 +163,7 @@ async def _resync_time(store: Store, url: str, tenant: str, keys: int) -> tuple[
 async def _idle_cost(url: str, watchers: int, seconds: float) -> float:
     """Redis commands per second (server-wide) while ``watchers`` of one tenant idle."""
     tenant = f"bench-idle-{uuid.uuid4().hex[:8]}"
-    async with Store(url) as store:
+    async with Store(settings=Settings(redis_url=url, write_timeout=0)) as store:
         await store.set(tenant, "ns", "k", 1)
         started = [Watcher(tenant, url, environ={}) for _ in range(watchers)]
         admin = aredis.Redis.from_url(url)
@@ -188,7 +188,9 @@ async def run(ctx: BenchContext) -> list[Figure]:
     big = 10_000 if ctx.quick else 100_000
     tenant = f"bench-watch-{uuid.uuid4().hex[:8]}"
     url = ctx.redis_url
-    store = Store(settings=Settings(redis_url=url, history_limit=2, log_limit=1000))
+    store = Store(
+        settings=Settings(redis_url=url, history_limit=2, log_limit=1000, write_timeout=0)
+    )
     try:
         # Rounds alternate raw and watched, so load from elsewhere on the
         # machine hits both alike; each keeps its best round's percentiles.
