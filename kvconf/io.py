@@ -64,13 +64,19 @@ _ENV_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
 class NamespaceImport(msgspec.Struct, frozen=True):
-    """What an import did (or would do) to one namespace."""
+    """What an import did (or would do) to one namespace.
+
+    ``diff`` names each key the import writes or deletes: ``added``,
+    ``changed`` or ``removed`` (``removed`` only with ``strict``).
+    """
 
     namespace: str
     written: int
     unchanged: int
     revision: int | None = None
     change_sets: int = 0
+    deleted: int = 0
+    diff: dict[str, Literal["added", "changed", "removed"]] = {}
 
 
 class ImportReport(msgspec.Struct, frozen=True):
@@ -322,6 +328,15 @@ def _typed(
     return out
 
 
+#: Marks a key a strict import deletes.
+_DELETE = object()
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Equal JSON values, type included (``1`` is not ``True`` nor ``1.0``)."""
+    return bool(old == new and type(old) is type(new))
+
+
 async def import_values(
     store: Store,
     tenant: str,
@@ -333,8 +348,12 @@ async def import_values(
     reason: str = "",
     progress: Callable[[int, int, str], None] | None = None,
     schemas: Mapping[str, Schema] | None = None,
+    strict: bool = False,
 ) -> ImportReport:
     """Write ``{namespace: {key: value}}`` into ``tenant``, one change set per namespace.
+
+    ``strict`` makes each namespace of the file match it: keys the namespace
+    has and the file lacks are deleted in the same change set.
 
     ``schemas`` (from an export) replace the tenant's schemas of those
     namespaces first, so sensitive keys are masked before any value lands.
@@ -359,19 +378,28 @@ async def import_values(
     rows: list[NamespaceImport] = []
     for i, (ns, values) in enumerate(typed.items()):
         have = current.get(ns, {})
-        changed = {k: v for k, v in values.items() if k not in have or have[k].value != v}
+        changed = {k: v for k, v in values.items() if k not in have or not _same(have[k].value, v)}
+        gone = sorted(k for k in have if k not in values) if strict else []
+        diff: dict[str, Literal["added", "changed", "removed"]] = {
+            k: "changed" if k in have else "added" for k in changed
+        }
+        diff.update(dict.fromkeys(gone, "removed"))
         revision, sets = None, 0
-        items = list(changed.items())
-        for at in range(0, len(items), limit):
-            chunk = dict(items[at : at + limit])
+        ops: list[tuple[str, Any]] = [*changed.items(), *((k, _DELETE) for k in gone)]
+        for at in range(0, len(ops), limit):
+            chunk = {k: v for k, v in ops[at : at + limit] if v is not _DELETE}
+            deletes = [k for k, v in ops[at : at + limit] if v is _DELETE]
             if dry_run:  # the write's own checks: a dry run refuses what the import would
-                await store.check(tenant, ns, chunk)
+                await store.check(tenant, ns, chunk, deletes=deletes)
                 continue
-            result = await store.set_many(tenant, ns, chunk, actor=actor, reason=reason)
+            result = await store.commit(
+                tenant, ns, chunk, deletes=deletes, actor=actor, reason=reason
+            )
             revision, sets = result.revision, sets + 1
         rows.append(NamespaceImport(namespace=ns, written=len(changed),
                                     unchanged=len(values) - len(changed), revision=revision,
-                                    change_sets=sets))  # fmt: skip
+                                    change_sets=sets, deleted=len(gone),
+                                    diff=dict(sorted(diff.items()))))  # fmt: skip
         if progress is not None:
             progress(i + 1, len(typed), ns)
     return ImportReport(

@@ -231,3 +231,22 @@ def test_a_deeply_nested_import_file_is_invalid_input() -> None:
     for text in (deep, '{"ns": {"k": ' + deep + "}}"):
         with pytest.raises(InvalidInput, match="64 levels"):
             loads(text, "json")
+
+
+async def test_strict_import_makes_a_namespace_match_the_file(store: Store, tenant: str) -> None:
+    await store.set_many(tenant, "ns", {"a": 1, "b": 2, "c": 3})
+    await store.set(tenant, "other", "keep", 1)
+    file = {"ns": {"a": 10, "b": 2, "d": 4}}
+    dry = await import_values(store, tenant, file, strict=True, dry_run=True)
+    (row,) = dry.namespaces
+    assert row.diff == {"a": "changed", "c": "removed", "d": "added"}
+    assert (row.written, row.deleted, row.unchanged) == (2, 1, 1)
+    assert await store.revision(tenant) == 2  # the dry run wrote nothing
+    done = await import_values(store, tenant, file, strict=True)
+    assert done.namespaces[0].change_sets == 1  # one change set: sets and deletes together
+    values = {k: e.value for k, e in (await store.get_namespace(tenant, "ns")).items()}
+    assert values == {"a": 10, "b": 2, "d": 4}
+    assert (await store.get(tenant, "other", "keep")).value == 1  # namespaces not in the file
+    plain = await import_values(store, tenant, {"ns": {"a": 10}})
+    assert plain.namespaces[0].deleted == 0  # without strict nothing is deleted
+    assert len(await store.get_namespace(tenant, "ns")) == 3

@@ -17,6 +17,7 @@ from ._common import (
     JsonFlag,
     RedisUrl,
     console,
+    err_console,
     opened_store,
     print_json,
     report_table,
@@ -111,6 +112,12 @@ def import_(
         bool, typer.Option("--keep-case", help=".env: keep names as written (default: lower).")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and report only.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Make each namespace match the file: delete keys the file lacks."
+        ),
+    ] = False,
     preserve_versions: Annotated[
         bool,
         typer.Option(
@@ -130,7 +137,9 @@ def import_(
 ) -> None:
     """Import keys from JSON, YAML or .env: validated whole, one change set per namespace.
 
-    An export's schemas are set first. ``--preserve-versions`` writes each
+    An export's schemas are set first. ``--strict`` makes each namespace of
+    the file match it (keys the file lacks are deleted) and prints the diff
+    before it writes. ``--preserve-versions`` writes each
     key's exported versions as they were (refused for keys the tenant already
     has, unless ``--replace``).
     """
@@ -139,6 +148,8 @@ def import_(
         chosen = _format(fmt, file if file != "-" else "")
         if replace and not preserve_versions:
             raise InvalidInput("--replace goes with --preserve-versions")
+        if strict and preserve_versions:
+            raise InvalidInput("--strict does not go with --preserve-versions")
         text = _read(file)
         doc = io.load_document(
             text, chosen, namespace=namespace, prefix=prefix, keep_case=keep_case
@@ -149,9 +160,16 @@ def import_(
                     store, tenant, doc, replace=replace, dry_run=dry_run, actor=actor,
                     reason=reason,
                 )  # fmt: skip
+            if strict and not dry_run:  # the diff first, then the write
+                preview = await io.import_values(
+                    store, tenant, doc.namespaces, texts=chosen == "env", dry_run=True,
+                    schemas=doc.schemas, strict=True,
+                )  # fmt: skip
+                if not as_json:
+                    _print_diff(preview)
             return await io.import_values(
                 store, tenant, doc.namespaces, texts=chosen == "env", dry_run=dry_run,
-                actor=actor, reason=reason, schemas=doc.schemas,
+                actor=actor, reason=reason, schemas=doc.schemas, strict=strict,
             )  # fmt: skip
 
     report = run(go(), as_json=as_json)
@@ -168,14 +186,26 @@ def import_(
             highlight=False,
         )
         return
-    table = report_table(report, as_json, ("namespace", "written", "unchanged", "revision"),
-                         {"namespace"})  # fmt: skip
+    if report.dry_run and strict and not as_json:
+        _print_diff(report)
+    columns = ("namespace", "written", "deleted", "unchanged", "revision")
+    table = report_table(report, as_json, columns, {"namespace"})
     if table is None:
         return
     for row in report.namespaces:
-        table.add_row(row.namespace, str(row.written), str(row.unchanged),
+        table.add_row(row.namespace, str(row.written), str(row.deleted), str(row.unchanged),
                       "-" if row.revision is None else str(row.revision))  # fmt: skip
     console.print(table)
+
+
+_SIGNS = {"added": "+", "changed": "~", "removed": "-"}
+
+
+def _print_diff(report: io.ImportReport) -> None:
+    """One line per key the import writes or deletes (names only, never values)."""
+    for row in report.namespaces:
+        for key, change in row.diff.items():
+            err_console.print(f"{_SIGNS[change]} {row.namespace}/{key} ({change})", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
