@@ -150,7 +150,8 @@ class Store:
         # Pipelining talks to connections directly: not on Cluster (routing per
         # slot) nor in-process (the embedded client sees its writes through
         # execute_command, and there is no round trip to share).
-        pipelining = not isinstance(self.redis, RedisCluster | fakeredis.FakeAsyncRedis)
+        self._in_process = isinstance(self.redis, fakeredis.FakeAsyncRedis)
+        pipelining = not isinstance(self.redis, RedisCluster) and not self._in_process
         self._scripts = Scripts(self.redis, pipelining=pipelining)
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._schemas: dict[str, TenantSchemas] = {}
@@ -167,6 +168,13 @@ class Store:
         await self.redis.aclose()
 
     # -- shared reads ----------------------------------------------------------
+
+    def _write_limit(self, ops: list[Op]) -> float | None:
+        """The write timeout, or None in-process: the embedded client's write may
+        include the journal's fsync, which a timeout would report as a failure."""
+        if self._in_process:
+            return None
+        return _write_timeout(self.settings.write_timeout, ops)
 
     @redis_errors
     async def read_state(self, tenant: str, namespaces: Iterable[str] | None = None) -> TenantState:
@@ -815,7 +823,7 @@ class Store:
                 plan.check_schema(schemas.specs)
                 args[6] = f"{schemas.gen} {may_create} {limits}"
                 try:
-                    async with asyncio.timeout(_write_timeout(settings.write_timeout, ops)):
+                    async with asyncio.timeout(self._write_limit(ops)):
                         reply = await self._scripts.batched("write", plan.keys, args)
                 except TimeoutError:
                     raise Unavailable(

@@ -569,3 +569,86 @@ async def test_hard_delete_audit_survives_reopen(opener: Callable[..., object]) 
     assert len(before) == 1
     store = await opener()  # type: ignore[misc]
     assert await store.redis.lrange(AUDIT_KEY, 0, -1) == before
+
+
+async def test_a_write_landing_during_a_flush_is_never_half_journaled(
+    opener: Callable[..., object],
+) -> None:
+    """A delta whose log names a key it does not carry would replay half a write."""
+    store = await opener()  # type: ignore[misc]
+    persister = persister_of(store)
+    assert persister is not None
+    persister.sync = False
+    await store.set("acme", "app", "a", 1)
+    await persister.flush()
+    await store.set("acme", "app", "a", 2)
+    keys, persister.dirty_keys = persister.dirty_keys, {}  # what a flush takes first
+    await store.set("acme", "app", "b", "new")  # lands before the flush reads
+    record = await persister._delta_record(persister._bind(), "acme", keys["acme"], {})
+    assert record.delta is None  # captured whole instead
+    assert record.dump is not None
+    assert record.dump.revision == 3
+    persister.dirty_keys, persister.dirty_tenants = {}, set()
+    assert persister.journal is not None
+    persister.journal.append([record])  # durable; then a crash before the next flush
+    store = await opener()  # type: ignore[misc]
+    values = {k: e.value for k, e in (await store.get_namespace("acme", "app")).items()}
+    assert values == {"a": 2, "b": "new"}
+
+
+async def test_a_failed_append_is_cut_off_and_later_writes_survive(
+    opener: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC midway through an append must not leave bytes before later records."""
+    import errno
+
+    from kvconf._snapshot import journal as journal_mod
+
+    store = await opener()  # type: ignore[misc]
+    await store.set("acme", "app", "a", 1)
+    real_write = os.write
+    failing = [True]
+
+    def write(fd: int, data: bytes) -> int:
+        if failing[0]:
+            failing[0] = False
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal_mod.os, "write", write)
+    with pytest.raises(KvconfError):
+        await store.set("acme", "app", "a", 2)
+    acked = await store.set("acme", "app", "b", "acknowledged")  # space again
+    monkeypatch.undo()
+    store = await opener()  # type: ignore[misc]
+    entries = await store.get_namespace("acme", "app")
+    assert entries["b"].value == "acknowledged"
+    assert await store.revision("acme") == acked.revision
+
+
+async def test_embedded_writes_wait_for_a_slow_fsync_without_a_timeout(
+    opener: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write timeout is for a frozen server, not the embedded journal's fsync."""
+    from kvconf._snapshot.journal import JournalWriter
+
+    store = await opener(write_timeout=0.2)  # type: ignore[misc]
+    await store.set("acme", "app", "a", 0)
+    append = JournalWriter.append
+    active, most = [0], [0]
+
+    def slow(self: JournalWriter, records: list[object]) -> None:
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        time.sleep(0.5)
+        try:
+            append(self, records)  # type: ignore[arg-type]
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(JournalWriter, "append", slow)
+    first = await store.set("acme", "app", "a", 1)
+    second = await store.set("acme", "app", "a", 2)
+    assert (first.revision, second.revision) == (2, 3)
+    assert most[0] == 1  # one append at a time

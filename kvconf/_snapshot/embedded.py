@@ -4,19 +4,24 @@ Layout of ``data_dir``::
 
     LOCK                   held (flock) by the one process that owns the dir
     state.kvsnap           base snapshot (generation G, every tenant, soft-deleted too)
-    journal-<G>.log        whole-tenant records appended since the base
+    journal-<G>.log        records appended since the base: deltas or whole tenants
     snapshots/             user, scheduled and safety snapshots
 
-Every write command that goes through a store opened here marks its tenant
-dirty. A flush captures each dirty tenant with the snapshot read script (one
-revision, atomically), appends the records to the journal and fsyncs once.
+A write of kvconf's write script marks the keys it changed; any other write
+command marks its whole tenant dirty. A flush reads, per tenant and in one
+transaction (one revision), either the changed keys with the log since the
+last record (a delta; captured whole instead when that log names a key the
+delta lacks, i.e. a write landed during the flush) or the whole tenant,
+appends the records to the journal and fsyncs once. An append that fails
+midway is cut off, so later records never follow a partial one.
 ``kvconf serve`` flushes every 0.2 s (so an acknowledged write is on disk
 within ~0.2 s plus the flush time, documented as at most one second);
 with ``fsync_writes`` and in the CLI, a write is flushed before it returns.
 When the journal outgrows the base it is compacted into a new base snapshot.
 At start the base is loaded and the journal replayed; a torn last record (a
 crash while appending) is dropped, which only loses writes that were never
-acknowledged as durable.
+acknowledged as durable; a damaged record before whole ones refuses the start
+(``JournalCorrupt``, see ``kvconf snapshot recover``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,7 @@ from typing import Any
 import fakeredis
 import msgspec
 
+from .. import _codec
 from .._codec import as_text
 from .._redis.connect import _servers, embedded_server
 from .._redis.names import PREFIX, TENANTS_KEY, TenantKeys, tenant_from_key
@@ -299,13 +305,16 @@ class Persister:
                 return
             self.dirty_tenants, self.dirty_globals, self.dirty_keys = set(), set(), {}
             try:
+                assert self.journal is not None
+                if self.journal.closed:  # a failed append could not be cut off: start anew
+                    await self._compact(store)
                 synced: dict[str, int | None] = {}
                 records = [await self._tenant_record(store, t, synced) for t in sorted(tenants)]
                 for tenant in sorted(keys.keys() - tenants):
                     records.append(await self._delta_record(store, tenant, keys[tenant], synced))
                 records += [await self._global_record(k) for k in sorted(globals_)]
                 assert self.journal is not None
-                await asyncio.to_thread(self.journal.append, records)
+                await _finish(asyncio.to_thread(self.journal.append, records))
             except BaseException:
                 self._mark_again(tenants, globals_, keys)
                 raise
@@ -374,7 +383,9 @@ class Persister:
             pipe.zrangebylex(tk.hist(ns), *_versions_of(key))
         replies = await pipe.execute()
         rev_raw, epoch, meta, names, log, first = replies[:6]
-        if rev_raw is None or not meta:
+        if rev_raw is None or not meta or not _explains(log, pairs):
+            # A write that landed after the dirty keys were taken is in the log
+            # read here but not in those keys: capture the tenant whole instead.
             return await self._tenant_record(store, tenant, synced)
         changed = [
             KeyDelta(namespace=ns, key=key, record=record, history=list(history))
@@ -689,3 +700,37 @@ async def close_embedded(data_dir: Path, *, drop_server: bool = True) -> None:
             if server is persister.server:
                 with contextlib.suppress(KeyError):
                     del _servers[name]
+
+
+async def _finish(work: Coroutine[Any, Any, None]) -> None:
+    """Await ``work`` to its end even if the caller is cancelled meanwhile.
+
+    An append runs in a thread: a cancelled flush must not release the
+    journal's lock while its append is still writing to the file.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+def _explains(log: list[tuple[bytes, float]], pairs: set[tuple[str, str]]) -> bool:
+    """True if every logged change after the last record is one of ``pairs``.
+
+    Anything else (a key outside them, a schema, lifecycle or reset event, or
+    an event that does not decode) means the delta would miss part of the state.
+    """
+    for member, _score in log:
+        try:
+            event = _codec.decode_event(member)
+        except Unavailable:
+            return False
+        if event.type != "change":
+            return False
+        for change in event.changes:
+            if (event.namespace_of(change), change.key) not in pairs:
+                return False
+    return True

@@ -186,12 +186,36 @@ class JournalWriter:
             parts.append(_HEAD.pack(len(payload), hashlib.sha256(payload).digest()))
             parts.append(payload)
         data = b"".join(parts)
+        if self._fd < 0:
+            raise OSError(f"journal {self.path} is closed after a failed append")
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        os.fsync(self._fd)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except BaseException:
+            self._undo()
+            raise
         self.size += len(data)
+
+    def _undo(self) -> None:
+        """Cut a failed append off (ENOSPC, EIO): the next one must follow whole records.
+
+        Left in place, the partial bytes would sit before later records and
+        read as damage that hides acknowledged writes. If even the cut fails,
+        the writer closes: the store then compacts into a new journal.
+        """
+        try:
+            os.ftruncate(self._fd, self.size)
+            os.lseek(self._fd, self.size, os.SEEK_SET)
+        except OSError:
+            self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once closed (or after an append that could not be cut off)."""
+        return self._fd < 0
 
     def close(self) -> None:
         """Close the file."""
