@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kvconf._codec import same_value
 from kvconf._store.ops import ANY_VERSION
 from kvconf.exceptions import KeyNotFound
 
@@ -37,7 +38,7 @@ async def preview(
     changes: list[dict[str, Any]] = []
     for key, value in values.items():
         entry = current.get(key)
-        same = entry is not None and entry.value == value and type(entry.value) is type(value)
+        same = entry is not None and same_value(entry.value, value)
         if same and not mask.hides(key):  # "unchanged" would confirm a guessed secret
             kind = "unchanged"
         else:

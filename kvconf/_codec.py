@@ -23,6 +23,7 @@ encode = _encoder.encode
 _entry_decoder = msgspec.json.Decoder(Entry)
 _version_decoder = msgspec.json.Decoder(Version)
 _event_encoder = msgspec.json.Encoder()
+_sorted_encoder = msgspec.json.Encoder(order="sorted")
 _event_decoder = msgspec.json.Decoder(ChangeEvent)
 _schema_decoder = msgspec.json.Decoder(Schema)
 
@@ -76,6 +77,18 @@ def encode_value(key: str, value: Any, limit: int) -> bytes:
     if len(data) > limit:
         raise ValueTooLarge(key, len(data), limit)
     return data
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """True if two JSON values are the same value, types included at every depth.
+
+    ``1``, ``1.0`` and ``true`` differ, as do ``[1]`` and ``[true]``; object
+    key order does not matter. The one definition of "unchanged" for dry
+    runs, imports, rollbacks and comparisons.
+    """
+    if a is b:
+        return True
+    return _sorted_encoder.encode(a) == _sorted_encoder.encode(b)
 
 
 def check_json(key: str, value: Any) -> None:

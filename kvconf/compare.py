@@ -14,11 +14,12 @@ write to the destination fails it whole (:class:`VersionConflict`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import msgspec
 
+from ._codec import same_value
 from ._redis.names import validate_key
 from .exceptions import InvalidInput
 from .models import Entry, WriteResult
@@ -77,15 +78,19 @@ def parse_side(text: str) -> tuple[str, str]:
     return tenant, namespace
 
 
-def _same(a: Any, b: Any) -> bool:
-    # 1 == 1.0 == True in Python; a config value's JSON type is part of it.
-    return bool(a == b and type(a) is type(b))
-
-
 def compare_entries(
-    left: Mapping[str, Entry], right: Mapping[str, Entry], *, left_name: str, right_name: str
+    left: Mapping[str, Entry],
+    right: Mapping[str, Entry],
+    *,
+    left_name: str,
+    right_name: str,
+    hidden: Callable[[str], bool] | None = None,
 ) -> Comparison:
-    """The keys that differ between two namespaces' entries, sorted by key (pure)."""
+    """The keys that differ between two namespaces' entries, sorted by key (pure).
+
+    A key ``hidden`` says is masked for the caller is always reported
+    ``different`` when both sides have it: "same" would confirm a guessed secret.
+    """
     out: list[KeyComparison] = []
     same = 0
     for key in sorted(set(left) | set(right)):
@@ -95,7 +100,7 @@ def compare_entries(
         elif a is None and b is not None:
             out.append(KeyComparison(key, "only_right", None, b.value, 0, b.version))
         elif a is not None and b is not None:
-            if _same(a.value, b.value):
+            if same_value(a.value, b.value) and not (hidden is not None and hidden(key)):
                 same += 1
             else:
                 out.append(KeyComparison(key, "different", a.value, b.value, a.version, b.version))
@@ -103,14 +108,24 @@ def compare_entries(
 
 
 async def compare(
-    store: Store, left_tenant: str, left_ns: str, right_tenant: str, right_ns: str
+    store: Store,
+    left_tenant: str,
+    left_ns: str,
+    right_tenant: str,
+    right_ns: str,
+    *,
+    hidden: Callable[[str], bool] | None = None,
 ) -> Comparison:
-    """Read both namespaces and compare them (a missing namespace is empty)."""
+    """Read both namespaces and compare them (a missing namespace is empty).
+
+    ``hidden``: keys masked for the caller (see :func:`compare_entries`).
+    """
     left = await store.get_namespace(left_tenant, left_ns)
     right = await store.get_namespace(right_tenant, right_ns)
     return compare_entries(
-        left, right, left_name=f"{left_tenant}/{left_ns}", right_name=f"{right_tenant}/{right_ns}"
-    )
+        left, right, left_name=f"{left_tenant}/{left_ns}", right_name=f"{right_tenant}/{right_ns}",
+        hidden=hidden,
+    )  # fmt: skip
 
 
 def promotion_plan(

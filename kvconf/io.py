@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from . import _codec
+from ._codec import same_value
 from ._redis.names import (
     DEFAULTS_NAMESPACE,
     TENANTS_KEY,
@@ -332,11 +333,6 @@ def _typed(
 _DELETE = object()
 
 
-def _same(old: Any, new: Any) -> bool:
-    """Equal JSON values, type included (``1`` is not ``True`` nor ``1.0``)."""
-    return bool(old == new and type(old) is type(new))
-
-
 async def import_values(
     store: Store,
     tenant: str,
@@ -378,7 +374,9 @@ async def import_values(
     rows: list[NamespaceImport] = []
     for i, (ns, values) in enumerate(typed.items()):
         have = current.get(ns, {})
-        changed = {k: v for k, v in values.items() if k not in have or not _same(have[k].value, v)}
+        changed = {
+            k: v for k, v in values.items() if k not in have or not same_value(have[k].value, v)
+        }
         gone = sorted(k for k in have if k not in values) if strict else []
         diff: dict[str, Literal["added", "changed", "removed"]] = {
             k: "changed" if k in have else "added" for k in changed

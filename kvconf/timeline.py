@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._codec import same_value
 from .exceptions import InvalidInput
 from .models import ChangeEvent, Entry, TenantState, WriteResult
 from .store import Store
@@ -233,11 +234,7 @@ def plan_rollback(
         expect: dict[str, int] = {}
         for key, state in then.items():
             entry = now.get(key)
-            if (
-                entry is None
-                or entry.value != state.value
-                or type(entry.value) is not type(state.value)
-            ):
+            if entry is None or not same_value(entry.value, state.value):
                 values[key] = state.value
                 expect[key] = entry.version if entry is not None else 0
         deletes = sorted(k for k in now if k not in then)

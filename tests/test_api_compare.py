@@ -94,3 +94,29 @@ async def test_cloudbrain_put_lists_every_problem(backend_url: str) -> None:
         assert keys == ["grace_period", "max_sleep_time", "stale_timeout"]
         for key in keys:
             assert key in out["error"]
+
+
+async def test_compare_never_confirms_a_guessed_secret(backend_url: str, tenant: str) -> None:
+    from .api_helpers import ADMIN, client, make_token, running_app
+
+    mine = f"{tenant}-mine"
+    async with running_app(backend_url, admin_token=ADMIN) as app:
+        async with client(app, ADMIN) as c:
+            schema = {"keys": {"password": {"type": "str", "sensitive": True}}}
+            await c.put(f"/api/v1/tenants/{tenant}/namespaces/app/schema", json=schema)
+            await c.put(
+                f"/api/v1/tenants/{tenant}/namespaces/app/keys/password", json={"value": "hunter2"}
+            )
+        token = await make_token(app, f"spy-{tenant}", {tenant: ["read"], mine: ["write"]})
+        answers = []
+        async with client(app, token) as c:
+            for guess in ("letmein", "hunter2"):
+                url = f"/api/v1/tenants/{mine}/namespaces/app/keys/password"
+                await c.put(url, json={"value": guess})
+                params = {"left": f"{tenant}/app", "right": f"{mine}/app"}
+                answers.append((await c.get("/api/v1/compare", params=params)).json())
+        seen = [(a["same"], [(d["key"], d["change"], d["left"]) for d in a["differences"]])
+                for a in answers]  # fmt: skip
+        assert seen[0] == seen[1]  # the right guess looks like the wrong one
+        assert answers[1]["same"] == 0
+        assert answers[1]["differences"][0]["left"] == "***"

@@ -250,3 +250,12 @@ async def test_strict_import_makes_a_namespace_match_the_file(store: Store, tena
     plain = await import_values(store, tenant, {"ns": {"a": 10}})
     assert plain.namespaces[0].deleted == 0  # without strict nothing is deleted
     assert len(await store.get_namespace(tenant, "ns")) == 3
+
+
+async def test_import_writes_a_value_whose_json_type_changed(store: Store, tenant: str) -> None:
+    await store.set_many(tenant, "ns", {"flag": 1, "ratio": 2})
+    report = await import_values(store, tenant, {"ns": {"flag": True, "ratio": 2.0}})
+    assert report.namespaces[0].written == 2
+    values = {k: e.value for k, e in (await store.get_namespace(tenant, "ns")).items()}
+    assert values["flag"] is True
+    assert isinstance(values["ratio"], float)

@@ -191,3 +191,13 @@ async def test_tenant_rollback_racing_a_write_fails_whole(store: Store, tenant: 
     state = await store.read_state(tenant)
     assert (state.namespaces["a"]["x"].value, state.namespaces["b"]["y"].value) == (2, 99)
     assert state.revision == 5
+
+
+async def test_rollback_sees_a_nested_type_change(store: Store, tenant: str) -> None:
+    from kvconf import timeline
+
+    first = await store.set(tenant, "ns", "flags", [True])
+    await store.set(tenant, "ns", "flags", [1])  # equal in Python, not in JSON
+    results = await timeline.rollback(store, tenant, first.revision)
+    assert len(results) == 1
+    assert (await store.get(tenant, "ns", "flags")).value == [True]

@@ -37,9 +37,12 @@ async def compare_namespaces(request: Request, left: Side, right: Side) -> Respo
     right_tenant, right_ns = parse_side(right)
     left_access = await resolve_access(request, left_tenant, "read")
     right_access = await resolve_access(request, right_tenant, "read")
-    result = await compare(left_access.store, left_tenant, left_ns, right_tenant, right_ns)
     left_mask = await masker(left_access, left_ns)
     right_mask = await masker(right_access, right_ns)
+    result = await compare(
+        left_access.store, left_tenant, left_ns, right_tenant, right_ns,
+        hidden=lambda key: left_mask.hides(key) or right_mask.hides(key),
+    )  # fmt: skip
     differences = []
     for d in result.differences:
         doc = msgspec.to_builtins(d)

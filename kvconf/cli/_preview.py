@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._codec import same_value
 from .._store.ops import ANY_VERSION
 from ..exceptions import KeyConflict, KeyNotFound, VersionConflict
 from ..models import Entry, KeySpec
@@ -39,7 +40,7 @@ def changes(
         elif entry is None:
             kind, new = "added", shown(key, values[key])
         else:
-            same = entry.value == values[key] and type(entry.value) is type(values[key])
+            same = same_value(entry.value, values[key])
             hidden = not show_secrets and mask_value(0, specs.get(key)) != 0
             # "unchanged" for a masked key would confirm a guessed secret
             kind = "unchanged" if same and not hidden else "changed"
