@@ -7,7 +7,7 @@ from typing import Any
 
 from kvconf._codec import same_value
 from kvconf._store.ops import ANY_VERSION
-from kvconf.exceptions import KeyNotFound
+from kvconf.exceptions import KeyNotFound, TenantNotFound
 
 from .deps import Access, masker
 
@@ -20,6 +20,7 @@ async def preview(
     values: Mapping[str, Any],
     deletes: Sequence[str],
     expect: Mapping[str, int],
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """What committing this change set would do, without committing it.
 
@@ -27,10 +28,23 @@ async def preview(
     compare-and-set mismatches are reported in ``conflicts`` instead.
     """
     store = access.store
-    # The write's own checks, schema included: the dry run refuses what the write refuses.
-    await store.check(access.tenant, namespace, values, deletes=deletes, expect=expect)
-    state = await store.read_state(access.tenant, [namespace])
-    current = state.namespaces.get(namespace, {})
+    # The write's own checks, schema and audit fields included: the dry run
+    # refuses what the write refuses.
+    await store.check(
+        access.tenant, namespace, values, deletes=deletes, expect=expect,
+        actor=access.actor, reason=access.why(reason or ""),
+    )  # fmt: skip
+    try:
+        state = await store.read_state(access.tenant, [namespace])
+        current, revision = state.namespaces.get(namespace, {}), state.revision
+    except TenantNotFound:
+        try:
+            deleted = await store.is_deleted(access.tenant)
+        except TenantNotFound:  # no such tenant: the write would create it
+            deleted = False
+        if deleted:  # soft-deleted: the write is refused too
+            raise
+        current, revision = {}, 0
     missing = [k for k in deletes if k not in current]
     if missing:
         raise KeyNotFound(access.tenant, namespace, missing)
@@ -65,7 +79,7 @@ async def preview(
         "dry_run": True,
         "tenant": access.tenant,
         "namespace": namespace,
-        "revision": state.revision,
+        "revision": revision,
         "would_commit": not conflicts,
         "conflicts": conflicts,
         "changes": changes,

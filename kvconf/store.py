@@ -792,13 +792,20 @@ class Store:
         *,
         deletes: Sequence[str] = (),
         expect: Mapping[str, int] | None = None,
+        actor: str | None = None,
+        reason: str = "",
     ) -> ChangePlan:
         """Every check :meth:`commit` makes before its write script, schema included.
 
         A dry run calls this and then compares with the current state: it
-        refuses exactly what the write refuses, with the same errors.
+        refuses exactly what the write refuses, with the same errors. The
+        schemas are read afresh (a dry run is rare; another process may have
+        changed them since this one cached them).
         """
         plan = self.plan(tenant, namespace, values, deletes=deletes, expect=expect)
+        audit_text("actor", actor or self.settings.actor, MAX_ACTOR)
+        audit_text("reason", reason, MAX_REASON)
+        self._schemas.pop(plan.tenant.tenant, None)
         schemas = await self._tenant_schemas(plan.tenant)
         plan.check_schema(schemas.specs)
         return plan

@@ -63,6 +63,7 @@ REFUSED: list[dict[str, Any]] = [
     {"values": {"a": 1}, "expect": {"zz": 1}},
     {"values": {"port": "eighty"}},  # schema: an int
     {"values": {"a": 1}, "deletes": ["never-written"]},
+    {"values": {"a": 1}, "reason": "r" * 2000},  # an audit field over its limit
 ]
 
 
@@ -89,3 +90,26 @@ async def test_dry_run_refuses_what_the_write_refuses(
         assert dry.json() == real.json()
         state = await c.get(base)
         assert state.json()["keys"] == {}  # nothing was written by either
+
+
+async def test_a_dry_run_on_a_new_tenant_previews_its_creation(
+    backend_url: str, tenant: str
+) -> None:
+    async with running_app(backend_url, admin_token=ADMIN) as app, client(app, ADMIN) as c:
+        url = f"/api/v1/tenants/{tenant}/namespaces/ai-12/keys/k"
+        dry = await c.put(url, params={"dry_run": "true"}, json={"value": 1})
+        assert dry.status_code == 200, dry.text
+        assert dry.json()["changes"][0]["change"] == "added"
+        assert (await c.get(f"/api/v1/tenants/{tenant}")).status_code == 404  # not created
+        assert (await c.put(url, json={"value": 1})).status_code == 201
+
+
+async def test_check_reads_the_schema_afresh(make_store: Any, tenant: str) -> None:
+    from kvconf import KeySpec, Schema, SchemaViolation
+
+    mine, other = make_store(), make_store()
+    await mine.set(tenant, "ns", "seed", 1)
+    await mine.check(tenant, "ns", {"port": "x"})  # no schema yet: fine, and now cached
+    await other.set_schema(tenant, "ns", Schema(keys={"port": KeySpec(type="int")}))
+    with pytest.raises(SchemaViolation):
+        await mine.check(tenant, "ns", {"port": "x"})

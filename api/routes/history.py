@@ -10,6 +10,8 @@ from fastapi import Path as PathParam
 from starlette.responses import Response
 
 from kvconf import timeline
+from kvconf._store.plan import plan_across
+from kvconf.store import tenant_keys
 
 from ..deps import (
     Access,
@@ -126,7 +128,7 @@ async def rollback_key(
         expect = {} if body.expect_version is None else {key: body.expect_version}
         values = {} if target.deleted else {key: target.value}
         deletes = [key] if target.deleted else []
-        return respond(await preview(access, namespace, values, deletes, expect))
+        return respond(await preview(access, namespace, values, deletes, expect, body.reason))
     result = await access.store.rollback(
         access.tenant, namespace, key, body.to_version, expect_version=body.expect_version,
         actor=access.actor, reason=access.why(body.reason),
@@ -239,8 +241,18 @@ async def rollback_tenant(
         plans = await timeline.rollback_plans(
             access.store, access.tenant, body.to_revision, namespace=body.namespace
         )
+        if len(plans) > 1:  # committed as one change set across namespaces: its limits
+            plan_across(
+                tenant_keys(access.tenant),
+                {p.namespace: p.values for p in plans if p.values},
+                {p.namespace: p.deletes for p in plans if p.deletes},
+                {p.namespace: p.expect for p in plans},
+                max_keys=access.store.settings.max_keys_per_write,
+                max_value_bytes=access.store.settings.max_value_bytes,
+            )
         previews = [
-            await preview(access, p.namespace, p.values, p.deletes, p.expect) for p in plans
+            await preview(access, p.namespace, p.values, p.deletes, p.expect, body.reason)
+            for p in plans
         ]
         return respond({
             "dry_run": True, "tenant": access.tenant, "to_revision": body.to_revision,

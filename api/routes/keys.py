@@ -186,7 +186,9 @@ async def commit(
     """One change set, one revision; ``expect`` mismatches are a 409 and write nothing."""
     body: ChangeSet = decode(await request.body(), ChangeSet)
     if dry_run:
-        return respond(await preview(access, namespace, body.values, body.deletes, body.expect))
+        return respond(
+            await preview(access, namespace, body.values, body.deletes, body.expect, body.reason)
+        )
     result = await access.store.commit(
         access.tenant, namespace, body.values, deletes=body.deletes, expect=body.expect,
         actor=access.actor, reason=access.why(body.reason),
@@ -294,7 +296,9 @@ async def put_key(
     body: KeyWrite = decode(await request.body(), KeyWrite)
     if dry_run:
         expects = {} if expect is None else {key: expect}
-        return respond(await preview(access, namespace, {key: body.value}, [], expects))
+        return respond(
+            await preview(access, namespace, {key: body.value}, [], expects, body.reason)
+        )
     return await write_key(request, access, namespace, key, body, expect)
 
 
