@@ -516,8 +516,8 @@ async def import_history(
         dump, tenant, mode=mode, actor=actor or store.settings.actor,
         reason=reason or "import with versions", log_limit=store.settings.log_limit,
     )  # fmt: skip
+    await store.redis.sadd(TENANTS_KEY, tenant)  # listed before it holds data
     revision = (await restore_one(scripts, dump, tenant, args))[0]
-    await store.redis.sadd(TENANTS_KEY, tenant)
     await run_after_restore(store, [tenant])
     return msgspec.structs.replace(report, revision=revision)
 

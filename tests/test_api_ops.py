@@ -177,3 +177,19 @@ def test_multiprocess_metrics_sum_over_workers(tmp_path: Path) -> None:
     assert 'kvconf_writes_total{kind="key"} 4.0' in second.stdout
     assert "python_info" in second.stdout
     assert "_created" not in second.stdout
+
+
+async def test_metrics_need_read_on_every_tenant(backend_url: str) -> None:
+    from .api_helpers import ADMIN, client, make_token, running_app
+
+    async with running_app(backend_url, admin_token=ADMIN) as app:
+        one = await make_token(app, f"one-{id(app)}", {"acme": ["admin"]})
+        scraper = await make_token(app, f"scrape-{id(app)}", {"*": ["read"]})
+        async with client(app) as anonymous:
+            assert (await anonymous.get("/metrics")).status_code == 401
+        async with client(app, one) as tenant_admin:
+            assert (await tenant_admin.get("/metrics")).status_code == 403
+        async with client(app, scraper) as c:
+            r = await c.get("/metrics")
+            assert r.status_code == 200
+            assert "kvconf_http_requests_total" in r.text

@@ -109,13 +109,19 @@ class TenantMonitor:
     async def _run(self) -> None:
         while not self._closing:
             await asyncio.sleep(self.interval)
-            await self._check()
-            now = time.monotonic()
-            if self.fleet_interval > 0 and now >= self._next_report and self._members:
-                self._next_report = now + self.fleet_interval
-                # Shielded: a member leaving waits for it, so its HDEL comes after.
-                self._inflight = asyncio.ensure_future(self._report())
-                await asyncio.shield(self._inflight)
+            try:
+                await self._tick()
+            except Exception:  # one bad tick must not end the check for every watcher
+                log.exception("revision check of %s failed; trying again", self._tk.tenant)
+
+    async def _tick(self) -> None:
+        await self._check()
+        now = time.monotonic()
+        if self.fleet_interval > 0 and now >= self._next_report and self._members:
+            self._next_report = now + self.fleet_interval
+            # Shielded: a member leaving waits for it, so its HDEL comes after.
+            self._inflight = asyncio.ensure_future(self._report())
+            await asyncio.shield(self._inflight)
 
     async def _check(self) -> None:
         members = list(self._members.values())

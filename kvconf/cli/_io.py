@@ -92,10 +92,16 @@ def export(
         sys.stdout.write(text)
         return
     # Created 0600 from the start: an export holds unmasked values.
-    handle = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(handle, 0o600)  # an existing file keeps its mode under O_CREAT
-    with os.fdopen(handle, "w", encoding="utf-8") as fd:
-        fd.write(text)
+    try:
+        handle = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(handle, 0o600)  # an existing file keeps its mode under O_CREAT
+        with os.fdopen(handle, "w", encoding="utf-8") as fd:
+            fd.write(text)
+    except OSError as exc:
+        err_console.print(
+            f"[red]error:[/red] cannot write {output}: {exc.strerror}", highlight=False
+        )
+        raise typer.Exit(5) from None
 
 
 def import_(
