@@ -209,6 +209,7 @@ def test_json_logs_exports_and_metrics_over_two_workers(
         "--port", str(port), "--data-dir", str(tmp_path / "data"), "--redis-url",
         shared_redis.url, "--workers", "2", "--log-format", "json", "--snapshot-every", "0.5",
         "--export-every", "0.5", "--export-dir", str(exports), "--export-format", "json",
+        env=_env(KVCONF_ADMIN_TOKEN="e2e-metrics-admin"),
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -223,7 +224,8 @@ def test_json_logs_exports_and_metrics_over_two_workers(
             while not (exports / "kvconf-full.json").exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(0.6)
-            text = http.get("/metrics").text
+            auth = {"Authorization": "Bearer e2e-metrics-admin"}
+            text = http.get("/metrics", headers=auth).text
     finally:
         out = _stop(proc)
     line = 'kvconf_http_requests_total{method="GET",route="/healthz",status="200"}'
