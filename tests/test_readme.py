@@ -280,7 +280,13 @@ class Session:
                 pass
             assert time.monotonic() < deadline, f"{self.where(line)}: `{adapted}` never ready"
             time.sleep(0.1)
-        self.servers["auth" if "KVCONF_ADMIN_TOKEN" in env else "open"] = base
+        kind = "auth" if "KVCONF_ADMIN_TOKEN" in env else "open"
+        if kind in self.servers:
+            # Curl lines talk to the first server of each kind; this one has
+            # shown it starts with its flags, and may go.
+            proc.terminate()
+        else:
+            self.servers[kind] = base
 
     def close(self) -> None:
         for proc in self.procs:
