@@ -73,8 +73,8 @@ function reasonId(text) {
 /** A button; `need` names the right it requires on `tenant` (else disabled with the reason). */
 function button(label, onClick, opts = {}) {
   const b = h("button", { type: opts.type || "button", class: opts.cls, "aria-label": opts.label }, label);
-  if (opts.need && !can(opts.tenant, opts.need)) {
-    deny(b, `Needs the ${opts.need} right on ${opts.tenant}`);
+  if (opts.need && !can(opts.tenant, opts.need, opts.ns)) {
+    deny(b, `Needs the ${opts.need} right on ${opts.ns ? `${opts.tenant}/${opts.ns}` : opts.tenant}`);
   } else if (opts.deny) {
     deny(b, opts.deny);
   }
@@ -194,13 +194,26 @@ async function api(method, path, { body, query, headers } = {}) {
 
 // ---------------------------------------------------------------- rights
 
-function rightsOn(tenant) {
-  const g = (state.me && state.me.grants) || {};
-  return new Set([...(g[tenant] || []), ...(g["*"] || [])]);
+/** Does a grant's scope ("*", "acme", "acme/ai-12", "acme/ai-*") cover this tenant (and namespace)? */
+function covers(scope, tenant, ns) {
+  if (scope === "*" || scope === tenant) return true;
+  if (ns === undefined || !scope.startsWith(`${tenant}/`)) return false;
+  const pattern = scope.slice(tenant.length + 1);
+  return pattern.endsWith("*") ? ns.startsWith(pattern.slice(0, -1)) : pattern === ns;
 }
 
-function can(tenant, right) {
-  const rights = rightsOn(tenant);
+/** The rights on a tenant, or on one of its namespaces (namespace grants count there only). */
+function rightsOn(tenant, ns) {
+  const g = (state.me && state.me.grants) || {};
+  const out = new Set();
+  for (const [scope, rights] of Object.entries(g)) {
+    if (covers(scope, tenant, ns)) rights.forEach((r) => out.add(r));
+  }
+  return out;
+}
+
+function can(tenant, right, ns) {
+  const rights = rightsOn(tenant, ns);
   if (right === "secrets") return rights.has("secrets");
   return [...rights].some((r) => (RANK[r] || 0) >= RANK[right]);
 }
@@ -637,10 +650,10 @@ async function namespaceView(r) {
   const tbody = h("tbody");
   const pending = h("section", { class: "pending", "aria-label": "Pending changes" });
   const revNode = h("span", { class: "badge", text: `revision ${data.revision}` });
-  const canWrite = can(t, "write");
+  const canWrite = can(t, "write", ns);
 
   function isMasked(row) {
-    return row.value === MASK && (!can(t, "secrets") || (row.spec && row.spec.sensitive));
+    return row.value === MASK && (!can(t, "secrets", ns) || (row.spec && row.spec.sensitive));
   }
 
   function renderRows() {
@@ -665,7 +678,7 @@ async function namespaceView(r) {
       const actions = h(
         "td",
         { class: "actions-cell", "data-label": "Actions" },
-        button("Edit", () => editKey(key), { need: "write", tenant: t }),
+        button("Edit", () => editKey(key), { need: "write", tenant: t, ns }),
         row.own
           ? button(deleted ? "Undo delete" : "Delete", () => {
               if (deleted) draft.deletes.delete(key);
@@ -675,7 +688,7 @@ async function namespaceView(r) {
                 if (!draft.base.has(key)) draft.base.set(key, row.own.version);
               }
               renderAll();
-            }, { need: "write", tenant: t, cls: "secondary" })
+            }, { need: "write", tenant: t, ns, cls: "secondary" })
           : null,
         row.own ? h("a", { class: "button-link", href: `#/t/${enc(t)}/ns/${enc(ns)}/k/${enc(key)}`, text: "History" }) : null,
       );
@@ -722,7 +735,7 @@ async function namespaceView(r) {
       h(
         "div",
         { class: "actions" },
-        button("Preview", () => previewDraft(), { cls: "primary", need: "write", tenant: t }),
+        button("Preview", () => previewDraft(), { cls: "primary", need: "write", tenant: t, ns }),
         button("Discard all", () => {
           draft.values.clear();
           draft.deletes.clear();
@@ -932,7 +945,7 @@ async function namespaceView(r) {
       { class: "toolbar" },
       field("Search keys", search),
       h("span", { class: "spacer" }),
-      button("Add key", () => editKey("", true), { need: "write", tenant: t }),
+      button("Add key", () => editKey("", true), { need: "write", tenant: t, ns }),
       h("a", { class: "button-link", href: `#/t/${enc(t)}/time`, text: "Time travel" }),
     ),
     h(
@@ -1061,7 +1074,7 @@ async function keyView(r) {
         h("td", { "data-label": "Revision", class: "num", text: v.revision }),
         h("td", { "data-label": "Actions" }, v === current
           ? h("span", { class: "badge green", text: "current" })
-          : button("Roll back", () => rollbackKey(v), { need: "write", tenant: t, label: `Roll back to version ${v.version}` })),
+          : button("Roll back", () => rollbackKey(v), { need: "write", tenant: t, ns, label: `Roll back to version ${v.version}` })),
       ),
     );
     const opts = (sel, pick) => {
