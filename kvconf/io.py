@@ -12,12 +12,14 @@ set per namespace (:meth:`Store.set_many`). YAML needs PyYAML (optional).
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
+from dotenv.parser import parse_stream
 
 from . import _codec
 from ._codec import same_value
@@ -60,7 +62,6 @@ __all__ = [
 
 Format = Literal["json", "yaml", "env"]
 EXPORT_VERSION = 1
-_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*(.*?)\s*$")
 _ENV_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -185,25 +186,20 @@ def detect_format(name: str) -> Format:
 
 
 def _parse_env(text: str, prefix: str, keep_case: bool) -> dict[str, str]:
+    """``KEY=VALUE`` lines as python-dotenv reads them: quotes, escapes, multi-line
+    quoted values, ``export`` and comments; no ``${VAR}`` expansion (a config
+    file imports what it says, never the importing shell's environment)."""
     out: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _ENV_LINE.match(line)
-        if match is None:
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
             # the line itself may hold a secret: its number is enough
+            number = binding.original.line
             raise InvalidInput(f".env line {number} is not KEY=VALUE", line=number)
-        name, raw = match.groups()
-        if not name.startswith(prefix):
+        name, value = binding.key, binding.value
+        if name is None or not name.startswith(prefix):
             continue
         name = name[len(prefix) :]
-        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
-            quote, raw = raw[0], raw[1:-1]
-            if quote == '"':
-                raw = re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], raw)
-        elif " #" in raw:
-            raw = raw.split(" #", 1)[0].rstrip()
-        out[name if keep_case else name.lower()] = raw
+        out[name if keep_case else name.lower()] = value if value is not None else ""
     return out
 
 

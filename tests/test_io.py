@@ -259,3 +259,26 @@ async def test_import_writes_a_value_whose_json_type_changed(store: Store, tenan
     values = {k: e.value for k, e in (await store.get_namespace(tenant, "ns")).items()}
     assert values["flag"] is True
     assert isinstance(values["ratio"], float)
+
+
+def test_env_files_parse_as_python_dotenv_does() -> None:
+    text = (
+        "# a comment\n"
+        "export APP_PLAIN=1\n"
+        'APP_MULTI="line one\nline two"\n'
+        "APP_SINGLE='keep \\n as is' # trailing comment\n"
+        'APP_ESCAPED="tab\\there"\n'
+        "OTHER=ignored\n"
+    )
+    found = loads(text, "env", namespace="n", prefix="APP_")
+    assert found == {
+        "n": {
+            "plain": "1",
+            "multi": "line one\nline two",
+            "single": "keep \\n as is",
+            "escaped": "tab\there",
+        }
+    }
+    with pytest.raises(InvalidInput) as info:
+        loads("APP_OK=1\nthis is not a pair\n", "env", namespace="n")
+    assert info.value.details["line"] == 2
