@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from kvconf.api.cache import ReadCache
+from kvconf.exceptions import KvconfError
 from kvconf.store import Store, tenant_keys
 
 from .api_helpers import ADMIN, client, make_token, running_app
@@ -336,3 +338,54 @@ async def test_cached_reads_resume_after_the_tenant_epoch_changes(
         assert r.json()["value"] == "new"
         await until(lambda: cache.reader(tenant) is not None, timeout=6.0)
         assert (await c.get(key_url(tenant))).json()["value"] == "new"
+
+
+@pytest.mark.slow
+async def test_cached_reads_stay_monotonic_under_real_faults(redis_server: RedisServer) -> None:
+    """Pub/sub kills, normal-connection kills and a freeze while another process writes:
+    no read ever shows a revision older than one this worker already served."""
+    tenant = "monotonic"
+    async with running_app(redis_server.url, admin_token=ADMIN) as app, client(app, ADMIN) as c:
+        writer = Store(redis_server.url, environ={})
+        await writer.set(tenant, "svc", "k", 0)
+        await cached(app, c, tenant)
+        stop = asyncio.Event()
+
+        async def write() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    await writer.set(tenant, "svc", "k", n)
+                except KvconfError:
+                    await asyncio.sleep(0.01)  # a kill or the freeze: try again
+
+        async def faults() -> None:
+            with redis_server.client() as admin:
+                for round_ in range(6):
+                    await asyncio.sleep(0.3)
+                    admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+                    await asyncio.sleep(0.2)
+                    admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                    if round_ == 3:
+                        redis_server.pause()
+                        await asyncio.sleep(0.4)
+                        redis_server.resume()
+            stop.set()
+
+        served: list[int] = []
+        writing = asyncio.ensure_future(write())
+        faulting = asyncio.ensure_future(faults())
+        try:
+            while not stop.is_set():
+                r = await c.get(f"/api/v1/tenants/{tenant}/namespaces/svc")
+                if r.status_code == 200:
+                    served.append(r.json()["revision"])
+                await asyncio.sleep(0.005)
+        finally:
+            stop.set()
+            await asyncio.gather(writing, faulting, return_exceptions=True)
+            await writer.aclose()
+        assert len(served) > 50
+        backwards = [(a, b) for a, b in itertools.pairwise(served) if b < a]
+        assert backwards == []
