@@ -585,10 +585,10 @@ def test_masked_secrets_and_disabled_buttons_for_a_read_token(page: Any, server:
     expect(api_key).not_to_contain_text("s3cr3t")
     edit = row(page, "timeout").get_by_role("button", name="Edit")
     expect(edit).to_be_disabled()
-    expect(edit).to_have_attribute("title", f"Needs the write right on {tenant}")
+    expect(edit).to_have_attribute("title", f"Needs the write right on {tenant}/ai-12")
     described = edit.get_attribute("aria-describedby")
     assert described
-    expect(page.locator(f"#{described}")).to_have_text(f"Needs the write right on {tenant}")
+    expect(page.locator(f"#{described}")).to_have_text(f"Needs the write right on {tenant}/ai-12")
     expect(page.get_by_role("button", name="Add key")).to_be_disabled()
     edit.focus()  # still reachable by keyboard, with its reason
     assert page.evaluate("document.activeElement.textContent") == "Edit"
