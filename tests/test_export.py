@@ -22,7 +22,7 @@ from .api_helpers import client, running_app
 
 async def _seed(store: Store, tenant: str) -> None:
     await store.set_schema(tenant, "svc", Schema(keys={"password": KeySpec(sensitive=True)}))
-    await store.set_many(tenant, "svc", {"password": "hunter2", "timeout": 30})
+    await store.set_many(tenant, "svc", {"password": f"hunter2-{tenant}", "timeout": 30})
     await store.set(tenant, "svc", "timeout", 31)
 
 
@@ -52,7 +52,7 @@ async def test_serve_exports_periodically(backend_url: str, tenant: str, tmp_pat
     assert mine["namespaces"]["svc"]["timeout"]["value"] == 31
     assert mine["namespaces"]["svc"]["timeout"]["version"] == 2
     assert mine["namespaces"]["svc"]["password"]["value"] == "***"
-    assert "hunter2" not in current.read_text()
+    assert f"hunter2-{tenant}" not in current.read_text()  # other tests share the server
     copies = sorted(out.glob("kvconf-full-*.json"))
     assert len(copies) == 2
     assert all(stat.S_IMODE(c.stat().st_mode) == 0o600 for c in copies)
@@ -68,7 +68,7 @@ async def test_export_yaml_with_secrets(store: Store, tenant: str, tmp_path: Pat
     assert path == tmp_path / "kvconf-full.yaml"
     doc = yaml.safe_load(path.read_text())
     assert doc["secrets"] is True
-    assert doc["tenants"][tenant]["namespaces"]["svc"]["password"]["value"] == "hunter2"
+    assert doc["tenants"][tenant]["namespaces"]["svc"]["password"]["value"] == f"hunter2-{tenant}"
 
 
 async def test_failed_export_is_recorded(store: Store, tenant: str, tmp_path: Path) -> None:
