@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -22,7 +21,6 @@ from ..schema import effective_specs
 from .reader import CachedReader
 
 __all__ = ["CacheState", "Change", "ValueChange"]
-
 
 
 class ValueChange(msgspec.Struct, frozen=True, gc=False):
