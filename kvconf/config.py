@@ -63,6 +63,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: uvicorn's ``forwarded_allow_ips``. The audit trail's client address
     #: comes from them only.
     forwarded_allow_ips: str = ""
+    #: REST API: most watch (SSE) streams one worker serves; more are refused
+    #: with 503 and ``Retry-After`` rather than left open and silent.
+    max_streams: int = 10_000
 
     #: Periodic readable export of every tenant by ``kvconf serve`` (0: off),
     #: into ``export_dir`` (unset: ``<data_dir>/exports``) as ``export_format``,
@@ -101,6 +104,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Refuse contradictory settings (raises :class:`InvalidInput`)."""
         for name in (
             "max_value_bytes", "max_keys_per_write", "history_limit", "log_limit", "export_keep",
+            "max_streams",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidInput(f"setting {name} must be at least 1")

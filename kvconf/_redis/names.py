@@ -22,6 +22,9 @@ TENANT_META_PATTERN: Final = f"{PREFIX}:{{*}}:meta"
 TOKENS_KEY: Final = f"{PREFIX}:tokens"
 #: API tokens: name -> digest.
 TOKEN_NAMES_KEY: Final = f"{PREFIX}:tokens:names"
+#: API tokens: SHA-256 digest -> when last used (ISO time, written at most once a
+#: minute per token per API worker).
+TOKENS_USED_KEY: Final = f"{PREFIX}:tokens:used"
 #: Global audit stream of changes a tenant's own log cannot keep (hard deletes),
 #: capped at :data:`AUDIT_LIMIT` entries; fields tenant, op, actor, reason, ts, revision.
 AUDIT_KEY: Final = f"{PREFIX}:audit"
