@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from kvconf.exceptions import Conflict
 
-from ..auth import Authenticator, TokenRecord
+from ..auth import Authenticator, TokenRecord, parse_scope
 from ..deps import PrincipalDep
 from ..errors import Forbidden
 from ..models import (
@@ -82,6 +82,8 @@ async def create_token(request: Request, principal: PrincipalDep) -> Response:
     expiring token expires no later than it.
     """
     body: TokenCreate = decode(await request.body(), TokenCreate)
+    for scope in body.grants:
+        parse_scope(scope)  # a malformed scope is a 422 before any right is weighed
     principal.require_grants(body.grants)
     expires = None if body.expires_in is None else time.time() + body.expires_in
     if principal.expires is not None:
