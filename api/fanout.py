@@ -247,6 +247,14 @@ class FanOut:
         self.open_streams = 0
         self.feeds: dict[str, TenantFeed] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        #: Bounds the Redis reads of streams starting at once (a reconnecting
+        #: fleet): they wait for a connection of the pool rather than fail.
+        self.starting = asyncio.Semaphore(32)
+
+    def revision(self, tenant: str) -> int | None:
+        """The revision the tenant's live feed has handed out (None: no primed feed)."""
+        feed = self.feeds.get(tenant)
+        return feed.last if feed is not None and feed.primed.is_set() else None
 
     def reserve(self) -> Slot:
         """A place for one more stream, or :class:`TooManyStreams` (503) when full."""

@@ -13,7 +13,9 @@ from that revision. Each event's ``id`` is its revision, so
 A stream restricted to some namespaces (``namespaces=``, or a
 namespace-scoped token) sends the other namespaces' revisions as
 ``progress`` events (``{"revision": n}``, id ``n``), as etcd's progress
-notifications, so its client's revision still advances.
+notifications, so its client's revision still advances. They are coalesced:
+one per batch of records, and none when a visible event follows in the
+batch (its id advances the client just as well).
 """
 
 from __future__ import annotations
@@ -85,27 +87,32 @@ class _Cursor:
         self.pending: int | None = None  # a progress revision not yet sent
 
 
+async def _read_after(access: Access, after: int) -> tuple[int, list[ChangeEvent] | str]:
+    """The current revision and the log page after ``after``, or why a reset is due."""
+    current = await access.store.revision(access.tenant)
+    if current < after:
+        return current, "revision went backwards"
+    try:
+        return current, await read_log(access.store, access.tenant, after, limit=_PAGE)
+    except HistoryTrimmed as exc:
+        return current, exc.message
+
+
 async def _catch_up(
-    access: Access, cursor: _Cursor, shows: Shows
+    access: Access, cursor: _Cursor, shows: Shows, starting: asyncio.Semaphore
 ) -> AsyncIterator[ServerSentEvent]:
     """Records after the cursor from the log itself (resumes, overflowed inboxes)."""
-    store, tenant = access.store, access.tenant
     while True:
-        current = await store.revision(tenant)
-        if current < cursor.last:
+        async with starting:  # the stream's reads wait for a pool connection
+            current, page = await _read_after(access, cursor.last)
+        if isinstance(page, str):
             cursor.last, cursor.pending = current, None
-            yield _reset(tenant, current, "revision went backwards")
+            yield _reset(access.tenant, current, page)
             return
-        try:
-            events = await read_log(store, tenant, cursor.last, limit=_PAGE)
-        except HistoryTrimmed as exc:
-            cursor.last, cursor.pending = current, None
-            yield _reset(tenant, current, exc.message)
-            return
-        for event in events:
+        for event in page:
             async for sse in _one(access, cursor, Item(event), shows):
                 yield sse
-        if len(events) < _PAGE:
+        if len(page) < _PAGE:
             return
 
 
@@ -176,7 +183,7 @@ async def change_stream(
     try:
         feed = await fanout.join(tenant, sub)
         if feed.last is None or cursor.last < feed.last:
-            async for sse in _catch_up(access, cursor, shows):
+            async for sse in _catch_up(access, cursor, shows, fanout.starting):
                 yield sse
                 cursor.sent += 1
                 if done():
@@ -190,7 +197,7 @@ async def change_stream(
                 next_check = time.monotonic() + recheck_every
             if sub.overflowed:
                 sub.overflowed = False
-                async for sse in _catch_up(access, cursor, shows):
+                async for sse in _catch_up(access, cursor, shows, fanout.starting):
                     yield sse
                     cursor.sent += 1
                     if done():

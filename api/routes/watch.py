@@ -135,13 +135,24 @@ async def watch(
             raise InvalidInput("Last-Event-ID must be a revision", field="Last-Event-ID") from None
         if start < 0:
             raise InvalidInput("Last-Event-ID must be a revision", field="Last-Event-ID")
-    if start is None:
-        start = await access.store.revision(access.tenant)
-    else:
-        await access.store.info(access.tenant)
     fanout: FanOut = request.app.state.fanout
     slot = fanout.reserve()
     tenant = access.tenant
+    try:
+        # A tenant followed by a live feed exists and is at the feed's
+        # revision: a fleet (re)connecting costs Redis nothing per stream.
+        known = fanout.revision(tenant)
+        if known is None:
+            async with fanout.starting:
+                if start is None:
+                    start = await access.store.revision(tenant)
+                else:
+                    await access.store.info(tenant)
+        elif start is None:
+            start = known
+    except BaseException:
+        slot.release()
+        raise
     stream = change_stream(
         access, start, metrics, fanout, slot, namespaces=wanted, max_events=max_events,
         recheck=lambda: resolve_access(request, tenant, "read", filtered=True),
