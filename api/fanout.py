@@ -64,20 +64,23 @@ class Failure(msgspec.Struct, frozen=True):
 
 
 class Item:
-    """One log record as broadcast, with its unmasked JSON encoded once for all streams."""
+    """One log record as broadcast, with its unmasked SSE frame encoded once for all streams."""
 
-    __slots__ = ("_json", "event")
+    __slots__ = ("_frame", "event")
 
     def __init__(self, event: ChangeEvent) -> None:
         self.event = event
-        self._json: str | None = None
+        self._frame: bytes | None = None
 
     @property
-    def json(self) -> str:
-        """The record's JSON, unmasked (for callers that may see all of it)."""
-        if self._json is None:
-            self._json = msgspec.json.encode(self.event).decode()
-        return self._json
+    def frame(self) -> bytes:
+        """The record's SSE frame, unmasked (for callers that may see all of it)."""
+        if self._frame is None:
+            from .sse import frame
+
+            data = msgspec.json.encode(self.event)
+            self._frame = frame(self.event.type, data, self.event.revision)
+        return self._frame
 
 
 Entry = Item | Reset | Failure

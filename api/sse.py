@@ -16,6 +16,11 @@ namespace-scoped token) sends the other namespaces' revisions as
 notifications, so its client's revision still advances. They are coalesced:
 one per batch of records, and none when a visible event follows in the
 batch (its id advances the client just as well).
+
+:class:`EventStream` is a lean SSE response: one task per stream (the
+disconnect listener), heartbeats sent by the stream itself, frames of a
+record shared by every stream that may see it unmasked. Per connection the
+server then holds little more than uvicorn's connection and this generator.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError
-from sse_starlette import ServerSentEvent
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from kvconf.exceptions import HistoryTrimmed, KvconfError
 from kvconf.models import ChangeEvent
@@ -39,22 +45,32 @@ from .deps import Access, masker
 from .fanout import Failure, FanOut, Item, Reset, Slot, Subscription
 from .metrics import Metrics, StreamState
 
-__all__ = ["change_stream"]
+__all__ = ["EventStream", "change_stream", "frame"]
 
 log = logging.getLogger("kvconf.api")
 _PAGE = 500
 Shows = Callable[[str], bool] | None
 
 
-def _event(name: str, revision: int, data: Any) -> ServerSentEvent:
-    return ServerSentEvent(data=msgspec.json.encode(data).decode(), event=name, id=str(revision))
+#: A heartbeat: an SSE comment, ignored by clients, keeps proxies and sockets alive.
+PING = b": ping\r\n\r\n"
 
 
-def _reset(tenant: str, revision: int, reason: str) -> ServerSentEvent:
+def frame(name: str, data: bytes, revision: int | None = None) -> bytes:
+    """One SSE event as sent (``data`` is one line of JSON)."""
+    head = b"" if revision is None else b"id: %d\r\n" % revision
+    return head + b"event: " + name.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
+
+
+def _event(name: str, revision: int, data: Any) -> bytes:
+    return frame(name, msgspec.json.encode(data), revision)
+
+
+def _reset(tenant: str, revision: int, reason: str) -> bytes:
     return _event("reset", revision, {"tenant": tenant, "revision": revision, "reason": reason})
 
 
-async def _render(access: Access, item: Item, shows: Shows) -> ServerSentEvent | None:
+async def _render(access: Access, item: Item, shows: Shows) -> bytes | None:
     """The SSE of one record for this caller (None: nothing of it is visible)."""
     from .routes.history import mask_event, visible_event
 
@@ -63,7 +79,7 @@ async def _render(access: Access, item: Item, shows: Shows) -> ServerSentEvent |
     if shown is None:
         return None
     if shown is event and not await _needs_mask(access, event):
-        return ServerSentEvent(data=item.json, event=event.type, id=str(event.revision))
+        return item.frame
     return _event(shown.type, shown.revision, await mask_event(access, shown))
 
 
@@ -100,7 +116,7 @@ async def _read_after(access: Access, after: int) -> tuple[int, list[ChangeEvent
 
 async def _catch_up(
     access: Access, cursor: _Cursor, shows: Shows, starting: asyncio.Semaphore
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     """Records after the cursor from the log itself (resumes, overflowed inboxes)."""
     while True:
         async with starting:  # the stream's reads wait for a pool connection
@@ -116,9 +132,7 @@ async def _catch_up(
             return
 
 
-async def _one(
-    access: Access, cursor: _Cursor, item: Item, shows: Shows
-) -> AsyncIterator[ServerSentEvent]:
+async def _one(access: Access, cursor: _Cursor, item: Item, shows: Shows) -> AsyncIterator[bytes]:
     event = item.event
     if event.revision <= cursor.last:
         return  # caught up from the log already
@@ -131,7 +145,7 @@ async def _one(
     yield rendered
 
 
-def _progress(cursor: _Cursor) -> ServerSentEvent | None:
+def _progress(cursor: _Cursor) -> bytes | None:
     if cursor.pending is None:
         return None
     revision, cursor.pending = cursor.pending, None
@@ -149,7 +163,8 @@ async def change_stream(
     max_events: int | None = None,
     recheck: Callable[[], Awaitable[Access]] | None = None,
     recheck_every: float = 5.0,
-) -> AsyncIterator[ServerSentEvent]:
+    heartbeat: float = 5.0,
+) -> AsyncIterator[bytes]:
     """Events after revision ``start``, masked and filtered for the caller.
 
     ``namespaces`` restricts the stream (the caller's own namespace filter
@@ -157,7 +172,8 @@ async def change_stream(
     ``recheck`` re-authenticates the caller every ``recheck_every`` seconds:
     a revoked or expired token ends the stream with an ``error`` event, and a
     narrowed right (no more ``secrets``) applies to the events after it.
-    ``slot`` is the stream's reserved place, given back when it ends.
+    ``slot`` is the stream's reserved place, given back when it ends. An
+    idle stream sends a heartbeat comment every ``heartbeat`` seconds.
     """
     tenant = access.tenant
     metrics.sse_streams.inc()
@@ -176,6 +192,7 @@ async def change_stream(
 
     shows = shows_for(access)
     next_check = time.monotonic() + recheck_every
+    next_ping = time.monotonic() + heartbeat
 
     def done() -> bool:
         return max_events is not None and cursor.sent >= max_events
@@ -205,8 +222,7 @@ async def change_stream(
             while sub.inbox:
                 entry = sub.inbox.popleft()
                 if isinstance(entry, Failure):
-                    failed = msgspec.json.encode(entry.error).decode()
-                    yield ServerSentEvent(data=failed, event="error")
+                    yield frame("error", msgspec.json.encode(entry.error))
                     return
                 if isinstance(entry, Reset):
                     cursor.last, cursor.pending = entry.revision, None
@@ -228,16 +244,60 @@ async def change_stream(
             sub.wake.clear()
             if sub.inbox or sub.overflowed:
                 continue
-            timeout = max(0.0, next_check - time.monotonic()) if recheck is not None else None
+            now = time.monotonic()
+            if now >= next_ping:
+                yield PING
+                next_ping = now + heartbeat
+            until = min(next_ping, next_check) if recheck is not None else next_ping
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(max(0.0, until - now)):
                     await sub.wake.wait()
     except (KvconfError, RedisError) as exc:
         error = exc.to_dict() if isinstance(exc, KvconfError) else {"code": "unavailable"}
-        yield ServerSentEvent(data=msgspec.json.encode(error).decode(), event="error")
+        yield frame("error", msgspec.json.encode(error))
     finally:
         metrics.sse_streams.dec()
         metrics.streams.pop(id(state), None)
         slot.release()
         if feed is not None:
             await fanout.leave(feed, sub)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EventStream(Response):
+    """A lean Server-Sent Events response over an iterator of ready frames.
+
+    One task per stream listens for the client's disconnect; the stream
+    itself sends heartbeats, so a gone client is noticed within a heartbeat.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, stream: AsyncIterator[bytes], status_code: int = 200) -> None:
+        self.stream = stream
+        self.status_code = status_code  # FastAPI reads its default for the document
+        self.background = None
+        self.init_headers({"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the frames until the stream ends or the client goes away."""
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.stream:
+                if gone.done():
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not gone.done():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client went away mid-send
+        finally:
+            gone.cancel()
+            aclose = getattr(self.stream, "aclose", None)
+            if aclose is not None:
+                await aclose()

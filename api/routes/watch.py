@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Header, Query, Request
-from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 
 import kvconf
@@ -24,7 +23,7 @@ from ..errors import NamespaceNotFound
 from ..fanout import FanOut
 from ..models import Fleet, TenantStateDoc, respond, response_doc
 from ..query import refuse_unknown_query
-from ..sse import change_stream
+from ..sse import EventStream, change_stream
 from .schemas import shown_schema
 
 __all__ = ["HEARTBEAT_SECONDS", "RECHECK_SECONDS", "router"]
@@ -104,7 +103,7 @@ async def state(access: ViewAccess, namespaces: Namespaces = None) -> Response:
 @router.get(
     "/watch",
     summary="Server-Sent Events of the tenant's changes (resumable)",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     operation_id="watchTenant",
     responses={503: {"description": "This worker serves its maximum of streams (Retry-After)."}},
 )
@@ -118,7 +117,7 @@ async def watch(
     max_events: Annotated[int | None, Query(ge=1, description="Close after this many.")] = None,
     namespaces: Namespaces = None,
     last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
-) -> EventSourceResponse:
+) -> EventStream:
     """Events ``change``, ``schema``, ``reset`` (re-read the full state) and ``progress``.
 
     ``id`` is the revision. With ``namespaces=`` or a namespace-scoped
@@ -156,10 +155,10 @@ async def watch(
     stream = change_stream(
         access, start, metrics, fanout, slot, namespaces=wanted, max_events=max_events,
         recheck=lambda: resolve_access(request, tenant, "read", filtered=True),
-        recheck_every=RECHECK_SECONDS,
+        recheck_every=RECHECK_SECONDS, heartbeat=HEARTBEAT_SECONDS,
     )  # fmt: skip
     fanout.guard(stream, slot)
-    return EventSourceResponse(stream, ping=HEARTBEAT_SECONDS)
+    return EventStream(stream)
 
 
 @router.get(
