@@ -31,11 +31,12 @@ anonymous global admin (``kvconf serve`` allows that on loopback only).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -269,6 +270,28 @@ class Authenticator:
         self._open = allow_open and self.admin_token is None
         # digest -> monotonic time of this worker's last ``last_used_at`` write
         self._used: dict[str, float] = {}
+        # Single flight: concurrent callers of one expired cache entry share one
+        # Redis read (a fleet of streams re-authenticating at once must not
+        # empty the connection pool).
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+
+    async def _once(self, key: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            result = await make()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._inflight[key]
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -285,7 +308,8 @@ class Authenticator:
             return False
         now = time.monotonic()
         if now >= self._open_until:
-            if await self._call(self.redis.hlen(TOKENS_KEY)) > 0:
+            count = await self._once("", lambda: self._call(self.redis.hlen(TOKENS_KEY)))
+            if count > 0:
                 self._open = False
             self._open_until = now + _CACHE_SECONDS
         return self._open
@@ -333,7 +357,7 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        raw = await self._call(self.redis.hget(TOKENS_KEY, digest))
+        raw = await self._once(digest, lambda: self._call(self.redis.hget(TOKENS_KEY, digest)))
         principal = None
         if raw is not None:
             record = _record_decoder.decode(raw)

@@ -269,10 +269,12 @@ async def masker(access: Access, namespace: str) -> Masker:
     seen = _seen.setdefault(store, {})
     now = time.monotonic()
     if now - seen.get(access.tenant, 0.0) > _SCHEMA_REFRESH:
-        await store.schemas(access.tenant)
         if len(seen) > 10_000:
             seen.clear()
+        # Marked before the read: the streams of a tenant masking one event
+        # together make one schema read between them, not one each.
         seen[access.tenant] = now
+        await store.schemas(access.tenant)
     return Masker(await store.specs(access.tenant, namespace))
 
 

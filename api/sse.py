@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from kvconf.exceptions import HistoryTrimmed, KvconfError
+from kvconf.exceptions import HistoryTrimmed, KvconfError, Unavailable
 from kvconf.models import ChangeEvent
 from kvconf.timeline import read_log
 
@@ -209,8 +209,11 @@ async def change_stream(
             # Re-authenticate before every delivery too (a cache hit, no Redis):
             # a token revoked here must not receive the very next event.
             if recheck is not None and (sub.inbox or time.monotonic() >= next_check):
-                access = await recheck()
-                shows = shows_for(access)
+                try:
+                    access = await recheck()
+                    shows = shows_for(access)
+                except Unavailable:
+                    pass  # Redis is away: keep the rights last seen, check again soon
                 next_check = time.monotonic() + recheck_every
             if sub.overflowed:
                 sub.overflowed = False

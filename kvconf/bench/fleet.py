@@ -107,7 +107,8 @@ async def _watchers(port: int, tenant: str, n: int) -> None:
     while opened[0] < n:
         failed = [t for t in tasks if t.done() and t.exception() is not None]
         if failed or time.monotonic() > deadline:
-            print(json.dumps({"error": f"{opened[0]} of {n} streams opened"}), flush=True)
+            why = f": {failed[0].exception()}" if failed else ""
+            print(json.dumps({"error": f"{opened[0]} of {n} streams opened{why}"}), flush=True)
             return
         await asyncio.sleep(0.05)
     print("READY", flush=True)
