@@ -42,12 +42,18 @@ from kvconf.timeline import read_log
 
 from .errors import TooManyStreams
 
-__all__ = ["FanOut", "Item", "Reset", "Slot", "Subscription", "TenantFeed"]
+__all__ = ["FanOut", "Item", "Reset", "Slot", "Subscription", "TenantFeed", "frame"]
 
 log = logging.getLogger("kvconf.api")
 _PAGE = 500
 #: Records a stream may have waiting before it drops them and reads the log itself.
 INBOX_LIMIT = 10_000
+
+
+def frame(name: str, data: bytes, revision: int | None = None) -> bytes:
+    """One Server-Sent Event as sent (``data`` is one line of JSON)."""
+    head = b"" if revision is None else b"id: %d\r\n" % revision
+    return head + b"event: " + name.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
 
 
 class Reset(msgspec.Struct, frozen=True):
@@ -76,8 +82,6 @@ class Item:
     def frame(self) -> bytes:
         """The record's SSE frame, unmasked (for callers that may see all of it)."""
         if self._frame is None:
-            from .sse import frame
-
             data = msgspec.json.encode(self.event)
             self._frame = frame(self.event.type, data, self.event.revision)
         return self._frame

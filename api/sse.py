@@ -42,10 +42,10 @@ from kvconf.models import ChangeEvent
 from kvconf.timeline import read_log
 
 from .deps import Access, masker
-from .fanout import Failure, FanOut, Item, Reset, Slot, Subscription
+from .fanout import Failure, FanOut, Item, Reset, Slot, Subscription, frame
 from .metrics import Metrics, StreamState
 
-__all__ = ["EventStream", "change_stream", "frame"]
+__all__ = ["EventStream", "change_stream"]
 
 log = logging.getLogger("kvconf.api")
 _PAGE = 500
@@ -54,12 +54,6 @@ Shows = Callable[[str], bool] | None
 
 #: A heartbeat: an SSE comment, ignored by clients, keeps proxies and sockets alive.
 PING = b": ping\r\n\r\n"
-
-
-def frame(name: str, data: bytes, revision: int | None = None) -> bytes:
-    """One SSE event as sent (``data`` is one line of JSON)."""
-    head = b"" if revision is None else b"id: %d\r\n" % revision
-    return head + b"event: " + name.encode() + b"\r\ndata: " + data + b"\r\n\r\n"
 
 
 def _event(name: str, revision: int, data: Any) -> bytes:
