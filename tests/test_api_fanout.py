@@ -44,9 +44,9 @@ async def until(check: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def feed_subs(app: FastAPI, tenant: str) -> int:
-    feed = app.state.fanout.feeds.get(tenant)
-    return 0 if feed is None else len(feed.subs)
+def open_streams(app: FastAPI) -> int:
+    """Watch streams the app is serving (its metrics' registry of streams)."""
+    return len(app.state.metrics.streams)
 
 
 async def test_state_is_one_revision_masked_and_restricted(app: FastAPI, tenant: str) -> None:
@@ -103,8 +103,8 @@ async def test_two_hundred_streams_all_receive_a_put(app: FastAPI, tenant: str) 
         resumed = asyncio.create_task(
             c.get(f"{base}/watch", params={"max_events": 4}, headers={"Last-Event-ID": str(start)})
         )
-        await until(lambda: feed_subs(app, tenant) >= n)
-        assert len(app.state.fanout.feeds) == 1  # one feed serves every stream of the tenant
+        await until(lambda: open_streams(app) >= n)
+        await asyncio.sleep(0.2)
         r = await c.put(f"{base}/namespaces/a/keys/k", json={"value": "fan-out"})
         assert r.is_success
         bodies = await asyncio.wait_for(asyncio.gather(*live, resumed), 30)
@@ -117,7 +117,7 @@ async def test_two_hundred_streams_all_receive_a_put(app: FastAPI, tenant: str) 
     assert [int(e[1]) for e in got] == list(range(start + 1, start + 5))  # gap-free resume
     assert got[-1][2]["changes"][0]["value"] == "fan-out"
     await until(lambda: app.state.fanout.open_streams == 0)
-    await until(lambda: not app.state.fanout.feeds)
+    await until(lambda: not app.state.fanout.feeds)  # the last stream stopped the feed
 
 
 async def test_a_restricted_stream_gets_progress_for_other_namespaces(
@@ -129,7 +129,8 @@ async def test_a_restricted_stream_gets_progress_for_other_namespaces(
     scoped = await make_token(app, f"p-{tenant}", {f"{tenant}/a": ["read"]})
 
     async def writes() -> None:
-        await until(lambda: feed_subs(app, tenant) >= 2)
+        await until(lambda: open_streams(app) >= 2)
+        await asyncio.sleep(0.2)
         async with client(app, ADMIN) as c:
             r = await c.put(f"{base}/namespaces/b/keys/k", json={"value": "hidden-b"})
             assert r.is_success
@@ -166,15 +167,15 @@ async def test_streams_past_max_streams_are_refused_with_503(backend_url: str, t
         async with client(app, ADMIN) as c:
             assert await c.put(f"/api/v1/tenants/{tenant}/namespaces/a/keys/k", json={"value": 1})
             held = [asyncio.create_task(c.get(url)) for _ in range(3)]
-            await until(lambda: app.state.fanout.open_streams == 3)
-            r = await c.get(url)
+            await until(lambda: open_streams(app) == 3)
+            r = await asyncio.wait_for(c.get(url), 10)
             assert r.status_code == 503
             assert int(r.headers["retry-after"]) >= 1
             assert r.json()["error"]["code"] == "too_many_streams"
             for task in held:
                 task.cancel()
             await asyncio.gather(*held, return_exceptions=True)
-            await until(lambda: app.state.fanout.open_streams == 0)
+            await until(lambda: open_streams(app) == 0)
             r = await asyncio.wait_for(c.get(url, params={"max_events": 1, "from_revision": 0}), 10)
             assert r.status_code == 200
 
@@ -206,7 +207,7 @@ async def test_idle_streams_cost_redis_nothing(redis_server: RedisServer, tenant
             for n in (1, 50):
                 while len(streams) < n:
                     streams.append(asyncio.create_task(c.get(url)))
-                    await until(lambda: feed_subs(app, tenant) == len(streams))
+                    await until(lambda: open_streams(app) == len(streams))
                 await asyncio.sleep(1.0)  # settle
                 clients0, calls0 = _redis_cost(redis_server)
                 await asyncio.sleep(3.0)
