@@ -274,6 +274,9 @@ class Authenticator:
         # Redis read (a fleet of streams re-authenticating at once must not
         # empty the connection pool).
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        #: Bumped by every revocation in this process: open streams re-check
+        #: their caller before the next delivery when it changed.
+        self.generation = 0
 
     async def _once(self, key: str, make: Callable[[], Awaitable[Any]]) -> Any:
         pending = self._inflight.get(key)
@@ -434,6 +437,7 @@ class Authenticator:
         await self._call(self.redis.hdel(TOKENS_USED_KEY, digest))
         text = digest.decode() if isinstance(digest, bytes) else digest
         self._cache.pop(text, None)
+        self.generation += 1
         self._open_until = 0.0
 
 

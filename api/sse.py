@@ -86,6 +86,12 @@ async def _needs_mask(access: Access, event: ChangeEvent) -> bool:
     return False
 
 
+def _stale(access: Access, seen: int, generation: Callable[[], int]) -> bool:
+    """True when the caller must be re-checked before a delivery."""
+    expires = access.principal.expires
+    return generation() != seen or (expires is not None and time.time() >= expires)
+
+
 class _Cursor:
     """A stream's position and what it has sent."""
 
@@ -120,23 +126,22 @@ async def _catch_up(
             yield _reset(access.tenant, current, page)
             return
         for event in page:
-            async for sse in _one(access, cursor, Item(event), shows):
+            sse = await _one(access, cursor, Item(event), shows)
+            if sse is not None:
                 yield sse
         if len(page) < _PAGE:
             return
 
 
-async def _one(access: Access, cursor: _Cursor, item: Item, shows: Shows) -> AsyncIterator[bytes]:
+async def _one(access: Access, cursor: _Cursor, item: Item, shows: Shows) -> bytes | None:
+    """The frame of one record for this stream (None: already sent, or not visible)."""
     event = item.event
     if event.revision <= cursor.last:
-        return  # caught up from the log already
+        return None  # caught up from the log already
     cursor.last = event.revision
     rendered = await _render(access, item, shows)
-    if rendered is None:
-        cursor.pending = event.revision
-        return
-    cursor.pending = None
-    yield rendered
+    cursor.pending = event.revision if rendered is None else None
+    return rendered
 
 
 def _progress(cursor: _Cursor) -> bytes | None:
@@ -158,6 +163,7 @@ async def change_stream(
     recheck: Callable[[], Awaitable[Access]] | None = None,
     recheck_every: float = 5.0,
     heartbeat: float = 5.0,
+    generation: Callable[[], int] = lambda: 0,
 ) -> AsyncIterator[bytes]:
     """Events after revision ``start``, masked and filtered for the caller.
 
@@ -165,7 +171,10 @@ async def change_stream(
     applies too; ``_defaults`` always passes, as effective values need it).
     ``recheck`` re-authenticates the caller every ``recheck_every`` seconds:
     a revoked or expired token ends the stream with an ``error`` event, and a
-    narrowed right (no more ``secrets``) applies to the events after it.
+    narrowed right (no more ``secrets``) applies to the events after it. It
+    also runs before a delivery when ``generation()`` changed (a token was
+    revoked in this process) or the caller's token has expired, so neither
+    receives the next event; otherwise a delivery costs no check.
     ``slot`` is the stream's reserved place, given back when it ends. An
     idle stream sends a heartbeat comment every ``heartbeat`` seconds.
     """
@@ -187,6 +196,7 @@ async def change_stream(
     shows = shows_for(access)
     next_check = time.monotonic() + recheck_every
     next_ping = time.monotonic() + heartbeat
+    seen = generation()
 
     def done() -> bool:
         return max_events is not None and cursor.sent >= max_events
@@ -200,9 +210,10 @@ async def change_stream(
                 if done():
                     return
         while True:
-            # Re-authenticate before every delivery too (a cache hit, no Redis):
-            # a token revoked here must not receive the very next event.
-            if recheck is not None and (sub.inbox or time.monotonic() >= next_check):
+            if recheck is not None and (
+                time.monotonic() >= next_check or (sub.inbox and _stale(access, seen, generation))
+            ):
+                seen = generation()
                 try:
                     access = await recheck()
                     shows = shows_for(access)
@@ -226,8 +237,9 @@ async def change_stream(
                     yield _reset(tenant, entry.revision, entry.reason)
                     cursor.sent += 1
                 else:
-                    async for sse in _one(access, cursor, entry, shows):
-                        yield sse
+                    rendered = await _one(access, cursor, entry, shows)
+                    if rendered is not None:
+                        yield rendered
                         cursor.sent += 1
                 if done():
                     return

@@ -156,6 +156,7 @@ async def watch(
         access, start, metrics, fanout, slot, namespaces=wanted, max_events=max_events,
         recheck=lambda: resolve_access(request, tenant, "read", filtered=True),
         recheck_every=RECHECK_SECONDS, heartbeat=HEARTBEAT_SECONDS,
+        generation=lambda: request.app.state.auth.generation,
     )  # fmt: skip
     fanout.guard(stream, slot)
     return EventStream(stream)
