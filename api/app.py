@@ -35,6 +35,7 @@ from .errors import (
     kvconf_error_handler,
     validation_error_handler,
 )
+from .fanout import FanOut
 from .hot import HOT_ROUTES
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
@@ -109,6 +110,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await stack.enter_async_context(export_service(store, settings))
             if app.state.read_cache and _watchable(store, settings):
                 app.state.cache = await stack.enter_async_context(ReadCache(store, settings))
+            app.state.fanout = fanout = FanOut(
+                store, hub_url=settings.redis_url, use_hub=_watchable(store, settings),
+                max_streams=settings.max_streams,
+            )  # fmt: skip
+            stack.push_async_callback(fanout.aclose)
             yield
     finally:
         app.state.cache = None

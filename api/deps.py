@@ -2,8 +2,14 @@
 
 ``StoreDep`` is the one store created in the app's lifespan. ``ReadAccess``,
 ``WriteAccess`` and ``AdminAccess`` check the caller's right on the path's
-tenant: a tenant the caller has no right on is a 404 (its existence is not
-revealed), a missing right on a visible tenant a 403.
+tenant, or on the path's namespace when the route has one: a tenant or
+namespace the caller has no right on is a 404 (its existence is not
+revealed), a missing right on a visible one a 403. On a route of the whole
+tenant (no namespace in the path), a namespace-scoped token is a 404: it
+sees no tenant-level resource. ``ViewAccess`` (and ``access_to(...,
+filtered=True)``) instead admits a namespace-scoped token and hands the
+route a namespace filter (:meth:`Access.shows`) for listings, logs, diffs and
+streams.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from kvconf.watcher import Watcher
 
 from .auth import Authenticator, Principal
 from .cache import ReadCache, wants_consistent
-from .errors import Forbidden
+from .errors import Forbidden, NamespaceNotFound
 from .metrics import Metrics
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "PrincipalDep",
     "ReadAccess",
     "StoreDep",
+    "ViewAccess",
     "WriteAccess",
     "access_to",
     "cached_reader",
@@ -78,23 +85,54 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 class Access:
-    """A caller's checked access to one tenant, with its audit identity."""
+    """A caller's checked access to one tenant (or one namespace), with its audit identity.
 
-    __slots__ = ("actor", "principal", "reason", "secrets", "store", "tenant")
+    ``namespace`` is the namespace the access was checked on (None: the
+    tenant); ``visible`` filters namespaces for a namespace-scoped token on a
+    tenant-level route (None: every namespace is visible).
+    """
+
+    __slots__ = (
+        "actor", "namespace", "principal", "reason", "secrets", "store", "tenant", "visible",
+    )  # fmt: skip
 
     def __init__(
-        self, tenant: str, principal: Principal, actor: str, reason: str, store: Store
+        self,
+        tenant: str,
+        principal: Principal,
+        actor: str,
+        reason: str,
+        store: Store,
+        namespace: str | None = None,
     ) -> None:
         self.tenant = tenant
         self.principal = principal
         self.actor = actor
         self.reason = reason
-        self.secrets = principal.can(tenant, "secrets")
+        self.namespace = namespace
+        self.secrets = (
+            principal.can(tenant, "secrets")
+            if namespace is None
+            else principal.can_ns(tenant, namespace, "secrets")
+        )
         self.store = store
+        self.visible = principal.namespace_filter(tenant)
 
     def why(self, body_reason: str = "") -> str:
         """The audit reason: the body's field, else the ``X-Change-Reason`` header."""
         return body_reason or self.reason
+
+    def shows(self, namespace: str) -> bool:
+        """True if the caller sees ``namespace`` of this tenant."""
+        return self.visible is None or self.visible(namespace)
+
+    def secrets_on(self, namespace: str) -> bool:
+        """True if the caller reads ``namespace``'s sensitive values unmasked."""
+        return self.secrets or self.principal.can_ns(self.tenant, namespace, "secrets")
+
+    def require(self, namespace: str, right: str) -> None:
+        """Check ``right`` on one namespace of this tenant (404 if hidden, 403 if short)."""
+        check_access(self.principal, self.tenant, right, namespace)
 
 
 def _actor(request: Request, principal: Principal) -> str:
@@ -102,50 +140,99 @@ def _actor(request: Request, principal: Principal) -> str:
     return f"{principal.name}@{client}"[:256]
 
 
-def check_access(principal: Principal, tenant: str, right: str) -> None:
-    """404 for an invisible tenant, 403 for a missing right."""
+def check_access(
+    principal: Principal,
+    tenant: str,
+    right: str,
+    namespace: str | None = None,
+    *,
+    filtered: bool = False,
+) -> None:
+    """404 for an invisible tenant or namespace, 403 for a missing right.
+
+    With ``namespace`` the right is checked on it. Without, the right is on
+    the whole tenant: a namespace-scoped token gets a 404 (tenant-level
+    resources do not exist for it), unless ``filtered`` admits it so the
+    route shows only its namespaces.
+    """
     if not principal.sees(tenant):
         raise TenantNotFound(tenant)
+    if namespace is not None:
+        if not principal.sees_ns(tenant, namespace):
+            raise NamespaceNotFound(tenant, namespace)
+        if not principal.can_ns(tenant, namespace, right):
+            raise Forbidden(
+                f"this token lacks the {right!r} right on {tenant}/{namespace}", tenant=tenant
+            )
+        return
+    if principal.scoped(tenant):
+        if not filtered:
+            raise TenantNotFound(tenant)
+        return
     if not principal.can(tenant, right):
         raise Forbidden(f"this token lacks the {right!r} right on {tenant!r}", tenant=tenant)
 
 
-def access_to(right: str, tenant: str | None = None) -> Callable[..., Awaitable[Access]]:
+def access_to(
+    right: str,
+    tenant: str | None = None,
+    *,
+    filtered: bool = False,
+    namespace: Callable[[Request], str | None] | None = None,
+) -> Callable[..., Awaitable[Access]]:
     """A dependency checking ``right`` on the path's tenant (or a fixed one).
 
-    It reads the store and the caller straight from the request rather than
-    through sub-dependencies: this runs on every request and FastAPI's
-    dependency solving is a visible share of a key read's cost.
+    The right is checked on the path's ``{namespace}`` when there is one (or
+    on ``namespace(request)``), else on the tenant (``filtered``: see
+    :func:`check_access`). It reads the store and the caller straight from
+    the request rather than through sub-dependencies: this runs on every
+    request and FastAPI's dependency solving is a visible share of a key
+    read's cost.
     """
+
+    def _namespace(request: Request) -> str | None:
+        if namespace is not None:
+            return namespace(request)
+        found: str | None = request.path_params.get("namespace")
+        return found
 
     async def fixed(request: Request) -> Access:
         assert tenant is not None
-        return await resolve_access(request, tenant, right)
+        return await resolve_access(request, tenant, right, _namespace(request), filtered=filtered)
 
     async def from_path(
         request: Request, tenant: Annotated[str, PathParam(description="Tenant name.")]
     ) -> Access:
-        return await resolve_access(request, tenant, right)
+        return await resolve_access(request, tenant, right, _namespace(request), filtered=filtered)
 
     return fixed if tenant is not None else from_path
 
 
-async def resolve_access(request: Request, tenant: str, right: str) -> Access:
-    """The caller's checked ``right`` on ``tenant`` (what the access dependencies do).
+async def resolve_access(
+    request: Request,
+    tenant: str,
+    right: str,
+    namespace: str | None = None,
+    *,
+    filtered: bool = False,
+) -> Access:
+    """The caller's checked ``right`` on ``tenant`` or its ``namespace`` (see ``access_to``).
 
     Hot routes call it directly instead of going through FastAPI's dependency
     solving.
     """
     state = request.app.state
     principal = await state.auth.authenticate(request.headers.get("authorization"))
-    check_access(principal, tenant, right)
+    check_access(principal, tenant, right, namespace, filtered=filtered)
     reason = request.headers.get("x-change-reason", "")
-    return Access(tenant, principal, _actor(request, principal), reason, state.store)
+    return Access(tenant, principal, _actor(request, principal), reason, state.store, namespace)
 
 
 ReadAccess = Annotated[Access, Depends(access_to("read"))]
 WriteAccess = Annotated[Access, Depends(access_to("write"))]
 AdminAccess = Annotated[Access, Depends(access_to("admin"))]
+#: Read access to a tenant-level route that filters what it shows by namespace.
+ViewAccess = Annotated[Access, Depends(access_to("read", filtered=True))]
 
 
 class Masker:
@@ -176,16 +263,18 @@ async def masker(access: Access, namespace: str) -> Masker:
     The store caches schemas per process; they are reloaded at least every
     second so a key marked sensitive elsewhere is masked here soon after.
     """
-    if access.secrets:
+    if access.secrets_on(namespace):
         return Masker(None)
     store = access.store
     seen = _seen.setdefault(store, {})
     now = time.monotonic()
     if now - seen.get(access.tenant, 0.0) > _SCHEMA_REFRESH:
-        await store.schemas(access.tenant)
         if len(seen) > 10_000:
             seen.clear()
+        # Marked before the read: the streams of a tenant masking one event
+        # together make one schema read between them, not one each.
         seen[access.tenant] = now
+        await store.schemas(access.tenant)
     return Masker(await store.specs(access.tenant, namespace))
 
 

@@ -10,6 +10,10 @@ errors of its own to the same tree (authentication, body size)::
         ├── Unauthorized        401
         ├── Forbidden           403
         └── BodyTooLarge        413
+    NotFound
+    └── NamespaceNotFound   404 (a namespace the token does not see)
+    Unavailable
+    └── TooManyStreams      503 + Retry-After (this worker's watch streams are full)
 
 Error bodies are ``{"error": {"code": ..., "message": ..., <details>}}``; under
 the CloudBrain prefix (``/api/v1/config``) they keep that API's shape,
@@ -47,6 +51,8 @@ __all__ = [
     "ApiError",
     "BodyTooLarge",
     "Forbidden",
+    "NamespaceNotFound",
+    "TooManyStreams",
     "Unauthorized",
     "error_response",
     "http_error_handler",
@@ -77,6 +83,31 @@ class Forbidden(ApiError):
     """The token is valid but lacks the right for this operation."""
 
     code = "forbidden"
+
+
+class NamespaceNotFound(NotFound):
+    """A namespace the caller's token does not see (its existence is not revealed)."""
+
+    code = "namespace_not_found"
+
+    def __init__(self, tenant: str, namespace: str) -> None:
+        super().__init__(
+            f"namespace {namespace!r} of tenant {tenant!r} does not exist",
+            tenant=tenant, namespace=namespace,
+        )  # fmt: skip
+
+
+class TooManyStreams(Unavailable):
+    """This worker serves its maximum of watch streams: retry later (or elsewhere)."""
+
+    code = "too_many_streams"
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"this server holds its maximum of {limit} watch streams; retry later",
+            max_streams=limit, retry_after=retry_after,
+        )  # fmt: skip
+        self.retry_after = retry_after
 
 
 class BodyTooLarge(ApiError):
@@ -163,6 +194,8 @@ async def kvconf_error_handler(request: Request, exc: Exception) -> Response:
                 headers["ETag"] = f'"{exc.conflicts[0].actual}"'
     elif isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(exc, TooManyStreams):
+        headers["Retry-After"] = str(exc.retry_after)
     if status >= 500:
         log.warning("%s %s: %s", request.method, request.url.path, exc.message)
     return error_response(request, status, body, headers or None)

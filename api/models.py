@@ -9,7 +9,7 @@ merged into the app's schema once.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.responses import Response
@@ -35,8 +35,10 @@ __all__ = [
     "KeyWrite",
     "Right",
     "SchemaBody",
+    "StateEntry",
     "TenantCreate",
     "TenantRollback",
+    "TenantStateDoc",
     "TokenCreate",
     "Written",
     "body_doc",
@@ -100,10 +102,17 @@ class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class TokenCreate(msgspec.Struct, forbid_unknown_fields=True):
-    """A new API token: its name and its rights per tenant (``*``: every tenant)."""
+    """A new API token: its name, its rights per scope, and its lifetime.
+
+    A scope is ``*`` (every tenant), a tenant (``acme``), or namespaces of a
+    tenant (``acme/ai-12``, or a prefix ``acme/ai-*``). ``expires_in``: seconds
+    until the token stops working (default: never; never later than the
+    creator's own token).
+    """
 
     name: str
     grants: dict[str, list[Right]]
+    expires_in: Annotated[int, msgspec.Meta(gt=0)] | None = None
 
 
 class SchemaBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -212,6 +221,27 @@ class NamespaceList(msgspec.Struct):
 
     tenant: str
     namespaces: list[str]
+
+
+class StateEntry(msgspec.Struct):
+    """One key in a tenant state: value (masked without ``secrets``) and metadata."""
+
+    value: Any
+    version: int
+    revision: int
+    updated_at: str
+    updated_by: str
+
+
+class TenantStateDoc(msgspec.Struct):
+    """A tenant's state at one revision: what an HTTP watcher lists before it follows
+    the watch stream from ``revision``."""
+
+    tenant: str
+    epoch: str
+    revision: int
+    namespaces: dict[str, dict[str, StateEntry]]
+    schemas: dict[str, Any]
 
 
 class NamespaceDoc(msgspec.Struct):
@@ -521,6 +551,7 @@ class WhoAmI(msgspec.Struct):
     name: str
     grants: dict[str, list[str]]
     open: bool
+    expires_at: str | None = None
 
 
 class TokenCreated(msgspec.Struct):
@@ -529,6 +560,7 @@ class TokenCreated(msgspec.Struct):
     name: str
     token: str
     grants: dict[str, list[Right]]
+    expires_at: str | None = None
 
 
 class TokenDoc(msgspec.Struct):
@@ -538,6 +570,8 @@ class TokenDoc(msgspec.Struct):
     grants: dict[str, list[str]]
     created_at: str = ""
     created_by: str = ""
+    expires_at: str | None = None
+    last_used_at: str | None = None
 
 
 class TokenList(msgspec.Struct):

@@ -56,7 +56,7 @@ _EXTRA: dict[str, set[int]] = {
     "diffNamespace": {410},
     "rollbackTenant": {409, 410},
     "rollbackKey": {409},
-    "watchTenant": {410},
+    "watchTenant": {410, 503},
     "createTenant": {409},
     "createToken": {409},
     "putSchema": {409},
@@ -233,7 +233,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                     del responses[status]  # FastAPI's 422 and any stale error entries
             if op.get("operationId") == "watchTenant":
                 responses["200"] = {
-                    "description": "Server-Sent Events: change, schema, tenant, reset, error",
+                    "description": (
+                        "Server-Sent Events: change, schema, tenant, reset, progress, error"
+                    ),
                     "content": {"text/event-stream": _media({"type": "string"}, _SSE_EXAMPLE)},
                 }
             elif op.get("operationId") == "getMetrics":

@@ -1,12 +1,26 @@
 """The watch stream: a tenant's change log as Server-Sent Events, gap-free.
 
-The tenant log is the source of truth and pub/sub only a wake-up: after each
-message (or every ``poll`` seconds when none comes) the stream reads the log
-after the last revision it sent, so a lost message delays an event but never
-drops it. When the log no longer holds the next revision (trimmed) or the
-revision went backwards (tenant replaced), a ``reset`` event tells the client
-to re-read the full state; the stream then continues from the current
-revision. Each event's ``id`` is its revision, so ``Last-Event-ID`` resumes.
+The tenant log is the source of truth and pub/sub only a wake-up. A stream
+takes its records from the worker's feed of the tenant (see
+:mod:`api.fanout`: one log read per wake-up for all streams of the tenant)
+after catching up from the log itself when it resumes from an older
+revision. When the log no longer holds the next revision (trimmed), the
+revision went backwards or the epoch changed (tenant replaced), a ``reset``
+event tells the client to re-read the full state; the stream then continues
+from that revision. Each event's ``id`` is its revision, so
+``Last-Event-ID`` resumes.
+
+A stream restricted to some namespaces (``namespaces=``, or a
+namespace-scoped token) sends the other namespaces' revisions as
+``progress`` events (``{"revision": n}``, id ``n``), as etcd's progress
+notifications, so its client's revision still advances. They are coalesced:
+one per batch of records, and none when a visible event follows in the
+batch (its id advances the client just as well).
+
+:class:`EventStream` is a lean SSE response: one task per stream (the
+disconnect listener), heartbeats sent by the stream itself, frames of a
+record shared by every stream that may see it unmasked. Per connection the
+server then holds little more than uvicorn's connection and this generator.
 """
 
 from __future__ import annotations
@@ -20,106 +34,280 @@ from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError
-from sse_starlette import ServerSentEvent
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from kvconf.exceptions import HistoryTrimmed, KvconfError
-from kvconf.store import tenant_keys
+from kvconf.exceptions import HistoryTrimmed, KvconfError, Unavailable
+from kvconf.models import ChangeEvent
 from kvconf.timeline import read_log
 
-from .deps import Access
+from .deps import Access, masker
+from .fanout import Failure, FanOut, Item, Reset, Slot, Subscription, frame
 from .metrics import Metrics, StreamState
 
-__all__ = ["change_stream"]
+__all__ = ["EventStream", "change_stream"]
 
 log = logging.getLogger("kvconf.api")
 _PAGE = 500
+Shows = Callable[[str], bool] | None
 
 
-def _event(name: str, revision: int, data: Any) -> ServerSentEvent:
-    return ServerSentEvent(data=msgspec.json.encode(data).decode(), event=name, id=str(revision))
+#: A heartbeat: an SSE comment, ignored by clients, keeps proxies and sockets alive.
+PING = b": ping\r\n\r\n"
 
 
-async def _subscribe(access: Access) -> Any:
-    try:
-        pubsub = access.store.redis.pubsub()
-        await pubsub.ssubscribe(tenant_keys(access.tenant).changes_channel)
-    except (RedisError, AttributeError, TypeError) as exc:
-        log.info("watch stream falls back to polling: %s", exc)
+def _event(name: str, revision: int, data: Any) -> bytes:
+    return frame(name, msgspec.json.encode(data), revision)
+
+
+def _reset(tenant: str, revision: int, reason: str) -> bytes:
+    return _event("reset", revision, {"tenant": tenant, "revision": revision, "reason": reason})
+
+
+async def _render(access: Access, item: Item, shows: Shows) -> bytes | None:
+    """The SSE of one record for this caller (None: nothing of it is visible)."""
+    from .routes.history import mask_event, visible_event
+
+    event = item.event
+    shown = visible_event(event, shows)
+    if shown is None:
         return None
-    return pubsub
+    if shown is event and not await _needs_mask(access, event):
+        return item.frame
+    return _event(shown.type, shown.revision, await mask_event(access, shown))
 
 
-async def _wait(pubsub: Any, poll: float) -> None:
-    if pubsub is None:
-        await asyncio.sleep(min(poll, 0.5))
-        return
-    message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=poll)
-    while message is not None:  # drain: one log read serves a burst of messages
-        message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=0)
+async def _needs_mask(access: Access, event: ChangeEvent) -> bool:
+    if access.secrets:
+        return False
+    for change in event.changes:
+        if (await masker(access, event.namespace_of(change))).hides(change.key):
+            return True
+    return False
+
+
+def _stale(access: Access, seen: int, generation: Callable[[], int]) -> bool:
+    """True when the caller must be re-checked before a delivery."""
+    expires = access.principal.expires
+    return generation() != seen or (expires is not None and time.time() >= expires)
+
+
+class _Cursor:
+    """A stream's position and what it has sent."""
+
+    __slots__ = ("last", "pending", "sent")
+
+    def __init__(self, last: int) -> None:
+        self.last = last
+        self.sent = 0
+        self.pending: int | None = None  # a progress revision not yet sent
+
+
+async def _read_after(access: Access, after: int) -> tuple[int, list[ChangeEvent] | str]:
+    """The current revision and the log page after ``after``, or why a reset is due."""
+    current = await access.store.revision(access.tenant)
+    if current < after:
+        return current, "revision went backwards"
+    try:
+        return current, await read_log(access.store, access.tenant, after, limit=_PAGE)
+    except HistoryTrimmed as exc:
+        return current, exc.message
+
+
+async def _catch_up(
+    access: Access, cursor: _Cursor, shows: Shows, starting: asyncio.Semaphore
+) -> AsyncIterator[bytes]:
+    """Records after the cursor from the log itself (resumes, overflowed inboxes)."""
+    while True:
+        async with starting:  # the stream's reads wait for a pool connection
+            current, page = await _read_after(access, cursor.last)
+        if isinstance(page, str):
+            cursor.last, cursor.pending = current, None
+            yield _reset(access.tenant, current, page)
+            return
+        for event in page:
+            sse = await _one(access, cursor, Item(event), shows)
+            if sse is not None:
+                yield sse
+        if len(page) < _PAGE:
+            return
+
+
+async def _one(access: Access, cursor: _Cursor, item: Item, shows: Shows) -> bytes | None:
+    """The frame of one record for this stream (None: already sent, or not visible)."""
+    event = item.event
+    if event.revision <= cursor.last:
+        return None  # caught up from the log already
+    cursor.last = event.revision
+    rendered = await _render(access, item, shows)
+    cursor.pending = event.revision if rendered is None else None
+    return rendered
+
+
+def _progress(cursor: _Cursor) -> bytes | None:
+    if cursor.pending is None:
+        return None
+    revision, cursor.pending = cursor.pending, None
+    return _event("progress", revision, {"revision": revision})
 
 
 async def change_stream(
     access: Access,
-    start: int | None,
+    start: int,
     metrics: Metrics,
+    fanout: FanOut,
+    slot: Slot,
     *,
+    namespaces: set[str] | None = None,
     max_events: int | None = None,
-    poll: float = 1.0,
     recheck: Callable[[], Awaitable[Access]] | None = None,
     recheck_every: float = 5.0,
-) -> AsyncIterator[ServerSentEvent]:
-    """Events after revision ``start`` (None: from now), masked for the caller.
+    heartbeat: float = 5.0,
+    generation: Callable[[], int] = lambda: 0,
+) -> AsyncIterator[bytes]:
+    """Events after revision ``start``, masked and filtered for the caller.
 
-    ``recheck`` re-authenticates the caller every ``recheck_every`` seconds: a
-    revoked token ends the stream with an ``error`` event, and a narrowed
-    right (no more ``secrets``) applies to the events after it.
+    ``namespaces`` restricts the stream (the caller's own namespace filter
+    applies too; ``_defaults`` always passes, as effective values need it).
+    ``recheck`` re-authenticates the caller every ``recheck_every`` seconds:
+    a revoked or expired token ends the stream with an ``error`` event, and a
+    narrowed right (no more ``secrets``) applies to the events after it. It
+    also runs before a delivery when ``generation()`` changed (a token was
+    revoked in this process) or the caller's token has expired, so neither
+    receives the next event; otherwise a delivery costs no check.
+    ``slot`` is the stream's reserved place, given back when it ends. An
+    idle stream sends a heartbeat comment every ``heartbeat`` seconds.
     """
-    from .routes.history import mask_event
-
-    store, tenant = access.store, access.tenant
+    tenant = access.tenant
     metrics.sse_streams.inc()
     state = StreamState(tenant)
     metrics.streams[id(state)] = state
-    pubsub = await _subscribe(access)
-    sent = 0
+    sub = Subscription()
+    feed = None
+    cursor = _Cursor(start)
+
+    def shows_for(access: Access) -> Shows:
+        if namespaces is None and access.visible is None:
+            return None
+        return lambda ns: (
+            ns == "_defaults" or (access.shows(ns) and (namespaces is None or ns in namespaces))
+        )
+
+    shows = shows_for(access)
     next_check = time.monotonic() + recheck_every
+    next_ping = time.monotonic() + heartbeat
+    seen = generation()
+
+    def done() -> bool:
+        return max_events is not None and cursor.sent >= max_events
+
     try:
-        last = start if start is not None else await store.revision(tenant)
-        state.update(last, last)
+        state.update(cursor.last, cursor.last)  # no lag before the stream knows where it is
+        feed = await fanout.join(tenant, sub)
+        if feed.last is None or cursor.last < feed.last:
+            async for sse in _catch_up(access, cursor, shows, fanout.starting):
+                yield sse
+                cursor.sent += 1
+                if done():
+                    return
         while True:
-            if recheck is not None and time.monotonic() >= next_check:
-                access = await recheck()
-                next_check = time.monotonic() + recheck_every
-            current = await store.revision(tenant)
-            if current < last:
-                yield _event("reset", current, {"tenant": tenant, "revision": current,
-                                                "reason": "revision went backwards"})  # fmt: skip
-                last, sent = current, sent + 1
-            else:
+            if recheck is not None and (
+                time.monotonic() >= next_check or (sub.inbox and _stale(access, seen, generation))
+            ):
+                seen = generation()
                 try:
-                    events = await read_log(store, tenant, last, limit=_PAGE)
-                except HistoryTrimmed as exc:
-                    yield _event("reset", current, {"tenant": tenant, "revision": current,
-                                                    "reason": exc.message})  # fmt: skip
-                    last, sent = current, sent + 1
-                    events = []
-                for event in events:
-                    yield _event(event.type, event.revision, await mask_event(access, event))
-                    last, sent = event.revision, sent + 1
-                    if max_events is not None and sent >= max_events:
+                    access = await recheck()
+                    shows = shows_for(access)
+                except Unavailable:
+                    pass  # Redis is away: keep the rights last seen, check again soon
+                next_check = time.monotonic() + recheck_every
+            if sub.overflowed:
+                sub.overflowed = False
+                async for sse in _catch_up(access, cursor, shows, fanout.starting):
+                    yield sse
+                    cursor.sent += 1
+                    if done():
                         return
-                state.update(last, current)
-                if len(events) == _PAGE:
-                    continue
-            if max_events is not None and sent >= max_events:
-                return
-            await _wait(pubsub, poll)
+            while sub.inbox:
+                entry = sub.inbox.popleft()
+                if isinstance(entry, Failure):
+                    yield frame("error", msgspec.json.encode(entry.error))
+                    return
+                if isinstance(entry, Reset):
+                    cursor.last, cursor.pending = entry.revision, None
+                    yield _reset(tenant, entry.revision, entry.reason)
+                    cursor.sent += 1
+                else:
+                    rendered = await _one(access, cursor, entry, shows)
+                    if rendered is not None:
+                        yield rendered
+                        cursor.sent += 1
+                if done():
+                    return
+            progress = _progress(cursor)
+            if progress is not None:
+                yield progress
+                cursor.sent += 1
+                if done():
+                    return
+            state.update(cursor.last, feed.last if feed.last is not None else cursor.last)
+            sub.wake.clear()
+            if sub.inbox or sub.overflowed:
+                continue
+            now = time.monotonic()
+            if now >= next_ping:
+                yield PING
+                next_ping = now + heartbeat
+            until = min(next_ping, next_check) if recheck is not None else next_ping
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, until - now)):
+                    await sub.wake.wait()
     except (KvconfError, RedisError) as exc:
         error = exc.to_dict() if isinstance(exc, KvconfError) else {"code": "unavailable"}
-        yield ServerSentEvent(data=msgspec.json.encode(error).decode(), event="error")
+        yield frame("error", msgspec.json.encode(error))
     finally:
         metrics.sse_streams.dec()
         metrics.streams.pop(id(state), None)
-        if pubsub is not None:
-            with contextlib.suppress(RedisError):
-                await pubsub.aclose()
+        slot.release()
+        if feed is not None:
+            await fanout.leave(feed, sub)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EventStream(Response):
+    """A lean Server-Sent Events response over an iterator of ready frames.
+
+    One task per stream listens for the client's disconnect; the stream
+    itself sends heartbeats, so a gone client is noticed within a heartbeat.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, stream: AsyncIterator[bytes], status_code: int = 200) -> None:
+        self.stream = stream
+        self.status_code = status_code  # FastAPI reads its default for the document
+        self.background = None
+        self.init_headers({"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the frames until the stream ends or the client goes away."""
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.stream:
+                if gone.done():
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if not gone.done():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client went away mid-send
+        finally:
+            gone.cancel()
+            aclose = getattr(self.stream, "aclose", None)
+            if aclose is not None:
+                await aclose()

@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: costs a REST write well under a second, not redis-py's 5 s; the write
     #: may still be applied if Redis resumes and runs it.
     write_timeout: float = 0.8
+    #: REST API: most watch (SSE) streams one worker serves; more are refused
+    #: with 503 and ``Retry-After`` rather than left open and silent.
+    max_streams: int = 10_000
 
     #: Periodic readable export of every tenant by ``kvconf serve`` (0: off),
     #: into ``export_dir`` (unset: ``<data_dir>/exports``) as ``export_format``,
@@ -106,6 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Refuse contradictory settings (raises :class:`InvalidInput`)."""
         for name in (
             "max_value_bytes", "max_keys_per_write", "history_limit", "log_limit", "export_keep",
+            "max_streams",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidInput(f"setting {name} must be at least 1")

@@ -7,9 +7,14 @@ SHA-256 is stored:
 
 - ``TOKENS_KEY`` (hash): digest → :class:`TokenRecord` (JSON)
 - ``TOKEN_NAMES_KEY`` (hash): token name → digest
+- ``TOKENS_USED_KEY`` (hash): digest → when last used (merged into listings)
+
+A grant's scope is a tenant (``"acme"``), a namespace of it
+(``"acme/ai-12"``) or a prefix of namespaces (``"acme/ai-*"``), or ``"*"``
+for every tenant (:func:`parse_scope`).
 
 >>> tokens = Tokens(store.redis)
->>> text = await tokens.create("ci", {"acme": ["write"]}, by="ops")
+>>> text, record = await tokens.create("ci", {"acme": ["write"]}, by="ops")
 >>> [r.name for r in await tokens.list()]
 ['ci']
 """
@@ -19,13 +24,21 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
 from redis.exceptions import RedisError
 
 from ._codec import as_text, now_iso
-from ._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY, validate_name, validate_tenant
+from ._redis.names import (
+    TOKEN_NAMES_KEY,
+    TOKENS_KEY,
+    TOKENS_USED_KEY,
+    validate_name,
+    validate_namespace,
+    validate_tenant,
+)
 from .exceptions import Conflict, InvalidInput, NotFound, Unavailable
 
 __all__ = [
@@ -34,6 +47,7 @@ __all__ = [
     "TokenNotFound",
     "TokenRecord",
     "Tokens",
+    "parse_scope",
     "token_digest",
 ]
 
@@ -59,16 +73,41 @@ class TokenExists(Conflict):
         super().__init__(f"token {name!r} already exists", token=name)
 
 
-class TokenRecord(msgspec.Struct, frozen=True):
-    """What is stored for a token (never the token itself)."""
+class TokenRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What is stored for a token (never the token itself).
+
+    ``last_used_at`` is not part of the stored record: listings merge it in
+    from ``TOKENS_USED_KEY``.
+    """
 
     name: str
     grants: dict[str, list[str]]
     created_at: str = ""
     created_by: str = ""
+    expires_at: str | None = None
+    last_used_at: str | None = None
 
 
 _record_decoder = msgspec.json.Decoder(TokenRecord)
+
+
+def parse_scope(scope: str) -> tuple[str, str | None]:
+    """A grant's scope as ``(tenant, namespace pattern or None)``; validates both.
+
+    ``"acme"`` → ``("acme", None)``; ``"acme/ai-12"`` → ``("acme", "ai-12")``;
+    ``"acme/ai-*"`` → ``("acme", "ai-*")`` (a prefix; ``"acme/*"``: every
+    namespace, still not the tenant-level routes).
+    """
+    if scope == ALL_TENANTS:
+        return scope, None
+    tenant, sep, pattern = scope.partition("/")
+    validate_tenant(tenant)
+    if not sep:
+        return tenant, None
+    prefix = pattern[:-1] if pattern.endswith("*") else pattern
+    if prefix or not pattern.endswith("*"):
+        validate_namespace(prefix)
+    return tenant, pattern
 
 
 def token_digest(token: str) -> str:
@@ -97,31 +136,46 @@ class Tokens:
         raw = await self._call(self.redis.hget(TOKENS_KEY, digest))
         return None if raw is None else _record_decoder.decode(raw)
 
-    async def create(self, name: str, grants: Mapping[str, Sequence[str]], by: str) -> str:
-        """Create a token; returns the token text (shown once, stored hashed)."""
+    async def create(
+        self,
+        name: str,
+        grants: Mapping[str, Sequence[str]],
+        by: str,
+        *,
+        expires_at: datetime | None = None,
+    ) -> tuple[str, TokenRecord]:
+        """Create a token; returns its text (shown once, stored hashed) and record."""
         validate_name("token", name)
         if not grants:
             raise InvalidInput("a token needs at least one grant", field="grants")
-        for tenant, rights in grants.items():
-            if tenant != ALL_TENANTS:
-                validate_tenant(tenant)
+        for scope, rights in grants.items():
+            parse_scope(scope)
             if not rights:
-                raise InvalidInput(f"no rights given for {tenant!r}", field="grants")
+                raise InvalidInput(f"no rights given for {scope!r}", field="grants")
         token = "kvc_" + secrets.token_urlsafe(32)
         digest = token_digest(token)
         record = TokenRecord(
             name=name, grants={t: sorted(set(r)) for t, r in grants.items()},
             created_at=now_iso(), created_by=by,
+            expires_at=None if expires_at is None else expires_at.isoformat(),
         )  # fmt: skip
         if not await self._call(self.redis.hsetnx(TOKEN_NAMES_KEY, name, digest)):
             raise TokenExists(name)
         await self._call(self.redis.hset(TOKENS_KEY, digest, msgspec.json.encode(record)))
-        return token
+        return token, record
+
+    async def note_use(self, digest: str) -> None:
+        """Record that the token was used now (callers rate-limit this)."""
+        await self._call(self.redis.hset(TOKENS_USED_KEY, digest, now_iso()))
 
     async def list(self) -> list[TokenRecord]:
         """Every token's record (never the tokens), sorted by name."""
         raw = await self._call(self.redis.hgetall(TOKENS_KEY))
-        return sorted((_record_decoder.decode(v) for v in raw.values()), key=lambda r: r.name)
+        used = await self._call(self.redis.hgetall(TOKENS_USED_KEY))
+        return sorted(
+            (_with_use(_record_decoder.decode(v), used.get(k)) for k, v in raw.items()),
+            key=lambda r: r.name,
+        )
 
     async def get(self, name: str) -> TokenRecord:
         """One token's record by name."""
@@ -129,7 +183,8 @@ class Tokens:
         raw = None if digest is None else await self._call(self.redis.hget(TOKENS_KEY, digest))
         if raw is None:
             raise TokenNotFound(name)
-        return _record_decoder.decode(raw)
+        used = await self._call(self.redis.hget(TOKENS_USED_KEY, digest))
+        return _with_use(_record_decoder.decode(raw), used)
 
     async def revoke(self, name: str) -> str:
         """Revoke a token by name; returns its digest (for callers' caches)."""
@@ -138,4 +193,11 @@ class Tokens:
             raise TokenNotFound(name)
         await self._call(self.redis.hdel(TOKENS_KEY, digest))
         await self._call(self.redis.hdel(TOKEN_NAMES_KEY, name))
+        await self._call(self.redis.hdel(TOKENS_USED_KEY, digest))
         return as_text(digest)
+
+
+def _with_use(record: TokenRecord, used: Any) -> TokenRecord:
+    if used is None:
+        return record
+    return msgspec.structs.replace(record, last_used_at=as_text(used))

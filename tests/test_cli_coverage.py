@@ -39,6 +39,7 @@ CLI_FOR: dict[tuple[str, str], str] = {
     ("GET", f"{T}/watch"): "watch",
     ("GET", f"{T}/fleet"): "fleet",
     ("GET", "/api/v1/stats"): "stats",
+    ("GET", f"{T}/state"): "watch",  # watch prints the state first (--changes-only skips it)
     ("GET", f"{T}/stats"): "stats",  # stats TENANT
     ("POST", f"{T}/snapshots/{{name}}/verify"): "snapshot verify",
     ("GET", "/api/v1/tenants"): "tenant list",

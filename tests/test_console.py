@@ -604,11 +604,6 @@ def test_a_token_on_one_tenant_sees_only_that_tenant(page: Any, server: Server) 
     other = f"ui-{uuid.uuid4().hex[:8]}"
     seed(server, mine)
     seed(server, other)
-    with server.http() as h:  # namespace-scoped grants do not exist (yet): refused
-        r = h.post(
-            "/api/v1/tokens", json={"name": f"ns-{mine}", "grants": {f"{mine}/ai-12": ["read"]}}
-        )
-        assert r.status_code == 422
     token = server.token(f"one-{mine}", {mine: ["write"]})
     sign_in(page, server, token)
     nav = page.get_by_role("navigation", name="Tenants and namespaces")
@@ -618,6 +613,29 @@ def test_a_token_on_one_tenant_sees_only_that_tenant(page: Any, server: Server) 
     page.goto(f"{server.base}/ui/#/t/{other}/ns/ai-12")
     expect(page.get_by_text("Cannot show this page")).to_be_visible()
     assert "s3cr3t" not in page.content()
+
+
+@browser_test
+def test_a_namespace_scoped_token_sees_only_its_namespace(page: Any, server: Server) -> None:
+    from playwright.sync_api import expect
+
+    tenant = f"ui-{uuid.uuid4().hex[:8]}"
+    seed(server, tenant)
+    with server.http() as h:
+        r = h.post(f"/api/v1/tenants/{tenant}/namespaces/ai-99", json={"values": {"x": 1}})
+        assert r.status_code == 200, r.text
+    token = server.token(f"ns-{tenant}", {f"{tenant}/ai-12": ["write"]})
+    sign_in(page, server, token)
+    page.goto(f"{server.base}/ui/#/t/{tenant}/ns/ai-12")
+    page.locator("main section h1").first.wait_for()
+    nav = page.get_by_role("navigation", name="Tenants and namespaces")
+    sub = nav.get_by_role("list", name=f"{tenant} namespaces")
+    expect(sub.get_by_role("link", name="ai-12", exact=True)).to_be_visible()
+    expect(sub.get_by_role("link", name="ai-99", exact=True)).to_have_count(0)
+    expect(row(page, "timeout").get_by_role("button", name="Edit")).to_be_enabled()
+    shot(page, server, "namespace-scoped-token")
+    page.goto(f"{server.base}/ui/#/t/{tenant}/ns/ai-99")
+    expect(page.get_by_text("Cannot show this page")).to_be_visible()
 
 
 @browser_test

@@ -75,8 +75,19 @@ router = APIRouter(
 )
 AiId = Annotated[int, PathParam(ge=0, description="The agent's numeric id.")]
 ConfigKey = Annotated[str, PathParam(description="Configuration key.")]
-Reader = Annotated[Access, Depends(access_to("read", AI_TENANT))]
-Writer = Annotated[Access, Depends(access_to("write", AI_TENANT))]
+
+
+def ai_namespace(request: Request) -> str | None:
+    """The namespace (``ai-<id>``) of the path's ``ai_id`` (None when it is not an id).
+
+    Namespace grants apply: ``default/ai-12`` is ``/api/v1/config/12``.
+    """
+    text: str = request.path_params.get("ai_id", "")
+    return f"ai-{int(text)}" if text.isascii() and text.isdigit() else None
+
+
+Reader = Annotated[Access, Depends(access_to("read", AI_TENANT, namespace=ai_namespace))]
+Writer = Annotated[Access, Depends(access_to("write", AI_TENANT, namespace=ai_namespace))]
 
 
 _installed: weakref.WeakKeyDictionary[Store, tuple[datetime, float]] = weakref.WeakKeyDictionary()
@@ -360,7 +371,7 @@ async def _get_config_hot(request: Request) -> Response | None:
     ai_id = _ai_id(request)
     if ai_id is None:
         return None
-    access = await resolve_access(request, AI_TENANT, "read")
+    access = await resolve_access(request, AI_TENANT, "read", f"ai-{ai_id}")
     return await _config(request, access, ai_id)
 
 
@@ -368,7 +379,7 @@ async def _get_config_key_hot(request: Request) -> Response | None:
     ai_id = _ai_id(request)
     if ai_id is None:
         return None
-    access = await resolve_access(request, AI_TENANT, "read")
+    access = await resolve_access(request, AI_TENANT, "read", f"ai-{ai_id}")
     return await _config_key(request, access, ai_id, request.path_params["key"])
 
 

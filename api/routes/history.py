@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -18,7 +19,9 @@ from ..deps import (
     DryRun,
     Masker,
     ReadAccess,
+    ViewAccess,
     WriteAccess,
+    access_to,
     check_access,
     masker,
     note_write,
@@ -41,7 +44,7 @@ from ..models import (
 from ..preview import preview
 from ..query import refuse_unknown_query
 
-__all__ = ["mask_event", "router"]
+__all__ = ["mask_event", "router", "visible_event"]
 
 router = APIRouter(
     prefix="/api/v1/tenants/{tenant}",
@@ -63,6 +66,29 @@ def _mask_state(state: timeline.KeyState | None, key: str, mask: Masker) -> Any:
     doc = msgspec.to_builtins(state)
     doc["value"] = mask(key, state.value)
     return doc
+
+
+def visible_event(
+    event: timeline.LogEvent, shows: Callable[[str], bool] | None
+) -> timeline.LogEvent | None:
+    """``event`` as a caller seeing the namespaces ``shows`` accepts may see it.
+
+    None when it touches no visible namespace; a change set across
+    namespaces keeps only the visible namespaces' changes; events of the
+    whole tenant (``reset``, ``tenant``) are shown. ``shows`` None: all.
+    """
+    if shows is None:
+        return event
+    if not event.changes:
+        if event.namespace in ("", "*") or event.type not in ("change", "schema"):
+            return event
+        return event if shows(event.namespace) else None
+    changes = [c for c in event.changes if shows(event.namespace_of(c))]
+    if not changes:
+        return None
+    if len(changes) == len(event.changes):
+        return event
+    return msgspec.structs.replace(event, changes=changes)
 
 
 async def mask_event(access: Access, event: timeline.LogEvent) -> dict[str, Any]:
@@ -148,13 +174,18 @@ async def rollback_key(
     responses=response_doc(ChangeLog),
 )
 async def change_log(
-    access: ReadAccess,
+    access: ViewAccess,
     since: Revision = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    """Records after ``since``, oldest first; 410 when the log was trimmed past it."""
+    """Records after ``since``, oldest first; 410 when the log was trimmed past it.
+
+    A namespace-scoped token sees only its namespaces' changes (a page may
+    then hold fewer than ``limit`` events).
+    """
     events = await timeline.read_log(access.store, access.tenant, since, limit=limit)
-    items = [await mask_event(access, e) for e in events]
+    shown = [v for v in (visible_event(e, access.visible) for e in events) if v is not None]
+    items = [await mask_event(access, e) for e in shown]
     return respond({"tenant": access.tenant, "since": since, "events": items})
 
 
@@ -164,7 +195,8 @@ async def _diff(
     result = await timeline.diff(
         access.store, access.tenant, from_revision, to_revision, namespace=namespace
     )
-    maskers = await _maskers(access, {c.namespace for c in result.changes})
+    shown = [c for c in result.changes if access.shows(c.namespace)]
+    maskers = await _maskers(access, {c.namespace for c in shown})
     changes = [
         {
             "namespace": c.namespace,
@@ -173,7 +205,7 @@ async def _diff(
             "old": _mask_state(c.old, c.key, maskers[c.namespace]),
             "new": _mask_state(c.new, c.key, maskers[c.namespace]),
         }
-        for c in result.changes
+        for c in shown
     ]
     return respond(
         {
@@ -193,7 +225,7 @@ async def _diff(
     responses=response_doc(DiffDoc),
 )
 async def tenant_diff(
-    access: ReadAccess,
+    access: ViewAccess,
     from_revision: Annotated[int, Query(alias="from", ge=0)],
     to_revision: Annotated[int | None, Query(alias="to", ge=0)] = None,
 ) -> Response:
@@ -225,7 +257,9 @@ async def namespace_diff(
     responses=response_doc((TenantRolledBack, RollbackPreview)),
 )
 async def rollback_tenant(
-    request: Request, access: WriteAccess, dry_run: DryRun = False
+    request: Request,
+    access: Annotated[Access, Depends(access_to("write", filtered=True))],
+    dry_run: DryRun = False,
 ) -> Response:
     """One new revision, atomic with CAS on every key (across namespaces for a tenant).
 
@@ -237,6 +271,8 @@ async def rollback_tenant(
     body: TenantRollback = decode(await request.body(), TenantRollback)
     if body.namespace is None:
         check_access(access.principal, access.tenant, "admin")
+    else:
+        access.require(body.namespace, "write")
     if dry_run:
         plans = await timeline.rollback_plans(
             access.store, access.tenant, body.to_revision, namespace=body.namespace

@@ -19,6 +19,7 @@ from ..deps import (
     IfMatch,
     Masker,
     ReadAccess,
+    ViewAccess,
     WriteAccess,
     cached_reader,
     expected_version,
@@ -92,9 +93,9 @@ Consistent = Annotated[
     operation_id="listNamespaces",
     responses=response_doc(NamespaceList),
 )
-async def list_namespaces(access: ReadAccess) -> Response:
-    """Names of every namespace ever written."""
-    names = await access.store.namespaces(access.tenant)
+async def list_namespaces(access: ViewAccess) -> Response:
+    """Names of every namespace ever written (that the caller sees)."""
+    names = [n for n in await access.store.namespaces(access.tenant) if access.shows(n)]
     return respond({"tenant": access.tenant, "namespaces": names})
 
 
@@ -270,7 +271,7 @@ async def _get_key_hot(request: Request) -> Response | None:
     if request.scope["query_string"]:
         return None  # ?consistent=...: FastAPI's validation
     params = request.path_params
-    access = await resolve_access(request, params["tenant"], "read")
+    access = await resolve_access(request, params["tenant"], "read", params["namespace"])
     return await read_key(request, access, params["namespace"], params["key"])
 
 
@@ -319,7 +320,7 @@ async def _put_key_hot(request: Request) -> Response | None:
     if request.scope["query_string"]:
         return None  # dry runs and odd parameters: FastAPI's validation
     params = request.path_params
-    access = await resolve_access(request, params["tenant"], "write")
+    access = await resolve_access(request, params["tenant"], "write", params["namespace"])
     headers = request.headers
     expect = expected_version(request, headers.get("if-match"), headers.get("if-none-match"))
     body: KeyWrite = decode(await request.body(), KeyWrite)

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from starlette.responses import Response
 
-from kvconf._redis.names import validate_namespace
+from kvconf._redis.names import DEFAULTS_NAMESPACE, validate_namespace
 from kvconf.exceptions import NotFound, TenantNotFound
 from kvconf.models import Schema
 from kvconf.schema import decode_schema_document, effective_specs, masked_schema
 
-from ..deps import Access, AdminAccess, DryRun, ReadAccess, note_write
+from ..deps import Access, AdminAccess, DryRun, ReadAccess, ViewAccess, note_write
 from ..errors import Forbidden
 from ..models import (
     Revision,
@@ -28,7 +28,7 @@ from ..models import (
 )
 from ..query import refuse_unknown_query
 
-__all__ = ["router"]
+__all__ = ["router", "shown_schema"]
 
 router = APIRouter(
     prefix="/api/v1/tenants/{tenant}",
@@ -58,11 +58,11 @@ async def _set_schema(
     return revision
 
 
-def _shown(
+def shown_schema(
     access: Access, schema: Schema, schemas: dict[str, Schema], namespace: str
 ) -> dict[str, Any]:
     """A schema as JSON; sensitive keys' defaults masked without the secrets right."""
-    if access.secrets:
+    if access.secrets_on(namespace):
         doc: dict[str, Any] = msgspec.to_builtins(schema)
         return doc
     return masked_schema(schema, schemas, namespace)
@@ -94,10 +94,18 @@ def _check_sensitive_unchanged(
     operation_id="listSchemas",
     responses=response_doc(Schemas),
 )
-async def all_schemas(access: ReadAccess) -> Response:
-    """``_defaults`` holds the tenant-wide schema."""
+async def all_schemas(access: ViewAccess) -> Response:
+    """``_defaults`` holds the tenant-wide schema.
+
+    A namespace-scoped token gets its namespaces' schemas and ``_defaults``'s
+    (part of the effective values of every namespace).
+    """
     found = await access.store.schemas(access.tenant)
-    shown = {ns: _shown(access, s, found, ns) for ns, s in found.items()}
+    shown = {
+        ns: shown_schema(access, s, found, ns)
+        for ns, s in found.items()
+        if ns == DEFAULTS_NAMESPACE or access.shows(ns)
+    }
     return respond({"tenant": access.tenant, "schemas": shown})
 
 
@@ -113,7 +121,7 @@ async def get_schema(namespace: Namespace, access: ReadAccess) -> Response:
     schema = found.get(validate_namespace(namespace))
     if schema is None:
         raise SchemaNotFound(f"{access.tenant}/{namespace} has no schema", namespace=namespace)
-    return respond(_shown(access, schema, found, namespace))
+    return respond(shown_schema(access, schema, found, namespace))
 
 
 @router.put(
@@ -136,10 +144,11 @@ async def put_schema(
         _check_sensitive_unchanged(before, namespace, schema)
     if dry_run:
         await access.store.check_schema(access.tenant, namespace, schema)
-        shown = _shown(access, schema, before, namespace)
+        shown = shown_schema(access, schema, before, namespace)
         return respond({"dry_run": True, "would_commit": True, "schema": shown})
     revision = await _set_schema(request, access, namespace, schema)
-    return respond({"revision": revision, "schema": _shown(access, schema, before, namespace)})
+    shown = shown_schema(access, schema, before, namespace)
+    return respond({"revision": revision, "schema": shown})
 
 
 @router.delete(

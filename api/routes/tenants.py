@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
@@ -15,7 +16,15 @@ from kvconf.models import TenantInfo
 from kvconf.store import Store
 from kvconf.tenants import tenant_states
 
-from ..deps import AdminAccess, DryRun, PrincipalDep, ReadAccess, StoreDep, check_access, note_write
+from ..deps import (
+    AdminAccess,
+    DryRun,
+    PrincipalDep,
+    StoreDep,
+    ViewAccess,
+    check_access,
+    note_write,
+)
 from ..errors import Forbidden
 from ..models import (
     TenantCreate,
@@ -108,9 +117,14 @@ async def create_tenant(request: Request, store: StoreDep, principal: PrincipalD
     operation_id="getTenant",
     responses=response_doc(TenantInfo),
 )
-async def tenant_info(access: ReadAccess) -> Response:
-    """404 for unknown or deleted tenants."""
-    return respond(await access.store.info(access.tenant))
+async def tenant_info(access: ViewAccess) -> Response:
+    """404 for unknown or deleted tenants; namespaces the caller sees only."""
+    info = await access.store.info(access.tenant)
+    if access.visible is not None:
+        info = msgspec.structs.replace(
+            info, namespaces=[n for n in info.namespaces if access.shows(n)]
+        )
+    return respond(info)
 
 
 async def _snapshot_first(store: Store, tenant: str) -> dict[str, Any] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -10,7 +12,7 @@ from starlette.responses import Response
 
 from kvconf.exceptions import Conflict
 
-from ..auth import Authenticator, TokenRecord
+from ..auth import Authenticator, TokenRecord, parse_scope
 from ..deps import PrincipalDep
 from ..errors import Forbidden
 from ..models import (
@@ -40,7 +42,13 @@ def _auth(request: Request) -> Authenticator:
 
 
 def _visible(principal: PrincipalDep, record: TokenRecord) -> bool:
-    return principal.is_admin or all(t != "*" and principal.can(t, "admin") for t in record.grants)
+    return principal.is_admin or all(
+        t != "*" and principal.covers(t, "admin") for t in record.grants
+    )
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 @router.get(
@@ -51,8 +59,11 @@ def _visible(principal: PrincipalDep, record: TokenRecord) -> bool:
 )
 async def whoami(principal: PrincipalDep) -> Response:
     """Name, grants, and whether the API runs open."""
-    grants = {t: sorted(r) for t, r in principal.grants.items()}
-    return respond({"name": principal.name, "grants": grants, "open": principal.open})
+    grants = {t: sorted(r) for t, r in principal.all_grants.items()}
+    return respond({
+        "name": principal.name, "grants": grants, "open": principal.open,
+        "expires_at": _iso(principal.expires),
+    })  # fmt: skip
 
 
 @router.post(
@@ -66,13 +77,26 @@ async def whoami(principal: PrincipalDep) -> Response:
 async def create_token(request: Request, principal: PrincipalDep) -> Response:
     """The token text is in the response only; only its SHA-256 is stored.
 
-    A caller may only grant rights it holds (admin on each tenant named; a
-    global admin for ``*``).
+    A caller may only grant rights it holds (admin on each tenant or
+    namespace scope named; a global admin for ``*``), and a token made by an
+    expiring token expires no later than it.
     """
     body: TokenCreate = decode(await request.body(), TokenCreate)
+    for scope in body.grants:
+        parse_scope(scope)  # a malformed scope is a 422 before any right is weighed
     principal.require_grants(body.grants)
-    token = await _auth(request).create(body.name, body.grants, by=principal.name)
-    return respond({"name": body.name, "token": token, "grants": body.grants}, status=201)
+    expires = None if body.expires_in is None else time.time() + body.expires_in
+    if principal.expires is not None:
+        expires = principal.expires if expires is None else min(expires, principal.expires)
+    token, record = await _auth(request).create(
+        body.name, body.grants, by=principal.name,
+        expires_at=None if expires is None else datetime.fromtimestamp(expires, UTC),
+    )  # fmt: skip
+    return respond(
+        {"name": body.name, "token": token, "grants": body.grants,
+         "expires_at": record.expires_at},
+        status=201,
+    )  # fmt: skip
 
 
 @router.get(

@@ -1,21 +1,30 @@
-"""Watching: the SSE change stream of a tenant, and the fleet of watchers."""
+"""Watching: the atomic state, the SSE change stream of a tenant, and the fleet of watchers.
+
+An HTTP watcher lists ``GET .../state`` (every key at one revision, with the
+schemas) and then follows ``GET .../watch`` from that revision.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Header, Query, Request
-from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 
 import kvconf
+from kvconf._redis.names import DEFAULTS_NAMESPACE, validate_namespace
 from kvconf.exceptions import InvalidInput
+from kvconf.models import Entry
+from kvconf.schema import effective_specs
 
-from ..deps import MetricsDep, ReadAccess, resolve_access
-from ..models import Fleet, respond, response_doc
+from ..deps import Access, Masker, MetricsDep, ReadAccess, ViewAccess, resolve_access
+from ..errors import NamespaceNotFound
+from ..fanout import FanOut
+from ..models import Fleet, TenantStateDoc, respond, response_doc
 from ..query import refuse_unknown_query
-from ..sse import change_stream
+from ..sse import EventStream, change_stream
+from .schemas import shown_schema
 
 __all__ = ["HEARTBEAT_SECONDS", "RECHECK_SECONDS", "router"]
 
@@ -27,24 +36,96 @@ HEARTBEAT_SECONDS = 5
 #: Seconds between re-authentications of an open stream's caller.
 RECHECK_SECONDS = 5.0
 
+Namespaces = Annotated[
+    str | None,
+    Query(description="Comma-separated namespaces (default: every one the caller sees)."),
+]
+
+
+def _wanted(access: Access, namespaces: str | None) -> set[str] | None:
+    """The namespaces asked for, each checked visible (a hidden one is a 404)."""
+    if namespaces is None:
+        return None
+    names = {validate_namespace(n.strip()) for n in namespaces.split(",") if n.strip()}
+    if not names:
+        raise InvalidInput("namespaces must name at least one namespace", field="namespaces")
+    for name in sorted(names):
+        if not access.shows(name):
+            raise NamespaceNotFound(access.tenant, name)
+    return names
+
+
+def _entry(mask: Masker, key: str, entry: Entry) -> dict[str, Any]:
+    return {
+        "value": mask(key, entry.value),
+        "version": entry.version,
+        "revision": entry.revision,
+        "updated_at": entry.updated_at,
+        "updated_by": entry.updated_by,
+    }
+
+
+@router.get(
+    "/state",
+    summary="Every key and schema of the tenant at one revision (what a watcher lists)",
+    operation_id="getState",
+    responses=response_doc(TenantStateDoc),
+)
+async def state(access: ViewAccess, namespaces: Namespaces = None) -> Response:
+    """Read atomically at one revision; follow ``/watch?from_revision=<revision>`` after it.
+
+    Values are masked without the ``secrets`` right. ``_defaults`` comes along
+    with any namespace (effective values need it), also for a
+    namespace-scoped token; other namespaces it does not see are left out.
+    """
+    wanted = _wanted(access, namespaces)
+    store, tenant = access.store, access.tenant
+    read = None if wanted is None else sorted(wanted | {DEFAULTS_NAMESPACE})
+    found = await store.read_state(tenant, read)
+    schemas = await store.schemas(tenant)
+
+    def shown(ns: str) -> bool:
+        return ns == DEFAULTS_NAMESPACE or (access.shows(ns) and (wanted is None or ns in wanted))
+
+    spaces: dict[str, dict[str, Any]] = {}
+    for ns, entries in found.namespaces.items():
+        if not shown(ns) or not entries:
+            continue
+        mask = Masker(None if access.secrets_on(ns) else effective_specs(schemas, ns))
+        spaces[ns] = {key: _entry(mask, key, e) for key, e in sorted(entries.items())}
+    docs = {ns: shown_schema(access, s, schemas, ns) for ns, s in schemas.items() if shown(ns)}
+    return respond({
+        "tenant": tenant, "epoch": found.epoch, "revision": found.revision,
+        "namespaces": spaces, "schemas": docs,
+    })  # fmt: skip
+
 
 @router.get(
     "/watch",
     summary="Server-Sent Events of the tenant's changes (resumable)",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     operation_id="watchTenant",
+    responses={503: {"description": "This worker serves its maximum of streams (Retry-After)."}},
 )
 async def watch(
     request: Request,
-    access: ReadAccess,
+    access: ViewAccess,
     metrics: MetricsDep,
     from_revision: Annotated[
         int | None, Query(ge=0, description="Replay events after this revision.")
     ] = None,
     max_events: Annotated[int | None, Query(ge=1, description="Close after this many.")] = None,
+    namespaces: Namespaces = None,
     last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
-) -> EventSourceResponse:
-    """Events ``change``, ``schema`` and ``reset`` (re-read the full state), id = revision."""
+) -> EventStream:
+    """Events ``change``, ``schema``, ``reset`` (re-read the full state) and ``progress``.
+
+    ``id`` is the revision. With ``namespaces=`` or a namespace-scoped
+    token, other namespaces' revisions come as ``progress`` events
+    (``{"revision": n}``). Past the worker's ``max_streams`` the stream is
+    refused with 503 and ``Retry-After``.
+    """
+    wanted = _wanted(access, namespaces)
     start = from_revision
     if last_event_id is not None and last_event_id.strip():
         try:
@@ -53,16 +134,32 @@ async def watch(
             raise InvalidInput("Last-Event-ID must be a revision", field="Last-Event-ID") from None
         if start < 0:
             raise InvalidInput("Last-Event-ID must be a revision", field="Last-Event-ID")
-    if start is None:
-        start = await access.store.revision(access.tenant)
-    else:
-        await access.store.info(access.tenant)
+    fanout: FanOut = request.app.state.fanout
+    slot = fanout.reserve()
     tenant = access.tenant
+    try:
+        # A tenant followed by a live feed exists and is at the feed's
+        # revision: a fleet (re)connecting costs Redis nothing per stream.
+        known = fanout.revision(tenant)
+        if known is None:
+            async with fanout.starting:
+                if start is None:
+                    start = await access.store.revision(tenant)
+                else:
+                    await access.store.info(tenant)
+        elif start is None:
+            start = known
+    except BaseException:
+        slot.release()
+        raise
     stream = change_stream(
-        access, start, metrics, max_events=max_events,
-        recheck=lambda: resolve_access(request, tenant, "read"), recheck_every=RECHECK_SECONDS,
+        access, start, metrics, fanout, slot, namespaces=wanted, max_events=max_events,
+        recheck=lambda: resolve_access(request, tenant, "read", filtered=True),
+        recheck_every=RECHECK_SECONDS, heartbeat=HEARTBEAT_SECONDS,
+        generation=lambda: request.app.state.auth.generation,
     )  # fmt: skip
-    return EventSourceResponse(stream, ping=HEARTBEAT_SECONDS)
+    fanout.guard(stream, slot)
+    return EventStream(stream)
 
 
 @router.get(
@@ -72,7 +169,10 @@ async def watch(
     responses=response_doc(Fleet),
 )
 async def fleet(access: ReadAccess) -> Response:
-    """Watcher instances that reported within the last seconds (see :func:`kvconf.fleet`)."""
+    """Watcher instances that reported within the last seconds (see :func:`kvconf.fleet`).
+
+    A tenant-level resource: a namespace-scoped token gets a 404.
+    """
     await access.store.info(access.tenant)
     found = await kvconf.fleet(access.store, access.tenant)
     return respond({"tenant": access.tenant, "watchers": msgspec.to_builtins(found)})

@@ -22,6 +22,9 @@ TENANT_META_PATTERN: Final = f"{PREFIX}:{{*}}:meta"
 TOKENS_KEY: Final = f"{PREFIX}:tokens"
 #: API tokens: name -> digest.
 TOKEN_NAMES_KEY: Final = f"{PREFIX}:tokens:names"
+#: API tokens: SHA-256 digest -> when last used (ISO time, written at most once a
+#: minute per token per API worker).
+TOKENS_USED_KEY: Final = f"{PREFIX}:tokens:used"
 #: Global audit list of changes a tenant's own log cannot keep (hard deletes),
 #: newest first, capped at :data:`AUDIT_LIMIT`: JSON of tenant, op, actor,
 #: reason, ts, revision.

@@ -20,7 +20,7 @@ from ._model import BenchContext, Figure
 
 __all__ = ["SECTIONS", "BenchContext", "Figure", "private_redis", "run_sections"]
 
-SECTIONS = ("store", "watch", "rest", "snapshot")
+SECTIONS = ("store", "watch", "rest", "snapshot", "fleet")
 
 
 @contextmanager

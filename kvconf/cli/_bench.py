@@ -11,7 +11,7 @@ from rich.table import Table
 from ._common import JsonFlag, console, err_console, print_json
 
 #: The sections of ``kvconf bench`` (kvconf.bench.SECTIONS; a test keeps them equal).
-SECTIONS = ("store", "watch", "rest", "snapshot")
+SECTIONS = ("store", "watch", "rest", "snapshot", "fleet")
 
 
 def bench(

@@ -75,6 +75,7 @@ def _environment(cfg: Settings) -> dict[str, str]:
         "KVCONF_EXPORT_FORMAT": cfg.export_format,
         "KVCONF_EXPORT_KEEP": str(cfg.export_keep),
         "KVCONF_EXPORT_SECRETS": "true" if cfg.export_secrets else "false",
+        "KVCONF_MAX_STREAMS": str(cfg.max_streams),
         "KVCONF_LOG_FORMAT": cfg.log_format,
         "KVCONF_LOG_LEVEL": cfg.log_level,
         "KVCONF_WRITE_TIMEOUT": str(cfg.write_timeout),
@@ -179,6 +180,15 @@ def serve(
             help="Proxies whose X-Forwarded-For is trusted (comma-separated; default: none).",
         ),
     ] = None,
+    max_streams: Annotated[
+        int | None,
+        typer.Option(
+            "--max-streams",
+            envvar="KVCONF_MAX_STREAMS",
+            min=1,
+            help="Watch streams per worker; more are refused with 503 (default 10000).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (default http://127.0.0.1:8767, embedded store)."""
     import uvicorn
@@ -189,6 +199,7 @@ def serve(
             redis_url, data_dir, host=host, port=port, admin_token=token,
             snapshot_every=snapshot_every, snapshot_keep=snapshot_keep,
             fsync_writes=fsync_writes or None, forwarded_allow_ips=forwarded_allow_ips,
+            max_streams=max_streams,
             export_every=export_every,
             export_dir=export_dir, export_keep=export_keep,
             export_format=export_format.value if export_format else None,

@@ -56,7 +56,7 @@ def create(
 
     async def go(store: Store) -> None:
         grants = _grants(grant)
-        text = await Tokens(store.redis).create(name, grants, actor or store.settings.actor)
+        text, _ = await Tokens(store.redis).create(name, grants, actor or store.settings.actor)
         if fmt is Format.table:
             line(text)
         else:

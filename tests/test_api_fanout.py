@@ -1,0 +1,222 @@
+"""The service tier's watch side: the atomic state, fan-out to many streams, progress, 503."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from fastapi import FastAPI
+
+from .api_helpers import ADMIN, client, make_token, running_app
+from .redis_server import RedisServer
+
+
+@pytest.fixture
+async def app(backend_url: str) -> AsyncIterator[FastAPI]:
+    async with running_app(backend_url, admin_token=ADMIN) as app:
+        yield app
+
+
+def events(text: str) -> list[tuple[str, str, Any]]:
+    """(event, id, data) of each SSE event in a response body (comments skipped)."""
+    found = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            name, sep, value = line.partition(": ")
+            if sep and name in ("event", "id", "data"):
+                fields[name] = value
+        if "event" in fields:
+            data = msgspec.json.decode(fields["data"]) if "data" in fields else None
+            found.append((fields["event"], fields.get("id", ""), data))
+    return found
+
+
+async def until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def open_streams(app: FastAPI) -> int:
+    """Watch streams the app is serving (its metrics' registry of streams)."""
+    return len(app.state.metrics.streams)
+
+
+async def test_state_is_one_revision_masked_and_restricted(app: FastAPI, tenant: str) -> None:
+    base = f"/api/v1/tenants/{tenant}"
+    async with client(app, ADMIN) as c:
+        schema = {"keys": {"pw": {"type": "str", "sensitive": True}}}
+        assert (await c.put(f"{base}/namespaces/a/schema", json=schema)).is_success
+        assert await c.post(f"{base}/namespaces/a", json={"values": {"pw": "s3cr3t", "n": 1}})
+        assert (await c.put(f"{base}/namespaces/b/keys/k", json={"value": "bee"})).is_success
+        r = await c.put(f"{base}/namespaces/_defaults/keys/d", json={"value": "dflt"})
+        assert r.is_success
+        full = (await c.get(f"{base}/state")).json()
+    info = await app.state.store.info(tenant)
+    assert full["revision"] == info.revision
+    assert full["epoch"] == info.epoch
+    assert set(full["namespaces"]) == {"a", "b", "_defaults"}
+    assert full["namespaces"]["a"]["pw"]["value"] == "s3cr3t"  # admin: secrets
+    assert full["namespaces"]["a"]["n"] == {
+        **full["namespaces"]["a"]["n"], "value": 1, "version": 1,
+    }  # fmt: skip
+    assert set(full["namespaces"]["a"]["n"]) == {
+        "value", "version", "revision", "updated_at", "updated_by",
+    }  # fmt: skip
+    assert full["schemas"]["a"]["keys"]["pw"]["sensitive"] is True
+    reader = await make_token(app, f"r-{tenant}", {tenant: ["read"]})
+    scoped = await make_token(app, f"s-{tenant}", {f"{tenant}/a": ["read"]})
+    async with client(app, reader) as c:
+        some = (await c.get(f"{base}/state", params={"namespaces": "a"})).json()
+        assert set(some["namespaces"]) == {"a", "_defaults"}  # effective values need it
+        assert some["namespaces"]["a"]["pw"]["value"] == "***"
+        assert "s3cr3t" not in str(some)
+        assert (await c.get(f"{base}/state", params={"namespaces": ""})).status_code == 422
+        assert (await c.get(f"{base}/state", params={"namespaces": "b,x y"})).status_code == 422
+    async with client(app, scoped) as c:
+        mine = (await c.get(f"{base}/state")).json()
+        assert set(mine["namespaces"]) == {"a", "_defaults"}
+        assert set(mine["schemas"]) <= {"a", "_defaults"}
+        assert "bee" not in str(mine)
+        assert (await c.get(f"{base}/state", params={"namespaces": "b"})).status_code == 404
+
+
+async def test_two_hundred_streams_all_receive_a_put(app: FastAPI, tenant: str) -> None:
+    base = f"/api/v1/tenants/{tenant}"
+    async with client(app, ADMIN) as c:
+        assert (await c.put(f"{base}/namespaces/a/keys/k", json={"value": 0})).is_success
+        start = (await c.get(f"{base}")).json()["revision"]
+        for i in range(1, 4):  # history a resuming stream must catch up from the log
+            assert (await c.put(f"{base}/namespaces/a/keys/k", json={"value": i})).is_success
+    n = 200
+    async with client(app, ADMIN) as c:
+        live = [
+            asyncio.create_task(c.get(f"{base}/watch", params={"max_events": 1})) for _ in range(n)
+        ]
+        resumed = asyncio.create_task(
+            c.get(f"{base}/watch", params={"max_events": 4}, headers={"Last-Event-ID": str(start)})
+        )
+        await until(lambda: open_streams(app) >= n)
+        await asyncio.sleep(0.2)
+        r = await c.put(f"{base}/namespaces/a/keys/k", json={"value": "fan-out"})
+        assert r.is_success
+        bodies = await asyncio.wait_for(asyncio.gather(*live, resumed), 30)
+    for body in bodies[:n]:
+        assert body.status_code == 200
+        (event,) = events(body.text)
+        assert event[0] == "change"
+        assert event[2]["changes"][0]["value"] == "fan-out"
+    got = events(bodies[n].text)
+    assert [int(e[1]) for e in got] == list(range(start + 1, start + 5))  # gap-free resume
+    assert got[-1][2]["changes"][0]["value"] == "fan-out"
+    await until(lambda: app.state.fanout.open_streams == 0)
+    await until(lambda: not app.state.fanout.feeds)  # the last stream stopped the feed
+
+
+async def test_a_restricted_stream_gets_progress_for_other_namespaces(
+    app: FastAPI, tenant: str
+) -> None:
+    base = f"/api/v1/tenants/{tenant}"
+    async with client(app, ADMIN) as c:
+        assert (await c.put(f"{base}/namespaces/a/keys/k", json={"value": 0})).is_success
+    scoped = await make_token(app, f"p-{tenant}", {f"{tenant}/a": ["read"]})
+
+    async def writes() -> None:
+        await until(lambda: open_streams(app) >= 2)
+        await asyncio.sleep(0.2)
+        async with client(app, ADMIN) as c:
+            r = await c.put(f"{base}/namespaces/b/keys/k", json={"value": "hidden-b"})
+            assert r.is_success
+            # apart, so the streams see the hidden revision on its own: a visible
+            # event right behind it would advance the client's revision itself
+            await asyncio.sleep(0.5)
+            r = await c.put(f"{base}/namespaces/a/keys/k", json={"value": "seen-a"})
+            assert r.is_success
+
+    writer = asyncio.create_task(writes())
+    async with client(app, scoped) as mine, client(app, ADMIN) as admin:
+        by_token, by_param = await asyncio.wait_for(
+            asyncio.gather(
+                mine.get(f"{base}/watch", params={"max_events": 2}),
+                admin.get(f"{base}/watch", params={"max_events": 2, "namespaces": "a"}),
+            ),
+            15,
+        )
+    await writer
+    for r in (by_token, by_param):
+        assert r.status_code == 200
+        got = events(r.text)
+        assert [e[0] for e in got] == ["progress", "change"], r.text
+        progress, change = got
+        assert progress[2] == {"revision": int(progress[1])}
+        assert int(change[1]) == int(progress[1]) + 1
+        assert change[2]["changes"][0]["value"] == "seen-a"
+        assert "hidden-b" not in r.text
+
+
+async def test_streams_past_max_streams_are_refused_with_503(backend_url: str, tenant: str) -> None:
+    async with running_app(backend_url, admin_token=ADMIN, max_streams=3) as app:
+        url = f"/api/v1/tenants/{tenant}/watch"
+        async with client(app, ADMIN) as c:
+            assert await c.put(f"/api/v1/tenants/{tenant}/namespaces/a/keys/k", json={"value": 1})
+            held = [asyncio.create_task(c.get(url)) for _ in range(3)]
+            await until(lambda: open_streams(app) == 3)
+            r = await asyncio.wait_for(c.get(url), 10)
+            assert r.status_code == 503
+            assert int(r.headers["retry-after"]) >= 1
+            assert r.json()["error"]["code"] == "too_many_streams"
+            for task in held:
+                task.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
+            await until(lambda: open_streams(app) == 0)
+            r = await asyncio.wait_for(c.get(url, params={"max_events": 1, "from_revision": 0}), 10)
+            assert r.status_code == 200
+
+
+def _redis_cost(server: RedisServer) -> tuple[int, int]:
+    """(connected clients, commands so far not counting INFO/CLIENT) of ``server``."""
+    r = server.client()
+    try:
+        clients = len(r.client_list())
+        stats = r.info("commandstats")
+    finally:
+        r.close()
+    calls = sum(
+        int(v["calls"])
+        for k, v in stats.items()
+        if k not in ("cmdstat_info", "cmdstat_client|list")
+    )
+    return clients - 1, calls
+
+
+async def test_idle_streams_cost_redis_nothing(redis_server: RedisServer, tenant: str) -> None:
+    """50 idle streams cost Redis what 1 does: no connection and no command per stream."""
+    async with running_app(redis_server.url, admin_token=ADMIN) as app:
+        url = f"/api/v1/tenants/{tenant}/watch"
+        async with client(app, ADMIN) as c:
+            assert await c.put(f"/api/v1/tenants/{tenant}/namespaces/a/keys/k", json={"value": 1})
+            streams: list[asyncio.Task[httpx.Response]] = []
+            measured = []
+            for n in (1, 50):
+                while len(streams) < n:
+                    streams.append(asyncio.create_task(c.get(url)))
+                    await until(lambda: open_streams(app) == len(streams))
+                await asyncio.sleep(1.0)  # settle
+                clients0, calls0 = _redis_cost(redis_server)
+                await asyncio.sleep(3.0)
+                clients1, calls1 = _redis_cost(redis_server)
+                measured.append((max(clients0, clients1), (calls1 - calls0) / 3.0))
+            for task in streams:
+                task.cancel()
+            await asyncio.gather(*streams, return_exceptions=True)
+    (clients_1, rate_1), (clients_50, rate_50) = measured
+    print("idle redis cost (clients, commands/s) at 1 and 50 streams:", measured)
+    assert clients_50 <= clients_1 + 1, measured
+    assert rate_50 <= rate_1 * 1.5 + 1, measured
