@@ -99,6 +99,9 @@ class ChangeEvent(msgspec.Struct, frozen=True, gc=False):
     #: For ``type="tenant"``: ``create``, ``clone``, ``template``,
     #: ``soft_delete`` or ``undelete`` (hard deletes go to the audit stream).
     op: str = ""
+    #: The ``X-Request-ID`` of the API request that made the change ("" when
+    #: it came from elsewhere): the change log links to the server's logs.
+    request_id: str = ""
 
     def namespace_of(self, change: KeyChange) -> str:
         """The namespace of one of this event's changes."""

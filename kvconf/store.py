@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from . import _codec
 from ._codec import as_text
+from ._logging import request_id
 from ._redis.connect import connect
 from ._redis.names import (
     AUDIT_KEY,
@@ -71,6 +73,8 @@ from .schema import check_values, effective_specs, validate_schema
 
 __all__ = ["Store"]
 
+#: A request id the write script may copy into the event as it is (no JSON escaping).
+_TRACE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 #: What a new tenant's lifecycle event may say it was made by.
 _CREATE_OPS = ("create", "clone", "template")
 
@@ -819,6 +823,9 @@ class Store:
         reason_json = audit_text("reason", reason, MAX_REASON)
         may_create = "1" if create else "0"
         limits = f"{settings.history_limit} {settings.log_limit}"
+        traced = request_id.get()  # set by the API for each request: kept in the event
+        if traced is not None and _TRACE_ID.fullmatch(traced):
+            limits += f" {traced}"
         args: list[Any] = [
             tk.base, plan.namespace, tk.tenant, actor_json, reason_json, _codec.now_iso(), "",
         ]  # fmt: skip

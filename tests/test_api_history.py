@@ -10,6 +10,8 @@ import httpx
 import msgspec
 import pytest
 
+from kvconf import Store
+
 from .api_helpers import ADMIN, client, running_app
 
 
@@ -196,3 +198,23 @@ async def test_mutating_routes_refuse_unknown_query_parameters(
         assert (await c.get(f"{base}/keys/k")).json()["value"] == 2
         # Reads may carry parameters they do not know (caches, cache-busters).
         assert (await c.get(f"{base}/keys/k", params={"_": "1"})).status_code == 200
+
+
+async def test_the_change_log_keeps_the_request_id(backend_url: str, tenant: str) -> None:
+    async with running_app(backend_url, admin_token=ADMIN) as app, client(app, ADMIN) as c:
+        url = f"/api/v1/tenants/{tenant}/namespaces/ns/keys/k"
+        r = await c.put(url, json={"value": 1}, headers={"X-Request-ID": "rid-trace.1"})
+        assert r.headers["x-request-id"] == "rid-trace.1"
+        await c.put(url, json={"value": 2})  # a generated id
+        log = (await c.get(f"/api/v1/tenants/{tenant}/log", params={"since": 0})).json()
+        ids = [e["request_id"] for e in log["events"]]
+        assert ids[0] == "rid-trace.1"
+        assert ids[1] not in ("", "rid-trace.1")
+    # A write made outside the API carries none.
+    store = Store(backend_url, environ={})
+    try:
+        await store.set(tenant, "ns", "k", 3)
+        (event,) = await store.changes_since(tenant, 2)
+        assert event.request_id == ""
+    finally:
+        await store.aclose()

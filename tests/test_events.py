@@ -12,8 +12,9 @@ from kvconf._redis.names import TenantKeys
 from kvconf.snapshot import restore, save
 
 EVENT_FIELDS = set(ChangeEvent.__struct_fields__)
-#: What every producer writes; ``op`` only on ``tenant`` events.
-EVENT_WRITTEN = EVENT_FIELDS - {"op"}
+#: What every producer writes; ``op`` only on ``tenant`` events, ``request_id``
+#: only on changes an API request made.
+EVENT_WRITTEN = EVENT_FIELDS - {"op", "request_id"}
 CHANGE_FIELDS = set(KeyChange.__struct_fields__)
 
 

@@ -6,7 +6,9 @@
 -- ARGV: 1 tenant key prefix ("kvconf:{t}"), 2 namespace, or "*" for a change
 --       set across namespaces, 3 tenant, 4 actor (JSON string), 5 reason
 --       (JSON string), 6 now (ISO-8601),
---       7 "<schema generation> <may create 0/1/2> <history bound> <log bound>"
+--       7 "<schema generation> <may create 0/1/2> <history bound> <log bound>
+--       [request id]" (the id of the API request that made the change, kept
+--       in the event; A-Z a-z 0-9 . _ : - only, checked by the client)
 --       (schema generation -1: unchecked; may create: 0 no, 1 yes once the
 --       client has registered the tenant, which it answers with 'register',
 --       2 yes, it is registered); then per key 3 values: key
@@ -29,7 +31,8 @@
 local base = ARGV[1]
 local multi = ARGV[2] == '*'
 local K = {KEYS[1], base .. ':rev', base .. ':epoch', base .. ':log', base .. ':meta', base .. ':nss'}
-local gen_arg, create_arg, keep_arg, log_arg = string.match(ARGV[7], '^(%S+) (%S+) (%S+) (%S+)$')
+local gen_arg, create_arg, keep_arg, log_arg, request_id =
+  string.match(ARGV[7], '^(%S+) (%S+) (%S+) (%S+) ?([%w._:%-]*)$')
 local n = (#ARGV - 7) / 3
 
 -- Per key: its namespace, namespace hash, history zset and field name.
@@ -146,8 +149,10 @@ for i = 1, n do
     .. ',"deleted":' .. deleted .. ',"value":' .. value .. '}'
   out[4 + i] = v
 end
+local traced = ''
+if request_id ~= '' then traced = ',"request_id":"' .. request_id .. '"' end
 local event = '{"tenant":"' .. ARGV[3] .. '","epoch":"' .. epoch .. '","revision":' .. rev
-  .. ',"namespace":"' .. ARGV[2] .. '","actor":' .. actor .. ',"reason":' .. reason
+  .. ',"namespace":"' .. ARGV[2] .. '","actor":' .. actor .. ',"reason":' .. reason .. traced
   .. ',"ts":"' .. now .. '","type":"change","changes":[' .. table.concat(changes, ',') .. ']}'
 
 -- From here on: writes only, the log's first.
