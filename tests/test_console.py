@@ -702,16 +702,21 @@ def test_tokens_created_shown_once_and_revoked(page: Any, server: Server) -> Non
     page.get_by_role("link", name="Tokens").click()
     name = f"ci-{tenant}"
     page.get_by_label("Name", exact=True).fill(name)
-    page.get_by_label("Tenant", exact=True).fill(tenant)
+    page.get_by_label("Scope", exact=True).fill(f"{tenant}/ai-12")  # one namespace
     page.get_by_role("checkbox", name="write").check()
+    page.get_by_label("Expires in (hours)").fill("2")
     page.get_by_role("button", name="Create token").click()
     dialog = page.get_by_role("dialog")
     text = dialog.get_by_label("Token text").input_value()
     assert text.startswith("kvc_")
     with server.http(text) as h:
-        assert h.get("/api/v1/tokens/me").json()["grants"] == {tenant: ["read", "write"]}
+        me = h.get("/api/v1/tokens/me").json()
+        assert me["grants"] == {f"{tenant}/ai-12": ["read", "write"]}
+        assert me["expires_at"] is not None
     dialog.get_by_role("button", name="Done").click()
     assert text not in page.content()  # shown once
+    row = page.get_by_role("row").filter(has_text=name)
+    expect(row.locator("td[data-label=Expires]")).not_to_have_text("never")
     shot(page, server, "tokens")
     page.get_by_role("row").filter(has_text=name).get_by_role("button", name="Revoke").click()
     dialog.get_by_role("button", name="Confirm revoke").click()

@@ -409,7 +409,14 @@ function renderSidebar() {
 // ---------------------------------------------------------------- routing
 
 function parseRoute() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const decode = (part) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part; // a malformed %-escape: shown as typed, never a broken router
+    }
+  };
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decode);
   if (parts[0] === "tokens") return { page: "tokens" };
   if (parts[0] !== "t" || !parts[1]) return { page: "home" };
   const r = { tenant: parts[1], page: "tenant" };
@@ -1425,10 +1432,12 @@ async function tokensView() {
         h("th", { scope: "row", "data-label": "Name" }, h("code", { text: tk.name })),
         h("td", { "data-label": "Grants" }, h("ul", { class: "plain" }, Object.entries(tk.grants).map(([tn, rs]) => h("li", {}, h("strong", { text: tn }), `: ${rs.join(", ")}`)))),
         h("td", { "data-label": "Created", text: `${fmtTime(tk.created_at)}${tk.created_by ? ` by ${tk.created_by}` : ""}` }),
+        h("td", { "data-label": "Expires", text: tk.expires_at ? fmtTime(tk.expires_at) : "never" }),
+        h("td", { "data-label": "Last used", text: tk.last_used_at ? fmtTime(tk.last_used_at) : "—" }),
         h("td", { "data-label": "Actions" }, button("Revoke", () => revoke(tk.name), { cls: "danger", label: `Revoke ${tk.name}` })),
       ),
     );
-    put(body, rows.length ? table(["Name", "Grants", "Created", "Actions"], rows, { label: "Tokens" }) : empty("No token you administer."));
+    put(body, rows.length ? table(["Name", "Grants", "Created", "Expires", "Last used", "Actions"], rows, { label: "Tokens" }) : empty("No token you administer."));
   }
   function revoke(name) {
     const confirm = button("Confirm revoke", async () => {
@@ -1447,6 +1456,7 @@ async function tokensView() {
 
   const nameInput = h("input", { type: "text", autocomplete: "off" });
   const grants = h("div", { class: "grants" });
+  const expiresInput = h("input", { type: "number", min: "1", step: "1", inputmode: "numeric" });
   const tenantsList = h("datalist", { id: "tenant-names" }, (globalAdmin ? ["*"] : []).concat(state.tenants.filter((t) => can(t, "admin"))).map((t) => h("option", { value: t })));
   function grantRow() {
     const tn = h("input", { type: "text", list: "tenant-names", autocomplete: "off" });
@@ -1454,7 +1464,7 @@ async function tokensView() {
       const id = nextId("right");
       return h("span", { class: "check" }, h("input", { type: "checkbox", id, value: r, checked: r === "read" }), h("label", { for: id, text: r }));
     });
-    const row = h("fieldset", { class: "grant-row" }, h("legend", { text: "Grant" }), field("Tenant", tn, "A tenant name, or * for every tenant"), h("div", { class: "checks", role: "group", "aria-label": "Rights" }, boxes), button("Remove grant", () => row.remove(), { cls: "link" }));
+    const row = h("fieldset", { class: "grant-row" }, h("legend", { text: "Grant" }), field("Scope", tn, "A tenant (acme), one namespace (acme/ai-12), namespaces by prefix (acme/ai-*), or * for every tenant"), h("div", { class: "checks", role: "group", "aria-label": "Rights" }, boxes), button("Remove grant", () => row.remove(), { cls: "link" }));
     add(grants, row);
   }
   grantRow();
@@ -1463,7 +1473,7 @@ async function tokensView() {
     field("Name", nameInput),
     tenantsList,
     grants,
-    h("p", { class: "hint", text: "Expiry: this server's tokens do not expire; revoke them when done." }),
+    field("Expires in (hours)", expiresInput, "Empty: the token never expires (revoke it when done)"),
     h("div", { class: "actions" }, button("Add grant", () => grantRow(), { cls: "secondary" }), h("button", { type: "submit", class: "primary", text: "Create token" })),
   );
   form.addEventListener("submit", async (e) => {
@@ -1475,7 +1485,10 @@ async function tokensView() {
       if (tn && rs.length) g[tn] = rs;
     }
     try {
-      const res = await api("POST", "/api/v1/tokens", { body: { name: nameInput.value.trim(), grants: g } });
+      const body = { name: nameInput.value.trim(), grants: g };
+      const hours = Number(expiresInput.value);
+      if (expiresInput.value.trim() && hours > 0) body.expires_in = Math.round(hours * 3600);
+      const res = await api("POST", "/api/v1/tokens", { body });
       const text = h("input", { type: "text", readonly: true, class: "mono token-text" });
       text.value = res.token;
       openDialog(`Token ${res.name} created`, [
