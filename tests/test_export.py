@@ -17,7 +17,7 @@ from kvconf.export import export_once
 from kvconf.models import KeySpec, Schema
 from kvconf.store import Store
 
-from .api_helpers import client, running_app
+from .api_helpers import ADMIN, client, running_app
 
 
 async def _seed(store: Store, tenant: str) -> None:
@@ -37,8 +37,10 @@ async def _wait_for(path: Path, seconds: float = 10.0) -> None:
 async def test_serve_exports_periodically(backend_url: str, tenant: str, tmp_path: Path) -> None:
     out = tmp_path / "exports"
     async with (
-        running_app(backend_url, export_every=0.2, export_dir=out, export_keep=2) as app,
-        client(app) as http,
+        running_app(
+            backend_url, export_every=0.2, export_dir=out, export_keep=2, admin_token=ADMIN
+        ) as app,
+        client(app, ADMIN) as http,
     ):
         await _seed(app.state.store, tenant)
         current = out / "kvconf-full.json"
