@@ -25,7 +25,7 @@ import fakeredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
-from . import _codec
+from . import _backends, _codec
 from ._codec import as_text
 from ._redis.connect import connect
 from ._redis.names import (
@@ -132,7 +132,27 @@ class Store:
 
     ``environ`` is the environment layer of effective reads (default:
     ``os.environ``, read live).
+
+    ``Store("https://kvconf.example", token=...)`` talks to a ``kvconf serve``
+    instead: it returns a ``kvconf._http.store.HttpStore``, a subclass with the
+    same methods, results and exceptions (``token`` is for that case only).
     """
+
+    def __new__(
+        cls,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        client: Any = None,
+        environ: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> Self:
+        impl = _backends.implementation(url) if cls is Store else None
+        if impl is not None:
+            # A subclass of Store: Python then calls its __init__ with these arguments.
+            found: Self = object.__new__(impl)
+            return found
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -141,7 +161,10 @@ class Store:
         settings: Settings | None = None,
         client: Any = None,
         environ: Mapping[str, str] | None = None,
+        token: str | None = None,
     ) -> None:
+        if token is not None:
+            raise InvalidInput("token is for a kvconf server URL (http:// or https://)")
         self.settings = settings if settings is not None else Settings(redis_url=url)
         if url is None:
             url = self.settings.redis_url
