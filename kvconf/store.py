@@ -125,8 +125,8 @@ class TenantSchemas:
 class Store:
     """Async client of a kvconf store.
 
-    ``Store()`` opens the embedded default (fakeredis in-process, shared by the
-    process); ``Store("redis://host:6379/0")`` a Redis server;
+    ``Store(None)`` opens the embedded default (fakeredis in-process, shared by the
+    process; see below for the environment); ``Store("redis://host:6379/0")`` a Redis server;
     ``Store("redis+cluster://host:7000")`` a Redis Cluster. Use it as an async
     context manager or call :meth:`aclose`.
 
@@ -136,6 +136,11 @@ class Store:
     ``Store("https://kvconf.example", token=...)`` talks to a ``kvconf serve``
     instead: it returns a ``kvconf._http.store.HttpStore``, a subclass with the
     same methods, results and exceptions (``token`` is for that case only).
+
+    With no ``url``, ``settings`` nor ``client``, ``Store()`` reads the
+    environment: ``KVCONF_SERVER`` (and ``KVCONF_TOKEN``) first, then
+    ``KVCONF_REDIS_URL``; with neither it opens the embedded default and logs
+    a warning saying so. An explicit URL (or ``settings``) always wins.
     """
 
     def __new__(
@@ -147,7 +152,12 @@ class Store:
         environ: Mapping[str, str] | None = None,
         token: str | None = None,
     ) -> Self:
-        impl = _backends.implementation(url) if cls is Store else None
+        if cls is not Store:
+            return object.__new__(cls)
+        if url is None and settings is None and client is None:
+            # No URL at all: the environment decides (see _backends.default_url).
+            url = os.environ.get("KVCONF_SERVER") or None
+        impl = _backends.implementation(url)
         if impl is not None:
             # A subclass of Store: Python then calls its __init__ with these arguments.
             found: Self = object.__new__(impl)
@@ -165,6 +175,8 @@ class Store:
     ) -> None:
         if token is not None:
             raise InvalidInput("token is for a kvconf server URL (http:// or https://)")
+        if url is None and settings is None and client is None:
+            url, _ = _backends.default_url(os.environ)
         self.settings = settings if settings is not None else Settings(redis_url=url)
         if url is None:
             url = self.settings.redis_url

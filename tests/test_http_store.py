@@ -360,3 +360,36 @@ async def test_a_killed_server_is_unavailable(tmp_path: Path) -> None:
     async with Store(f"http://127.0.0.1:{free_port()}") as refused:
         with pytest.raises(Unavailable):
             await refused.ping()
+
+
+async def test_store_without_a_url_reads_the_environment(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("KVCONF_SERVER", "KVCONF_TOKEN", "KVCONF_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    t = _tenant()
+    monkeypatch.setenv("KVCONF_SERVER", server.base)
+    monkeypatch.setenv("KVCONF_TOKEN", server.admin)
+    monkeypatch.setenv("KVCONF_REDIS_URL", "redis://127.0.0.1:1/0")  # KVCONF_SERVER comes first
+    async with Store() as remote:
+        assert type(remote) is HttpStore
+        await remote.set(t, "ai-12", "a", 1)
+    with SyncStore() as sync:
+        assert type(sync.store) is HttpStore
+        assert sync.get(t, "ai-12", "a").value == 1
+    # An explicit URL (or settings) always wins over the environment.
+    async with Store("memory://http-env") as explicit:
+        assert type(explicit) is Store
+        assert explicit.url == "memory://http-env"
+    monkeypatch.delenv("KVCONF_SERVER")
+    async with Store() as redis_store:
+        assert type(redis_store) is Store
+        assert redis_store.url == "redis://127.0.0.1:1/0"
+    monkeypatch.delenv("KVCONF_REDIS_URL")
+    caplog.clear()
+    async with Store() as embedded:
+        assert embedded.url is None
+    assert "embedded default" in caplog.text
+    monkeypatch.setenv("KVCONF_SERVER", "redis://127.0.0.1:1/0")
+    with pytest.raises(InvalidInput, match="KVCONF_SERVER"):
+        Store()

@@ -17,6 +17,7 @@ Differences a caller can see, all from the server's side of the wire:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -93,8 +94,11 @@ class HttpStore(Store):
         environ: Mapping[str, str] | None = None,
         token: str | None = None,
     ) -> None:
-        if url is None:
-            raise InvalidInput("a kvconf server URL is required", field="url")
+        if url is None:  # Store() with KVCONF_SERVER set
+            url, found = _backends.default_url(os.environ)
+            token = token if token is not None else found
+        if url is None or _backends.implementation(url) is not HttpStore:
+            raise InvalidInput("a kvconf server URL (http:// or https://) is required", field="url")
         if client is not None or environ is not None:
             raise InvalidInput("client and environ are for Redis URLs", field="client")
         self.settings = settings if settings is not None else Settings()
