@@ -171,7 +171,14 @@ def test_error_bodies_map_back_to_the_exception_tree() -> None:
     problems = error_from(422, body)
     assert isinstance(problems, SchemaViolation)
     assert problems.problems[0].rule == "min"
-    assert isinstance(error_from(404, {"error": {"code": "namespace_not_found"}}), NotFound)
+    missing = error_from(404, {"error": {"code": "key_not_found", "message": "m",
+                                         "tenant": "a", "keys": ["k"], "args": 1}})  # fmt: skip
+    assert isinstance(missing, KeyNotFound)
+    assert missing.keys == ["k"]
+    assert missing.args == ("m",)
+    hidden = error_from(404, {"error": {"code": "namespace_not_found", "message": "m"}})
+    assert isinstance(hidden, NotFound)
+    assert hidden.code == "namespace_not_found"
     assert isinstance(error_from(401, {"error": {"code": "unauthorized"}}), Unauthorized)
     assert isinstance(error_from(403, {"error": {"code": "forbidden"}}), Forbidden)
     assert isinstance(error_from(502, None), Unavailable)

@@ -85,7 +85,9 @@ def error_from(status: int, body: Any) -> KvconfError:
     if code and code != cls.code:
         exc.code = code  # a code only the server knows (schema_not_found): kept for callers
     for name, value in details.items():
-        if name not in ("conflicts", "problems"):
+        # As the library's own __init__s do (exc.tenant, exc.keys, ...); never
+        # over an attribute Exception or KvconfError already has (args, details).
+        if name not in ("conflicts", "problems") and not hasattr(exc, name):
             setattr(exc, name, value)
     if isinstance(exc, VersionConflict):
         exc.conflicts = [msgspec.convert(c, KeyConflict) for c in details.get("conflicts", [])]
