@@ -7,9 +7,9 @@ errors of its own to the same tree (authentication, body size)::
 
     KvconfError
     └── ApiError
-        ├── Unauthorized        401
-        ├── Forbidden           403
         └── BodyTooLarge        413
+    Unauthorized            401 (kvconf.exceptions: the HTTP client raises them too)
+    Forbidden               403
     NotFound
     └── NamespaceNotFound   404 (a namespace the token does not see)
     Unavailable
@@ -35,12 +35,14 @@ from starlette.responses import Response
 
 from kvconf.exceptions import (
     Conflict,
+    Forbidden,
     HistoryTrimmed,
     InvalidInput,
     KvconfError,
     NotFound,
     SnapshotError,
     TenantExists,
+    Unauthorized,
     Unavailable,
     VersionConflict,
 )
@@ -71,18 +73,6 @@ class ApiError(KvconfError):
     """An error only the HTTP facade raises."""
 
     code = "api_error"
-
-
-class Unauthorized(ApiError):
-    """No valid bearer token was presented."""
-
-    code = "unauthorized"
-
-
-class Forbidden(ApiError):
-    """The token is valid but lacks the right for this operation."""
-
-    code = "forbidden"
 
 
 class NamespaceNotFound(NotFound):

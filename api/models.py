@@ -375,6 +375,7 @@ class KeyRolledBack(msgspec.Struct):
     """A key rollback's commit."""
 
     revision: int
+    epoch: str
     versions: dict[str, int]
 
 

@@ -4,11 +4,13 @@ The public names are re-exported here; everything in an underscore module is
 internal. See the README for a tour.
 """
 
+from ._http import store as _http_store  # noqa: F401  (registers http(s):// URLs for Store(url))
 from ._watch.fleet import FleetMember, fleet
 from .config import Settings
 from .exceptions import (
     Conflict,
     EmptyChangeSet,
+    Forbidden,
     HistoryTrimmed,
     InvalidInput,
     InvalidName,
@@ -26,6 +28,7 @@ from .exceptions import (
     SnapshotVersionUnsupported,
     TenantExists,
     TenantNotFound,
+    Unauthorized,
     Unavailable,
     ValueTooLarge,
     VersionConflict,
@@ -59,6 +62,7 @@ __all__ = [
     "Entry",
     "Explanation",
     "FleetMember",
+    "Forbidden",
     "HistoryTrimmed",
     "InvalidInput",
     "InvalidName",
@@ -87,6 +91,7 @@ __all__ = [
     "TenantInfo",
     "TenantNotFound",
     "TenantState",
+    "Unauthorized",
     "Unavailable",
     "ValueChange",
     "ValueTooLarge",

@@ -22,7 +22,9 @@ statuses in one table (``api/errors.py``), the CLI to exit codes.
     │   ├── EmptyChangeSet
     │   ├── SchemaViolation          (lists every problem)
     │   └── InvalidSchema
-    ├── Unavailable                  (Redis unreachable, refused, or corrupt state)
+    ├── Unauthorized                 (a kvconf server refused the token: none, unknown, expired)
+    ├── Forbidden                    (the token lacks the right for the operation)
+    ├── Unavailable                  (Redis or the kvconf server unreachable, refused, corrupt)
     └── SnapshotError
         ├── SnapshotCorrupt
         │   └── JournalCorrupt       (embedded journal damaged before its end)
@@ -41,6 +43,7 @@ import msgspec
 __all__ = [
     "Conflict",
     "EmptyChangeSet",
+    "Forbidden",
     "HistoryTrimmed",
     "InvalidInput",
     "InvalidName",
@@ -59,6 +62,7 @@ __all__ = [
     "SnapshotVersionUnsupported",
     "TenantExists",
     "TenantNotFound",
+    "Unauthorized",
     "Unavailable",
     "ValueTooLarge",
     "VersionConflict",
@@ -279,6 +283,21 @@ class InvalidSchema(InvalidInput):
     """A schema document itself is malformed or self-contradictory."""
 
     code = "invalid_schema"
+
+
+# -- access (a kvconf server's answer; Redis has no tokens) ------------------------
+
+
+class Unauthorized(KvconfError):
+    """No valid bearer token was presented (missing, unknown, revoked or expired)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(KvconfError):
+    """The token is valid but lacks the right for this operation."""
+
+    code = "forbidden"
 
 
 # -- availability ----------------------------------------------------------------

@@ -26,7 +26,7 @@ import fakeredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
-from . import _codec
+from . import _backends, _codec
 from ._codec import as_text
 from ._logging import request_id
 from ._redis.connect import connect
@@ -129,14 +129,44 @@ class TenantSchemas:
 class Store:
     """Async client of a kvconf store.
 
-    ``Store()`` opens the embedded default (fakeredis in-process, shared by the
-    process); ``Store("redis://host:6379/0")`` a Redis server;
+    ``Store(None)`` opens the embedded default (fakeredis in-process, shared by the
+    process; see below for the environment); ``Store("redis://host:6379/0")`` a Redis server;
     ``Store("redis+cluster://host:7000")`` a Redis Cluster. Use it as an async
     context manager or call :meth:`aclose`.
 
     ``environ`` is the environment layer of effective reads (default:
     ``os.environ``, read live).
+
+    ``Store("https://kvconf.example", token=...)`` talks to a ``kvconf serve``
+    instead: it returns a ``kvconf._http.store.HttpStore``, a subclass with the
+    same methods, results and exceptions (``token`` is for that case only).
+
+    With no ``url``, ``settings`` nor ``client``, ``Store()`` reads the
+    environment: ``KVCONF_SERVER`` (and ``KVCONF_TOKEN``) first, then
+    ``KVCONF_REDIS_URL``; with neither it opens the embedded default and logs
+    a warning saying so. An explicit URL (or ``settings``) always wins.
     """
+
+    def __new__(
+        cls,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        client: Any = None,
+        environ: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> Self:
+        if cls is not Store:
+            return object.__new__(cls)
+        if url is None and settings is None and client is None:
+            # No URL at all: the environment decides (see _backends.default_url).
+            url = os.environ.get("KVCONF_SERVER") or None
+        impl = _backends.implementation(url)
+        if impl is not None:
+            # A subclass of Store: Python then calls its __init__ with these arguments.
+            found: Self = object.__new__(impl)
+            return found
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -145,7 +175,12 @@ class Store:
         settings: Settings | None = None,
         client: Any = None,
         environ: Mapping[str, str] | None = None,
+        token: str | None = None,
     ) -> None:
+        if token is not None:
+            raise InvalidInput("token is for a kvconf server URL (http:// or https://)")
+        if url is None and settings is None and client is None:
+            url, _ = _backends.default_url(os.environ)
         self.settings = settings if settings is not None else Settings(redis_url=url)
         if url is None:
             url = self.settings.redis_url

@@ -130,10 +130,16 @@ os.register_at_fork(after_in_child=SharedLoopThread._forget_all)
 def blocking(
     method: Callable[Concatenate[Any, P], Awaitable[R]],
 ) -> Callable[Concatenate[Any, P], R]:
-    """A blocking twin of an async method of the wrapped object ``self._async``."""
+    """A blocking twin of an async method of the wrapped object ``self._async``.
+
+    The method is looked up on the object, not called from the class: the
+    object may be a subclass overriding it (``Store("https://...")`` is an
+    ``HttpStore``).
+    """
+    name = method.__name__
 
     def wrapper(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        coro = method(self._async, *args, **kwargs)
+        coro = getattr(self._async, name)(*args, **kwargs)
         return self._runner.run(coro)  # type: ignore[no-any-return]
 
     functools.update_wrapper(wrapper, method)

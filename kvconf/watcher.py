@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from . import _backends
 from ._redis.names import DEFAULTS_NAMESPACE, validate_key, validate_namespace
 from ._watch.callbacks import Binding, Callback, ChangeCallback, Resync
 from ._watch.engine import WatchEngine
@@ -86,6 +87,11 @@ class Watcher(CachedReader):
     ) -> None:
         settings = settings if settings is not None else Settings()
         url = url if url is not None else settings.redis_url
+        if _backends.implementation(url) is not None:
+            raise InvalidInput(
+                "a Watcher through a kvconf server is not available yet: give it a Redis URL",
+                field="url",
+            )
         follow: frozenset[str] | None = None
         if namespaces is not None:
             follow = frozenset(validate_namespace(n) for n in namespaces) | {DEFAULTS_NAMESPACE}

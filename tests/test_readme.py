@@ -18,7 +18,9 @@ address no machine has, for ``0.0.0.0``: it can never listen). ``curl`` lines
 go to the open server (no ``Authorization`` header) or to the one started
 with ``KVCONF_ADMIN_TOKEN`` (``localhost:8767`` becomes its address) with
 ``--fail-with-body`` so an HTTP error fails; ``kvconf watch`` and
-``curl -N`` streams are read until their first record, then stopped.
+``curl -N`` streams are read until their first record, then stopped. A Python
+block naming ``http://localhost:8767`` talks to that same server (its address
+replaces the name), as the curl lines do.
 """
 
 from __future__ import annotations
@@ -303,7 +305,10 @@ class Session:
 
     def run_python(self, block: Block) -> None:
         script = self.cwd / f"readme_{block.line}.py"
-        script.write_text(block.text)
+        text = block.text
+        if "http://localhost:8767" in text:  # Store(url, token=...) through a kvconf server
+            text = text.replace("http://localhost:8767", self.servers["auth"])
+        script.write_text(text)
         runs = [self.env]
         if "embedded" in block.text:
             runs.append({k: v for k, v in self.env.items() if k != "KVCONF_REDIS_URL"})

@@ -162,7 +162,7 @@ async def rollback_key(
     request.app.state.metrics.rollbacks.labels("key").inc()
     note_write(request, access.tenant, result)
     return respond(
-        {"revision": result.revision, "versions": result.versions},
+        {"revision": result.revision, "epoch": result.epoch, "versions": result.versions},
         headers={"ETag": f'"{result.versions[key]}"'},
     )
 
