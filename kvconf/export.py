@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _jobs
+from ._watch.hub import stop_task
 from .config import Settings
 from .exceptions import TenantNotFound
 from .io import dumps
@@ -207,6 +208,6 @@ async def export_service(store: Store, settings: Settings) -> AsyncIterator[None
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Cancelled until it ends: redis-py may swallow a cancellation that
+        # lands inside a command, and a single cancel then never ends the loop.
+        await stop_task(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
@@ -109,3 +110,20 @@ def test_one_exporter_per_directory(tmp_path: Path) -> None:
     again = exporter_lock(tmp_path)
     assert again is not None
     os.close(again)
+
+
+async def test_the_export_service_stops_when_a_cancellation_is_swallowed(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py may swallow a cancellation inside a command: one cancel must not hang."""
+    from kvconf import export
+
+    async def swallowing(*_args: object) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # as redis-py sometimes does
+            await asyncio.sleep(0.05)
+
+    monkeypatch.setattr(export, "export_once", swallowing)
+    settings = Settings(export_every=0.01, export_dir=tmp_path / "out")
+    async with asyncio.timeout(10):
+        async with export.export_service(store, settings):
+            await asyncio.sleep(0.2)

@@ -13,7 +13,6 @@ and keeps the newest ``snapshot_keep``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ import fakeredis
 
 from .. import _jobs
 from .._redis.names import keyspace_channel
+from .._watch.hub import stop_task
 from ..config import Settings
 from ..snapshot import default_dir, prune, save
 from ..store import Store
@@ -94,11 +94,11 @@ async def background_services(store: Store, settings: Settings) -> AsyncIterator
     try:
         yield
     finally:
+        # Cancelled until each ends: redis-py may swallow a cancellation that
+        # lands inside a command, and one cancel then never ends a loop (the
+        # server's shutdown used to stall on it).
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         if settings.snapshot_every > 0:  # a save cancelled before its prune
             prune(default_dir(store), settings.snapshot_keep)
         if persister is not None:
