@@ -26,7 +26,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis
 
+from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY, TOKENS_USED_KEY
 from kvconf.api.routes.console import ASSETS, CSP
 
 from .api_helpers import ADMIN, client, running_app
@@ -167,6 +169,9 @@ def serving(data: Path, redis_url: str | None, admin: str | None) -> Iterator[st
         except subprocess.TimeoutExpired:
             proc.kill()
             out = proc.communicate()[0].decode()
+        if redis_url is not None:  # tokens left on the shared server close others' open mode
+            with redis.Redis.from_url(redis_url) as client:
+                client.delete(TOKENS_KEY, TOKEN_NAMES_KEY, TOKENS_USED_KEY)
         assert "Traceback" not in out, out
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from kvconf import (
     Forbidden,
@@ -41,6 +42,7 @@ from kvconf import (
 )
 from kvconf._http.client import error_from
 from kvconf._http.store import NOT_AVAILABLE, HttpStore
+from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY, TOKENS_USED_KEY
 
 from .redis_server import RedisServer, free_port
 
@@ -111,14 +113,24 @@ def server(
         shared: RedisServer = request.getfixturevalue("shared_redis")
         url = shared.url
     admin = "http-admin-" + uuid.uuid4().hex
-    with serving(tmp_path_factory.mktemp("http") / "data", url, admin) as (base, _proc):
-        yield Server(base, admin, request.param, url)
+    try:
+        with serving(tmp_path_factory.mktemp("http") / "data", url, admin) as (base, _proc):
+            yield Server(base, admin, request.param, url)
+    finally:
+        if url is not None:  # tokens left on the shared server would close others' open mode
+            forget_tokens(url)
 
 
 @pytest.fixture
 async def remote(server: Server) -> AsyncIterator[Store]:
     async with Store(server.base, token=server.admin) as store:
         yield store
+
+
+def forget_tokens(url: str) -> None:
+    """Remove every API token from the server at ``url`` (the shared test server)."""
+    with redis.Redis.from_url(url) as client:
+        client.delete(TOKENS_KEY, TOKEN_NAMES_KEY, TOKENS_USED_KEY)
 
 
 def _tenant() -> str:
