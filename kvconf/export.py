@@ -20,11 +20,11 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _jobs
 from ._watch.hub import stop_task
@@ -43,6 +43,7 @@ __all__ = [
     "exporter_lock",
 ]
 
+T = TypeVar("T")
 log = logging.getLogger("kvconf.export")
 
 #: Stem of the export files: ``kvconf-full.json`` and ``kvconf-full-<UTC time>.json``.
@@ -119,6 +120,35 @@ def _write_atomic(directory: Path, name: str, data: bytes, copy_name: str | None
     return directory / name
 
 
+def _write_and_prune(
+    directory: Path, ext: str, data: bytes, stamp: str, keep: int
+) -> tuple[Path, list[Path]]:
+    """Write the export and its timestamped copy, then keep the newest ``keep`` copies."""
+    path = _write_atomic(directory, f"{EXPORT_NAME}.{ext}", data, f"{EXPORT_NAME}-{stamp}.{ext}")
+    return path, _prune(directory, ext, keep)
+
+
+async def _to_the_end(work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work`` (a thread's job) to its end even when cancelled meanwhile.
+
+    A cancellation then goes on once the job is done, so a stopped service
+    never leaves a temporary file or an unpruned copy behind.
+    """
+    job = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if job.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+
 def _prune(directory: Path, ext: str, keep: int) -> list[Path]:
     copies = sorted(directory.glob(f"{EXPORT_NAME}-*.{ext}"))
     removed = copies[: max(0, len(copies) - keep)]
@@ -135,10 +165,9 @@ async def export_once(store: Store, settings: Settings) -> Path:
     data = dumps(doc, ext).encode()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     directory = export_dir(settings)
-    path = await asyncio.to_thread(
-        _write_atomic, directory, f"{EXPORT_NAME}.{ext}", data, f"{EXPORT_NAME}-{stamp}.{ext}"
+    path, removed = await _to_the_end(
+        asyncio.to_thread(_write_and_prune, directory, ext, data, stamp, settings.export_keep)
     )
-    removed = await asyncio.to_thread(_prune, directory, ext, settings.export_keep)
     log.info(
         "scheduled export %s (%d tenants, %d bytes); pruned %d",
         path, len(doc["tenants"]), len(data), len(removed),
