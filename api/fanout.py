@@ -33,8 +33,9 @@ import msgspec
 from redis.exceptions import RedisError
 
 from kvconf._codec import as_text
+from kvconf._tasks import stop_task
 from kvconf._watch import registry
-from kvconf._watch.hub import SharedHub, stop_task
+from kvconf._watch.hub import SharedHub
 from kvconf.exceptions import HistoryTrimmed, KvconfError, Unavailable
 from kvconf.models import ChangeEvent
 from kvconf.store import Store, tenant_keys

@@ -20,14 +20,14 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from . import _jobs
-from ._watch.hub import stop_task
+from ._tasks import stop_task, to_the_end
 from .config import Settings
 from .exceptions import TenantNotFound
 from .io import dumps
@@ -128,27 +128,6 @@ def _write_and_prune(
     return path, _prune(directory, ext, keep)
 
 
-async def _to_the_end(work: Coroutine[Any, Any, T]) -> T:
-    """Await ``work`` (a thread's job) to its end even when cancelled meanwhile.
-
-    A cancellation then goes on once the job is done, so a stopped service
-    never leaves a temporary file or an unpruned copy behind.
-    """
-    job = asyncio.ensure_future(work)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(job)
-        except asyncio.CancelledError:
-            if job.done():
-                raise
-            cancelled = True
-            continue
-        if cancelled:
-            raise asyncio.CancelledError
-        return result
-
-
 def _prune(directory: Path, ext: str, keep: int) -> list[Path]:
     copies = sorted(directory.glob(f"{EXPORT_NAME}-*.{ext}"))
     removed = copies[: max(0, len(copies) - keep)]
@@ -165,7 +144,7 @@ async def export_once(store: Store, settings: Settings) -> Path:
     data = dumps(doc, ext).encode()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     directory = export_dir(settings)
-    path, removed = await _to_the_end(
+    path, removed = await to_the_end(
         asyncio.to_thread(_write_and_prune, directory, ext, data, stamp, settings.export_keep)
     )
     log.info(

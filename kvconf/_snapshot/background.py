@@ -21,7 +21,7 @@ import fakeredis
 
 from .. import _jobs
 from .._redis.names import keyspace_channel
-from .._watch.hub import stop_task
+from .._tasks import stop_task
 from ..config import Settings
 from ..snapshot import default_dir, prune, save
 from ..store import Store

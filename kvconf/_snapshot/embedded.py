@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from .._codec import as_text
 from .._redis.connect import _servers, embedded_server
 from .._redis.names import PREFIX, TENANTS_KEY, TenantKeys, tenant_from_key
 from .._redis.scripts import script_source
+from .._tasks import to_the_end
 from ..config import Settings
 from ..exceptions import JournalCorrupt, Unavailable
 from ..snapshot import load_dump, write_snapshot
@@ -314,7 +315,7 @@ class Persister:
                     records.append(await self._delta_record(store, tenant, keys[tenant], synced))
                 records += [await self._global_record(k) for k in sorted(globals_)]
                 assert self.journal is not None
-                await _finish(asyncio.to_thread(self.journal.append, records))
+                await to_the_end(asyncio.to_thread(self.journal.append, records))
             except BaseException:
                 self._mark_again(tenants, globals_, keys)
                 raise
@@ -700,21 +701,6 @@ async def close_embedded(data_dir: Path, *, drop_server: bool = True) -> None:
             if server is persister.server:
                 with contextlib.suppress(KeyError):
                     del _servers[name]
-
-
-async def _finish(work: Coroutine[Any, Any, None]) -> None:
-    """Await ``work`` to its end even if the caller is cancelled meanwhile.
-
-    An append runs in a thread: a cancelled flush must not release the
-    journal's lock while its append is still writing to the file.
-    """
-    task = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
 
 
 def _explains(log: list[tuple[bytes, float]], pairs: set[tuple[str, str]]) -> bool:

@@ -28,8 +28,9 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.exceptions import RedisClusterException, RedisError
 
 from .._redis.internals import node_for_slot, refresh_slots
+from .._tasks import stop_task
 from .backoff import Backoff
-from .hub import Hub, Listener, client_for, stop_task
+from .hub import Hub, Listener, client_for
 
 __all__ = ["ClusterHub", "node_url"]
 

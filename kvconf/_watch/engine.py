@@ -25,8 +25,6 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from .._redis.connect import enable_keyspace_events
 from .._redis.internals import database_of
 from .._redis.names import DEFAULTS_NAMESPACE, keyspace_channel
@@ -40,14 +38,13 @@ from .cache_file import CacheFile, load_cache_file, write_cache_file
 from .callbacks import Binding, Callback, Resync, awaited
 from .fleet import FleetMember
 from .hub import SharedHub, client_for, is_embedded
-from .monitor import TenantMonitor
+from .monitor import FAILURES, TenantMonitor
 from .state import CacheState, Change
 
 __all__ = ["FAILURES", "WatchEngine"]
 
 log = logging.getLogger("kvconf.watcher")
 
-FAILURES = (Unavailable, RedisError, OSError, TimeoutError)
 
 _LOG_PAGE = 500
 _KEYSPACE_DELAY = 0.05

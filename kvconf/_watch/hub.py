@@ -34,6 +34,7 @@ from redis.retry import Retry
 from .._codec import as_text, decode_event
 from .._redis.connect import connect
 from .._redis.pubsub import Session, open_session
+from .._tasks import stop_task
 from ..exceptions import Unavailable
 from ..models import ChangeEvent
 from .backoff import Backoff
@@ -44,7 +45,6 @@ __all__ = [
     "SharedHub",
     "client_for",
     "is_embedded",
-    "stop_task",
 ]
 
 log = logging.getLogger("kvconf.watcher")
@@ -382,18 +382,6 @@ class Hub:
             self._dropped.add(channel)
             if self.on_lost is not None:
                 self.on_lost(channel)
-
-
-async def stop_task(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` until it ends (redis-py may swallow a cancellation inside a
-    command), at most 5 s; its own failure is retrieved, not raised."""
-    for _ in range(50):
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=0.1)
-        if done:
-            break
-    if task.done() and not task.cancelled():
-        task.exception()
 
 
 def _moved_slot(error: Exception) -> int | None:

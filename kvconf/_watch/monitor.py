@@ -22,15 +22,17 @@ from typing import Any, Protocol
 from redis.exceptions import RedisError
 
 from .._redis.names import TenantKeys
+from .._tasks import stop_task
 from ..exceptions import Unavailable
 from .fleet import FleetMember, encode_member
-from .hub import client_for, stop_task
+from .hub import client_for
 
 __all__ = ["Member", "TenantMonitor"]
 
 log = logging.getLogger("kvconf.watcher")
 
-_FAILURES = (Unavailable, RedisError, OSError, TimeoutError)
+#: What a failed revision check or report may raise (the engine's sync uses them too).
+FAILURES = (Unavailable, RedisError, OSError, TimeoutError)
 
 
 class Member(Protocol):
@@ -133,7 +135,7 @@ class TenantMonitor:
         try:
             async with asyncio.timeout(self.timeout):
                 rev, epoch = await self._client.mget(self._tk.rev, self._tk.epoch)
-        except _FAILURES as exc:
+        except FAILURES as exc:
             if not self._failing:
                 log.warning("watchers of %s are stale: revision check failed: %s",
                             self._tk.tenant, exc)  # fmt: skip
@@ -157,7 +159,7 @@ class TenantMonitor:
                     pipe.hset(self._tk.fleet, mapping=body)
                     pipe.pexpire(self._tk.fleet, int(self.fleet_interval * 3000))
                     await pipe.execute()
-        except _FAILURES as exc:
+        except FAILURES as exc:
             log.debug("fleet report failed: %s", exc)
             return
         for member in members:
