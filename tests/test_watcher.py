@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from kvconf import InvalidInput, KeySpec, Schema, Store, Unavailable
+from kvconf import InvalidInput, KeySpec, Schema, Store, TenantNotFound, Unavailable
 from kvconf._redis.connect import _servers
 from kvconf._redis.names import TenantKeys
 from kvconf._watch import hub as hubs
@@ -512,3 +512,29 @@ async def test_soft_delete_and_undelete_reach_watchers(store: Store, tenant: str
         assert await watcher.wait_for_revision(3, timeout=5)
         assert watcher.get("svc", "a") == 1
         assert [r.reason for r in resyncs] == ["tenant", "tenant"]
+
+
+async def test_a_first_write_during_the_startup_read_is_not_lost(
+    store: Store, tenant: str, backend_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """The tenant is created between the watcher's state read (not found) and its
+    position read: the watcher must not take the new revision as applied to an
+    empty cache (a Redis restart without persistence gave exactly this)."""
+    real = Store.read_state
+    armed = [True]
+
+    async def read_state(self: Store, name: str, namespaces: Any = None) -> Any:
+        try:
+            return await real(self, name, namespaces)
+        except TenantNotFound:
+            if armed and name == tenant:
+                armed.clear()
+                await store.set_many(tenant, "s", {"first": 1})
+            raise
+
+    monkeypatch.setattr(Store, "read_state", read_state)
+    async with Watcher(tenant, backend_url, environ={}) as watcher:
+        assert not armed
+        await store.set(tenant, "s", "second", 2)
+        await converge(watcher, store, tenant, timeout=3)
+        assert watcher.snapshot() == {"s": {"first": 1, "second": 2}}

@@ -30,7 +30,7 @@ from .._redis.internals import database_of
 from .._redis.names import DEFAULTS_NAMESPACE, keyspace_channel
 from ..config import Settings
 from ..exceptions import HistoryTrimmed, KvconfError, TenantNotFound, Unavailable
-from ..models import ChangeEvent
+from ..models import ChangeEvent, TenantState
 from ..store import Store, tenant_keys
 from . import registry
 from .backoff import Backoff
@@ -478,17 +478,26 @@ class WatchEngine:
         if only is not None:
             names = sorted(only)
         try:
-            async with asyncio.timeout(max(10.0, self._timeout)):
-                found = await self._store.read_state(self.tenant, names)
+            found = await self._read_state(names)
+        except TenantNotFound:
+            # The position is read before the state is read again: a first write
+            # landing in between must come as an event after that position, never
+            # be taken as applied to an empty cache.
+            position = await self._position()
+            try:
+                found = await self._read_state(names)
+            except TenantNotFound:
+                found = None
+        if found is None:
+            (rev, epoch), spaces, gen = position, {}, 0
+            only = None
+        else:
             epoch, rev, spaces, gen = (
                 found.epoch,
                 found.revision,
                 found.namespaces,
                 found.schema_gen,
             )
-        except TenantNotFound:
-            (rev, epoch), spaces, gen = await self._position(), {}, 0
-            only = None
         if only is not None and (epoch != state.epoch or rev != state.revision):
             if epoch == state.epoch and rev > state.revision:
                 await self._catch_up(until=rev)
@@ -503,6 +512,10 @@ class WatchEngine:
             self._applied(changes, reason)
         self.stale_reasons.discard("startup")
         self._mark_synced(rev)
+
+    async def _read_state(self, names: list[str] | None) -> TenantState:
+        async with asyncio.timeout(max(10.0, self._timeout)):
+            return await self._store.read_state(self.tenant, names)
 
     async def _load_schemas(self, gen: int) -> None:
         try:
