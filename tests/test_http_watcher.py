@@ -317,8 +317,8 @@ def test_sync_watcher_and_the_environment(
 class _Serve:
     """A ``kvconf serve`` on a fixed port that a test can kill, freeze and restart."""
 
-    def __init__(self, data: Path, redis_url: str | None, admin: str) -> None:
-        self.data, self.redis_url, self.admin = data, redis_url, admin
+    def __init__(self, data: Path, redis_url: str | None, admin: str, **env: str) -> None:
+        self.data, self.redis_url, self.admin, self.env = data, redis_url, admin, env
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -329,7 +329,7 @@ class _Serve:
             args += ["--redis-url", self.redis_url]
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from kvconf.cli import main; main()", *args],
-            env=_env(KVCONF_ADMIN_TOKEN=self.admin), cwd=ROOT,
+            env=_env(KVCONF_ADMIN_TOKEN=self.admin, **self.env), cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -364,12 +364,14 @@ class _Serve:
 
 
 @contextmanager
-def _serve(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[_Serve]:
+def _serve(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest, **env: str
+) -> Iterator[_Serve]:
     url = None
     if backend == "redis":
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         url = redis_server.url
-    serve = _Serve(tmp_path / "data", url, "adm-" + uuid.uuid4().hex)
+    serve = _Serve(tmp_path / "data", url, "adm-" + uuid.uuid4().hex, **env)
     serve.start()
     try:
         yield serve
@@ -503,3 +505,27 @@ async def test_a_malformed_watcher_identity_is_a_422(server: Server, remote: Sto
     resp = httpx.get(f"{server.base}/api/v1/tenants/{tenant}/watch", headers=headers)
     assert resp.status_code == 422
     assert resp.json()["error"]["field"] == "X-Kvconf-Watcher"
+
+
+@pytest.mark.slow
+@BACKENDS
+async def test_a_refused_stream_is_retried_after_its_retry_after(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    tenant = _tenant()
+    with _serve(tmp_path, backend, request, KVCONF_MAX_STREAMS="1") as serve:
+        async with Store(serve.base, token=serve.admin) as store:
+            await store.set(tenant, "svc", "k", 1)
+            options: dict[str, Any] = {"token": serve.admin, "check_interval": 0.5, "environ": {}}
+            first = Watcher(tenant, serve.base, **options)
+            await first.start()
+            try:
+                async with Watcher(tenant, serve.base, **options) as second:
+                    assert second.get("svc", "k") == 1  # listed: /state is no stream
+                    await until(lambda: "stream" in second.stale_reasons, timeout=10)
+                    await first.aclose()
+                    result = await store.set(tenant, "svc", "k", 2)
+                    assert await second.wait_for_revision(result.revision, timeout=20)
+                    await until(lambda: not second.stale, timeout=10)
+            finally:
+                await first.aclose()

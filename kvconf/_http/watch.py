@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -171,6 +172,7 @@ class HttpWatchEngine:
         self._path = f"/api/v1/tenants/{tenant}"
         self._names = None if follow is None else ",".join(sorted(follow))
         self._failing: str | None = None  # what the last failure was (logged once a run)
+        self._retry_after = 0.0  # what a 503 asked for
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -260,7 +262,8 @@ class HttpWatchEngine:
                 log.warning("watcher of %s lost its stream from %s: %s", self.tenant, self.url,
                             failure)  # fmt: skip
                 self._failing = failure
-            await asyncio.sleep(backoff.down())
+            delay, self._retry_after = max(backoff.down(), self._retry_after), 0.0
+            await asyncio.sleep(delay)
 
     async def _relist(self, reason: str, backoff: Backoff) -> None:
         try:
@@ -298,6 +301,8 @@ class HttpWatchEngine:
                 if response.status_code == 404 and _code(doc) == "tenant_not_found":
                     await self._wait_for_tenant()
                     return False
+                if response.status_code == 503:
+                    self._retry_after = _retry_after(response.headers.get("Retry-After"))
                 raise error_from(response.status_code, doc)
             backoff.up()
             if self._failing is not None:
@@ -354,6 +359,15 @@ class HttpWatchEngine:
     def identity(self) -> str:
         """What the stream tells the server about this watcher (JSON)."""
         return self._identity
+
+
+def _retry_after(header: str | None) -> float:
+    """A 503's ``Retry-After`` in seconds, spread over up to half as long again (at most 60)."""
+    try:
+        seconds = min(60.0, max(0.0, float(header or 0)))
+    except ValueError:
+        return 0.0
+    return seconds * random.uniform(1.0, 1.5)
 
 
 def _code(doc: Any) -> str:
