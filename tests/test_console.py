@@ -767,12 +767,11 @@ def test_fleet_page_and_phone_layout(phone: Any, server: Server) -> None:
 def test_fleet_shows_watchers_and_how_far_behind(
     page: Any, server: Server, request: pytest.FixtureRequest
 ) -> None:
+    """A real HTTP watcher of the tenant (reported by the server) is in step; on
+    the real-Redis backend a report written into Redis adds one that is behind."""
     from playwright.sync_api import expect
 
-    if server.backend != "redis":
-        pytest.skip("fleet reports are written straight into the real Redis here")
-    import redis
-
+    from kvconf import SyncWatcher
     from kvconf._watch.fleet import FleetMember, encode_member
     from kvconf.store import tenant_keys
 
@@ -782,27 +781,30 @@ def test_fleet_shows_watchers_and_how_far_behind(
         h.put(f"/api/v1/tenants/{tenant}/namespaces/ai-12/keys/timeout", json={"value": 11})
         h.put(f"/api/v1/tenants/{tenant}/namespaces/ai-12/keys/timeout", json={"value": 12})
         rev = h.get(f"/api/v1/tenants/{tenant}").json()["revision"]
-    now = time.time()
-    members = [
-        FleetMember("web-1:100:aa", "web-1", 100, rev, "e", False, now, now - 60),
-        FleetMember("web-2:200:bb", "web-2", 200, rev - 2, "e", True, now, now - 60, ["ai-12"]),
-    ]
-    shared: RedisServer = request.getfixturevalue("shared_redis")
-    client = redis.Redis.from_url(shared.url)
-    try:
-        key = tenant_keys(tenant).fleet
-        client.hset(key, mapping={m.instance: encode_member(m) for m in members})
-    finally:
-        client.close()
-    sign_in(page, server)
-    page.goto(f"{server.base}/ui/#/t/{tenant}/fleet")
-    watchers = page.get_by_role("table", name="Watchers")
-    expect(watchers.get_by_role("row").filter(has_text="web-1")).to_contain_text("in step")
-    behind = watchers.get_by_role("row").filter(has_text="web-2")
-    expect(behind).to_contain_text("2 revisions")
-    expect(behind).to_contain_text("stale")
-    expect(behind).to_have_class(re.compile("row-warn"))
-    shot(page, server, "fleet")
+    with SyncWatcher(tenant, server.base, token=server.admin, instance_id="web-1:100:aa",
+                     environ={}) as watcher:  # fmt: skip
+        assert watcher.revision == rev
+        if server.backend == "redis":
+            now = time.time()
+            behind = FleetMember(
+                "web-2:200:bb", "web-2", 200, rev - 2, "e", True, now, now - 60, ["ai-12"]
+            )
+            shared: RedisServer = request.getfixturevalue("shared_redis")
+            direct = redis.Redis.from_url(shared.url)
+            try:
+                direct.hset(tenant_keys(tenant).fleet, behind.instance, encode_member(behind))
+            finally:
+                direct.close()
+        sign_in(page, server)
+        page.goto(f"{server.base}/ui/#/t/{tenant}/fleet")
+        watchers = page.get_by_role("table", name="Watchers")
+        expect(watchers.get_by_role("row").filter(has_text="web-1")).to_contain_text("in step")
+        if server.backend == "redis":
+            row = watchers.get_by_role("row").filter(has_text="web-2")
+            expect(row).to_contain_text("2 revisions")
+            expect(row).to_contain_text("stale")
+            expect(row).to_have_class(re.compile("row-warn"))
+        shot(page, server, "fleet")
 
 
 @browser_test
