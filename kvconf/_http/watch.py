@@ -42,6 +42,7 @@ import httpx
 import msgspec
 
 from .._redis.names import validate_tenant
+from .._tasks import stop_task
 from .._watch.backoff import Backoff
 from .._watch.cache_file import load_cache_file
 from .._watch.delivery import Delivery
@@ -209,8 +210,7 @@ class HttpWatchEngine:
         self.delivery.wake_loops()
         try:
             for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+                await stop_task(task)
             self.delivery.close()
             await self.delivery.save()
         finally:
