@@ -43,6 +43,7 @@ from .metrics import Metrics, MetricsMiddleware
 from .openapi import build_openapi, docs_routes
 from .requestid import RequestIdMiddleware
 from .routes import (
+    changes,
     cloudbrain,
     compare,
     console,
@@ -159,8 +160,8 @@ def create_app(
     hot = sorted(HOT_ROUTES, key=lambda route: route.path.startswith(CLOUDBRAIN_PREFIX))
     app.router.routes[:0] = hot
     for module in (
-        keys, cloudbrain, ops, stats, tenants, history, schemas, watch, snapshots, tokens,
-        compare, console,
+        keys, cloudbrain, ops, stats, tenants, history, changes, schemas, watch, snapshots,
+        tokens, compare, console,
     ):  # fmt: skip
         app.router.routes.extend(r for r in module.router.routes if r not in HOT_ROUTES)
     app.router.routes.extend(docs_routes())

@@ -22,6 +22,8 @@ from kvconf.timeline import KeyDiff
 __all__ = [
     "COMPONENTS",
     "ChangeSet",
+    "ChangeSetAcross",
+    "ChangesPreview",
     "CloudConfig",
     "CloudError",
     "CloudKey",
@@ -68,6 +70,22 @@ class ChangeSet(msgspec.Struct, forbid_unknown_fields=True):
     deletes: list[str] = []
     expect: dict[str, int] = {}
     reason: str = ""
+
+
+class ChangeSetAcross(msgspec.Struct, forbid_unknown_fields=True):
+    """An atomic change set spanning namespaces of one tenant: one revision, all or nothing.
+
+    ``values``, ``deletes`` and ``expect`` are keyed by namespace; ``expect``
+    maps keys to the version each must have (0: must not exist, -1: any);
+    any mismatch writes nothing (409, conflicts naming keys
+    ``namespace/key``). ``create`` false refuses to create a missing tenant.
+    """
+
+    values: dict[str, dict[str, Any]] = {}
+    deletes: dict[str, list[str]] = {}
+    expect: dict[str, dict[str, int]] = {}
+    reason: str = ""
+    create: bool = True
 
 
 class KeyRollback(msgspec.Struct, forbid_unknown_fields=True):
@@ -283,6 +301,17 @@ class Preview(msgspec.Struct):
     changes: list[KeyPreview]
 
 
+class ChangesPreview(msgspec.Struct):
+    """``?dry_run=true`` on a change set across namespaces: each namespace's diff, all
+    read at ``revision``."""
+
+    dry_run: bool
+    tenant: str
+    revision: int
+    would_commit: bool
+    namespaces: list[Preview]
+
+
 class RollbackPreview(msgspec.Struct):
     """``?dry_run=true`` on a namespace or tenant rollback: each namespace's diff."""
 
@@ -380,11 +409,12 @@ class KeyRolledBack(msgspec.Struct):
 
 
 class ChangeLog(msgspec.Struct):
-    """Change events after ``since``, oldest first."""
+    """Change events after ``since``, oldest first; ``next_since`` pages on (null: the end)."""
 
     tenant: str
     since: int
     events: list[ChangeEvent]
+    next_since: int | None
 
 
 class DiffDoc(msgspec.Struct):

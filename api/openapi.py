@@ -56,6 +56,7 @@ _EXTRA: dict[str, set[int]] = {
     "diffNamespace": {410},
     "rollbackTenant": {409, 410},
     "rollbackKey": {409},
+    "commitChanges": {409},
     "watchTenant": {410, 503},
     "createTenant": {409},
     "createToken": {409},

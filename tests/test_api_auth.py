@@ -282,3 +282,46 @@ async def test_a_revoked_token_loses_its_open_watch_stream(
     assert "event: error" in r.text
     assert "unauthorized" in r.text
     assert "after-revoke" not in r.text
+
+
+async def test_change_set_across_masks_secrets_and_needs_every_namespace(
+    app: FastAPI, tenant: str
+) -> None:
+    await seed(app, tenant)
+    writer = await make_token(
+        app, f"x-{tenant}", {f"{tenant}/svc": ["write"], f"{tenant}/web": ["read"]}
+    )
+    url = f"/api/v1/tenants/{tenant}/changes"
+    guess = "guess-" + uuid.uuid4().hex
+    async with client(app, writer) as c:
+        for body, status in [
+            ({"values": {"svc": {"plain": 2}, "hidden": {"k": 1}}}, 404),
+            ({"values": {"svc": {"plain": 2}}, "deletes": {"hidden": ["k"]}}, 404),
+            ({"values": {"svc": {"plain": 2}}, "expect": {"hidden": {"k": 1}}}, 404),
+            ({"values": {"svc": {"plain": 2}, "web": {"k": 1}}}, 403),
+            ({"values": {"svc": {"plain": 2}, "_defaults": {"k": 1}}}, 404),
+        ]:
+            for params in ({}, {"dry_run": "true"}):
+                r = await c.post(url, params=params, json=body)
+                assert r.status_code == status, (body, r.text)
+        body = {"values": {"svc": {"password": guess, "plain": 2}}}
+        r = await c.post(url, params={"dry_run": "true"}, json=body)
+        assert r.status_code == 200, r.text
+        assert SECRET not in r.text
+        assert guess not in r.text
+        assert "***" in r.text
+        r = await c.post(url, json={**body, "expect": {"svc": {"password": 1}}})
+        assert r.status_code == 409
+        assert SECRET not in r.text
+        assert guess not in r.text
+        r = await c.post(url, json={"values": {"svc": {"password": 5}}})  # schema: a str
+        assert r.status_code == 422
+        assert SECRET not in r.text
+        r = await c.post(url, json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["versions"] == {"svc/password": 3, "svc/plain": 2}
+        assert guess not in r.text
+    async with client(app, ADMIN) as c:
+        r = await c.get(f"/api/v1/tenants/{tenant}/namespaces/svc/keys/plain")
+        assert r.json()["updated_by"] == f"x-{tenant}@127.0.0.1"
+        assert (await c.get(f"/api/v1/tenants/{tenant}/namespaces/hidden")).json()["keys"] == {}

@@ -365,3 +365,78 @@ async def test_tenant_list_can_include_soft_deleted_tenants(
     full = (await http.get("/api/v1/tenants", params={"include_deleted": "true"})).json()
     assert tenant in full["deleted"]
     assert tenant not in full["tenants"]
+
+
+async def test_change_set_across_namespaces_is_one_revision(
+    http: httpx.AsyncClient, tenant: str
+) -> None:
+    url = f"/api/v1/tenants/{tenant}/changes"
+    r = await http.post(url, json={"values": {"svc": {"a": 1, "b": 2}, "web": {"c": 3}}})
+    assert r.status_code == 200, r.text
+    assert r.json()["revision"] == 1
+    assert r.json()["versions"] == {"svc/a": 1, "svc/b": 1, "web/c": 1}
+    body = {"values": {"svc": {"a": 10}}, "deletes": {"web": ["c"]},
+            "expect": {"svc": {"a": 1}, "web": {"c": 1}}, "reason": "move"}  # fmt: skip
+    r = await http.post(url, json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["versions"] == {"svc/a": 2, "web/c": 2}
+    (event,) = (await http.get(f"/api/v1/tenants/{tenant}/log", params={"since": 1})).json()[
+        "events"
+    ]
+    assert (event["namespace"], event["revision"], event["reason"]) == ("*", 2, "move")
+    assert [(ch["namespace"], ch["key"]) for ch in event["changes"]] == [("svc", "a"), ("web", "c")]
+    r = await http.post(url, json={"values": {"svc": {"a": 11}, "web": {"d": 1}},
+                                   "expect": {"svc": {"a": 1}}})  # fmt: skip
+    assert r.status_code == 409
+    assert r.json()["error"]["conflicts"] == [{"key": "svc/a", "expected": 1, "actual": 2}]
+    assert (await http.get(key_url(tenant, "d", "web"))).status_code == 404  # all or nothing
+    r = await http.post(f"/api/v1/tenants/{tenant}-new/changes",
+                        json={"values": {"svc": {"a": 1}}, "create": False})  # fmt: skip
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "tenant_not_found"
+    assert (await http.get(f"/api/v1/tenants/{tenant}-new")).status_code == 404
+
+
+async def test_change_set_across_dry_run_refuses_what_the_write_refuses(
+    http: httpx.AsyncClient, tenant: str
+) -> None:
+    url = f"/api/v1/tenants/{tenant}/changes"
+    assert (await http.post(url, json={"values": {"svc": {"a": 1}, "web": {"c": 3}}})).is_success
+    schema = {"keys": {"a": {"type": "int", "min": 1}}}
+    assert (
+        await http.put(f"/api/v1/tenants/{tenant}/namespaces/svc/schema", json=schema)
+    ).is_success
+    cases: list[dict[str, object]] = [
+        {"values": {"svc": {"a": 0}, "web": {"x": 1}}},  # schema
+        {"values": {"web": {"x": 1}}, "deletes": {"svc": ["nope"]}},  # missing key
+        {"values": {"web": {"x": 1}}, "expect": {"other": {"k": 1}}},  # expect off the set
+        {"values": {".bad": {"x": 1}}},  # namespace name
+        {"values": {"svc": {}}},  # empty
+        {"values": {"svc": {"a": 2}}, "deletes": {"svc": ["a"]}},  # set and delete one key
+        {"values": {"svc": {"a": 2}}, "reason": "r" * 2000},  # audit field size
+        {"values": {"svc": {"a": 2}}, "unknown": 1},  # body schema
+        {"values": {"svc": {"a": 2}}, "expect": {"svc": {"a": 7}}},  # conflict
+        {"values": {"svc": {"a": 2}}, "deletes": {"web": ["c"]}, "expect": {"web": {"c": 1}}},
+    ]
+    for body in cases:
+        before = (await http.get(f"/api/v1/tenants/{tenant}")).json()["revision"]
+        dry = await http.post(url, params={"dry_run": "true"}, json=body)
+        assert (await http.get(f"/api/v1/tenants/{tenant}")).json()["revision"] == before
+        real = await http.post(url, json=body)
+        if dry.status_code != 200:
+            assert real.status_code == dry.status_code, (body, dry.text, real.text)
+            assert real.json() == dry.json(), body
+            continue
+        preview = dry.json()
+        assert preview["revision"] == before
+        conflicts = [
+            {**c, "key": f"{ns['namespace']}/{c['key']}"}
+            for ns in preview["namespaces"]
+            for c in ns["conflicts"]
+        ]
+        if preview["would_commit"]:
+            assert real.status_code == 200, (body, real.text)
+        else:
+            assert real.status_code == 409, (body, real.text)
+            assert real.json()["error"]["conflicts"] == conflicts
+    assert {c["key"]: c["change"] for c in preview["namespaces"][1]["changes"]} == {"c": "removed"}

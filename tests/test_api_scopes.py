@@ -27,9 +27,11 @@ FILTERED = {
     "watchTenant",
     "getState",
     "rollbackTenant",
+    "commitChanges",
 }
 BODIES: dict[str, Any] = {
     "commitChangeSet": {"values": {"plain": 5}},
+    "commitChanges": {"values": {"vis": {"plain": 5}}},
     "putKey": {"value": 1},
     "rollbackKey": {"to_version": 1},
     "putSchema": {"keys": {}},
@@ -125,6 +127,18 @@ async def test_a_namespace_token_sees_its_namespace_and_nothing_else_on_every_ro
                 whole = await c.post(_fill(path, world, "", 0), json={"to_revision": 1})
                 assert whole.status_code == 404, whole.text  # the whole tenant: tenant-level
                 body = {"to_revision": 1, "namespace": world.vis}
+            if op == "commitChanges":  # every namespace of the change set must be visible
+                for hidden_body in (
+                    {"values": {world.vis: {"plain": 6}, world.hid: {"other": 6}}},
+                    {"values": {world.vis: {"plain": 6}}, "deletes": {world.hid: ["other"]}},
+                    {"values": {world.vis: {"plain": 6}}, "expect": {world.hid: {"other": 1}}},
+                ):
+                    for query in ("", "?dry_run=true"):
+                        url = _fill(path, world, "", 0) + query
+                        r = await c.post(url, json=hidden_body)
+                        tried += 1
+                        assert r.status_code == 404, (url, r.status_code, r.text)
+                        assert MARK not in r.text
             if scoped:
                 url = _fill(path, world, world.hid, world.ai_hid)
                 r = await c.request(method, url, json=body)

@@ -14,15 +14,19 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import redis
 
 from kvconf import (
+    ChangeEvent,
     Forbidden,
+    HistoryTrimmed,
     InvalidInput,
     KeyConflict,
     KeyNotFound,
@@ -30,6 +34,7 @@ from kvconf import (
     NotFound,
     Schema,
     SchemaViolation,
+    Settings,
     Store,
     SyncStore,
     TenantExists,
@@ -46,6 +51,8 @@ from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY, TOKENS_USED_KEY
 from .redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The module's servers keep this many revisions of each tenant's change log.
+LOG_LIMIT = 1100
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -56,8 +63,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def serving(data: Path, redis_url: str | None, admin: str) -> Iterator[tuple[str, Any]]:
-    """``kvconf serve`` on a free loopback port; yields its base URL and process."""
+def serving(data: Path, redis_url: str | None, admin: str, **env: str) -> Iterator[tuple[str, Any]]:
+    """``kvconf serve`` on a free loopback port (``env``: more variables, e.g.
+    ``KVCONF_LOG_LIMIT``); yields its base URL and process."""
     port = free_port()
     args = ["--port", str(port), "--data-dir", str(data)]
     if redis_url is not None:
@@ -65,7 +73,7 @@ def serving(data: Path, redis_url: str | None, admin: str) -> Iterator[tuple[str
     cmd = [sys.executable, "-c", "from kvconf.cli import main; main()", "serve", *args]
     proc = subprocess.Popen(
         cmd,
-        env=_env(KVCONF_ADMIN_TOKEN=admin),
+        env=_env(KVCONF_ADMIN_TOKEN=admin, **env),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -113,7 +121,8 @@ def server(
         url = shared.url
     admin = "http-admin-" + uuid.uuid4().hex
     try:
-        with serving(tmp_path_factory.mktemp("http") / "data", url, admin) as (base, _proc):
+        data = tmp_path_factory.mktemp("http") / "data"
+        with serving(data, url, admin, KVCONF_LOG_LIMIT=str(LOG_LIMIT)) as (base, _proc):
             yield Server(base, admin, request.param, url)
     finally:
         if url is not None:  # tokens left on the shared server would close others' open mode
@@ -343,7 +352,8 @@ async def test_a_scoped_token_sees_only_its_namespace(server: Server, remote: St
 
 
 async def test_what_needs_redis_is_refused_by_name(remote: Store) -> None:
-    args: dict[str, list[Any]] = {"changes_since": ["t", 0], "commit_across": ["t", {}]}
+    assert NOT_AVAILABLE == ("redis", "repair_tenants")
+    args: dict[str, list[Any]] = {}
     for name in NOT_AVAILABLE:
         if name == "redis":
             with pytest.raises(InvalidInput, match=name):
@@ -412,3 +422,163 @@ async def test_store_without_a_url_reads_the_environment(
     monkeypatch.setenv("KVCONF_SERVER", "redis://127.0.0.1:1/0")
     with pytest.raises(InvalidInput, match="KVCONF_SERVER"):
         Store()
+
+
+# -- the change log and change sets across namespaces ------------------------------
+
+_TS = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _plain(events: list[ChangeEvent]) -> list[ChangeEvent]:
+    """Events without what differs between two stores given the same writes."""
+    return [
+        msgspec.structs.replace(e, tenant="", epoch="", ts=_TS, actor="", request_id="")
+        for e in events
+    ]
+
+
+async def _every_kind_of_record(store: Store, t: str) -> None:
+    """The same writes on any store: every kind of change log record."""
+    await store.create_tenant(t, reason="new")  # the route's default reason is its own
+    await store.set(t, "ai-12", "a", 1, reason="first")
+    await store.set_many(t, "ai-12", {"a": 2, "b": "x"})
+    await store.set_schema(t, "ai-12", Schema(keys={"a": KeySpec(type="int")}))
+    await store.commit_across(
+        t, {"ai-12": {"a": 3}, "ai-13": {"c": [1, {"d": None}]}}, deletes={"ai-12": ["b"]},
+        reason="across",
+    )  # fmt: skip
+    await store.delete(t, "ai-13", "c")
+    await store.rollback(t, "ai-12", "a", 1)
+    await store.delete_tenant(t, reason="gone")
+    await store.undelete_tenant(t, reason="back")
+
+
+async def test_changes_since_gives_the_redis_stores_events(server: Server, remote: Store) -> None:
+    t = _tenant()
+    await _every_kind_of_record(remote, t)
+    ours = await remote.changes_since(t, 0)
+    assert [(e.type, e.op, e.namespace) for e in ours] == [
+        ("tenant", "create", "*"), ("change", "", "ai-12"), ("change", "", "ai-12"),
+        ("schema", "", "ai-12"), ("change", "", "*"), ("change", "", "ai-13"),
+        ("change", "", "ai-12"), ("tenant", "soft_delete", "*"), ("tenant", "undelete", "*"),
+    ]  # fmt: skip
+    assert all(e.actor == "admin@127.0.0.1" and e.tenant == t for e in ours), ours
+    async with Store(f"memory://twin-{uuid.uuid4().hex}") as twin:
+        await _every_kind_of_record(twin, t)
+        assert _plain(ours) == _plain(await twin.changes_since(t, 0))
+        assert _plain(await remote.changes_since(t, 2, limit=3)) == _plain(
+            await twin.changes_since(t, 2, limit=3)
+        )
+    assert await remote.changes_since(t, ours[-1].revision) == []
+    with pytest.raises(TenantNotFound):
+        await remote.changes_since(_tenant(), 0)
+    for revision, limit in ((-1, 10), (0, 0)):
+        with pytest.raises(InvalidInput):
+            await remote.changes_since(t, revision, limit=limit)
+    if server.redis_url is not None:
+        async with Store(server.redis_url) as direct:
+            assert ours == await direct.changes_since(t, 0)
+
+
+async def test_changes_since_pages_past_the_routes_cap(server: Server, remote: Store) -> None:
+    t = _tenant()
+    total = LOG_LIMIT + 50
+    await remote.create_tenant(t)
+    if server.redis_url is not None:  # faster straight to Redis, trimmed as the server trims
+        async with Store(server.redis_url, settings=Settings(log_limit=LOG_LIMIT)) as direct:
+            for i in range(total - 2):
+                await direct.set(t, "bulk", f"k{i % 50}", i)
+    else:
+        gate = asyncio.Semaphore(20)
+
+        async def put(i: int) -> None:
+            async with gate:
+                await remote.set(t, "bulk", f"k{i % 50}", i)
+
+        await asyncio.gather(*(put(i) for i in range(total - 2)))
+    assert (await remote.set(t, "ai-12", "mine", 1)).revision == total
+    with pytest.raises(HistoryTrimmed) as trimmed:
+        await remote.changes_since(t, 0)
+    since = trimmed.value.oldest - 1
+    assert total - since > 1000  # more than one page of the route is kept
+    events = await remote.changes_since(t, since, limit=total)
+    assert [e.revision for e in events] == list(range(since + 1, total + 1))
+    assert [e.revision for e in await remote.changes_since(t, since)] == list(
+        range(since + 1, since + 1001)
+    )
+    scoped = _token(server, {f"{t}/ai-12": ["read"]})
+    async with Store(server.base, token=scoped) as mine:
+        (only,) = await mine.changes_since(t, since)  # past a page that shows it nothing
+        assert (only.revision, only.namespace) == (total, "ai-12")
+    if server.redis_url is not None:
+        async with Store(server.redis_url) as direct:
+            assert events == await direct.changes_since(t, since, limit=total)
+
+
+async def test_changes_since_with_a_scoped_token_shows_its_namespaces_masked(
+    server: Server, remote: Store
+) -> None:
+    t = _tenant()
+    secret = "secret-" + uuid.uuid4().hex
+    await remote.set_schema(t, "ai-12", Schema(keys={"pw": KeySpec(type="str", sensitive=True)}))
+    await remote.commit_across(t, {"ai-12": {"pw": secret, "a": 1}, "ai-13": {"b": 2}})
+    await remote.set(t, "ai-13", "b", 3)
+    everything = await remote.changes_since(t, 0)
+    scoped = _token(server, {f"{t}/ai-12": ["write"]})
+    async with Store(server.base, token=scoped) as mine:
+        seen = await mine.changes_since(t, 0)
+    assert [e.revision for e in seen] == [e.revision for e in everything[:-1]]
+    spanning = seen[-1]
+    assert spanning.namespace == "*"
+    assert {(c.namespace, c.key): c.value for c in spanning.changes} == {
+        ("ai-12", "pw"): "***",
+        ("ai-12", "a"): 1,
+    }
+    assert secret in str(everything[-2])  # the admin token has the secrets right
+
+
+async def test_commit_across_is_one_revision_through_a_server(
+    server: Server, remote: Store
+) -> None:
+    t = _tenant()
+    done = await remote.commit_across(t, {"ai-12": {"a": 1}, "ai-13": {"b": 2}}, reason="both")
+    assert (done.tenant, done.namespace) == (t, "*")
+    assert done.versions == {"ai-12/a": 1, "ai-13/b": 1}
+    assert (await remote.get(t, "ai-13", "b")).revision == done.revision
+    (event,) = await remote.changes_since(t, done.revision - 1)
+    assert (event.namespace, event.reason) == ("*", "both")
+    with pytest.raises(VersionConflict) as conflict:
+        await remote.commit_across(
+            t, {"ai-12": {"a": "secret-2"}, "ai-14": {"c": 1}}, expect={"ai-12": {"a": 5}}
+        )
+    assert conflict.value.conflicts == [KeyConflict("ai-12/a", 5, 1)]
+    assert "secret-2" not in str(conflict.value)
+    assert await remote.namespaces(t) == ["ai-12", "ai-13"]  # nothing was written
+    with pytest.raises(KeyNotFound) as missing:
+        await remote.commit_across(t, {"ai-13": {"b": 3}}, deletes={"ai-12": ["nope"]})
+    assert missing.value.keys == ["ai-12/nope"]
+    new = _tenant()
+    with pytest.raises(TenantNotFound):
+        await remote.commit_across(new, {"ai-12": {"a": 1}}, create=False)
+    assert not await remote.exists(new)
+    with pytest.raises(InvalidInput):
+        await remote.commit_across(t, {})  # checked locally first, like over Redis
+    moved = await remote.commit_across(
+        t, {"ai-13": {"a": 1}}, deletes={"ai-12": ["a"]}, expect={"ai-12": {"a": 1}}
+    )
+    assert moved.versions == {"ai-13/a": 1, "ai-12/a": 2}
+    assert moved.revision == done.revision + 1
+
+    scoped = _token(server, {f"{t}/ai-12": ["write"], f"{t}/ai-13": ["read"]})
+    async with Store(server.base, token=scoped) as mine:
+        mine_done = await mine.commit_across(t, {"ai-12": {"k": 1}})
+        assert mine_done.versions == {"ai-12/k": 1}
+        with pytest.raises(NotFound):
+            await mine.commit_across(t, {"ai-12": {"k": 2}, "ai-14": {"k": 1}})
+        with pytest.raises(Forbidden):
+            await mine.commit_across(t, {"ai-12": {"k": 2}}, deletes={"ai-13": ["a"]})
+    assert await remote.revision(t) == mine_done.revision  # the refused ones wrote nothing
+    if server.redis_url is not None:
+        async with Store(server.redis_url) as direct:
+            assert await remote.changes_since(t, 0) == await direct.changes_since(t, 0)
+            assert await direct.get(t, "ai-13", "a") == await remote.get(t, "ai-13", "a")

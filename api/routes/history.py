@@ -181,12 +181,16 @@ async def change_log(
     """Records after ``since``, oldest first; 410 when the log was trimmed past it.
 
     A namespace-scoped token sees only its namespaces' changes (a page may
-    then hold fewer than ``limit`` events).
+    then hold fewer than ``limit`` events, even none). ``next_since`` is the
+    ``since`` of the next page, null when this page reached the end of the log.
     """
     events = await timeline.read_log(access.store, access.tenant, since, limit=limit)
     shown = [v for v in (visible_event(e, access.visible) for e in events) if v is not None]
     items = [await mask_event(access, e) for e in shown]
-    return respond({"tenant": access.tenant, "since": since, "events": items})
+    next_since = events[-1].revision if len(events) == limit else None
+    return respond(
+        {"tenant": access.tenant, "since": since, "events": items, "next_since": next_since}
+    )
 
 
 async def _diff(

@@ -11,7 +11,9 @@ Differences a caller can see, all from the server's side of the wire:
   address); an ``actor=`` argument is ignored;
 * values of sensitive keys come masked unless the token has ``secrets``;
 * ``explain``/``effective`` use the server's environment layer;
-* ``commit(create=False)`` checks the tenant first (not atomic with the write);
+* ``commit(create=False)`` checks the tenant first (not atomic with the write;
+  ``commit_across`` is);
+* ``changes_since`` with a namespace-scoped token holds only its namespaces' events;
 * :data:`NOT_AVAILABLE` methods raise :class:`InvalidInput`.
 """
 
@@ -26,7 +28,7 @@ import msgspec
 
 from .. import _backends
 from .._redis.names import validate_key, validate_namespace, validate_tenant
-from .._store.plan import ChangePlan
+from .._store.plan import ChangePlan, plan_across
 from ..config import Settings
 from ..exceptions import (
     InvalidInput,
@@ -48,13 +50,15 @@ from ..models import (
     WriteResult,
 )
 from ..schema import effective_specs
-from ..store import Store
+from ..store import Store, tenant_keys
 from .client import HttpClient
 
 __all__ = ["NOT_AVAILABLE", "HttpStore"]
 
 #: Store methods that need Redis itself; through a server they raise InvalidInput.
-NOT_AVAILABLE = ("changes_since", "commit_across", "redis", "repair_tenants")
+NOT_AVAILABLE = ("redis", "repair_tenants")
+#: The largest page of ``GET .../log`` (the route's cap).
+LOG_PAGE = 1000
 
 _API = "/api/v1/tenants"
 
@@ -447,14 +451,54 @@ class HttpStore(Store):
         reason: str = "",
         create: bool = True,
     ) -> WriteResult:
-        """Not available through a server (no cross-namespace write route yet)."""
-        _unavailable("commit_across")
+        """Commit one change set spanning namespaces (``POST .../changes``): one revision,
+        all or nothing.
+
+        Keyed by namespace as over Redis; the result's versions (and any
+        conflict) name keys ``"namespace/key"``. The token needs the write
+        right on every namespace named (one it does not see is
+        :class:`NotFound`). ``create=False`` is checked by the server in the
+        same atomic write.
+        """
+        # Checked locally first (the same errors, no request), like commit.
+        plan_across(
+            tenant_keys(validate_tenant(tenant)), values, deletes or {}, expect or {},
+            max_keys=self.settings.max_keys_per_write,
+            max_value_bytes=self.settings.max_value_bytes,
+        )  # fmt: skip
+        body = {
+            "values": {ns: dict(v) for ns, v in values.items()},
+            "deletes": {ns: list(d) for ns, d in (deletes or {}).items()},
+            "expect": {ns: dict(e) for ns, e in (expect or {}).items()},
+            "reason": reason, "create": create,
+        }  # fmt: skip
+        doc = await self._http.request("POST", f"{_API}/{_seg(tenant)}/changes", body=body)
+        return self._result(tenant, "*", doc)
 
     async def changes_since(
         self, tenant: str, revision: int, *, limit: int = 1000
     ) -> list[ChangeEvent]:
-        """Not available through a server yet (the HTTP Watcher will follow ``/watch``)."""
-        _unavailable("changes_since")
+        """Change events after ``revision``, oldest first, at most ``limit`` (``GET .../log``).
+
+        Raises :class:`HistoryTrimmed` when the log no longer holds
+        ``revision + 1``. A namespace-scoped token sees only its namespaces'
+        events: a change set across namespaces with only their changes, and
+        the events of the whole tenant; sensitive values come masked
+        without the ``secrets`` right. Pages of at most 1,000 events are
+        fetched until ``limit`` events are found or the log ends.
+        """
+        validate_tenant(tenant)
+        if revision < 0 or limit < 1:
+            raise InvalidInput("revision must be >= 0 and limit >= 1")
+        path = f"{_API}/{_seg(tenant)}/log"
+        events: list[ChangeEvent] = []
+        since: int | None = revision
+        while since is not None and len(events) < limit:
+            page = min(LOG_PAGE, limit - len(events))
+            doc = await self._get(path, {"since": since, "limit": page})
+            events.extend(msgspec.convert(e, ChangeEvent) for e in doc["events"])
+            since = doc["next_since"]
+        return events[:limit]
 
     def plan(
         self,

@@ -12,6 +12,12 @@ best round of each is kept, and every round's ratio is logged.
 
 GET key is served by the API's read cache once its watcher of the tenant is
 in step (the warm-up read starts it); PUT key is one atomic write script.
+
+The Python client's side: ``Store("http://...")`` (HttpStore) ``get`` and
+``set`` of the same keys, one call at a time, beside raw ``httpx`` requests
+to the same endpoints (decoding the JSON answer too) as the baseline, in
+alternating rounds of the same run: the ratio is what the client adds to a
+round trip (URL building, name checks, error mapping, result types).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ._model import BenchContext, Figure, figure
 
@@ -130,6 +137,103 @@ def _put(tenant: str) -> Callable[[int], bytes]:
     return make
 
 
+async def _paired(
+    first: Callable[[int], Awaitable[Any]],
+    second: Callable[[int], Awaitable[Any]],
+    seconds: float,
+) -> tuple[tuple[list[float], list[float]], tuple[float, float]]:
+    """Seconds of each call of ``first`` and ``second``, interleaved one at a time
+    (alternating which goes first) for ``seconds`` so load from elsewhere on the
+    machine hits both alike; and the mean CPU seconds of this process per call
+    (the client's own cost: the server is another process)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    cpu = [0.0, 0.0]
+    stop = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < stop:
+        order = ((first, 0), (second, 1))
+        for call, n in order if i % 2 == 0 else order[::-1]:
+            start, used = time.perf_counter(), time.process_time()
+            await call(i)
+            cpu[n] += time.process_time() - used
+            times[n].append(time.perf_counter() - start)
+        i += 1
+    return times, (cpu[0] / len(times[0]), cpu[1] / len(times[1]))
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+async def _client(
+    ctx: BenchContext, port: int, tenant: str, seconds: float, rounds: int
+) -> list[Figure]:
+    """HttpStore.get/set against raw httpx GET/PUT of the same keys (median round trip)."""
+    import httpx
+
+    from ..store import Store
+
+    base = f"http://127.0.0.1:{port}"
+    path = f"/api/v1/tenants/{tenant}/namespaces/svc/keys"
+    async with Store(base) as store, httpx.AsyncClient(base_url=base) as raw:
+
+        async def raw_get(_i: int) -> Any:
+            resp = await raw.get(f"{path}/k7")
+            resp.raise_for_status()
+            return resp.json()
+
+        async def raw_put(i: int) -> Any:
+            resp = await raw.put(f"{path}/k{i % 100}", json={"value": i})
+            resp.raise_for_status()
+            return resp.json()
+
+        async def store_get(_i: int) -> Any:
+            return await store.get(tenant, "svc", "k7")
+
+        async def store_set(i: int) -> Any:
+            return await store.set(tenant, "svc", f"k{i % 100}", i)
+
+        pairs = {"get": (raw_get, store_get), "set": (raw_put, store_set)}
+        for raw_call, store_call in pairs.values():
+            await _paired(raw_call, store_call, 0.5)  # warm up: connections, caches
+        pooled: dict[str, tuple[list[float], list[float]]] = {"get": ([], []), "set": ([], [])}
+        cpu: dict[str, list[tuple[float, float]]] = {"get": [], "set": []}
+        for _ in range(rounds):
+            said = []
+            for name, (raw_call, store_call) in pairs.items():
+                (raw_times, store_times), used = await _paired(raw_call, store_call, seconds)
+                pooled[name][0].extend(raw_times)
+                pooled[name][1].extend(store_times)
+                cpu[name].append(used)
+                raw_p50, store_p50 = _median(raw_times) * 1e6, _median(store_times) * 1e6
+                said.append(
+                    f"{name}: raw {raw_p50:,.0f} µs, Store {store_p50:,.0f} µs "
+                    f"({store_p50 / raw_p50:.2f}x; client CPU {used[0] * 1e6:,.0f} vs "
+                    f"{used[1] * 1e6:,.0f} µs)"
+                )
+            ctx.log("  client round: " + "; ".join(said))
+
+    def note(name: str) -> str:
+        raw_cpu = min(c[0] for c in cpu[name]) * 1e6
+        store_cpu = min(c[1] for c in cpu[name]) * 1e6
+        return (
+            f"median round trip, one call at a time, raw and Store interleaved, {rounds} "
+            f"rounds of {seconds:.0f} s; client CPU per call: raw {raw_cpu:,.0f} µs, "
+            f"Store {store_cpu:,.0f} µs"
+        )
+
+    (raw_gets, store_gets), (raw_puts, store_sets) = pooled["get"], pooled["set"]
+    return [
+        figure("Store.get over HTTP", "µs", _median(store_gets) * 1e6, "raw httpx GET",
+               _median(raw_gets) * 1e6, goal_ratio=1.3, higher_is_better=False,
+               notes=note("get")),
+        figure("Store.set over HTTP", "µs", _median(store_sets) * 1e6, "raw httpx PUT",
+               _median(raw_puts) * 1e6, goal_ratio=1.3, higher_is_better=False,
+               notes=note("set")),
+    ]  # fmt: skip
+
+
 async def run(ctx: BenchContext) -> list[Figure]:
     """Serve the API on the private Redis and measure GET/PUT key against /healthz."""
     port = _free_port()
@@ -168,6 +272,7 @@ async def run(ctx: BenchContext) -> list[Figure]:
             base = found["healthz"] or 1.0
             get, put = found["get"] / base, found["put"] / base
             ctx.log(f"  round ratios: GET {get:.2f}x, PUT {put:.2f}x")
+        client = await _client(ctx, port, tenant, seconds / 2, rounds)
     finally:
         proc.terminate()
         try:
@@ -192,4 +297,5 @@ async def run(ctx: BenchContext) -> list[Figure]:
                goal_ratio=None, higher_is_better=False, notes=p50s),
         figure("PUT key p99", "ms", best["put"][2], "GET /healthz p99", base_p99,
                goal_ratio=None, higher_is_better=False, notes=p50s),
+        *client,
     ]  # fmt: skip
