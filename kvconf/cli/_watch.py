@@ -145,6 +145,8 @@ def watch(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Print the tenant's current state, then one line per applied change (and resync).
 
