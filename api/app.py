@@ -36,6 +36,7 @@ from .errors import (
     validation_error_handler,
 )
 from .fanout import FanOut
+from .fleet import StreamFleet
 from .hot import HOT_ROUTES
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .metrics import Metrics, MetricsMiddleware
@@ -115,6 +116,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 max_streams=settings.max_streams,
             )  # fmt: skip
             stack.push_async_callback(fanout.aclose)
+            app.state.stream_fleet = stream_fleet = StreamFleet(store.redis)
+            stack.push_async_callback(stream_fleet.aclose)
             yield
     finally:
         app.state.cache = None

@@ -45,7 +45,7 @@ from .deps import Access, masker
 from .fanout import Failure, FanOut, Item, Reset, Slot, Subscription, frame
 from .metrics import Metrics, StreamState
 
-__all__ = ["EventStream", "change_stream"]
+__all__ = ["EventStream", "change_stream", "reset_frame"]
 
 log = logging.getLogger("kvconf.api")
 _PAGE = 500
@@ -60,7 +60,8 @@ def _event(name: str, revision: int, data: Any) -> bytes:
     return frame(name, msgspec.json.encode(data), revision)
 
 
-def _reset(tenant: str, revision: int, reason: str) -> bytes:
+def reset_frame(tenant: str, revision: int, reason: str) -> bytes:
+    """The ``reset`` event: re-read the full state at ``revision``."""
     return _event("reset", revision, {"tenant": tenant, "revision": revision, "reason": reason})
 
 
@@ -123,7 +124,7 @@ async def _catch_up(
             current, page = await _read_after(access, cursor.last)
         if isinstance(page, str):
             cursor.last, cursor.pending = current, None
-            yield _reset(access.tenant, current, page)
+            yield reset_frame(access.tenant, current, page)
             return
         for event in page:
             sse = await _one(access, cursor, Item(event), shows)
@@ -235,7 +236,7 @@ async def change_stream(
                     return
                 if isinstance(entry, Reset):
                     cursor.last, cursor.pending = entry.revision, None
-                    yield _reset(tenant, entry.revision, entry.reason)
+                    yield reset_frame(tenant, entry.revision, entry.reason)
                     cursor.sent += 1
                 else:
                     rendered = await _one(access, cursor, entry, shows)

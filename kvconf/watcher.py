@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from . import _backends
+from ._http.watch import HttpWatchEngine
 from ._redis.names import DEFAULTS_NAMESPACE, validate_key, validate_namespace
 from ._watch.callbacks import Binding, Callback, ChangeCallback, Resync
 from ._watch.engine import WatchEngine
@@ -54,11 +55,18 @@ class Watcher(CachedReader):
     when no layer has it, served from memory: two dict lookups, in C when
     the optional ``kvconf._watch._speedups`` module is built.
 
-    ``url`` is the Redis URL (None: ``settings.redis_url``, else the embedded
-    default). ``namespaces`` limits what is cached (``_defaults`` is always
+    ``url`` is a Redis URL, or the ``http://``/``https://`` URL of a
+    ``kvconf serve`` (with ``token``, a bearer token that may read the
+    tenant, or some of its namespaces). Without ``url`` nor ``settings`` the
+    environment decides, as for :class:`~kvconf.Store`: ``KVCONF_SERVER``
+    (and ``KVCONF_TOKEN``), then ``KVCONF_REDIS_URL``, then the embedded
+    default (with a warning); with ``settings``, ``settings.redis_url``.
+    ``namespaces`` limits what is cached (``_defaults`` is always
     followed, for layering). ``check_interval`` is the period of the
-    revision check that is also the liveness check, ``timeout`` how long
-    Redis may take to answer it before the watcher is ``stale``.
+    revision check that is also the liveness check (through a server: of
+    the stream's heartbeats; two missed ones make the watcher ``stale``),
+    ``timeout`` how long Redis (or the server) may take to answer it before
+    the watcher is ``stale``.
     ``cache_file`` keeps the last known state on disk for a start without
     Redis. ``configure_keyspace_events`` lets the watcher turn on keyspace
     notifications (``CONFIG SET``) so edits made outside kvconf are noticed
@@ -84,17 +92,31 @@ class Watcher(CachedReader):
         configure_keyspace_events: bool = False,
         fleet_interval: float = 5.0,
         instance_id: str | None = None,
+        token: str | None = None,
     ) -> None:
-        settings = settings if settings is not None else Settings()
+        if url is None and settings is None:
+            url, found = _backends.default_url(os.environ)
+            token = token if token is not None else found
+        settings = settings if settings is not None else Settings(redis_url=url)
         url = url if url is not None else settings.redis_url
-        if _backends.implementation(url) is not None:
-            raise InvalidInput(
-                "a Watcher through a kvconf server is not available yet: give it a Redis URL",
-                field="url",
-            )
         follow: frozenset[str] | None = None
         if namespaces is not None:
             follow = frozenset(validate_namespace(n) for n in namespaces) | {DEFAULTS_NAMESPACE}
+        self._engine: WatchEngine | HttpWatchEngine
+        if url is not None and _backends.implementation(url) is not None:
+            self._engine = HttpWatchEngine(
+                tenant, url, token=token, follow=follow, settings=settings,
+                environ=os.environ if environ is None else environ,
+                check_interval=check_interval, timeout=timeout,
+                cache_file=Path(cache_file) if cache_file is not None else None,
+                instance_id=instance_id,
+            )  # fmt: skip
+            self._state = self._engine.state
+            self._state.attach(self)
+            return
+        if token is not None:
+            raise InvalidInput("token is for a kvconf server URL (http:// or https://)",
+                               field="token")  # fmt: skip
         self._engine = WatchEngine(
             tenant,
             url,
@@ -118,7 +140,7 @@ class Watcher(CachedReader):
 
     @property
     def url(self) -> str | None:
-        """The Redis URL (None: the embedded default)."""
+        """The Redis or server URL (None: the embedded default)."""
         return self._engine.url
 
     @property

@@ -6,6 +6,7 @@ schemas) and then follows ``GET .../watch`` from that revision.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
@@ -21,9 +22,10 @@ from kvconf.schema import effective_specs
 from ..deps import Access, Masker, MetricsDep, ReadAccess, ViewAccess, resolve_access
 from ..errors import NamespaceNotFound
 from ..fanout import FanOut
+from ..fleet import HEADER, StreamFleet, parse_identity, reporting
 from ..models import Fleet, TenantStateDoc, respond, response_doc
 from ..query import refuse_unknown_query
-from ..sse import EventStream, change_stream
+from ..sse import EventStream, change_stream, reset_frame
 from .schemas import shown_schema
 
 __all__ = ["HEARTBEAT_SECONDS", "RECHECK_SECONDS", "router"]
@@ -116,16 +118,34 @@ async def watch(
     ] = None,
     max_events: Annotated[int | None, Query(ge=1, description="Close after this many.")] = None,
     namespaces: Namespaces = None,
+    heartbeat: Annotated[
+        float | None,
+        Query(ge=0.5, le=60, description="Seconds between heartbeats of an idle stream."),
+    ] = None,
+    epoch: Annotated[
+        str | None,
+        Query(max_length=64, description="The epoch the client's cache belongs to."),
+    ] = None,
     last_event_id: Annotated[str | None, Header(description="Resume after this id.")] = None,
+    watcher: Annotated[
+        str | None,
+        Header(alias=HEADER, description="An HTTP watcher's identity (JSON), for the fleet."),
+    ] = None,
 ) -> EventStream:
     """Events ``change``, ``schema``, ``reset`` (re-read the full state) and ``progress``.
 
     ``id`` is the revision. With ``namespaces=`` or a namespace-scoped
     token, other namespaces' revisions come as ``progress`` events
-    (``{"revision": n}``). Past the worker's ``max_streams`` the stream is
+    (``{"revision": n}``). An idle stream sends a comment (``: ping``) every
+    ``heartbeat`` seconds (default 5): a client that hears nothing for two of
+    them knows the stream is dead. A client resuming with ``Last-Event-ID``
+    may give the ``epoch`` of its cache: when the tenant's history was
+    replaced since (another epoch), the stream starts with a ``reset`` at
+    the current revision. Past the worker's ``max_streams`` the stream is
     refused with 503 and ``Retry-After``.
     """
     wanted = _wanted(access, namespaces)
+    identity = None if watcher is None else parse_identity(watcher)
     start = from_revision
     if last_event_id is not None and last_event_id.strip():
         try:
@@ -137,11 +157,20 @@ async def watch(
     fanout: FanOut = request.app.state.fanout
     slot = fanout.reserve()
     tenant = access.tenant
+    reset: bytes | None = None
     try:
         # A tenant followed by a live feed exists and is at the feed's
         # revision: a fleet (re)connecting costs Redis nothing per stream.
         known = fanout.revision(tenant)
-        if known is None:
+        if epoch:
+            async with fanout.starting:
+                info = await access.store.info(tenant)
+            if info.epoch != epoch:
+                start = info.revision
+                reset = reset_frame(tenant, start, "epoch changed")
+            elif start is None:
+                start = info.revision
+        elif known is None:
             async with fanout.starting:
                 if start is None:
                     start = await access.store.revision(tenant)
@@ -155,11 +184,30 @@ async def watch(
     stream = change_stream(
         access, start, metrics, fanout, slot, namespaces=wanted, max_events=max_events,
         recheck=lambda: resolve_access(request, tenant, "read", filtered=True),
-        recheck_every=RECHECK_SECONDS, heartbeat=HEARTBEAT_SECONDS,
+        recheck_every=RECHECK_SECONDS,
+        heartbeat=HEARTBEAT_SECONDS if heartbeat is None else heartbeat,
         generation=lambda: request.app.state.auth.generation,
     )  # fmt: skip
     fanout.guard(stream, slot)
+    if reset is not None:
+        stream = _after(reset, stream)
+    if identity is not None:
+        fleet: StreamFleet = request.app.state.stream_fleet
+        member = fleet.join(tenant, identity, epoch or "", start)
+        stream = reporting(stream, fleet, member)
     return EventStream(stream)
+
+
+async def _after(first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``first``, then the stream's frames (closing the stream when done)."""
+    try:
+        yield first
+        async for sse in stream:
+            yield sse
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 @router.get(
@@ -169,7 +217,9 @@ async def watch(
     responses=response_doc(Fleet),
 )
 async def fleet(access: ReadAccess) -> Response:
-    """Watcher instances that reported within the last seconds (see :func:`kvconf.fleet`).
+    """Watcher instances that reported within the last seconds (see :func:`kvconf.fleet`):
+    direct-Redis watchers report themselves, HTTP watchers are reported by the
+    worker they stream from (with the revision their stream delivered).
 
     A tenant-level resource: a namespace-scoped token gets a 404.
     """

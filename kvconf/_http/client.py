@@ -10,6 +10,8 @@ status (404 → NotFound, 409 → Conflict, 422 → InvalidInput, ...).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -155,3 +157,31 @@ class HttpClient:
         if resp.status_code >= 400:
             raise error_from(resp.status_code, doc)
         return doc
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,  # noqa: ASYNC109 (httpx's per-request timeouts)
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed GET (the SSE watch): the response, whatever its status, read by the caller.
+
+        A transport error raises :class:`Unavailable`.
+        """
+        request = self._http.build_request(
+            "GET", path, params=params, headers=headers,
+            timeout=timeout if timeout is not None else self._http.timeout,
+        )  # fmt: skip
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"kvconf server {self.base_url}: {type(exc).__name__}", reason=type(exc).__name__
+            ) from exc
+        try:
+            yield response
+        finally:
+            await response.aclose()

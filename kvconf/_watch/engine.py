@@ -14,28 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from .._redis.connect import enable_keyspace_events
 from .._redis.internals import database_of
-from .._redis.names import DEFAULTS_NAMESPACE, keyspace_channel
+from .._redis.names import keyspace_channel
 from ..config import Settings
 from ..exceptions import HistoryTrimmed, KvconfError, TenantNotFound, Unavailable
 from ..models import ChangeEvent, TenantState
 from ..store import Store, tenant_keys
 from . import registry
 from .backoff import Backoff
-from .cache_file import CacheFile, load_cache_file, write_cache_file
-from .callbacks import Binding, Callback, Resync, awaited
+from .cache_file import load_cache_file
+from .delivery import Delivery
 from .fleet import FleetMember
 from .hub import SharedHub, client_for, is_embedded
 from .monitor import FAILURES, TenantMonitor
@@ -102,13 +100,14 @@ class WatchEngine:
         self.subscriptions = 0
         self.stale_reasons: set[str] = {"starting"}
         self.last_synced: float | None = None
-        self.callbacks: list[Callback] = []
-        self.resync_callbacks: list[Callable[[Resync], Any]] = []
-        self.bindings: list[Binding[Any]] = []
-        self.waiters: list[tuple[int, asyncio.Future[bool]]] = []
-        self._queue: asyncio.Queue[Coroutine[Any, Any, Any]] | None = None
+        self.delivery = Delivery(tenant, self.state, cache_file)
+        self.delivery.confirmed = lambda: "startup" not in self.stale_reasons
+        # The watcher's facade registers its callbacks, bindings and waiters here.
+        self.callbacks = self.delivery.callbacks
+        self.resync_callbacks = self.delivery.resync_callbacks
+        self.bindings = self.delivery.bindings
+        self.waiters = self.delivery.waiters
         self._tasks: list[asyncio.Task[None]] = []
-        self._dirty = False
         self.reported = False
         self._closed = False
         self._wake: asyncio.Event | None = None
@@ -122,7 +121,6 @@ class WatchEngine:
     async def start(self) -> None:
         """Subscribe, load the state (or the cache file) and start following."""
         self._wake, self._subscribed = asyncio.Event(), asyncio.Event()
-        self._queue = asyncio.Queue()
         if self._configure_keyspace:
             await self._enable_keyspace_events()
         self.hub = registry.acquire(self.url, timeout=self._timeout, ping_interval=self.interval)
@@ -147,12 +145,8 @@ class WatchEngine:
             self._need_resync = "startup"
         self.stale_reasons.discard("starting")
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._sync_loop(), name="kvconf-watch-sync"),
-            loop.create_task(self._dispatch_loop(), name="kvconf-watch-callbacks"),
-        ]
-        if self._cache_file is not None:
-            self._tasks.append(loop.create_task(self._file_loop(), name="kvconf-watch-file"))
+        self._tasks = [loop.create_task(self._sync_loop(), name="kvconf-watch-sync")]
+        self._tasks += [loop.create_task(c, name=n) for n, c in self.delivery.loops()]
         self.monitor = registry.acquire_monitor(
             self.url, self._tk, interval=self.interval, timeout=self._timeout,
             fleet_interval=self._fleet_interval,
@@ -174,20 +168,12 @@ class WatchEngine:
             if self.hub is not None:
                 await self.hub.remove(self, self._tk.changes_channel, self._patterns)
                 await registry.release(self.hub)
-            for _, fut in self.waiters:
-                if not fut.done():
-                    fut.set_result(False)
-            while self._queue is not None and not self._queue.empty():
-                self._queue.get_nowait().close()
+            self.delivery.close()
             if self.reported:
                 with contextlib.suppress(*FAILURES):
                     async with asyncio.timeout(self._timeout):
                         await self._store.redis.hdel(self._tk.fleet, self.instance_id)
-            if self._cache_file is not None and self._dirty and "startup" not in self.stale_reasons:
-                try:
-                    await self._write_cache_file()
-                except OSError as exc:
-                    log.warning("cannot write cache file %s: %s", self._cache_file, exc)
+            await self.delivery.save()
         finally:
             await self._store.aclose()
 
@@ -196,8 +182,8 @@ class WatchEngine:
         # library call must not leave a task running (or aclose waiting).
         if self._wake is not None:
             self._wake.set()
-        if self._queue is not None:
-            self._queue.put_nowait(_nothing())
+        self.delivery.closed = True
+        self.delivery.wake_loops()
         pending = set(self._tasks)
         for _ in range(20):
             if not pending:
@@ -301,47 +287,7 @@ class WatchEngine:
         self._applied(self.state.apply_event(event), None)
 
     def _applied(self, changes: list[Change], resync: str | None) -> None:
-        state = self.state
-        touched = {c.namespace for c in changes}
-        if touched or resync:
-            everything = resync is not None or DEFAULTS_NAMESPACE in touched
-            for binding in list(self.bindings):
-                if everything or binding.namespace in touched:
-                    binding.refresh()
-        if self.waiters:
-            for rev, fut in list(self.waiters):
-                if rev <= state.revision and not fut.done():
-                    fut.set_result(True)
-        self._dirty = True
-        if resync is not None:
-            notice = Resync(state.revision, state.epoch, resync, [c.namespace for c in changes])
-            for rcb in list(self.resync_callbacks):
-                try:
-                    rcb(notice)
-                except Exception:
-                    log.exception("resync callback %r raised", rcb)
-        for change in changes:
-            for cb in list(self.callbacks):
-                if cb.wants(change):
-                    self._call(cb, change)
-
-    def _call(self, cb: Callback, change: Change) -> None:
-        try:
-            result = cb.fn(change)
-        except Exception:
-            log.exception("change callback %r raised; the watcher goes on", cb.fn)
-            return
-        if result is not None and inspect.isawaitable(result) and self._queue is not None:
-            self._queue.put_nowait(awaited(result))
-
-    async def _dispatch_loop(self) -> None:
-        assert self._queue is not None
-        while not self._closed:
-            coro = await self._queue.get()
-            try:
-                await coro
-            except Exception:
-                log.exception("async change callback raised; the watcher goes on")
+        self.delivery.applied(changes, resync)
 
     # -- synchronising ---------------------------------------------------------------
 
@@ -422,9 +368,7 @@ class WatchEngine:
             before = state.effective_views(state.schema_scope(event.namespace))
             await self._load_schemas(-1)
             state.revision = event.revision
-            self._applied(state.schema_changes(event.revision, before, event.actor), None)
-            for binding in list(self.bindings):
-                binding.refresh()  # the schema may change what validates
+            self.delivery.schema_applied(state.schema_changes(event.revision, before, event.actor))
         else:
             await self._resync(kind)
 
@@ -579,26 +523,6 @@ class WatchEngine:
         """A report naming this watcher reached Redis: closing removes it."""
         self.reported = True
 
-    async def _file_loop(self) -> None:
-        """Write the cache file at most once a second while there are changes."""
-        while not self._closed:
-            await asyncio.sleep(1.0)
-            if self._dirty and "startup" not in self.stale_reasons:
-                try:
-                    await self._write_cache_file()
-                except OSError as exc:
-                    log.warning("cannot write cache file %s: %s", self._cache_file, exc)
-
-    async def _write_cache_file(self) -> None:
-        assert self._cache_file is not None
-        state = self.state
-        data = CacheFile(
-            tenant=self.tenant, epoch=state.epoch, revision=state.revision,
-            namespaces=state.entries, schemas=state.schemas, schema_gen=state.schema_gen,
-        )  # fmt: skip
-        self._dirty = False
-        await asyncio.to_thread(write_cache_file, self._cache_file, data)
-
     async def _enable_keyspace_events(self) -> None:
         try:
             async with asyncio.timeout(self._timeout):
@@ -607,7 +531,3 @@ class WatchEngine:
         except (*FAILURES, KvconfError) as exc:
             log.warning("keyspace notifications not enabled (%s); relying on the revision check",
                         exc)  # fmt: skip
-
-
-async def _nothing() -> None:
-    return None
