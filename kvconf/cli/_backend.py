@@ -30,10 +30,11 @@ from ..stats import Stats, TenantStats, stats, tenant_stats
 from ..store import Store
 from ..tenants import TenantStatus, provision, tenant_states
 from ..tokens import TokenRecord, Tokens
+from ..watcher import Watcher
 from . import _preview
 from ._common import Target, open_store, settings
 
-__all__ = ["Backend", "Direct", "opened", "resolve", "with_backend", "with_store"]
+__all__ = ["Backend", "Direct", "opened", "resolve", "watching", "with_backend", "with_store"]
 
 T = TypeVar("T")
 #: Reports the progress of a snapshot save or restore: done, total, tenant.
@@ -239,6 +240,14 @@ async def _open(where: Target) -> Backend:
     return Direct(await open_store(settings(where.redis_url, where.data_dir)))
 
 
+def _token_needed(server: str | None, exc: Unauthorized) -> Unauthorized:
+    return Unauthorized(
+        f"the kvconf server at {server} needs a token: pass --token or set KVCONF_TOKEN "
+        f"({exc.message})",
+        server=server,
+    )
+
+
 @asynccontextmanager
 async def opened(where: Target) -> AsyncIterator[Backend]:
     """The backend of a command for its length, closed afterwards.
@@ -252,13 +261,35 @@ async def opened(where: Target) -> AsyncIterator[Backend]:
     except Unauthorized as exc:
         if where.token is not None:
             raise
-        raise Unauthorized(
-            f"the kvconf server at {backend.server} needs a token: pass --token or set "
-            f"KVCONF_TOKEN ({exc.message})",
-            server=backend.server,
-        ) from exc
+        raise _token_needed(backend.server, exc) from exc
     finally:
         await backend.aclose()
+
+
+@asynccontextmanager
+async def watching(
+    where: Target, tenant: str, *, namespaces: list[str] | None, check_interval: float
+) -> AsyncIterator[Watcher]:
+    """A started :class:`~kvconf.Watcher` of ``tenant``: over the server's SSE stream
+    through a server, else on Redis (or the embedded store)."""
+    where = resolve(where)
+    if where.server is not None:
+        watcher = Watcher(
+            tenant, where.server, token=where.token, namespaces=namespaces,
+            check_interval=check_interval,
+        )  # fmt: skip
+    else:
+        watcher = Watcher(
+            tenant, settings=settings(where.redis_url, where.data_dir), namespaces=namespaces,
+            check_interval=check_interval,
+        )  # fmt: skip
+    try:
+        async with watcher:
+            yield watcher
+    except Unauthorized as exc:
+        if where.token is not None:
+            raise
+        raise _token_needed(where.server, exc) from exc
 
 
 async def with_backend(where: Target, fn: Callable[[Backend], Awaitable[T]]) -> T:
@@ -271,4 +302,3 @@ async def with_store(where: Target, fn: Callable[[Store], Awaitable[T]]) -> T:
     """Run ``fn(store)`` with the command's store opened (a command that needs only Store)."""
     async with opened(where) as backend:
         return await fn(backend.store)
-

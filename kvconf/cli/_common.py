@@ -15,6 +15,7 @@ store. :func:`kvconf.cli._backend.opened` then opens it, and goes through the
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator, Collection, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import msgspec
 import typer
 from redis.exceptions import RedisError
@@ -61,8 +61,8 @@ RedisUrl = Annotated[
     str | None,
     typer.Option(
         "--redis-url",
-        envvar="KVCONF_REDIS_URL",
-        help="Redis URL (redis://, rediss://, redis+cluster://); unset: embedded default.",
+        help="Redis URL (redis://, rediss://, redis+cluster://) [env var: KVCONF_REDIS_URL]; "
+        "unset: embedded default.",
         show_default=False,
     ),
 ]
@@ -76,8 +76,8 @@ Server = Annotated[
     str | None,
     typer.Option(
         "--server",
-        envvar="KVCONF_SERVER",
-        help="URL of a `kvconf serve` (http://, https://): work only through its REST API.",
+        help="URL of a `kvconf serve` (http://, https://): work only through its REST API "
+        "[env var: KVCONF_SERVER].",
         show_default=False,
     ),
 ]
@@ -96,7 +96,6 @@ NoServer = Annotated[
         "--server",
         help="Refused (exit 2): this command works only locally, never through a server.",
         show_default=False,
-        hidden=False,
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -123,13 +122,6 @@ class Target:
     token: str | None = None
 
 
-def _from_command_line(name: str) -> bool:
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:  # called as a function: what it was given is explicit
-        return True
-    return ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
-
-
 def target(
     redis_url: str | None, data_dir: Path | None, server: str | None, token: str | None
 ) -> Target:
@@ -138,18 +130,19 @@ def target(
     An explicit ``--server`` or ``--redis-url`` wins; then ``KVCONF_SERVER``,
     then ``KVCONF_REDIS_URL`` (as :class:`kvconf.Store` does); else the embedded
     store, reached through the ``kvconf serve`` that owns its data dir if one does.
+    Neither option reads the environment itself, so a flag is always explicit.
     """
-    explicit_server = server is not None and _from_command_line("server")
-    explicit_redis = redis_url is not None and _from_command_line("redis_url")
-    if explicit_server and explicit_redis:
+    if server is not None and redis_url is not None:
         raise typer.BadParameter("give --server or --redis-url, not both")
-    if server is not None and not explicit_redis:
-        if not server.lower().startswith(("http://", "https://")):
-            raise typer.BadParameter(
-                f"--server (KVCONF_SERVER) must be an http:// or https:// URL, not {server!r}"
-            )
-        return Target(server=server, token=token or None)
-    return Target(redis_url=redis_url, data_dir=data_dir, token=token or None)
+    if server is None and redis_url is None:
+        server = os.environ.get("KVCONF_SERVER") or None
+    if server is None:
+        return Target(redis_url=redis_url, data_dir=data_dir, token=token or None)
+    if not server.lower().startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"--server (KVCONF_SERVER) must be an http:// or https:// URL, not {server!r}"
+        )
+    return Target(server=server, token=token or None)
 
 
 def refuse_server(server: str | None, why: str) -> None:

@@ -347,7 +347,6 @@ def rollback(
         run(with_store(where, by_key), fmt)
 
 
-
 def schema(
     tenant: Tenant,
     namespace: Annotated[
