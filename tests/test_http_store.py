@@ -32,7 +32,6 @@ from kvconf import (
     Unavailable,
     VersionConflict,
     VersionNotFound,
-    Watcher,
 )
 from kvconf._http.client import error_from
 from kvconf._http.store import NOT_AVAILABLE, HttpStore
@@ -293,8 +292,6 @@ async def test_what_needs_redis_is_refused_by_name(remote: Store) -> None:
         method = getattr(remote, name)
         with pytest.raises(InvalidInput, match=name):
             await method(*args.get(name, []))
-    with pytest.raises(InvalidInput, match="Watcher"):
-        Watcher("acme", "http://127.0.0.1:1")  # the HTTP watcher comes next
     # The mapped methods are coroutines like Store's.
     assert inspect.iscoroutinefunction(HttpStore.get)
 
