@@ -61,7 +61,7 @@ RedisUrl = Annotated[
     str | None,
     typer.Option(
         "--redis-url",
-        help="Redis URL (redis://, rediss://, redis+cluster://) [env var: KVCONF_REDIS_URL]; "
+        help="Redis URL (redis://, rediss://, redis+cluster://; env KVCONF_REDIS_URL); "
         "unset: embedded default.",
         show_default=False,
     ),
@@ -76,8 +76,8 @@ Server = Annotated[
     str | None,
     typer.Option(
         "--server",
-        help="URL of a `kvconf serve` (http://, https://): work only through its REST API "
-        "[env var: KVCONF_SERVER].",
+        help="URL of a `kvconf serve` (http://, https://; env KVCONF_SERVER): work only "
+        "through its REST API.",
         show_default=False,
     ),
 ]
