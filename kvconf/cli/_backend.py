@@ -33,12 +33,11 @@ from ..tokens import TokenRecord, Tokens
 from ..watcher import Watcher
 from . import _preview
 from ._common import Target, open_store, settings
+from ._remote import Progress, Remote
 
 __all__ = ["Backend", "Direct", "opened", "resolve", "watching", "with_backend", "with_store"]
 
 T = TypeVar("T")
-#: Reports the progress of a snapshot save or restore: done, total, tenant.
-Progress = Callable[[int, int, str], None]
 
 
 class Backend(Protocol):
@@ -232,8 +231,6 @@ def resolve(where: Target) -> Target:
 
 
 async def _open(where: Target) -> Backend:
-    from ._remote import Remote
-
     where = resolve(where)
     if where.server is not None:
         return Remote(where.server, where.token)

@@ -11,7 +11,7 @@ and the client's address (``--actor`` is not used).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -31,9 +31,11 @@ from ..stats import Stats, TenantStats
 from ..store import Store
 from ..tenants import TenantStatus
 from ..tokens import TokenRecord
-from ._backend import Progress
 
 __all__ = ["Remote"]
+
+#: Reports the progress of a snapshot save or restore: done, total, tenant.
+Progress = Callable[[int, int, str], None]
 
 _API = "/api/v1"
 
