@@ -17,6 +17,7 @@ from starlette.responses import Response
 from kvconf._codec import MAX_DEPTH, too_deep
 from kvconf.exceptions import InvalidInput, InvalidValue
 from kvconf.models import ChangeEvent
+from kvconf.tenants import TenantStatus
 from kvconf.timeline import KeyDiff
 
 __all__ = [
@@ -433,6 +434,7 @@ class CommitDoc(msgspec.Struct):
     namespace: str
     revision: int
     versions: dict[str, int]
+    epoch: str = ""
 
 
 class TenantRolledBack(msgspec.Struct):
@@ -444,10 +446,14 @@ class TenantRolledBack(msgspec.Struct):
 
 
 class TenantList(msgspec.Struct, omit_defaults=True):
-    """Tenants the caller can see (``deleted``: soft-deleted ones, with ``include_deleted``)."""
+    """Tenants the caller can see (``deleted``: soft-deleted ones, with ``include_deleted``).
+
+    With ``include_deleted``, ``states`` gives each one's state and times.
+    """
 
     tenants: list[str]
     deleted: list[str] = []
+    states: list[TenantStatus] = []
 
 
 class TenantCreated(msgspec.Struct):
@@ -537,6 +543,17 @@ class SnapshotDoc(msgspec.Struct):
     created_at: str
     label: str
     tenant: SnapshotTenant
+
+
+class SnapshotSaved(msgspec.Struct):
+    """A snapshot just saved: the file's format version and size too."""
+
+    name: str
+    created_at: str
+    label: str
+    tenant: SnapshotTenant
+    format: int
+    size: int
 
 
 class SnapshotVerified(msgspec.Struct):

@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +16,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import redis
 
 from kvconf import (
     ChangeEvent,
@@ -46,60 +40,12 @@ from kvconf import (
 )
 from kvconf._http.client import error_from
 from kvconf._http.store import NOT_AVAILABLE, HttpStore
-from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY, TOKENS_USED_KEY
 
 from .redis_server import RedisServer, free_port
+from .serve_process import forget_tokens, serving
 
-ROOT = Path(__file__).resolve().parent.parent
-#: The module's servers keep this many revisions of each tenant's change log.
+#: The module\'s servers keep this many revisions of each tenant\'s change log.
 LOG_LIMIT = 1100
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KVCONF_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
-@contextmanager
-def serving(data: Path, redis_url: str | None, admin: str, **env: str) -> Iterator[tuple[str, Any]]:
-    """``kvconf serve`` on a free loopback port (``env``: more variables, e.g.
-    ``KVCONF_LOG_LIMIT``); yields its base URL and process."""
-    port = free_port()
-    args = ["--port", str(port), "--data-dir", str(data)]
-    if redis_url is not None:
-        args += ["--redis-url", redis_url]
-    cmd = [sys.executable, "-c", "from kvconf.cli import main; main()", "serve", *args]
-    proc = subprocess.Popen(
-        cmd,
-        env=_env(KVCONF_ADMIN_TOKEN=admin, **env),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "kvconf serve did not become ready"
-            time.sleep(0.1)
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            out = proc.communicate(timeout=5)[0].decode()
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out = proc.communicate()[0].decode()
-        assert "Traceback" not in out, out
 
 
 @dataclass
@@ -133,12 +79,6 @@ def server(
 async def remote(server: Server) -> AsyncIterator[Store]:
     async with Store(server.base, token=server.admin) as store:
         yield store
-
-
-def forget_tokens(url: str) -> None:
-    """Remove every API token from the server at ``url`` (the shared test server)."""
-    with redis.Redis.from_url(url) as client:
-        client.delete(TOKENS_KEY, TOKEN_NAMES_KEY, TOKENS_USED_KEY)
 
 
 def _tenant() -> str:

@@ -34,7 +34,8 @@ from kvconf._http.watch import HttpWatchEngine, sse_frames
 from kvconf.watcher import Change, Resync
 
 from .redis_server import RedisServer, free_port
-from .test_http_store import ROOT, Server, _env, _tenant, _token, server  # noqa: F401
+from .serve_process import ROOT, serve_env
+from .test_http_store import Server, _tenant, _token, server  # noqa: F401
 from .test_watcher import until
 
 # -- the SSE parser -----------------------------------------------------------------
@@ -329,7 +330,7 @@ class _Serve:
             args += ["--redis-url", self.redis_url]
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from kvconf.cli import main; main()", *args],
-            env=_env(KVCONF_ADMIN_TOKEN=self.admin, **self.env), cwd=ROOT,
+            env=serve_env(KVCONF_ADMIN_TOKEN=self.admin, **self.env), cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 30

@@ -311,7 +311,12 @@ async def rollback_tenant(
             "tenant": access.tenant,
             "to_revision": body.to_revision,
             "commits": [
-                {"namespace": r.namespace, "revision": r.revision, "versions": r.versions}
+                {
+                    "namespace": r.namespace,
+                    "revision": r.revision,
+                    "epoch": r.epoch,
+                    "versions": r.versions,
+                }
                 for r in results
             ],
         }

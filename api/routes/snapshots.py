@@ -19,7 +19,14 @@ from kvconf import snapshot
 from kvconf.exceptions import SnapshotNotFound, Unavailable
 
 from ..deps import Access, AdminAccess, note_write
-from ..models import Restored, SnapshotDoc, SnapshotList, SnapshotVerified, respond, response_doc
+from ..models import (
+    Restored,
+    SnapshotList,
+    SnapshotSaved,
+    SnapshotVerified,
+    respond,
+    response_doc,
+)
 from ..query import refuse_unknown_query
 
 __all__ = ["router"]
@@ -71,7 +78,7 @@ async def list_tenant_snapshots(access: AdminAccess) -> Response:
     status_code=201,
     summary="Save a snapshot of this tenant",
     operation_id="saveSnapshot",
-    responses=response_doc(SnapshotDoc, 201),
+    responses=response_doc(SnapshotSaved, 201),
 )
 async def save_tenant_snapshot(
     access: AdminAccess,
@@ -82,7 +89,9 @@ async def save_tenant_snapshot(
         info = await snapshot.save(access.store, None, [access.tenant], label=label)
     except OSError as exc:
         raise Unavailable(f"could not write the snapshot: {exc.strerror}") from exc
-    return respond(_doc(info, access.tenant), status=201)
+    doc = _doc(info, access.tenant)
+    assert doc is not None  # saved with this tenant
+    return respond({**doc, "format": info.format, "size": info.size}, status=201)
 
 
 async def _require(access: Access, name: str) -> None:

@@ -71,6 +71,7 @@ async def list_tenants(
     return respond({
         "tenants": [s.tenant for s in seen if s.state == "live"],
         "deleted": [s.tenant for s in seen if s.state == "deleted"],
+        "states": seen,
     })  # fmt: skip
 
 
@@ -159,8 +160,7 @@ async def delete_tenant(
             "namespaces": info.namespaces,
         })  # fmt: skip
     snap = None
-    if hard:
-        await access.store.info(access.tenant)
+    if hard and not await access.store.is_deleted(access.tenant):  # a soft-deleted one was saved
         snap = await _snapshot_first(access.store, access.tenant)
     try:
         await access.store.delete_tenant(

@@ -67,7 +67,13 @@ from .journal import (
 )
 from .restore import on_restored
 
-__all__ = ["JournalRecovery", "close_embedded", "open_embedded_store", "persister_of"]
+__all__ = [
+    "JournalRecovery",
+    "close_embedded",
+    "open_embedded_store",
+    "persister_of",
+    "serving_url",
+]
 
 log = logging.getLogger("kvconf.embedded")
 
@@ -148,6 +154,36 @@ def _locked(data_dir: Path, holder: dict[str, Any]) -> Unavailable:
     else:
         message = f"data dir {data_dir} is in use by another kvconf process (pid {pid})"
     return Unavailable(message, reason="data_dir_locked", data_dir=str(data_dir), holder=holder)
+
+
+def serving_url(data_dir: Path) -> str | None:
+    """The URL of the ``kvconf serve`` in another process that owns ``data_dir``, or None.
+
+    Read from the lock file without taking the lock (the CLI then goes through
+    that server instead of being refused). A holder whose process is gone, or
+    one in this process, does not count; a server listening on every address
+    is reached on loopback.
+    """
+    path = _resolve(data_dir)
+    if path in _open:
+        return None
+    try:
+        found = json.loads((path / LOCK_NAME).read_text() or "{}")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or found.get("mode") != "serve" or not found.get("url"):
+        return None
+    pid = found.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    url = str(found["url"])
+    return url.replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
 
 
 class JournalRecovery(msgspec.Struct, frozen=True):

@@ -21,9 +21,21 @@ from . import _bench, _data, _io, _serve, _snapshot, _stats, _tenant, _timeline,
 
 __all__ = ["app", "main"]
 
+#: Shown under ``kvconf --help``: where commands work, and the exit statuses.
+_EPILOG = (
+    "Every command works on Redis (--redis-url), on the embedded store (--data-dir; through "
+    "the `kvconf serve` that owns it, if one does), or only through a kvconf server's REST "
+    "API (--server URL --token T, or KVCONF_SERVER and KVCONF_TOKEN). serve, bench and "
+    "snapshot verify|list|recover work locally only: --server makes them exit 2.\n\n"
+    "Exit statuses: 0 ok, 1 unexpected error, 2 usage, 3 not found, 4 conflict, 5 invalid "
+    "input, 6 unavailable, 7 snapshot unusable, 8 unauthorized (token refused or missing), "
+    "9 forbidden (the token lacks the right)."
+)
+
 app = typer.Typer(
     name="kvconf",
     help="Multi-tenant, versioned configuration store on Redis with hot reload.",
+    epilog=_EPILOG,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,

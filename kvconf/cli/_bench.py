@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._common import JsonFlag, console, err_console, print_json
+from ._common import JsonFlag, NoServer, console, err_console, print_json, refuse_server
 
 #: The sections of ``kvconf bench`` (kvconf.bench.SECTIONS; a test keeps them equal).
 SECTIONS = ("store", "watch", "rest", "snapshot", "fleet")
@@ -28,8 +28,10 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes, for a smoke run.")] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=1024)] = 64,
     as_json: JsonFlag = False,
+    server: NoServer = None,
 ) -> None:
     """Measure kvconf against raw baselines in the same run; print ratios."""
+    refuse_server(server, "kvconf bench measures its own servers (a private redis-server)")
     from ..bench import BenchContext, private_redis, run_sections  # only this command needs it
 
     names = [n.strip() for n in only.split(",")] if only else list(SECTIONS)

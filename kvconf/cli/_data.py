@@ -16,13 +16,13 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from .. import timeline
 from .._redis.names import validate_namespace
 from ..exceptions import InvalidInput, SchemaProblem, SchemaViolation
 from ..schema import decode_schema_document, mask_value, masked_schema
 from ..store import Store
 from . import _preview
-from ._common import DataDir, JsonFlag, RedisUrl, ShowSecrets, opened_store, settings
+from ._backend import Backend, with_backend, with_store
+from ._common import DataDir, JsonFlag, RedisUrl, Server, ShowSecrets, Token, target
 from ._output import Format, OutputOption, choose, emit, line, run, text
 from ._values import parse_assignments
 
@@ -37,12 +37,6 @@ DryRun = Annotated[
 Category = Annotated[
     str | None, typer.Option("--category", help="Only keys of this schema category.")
 ]
-
-
-async def with_store(redis_url: str | None, data_dir: Path | None, fn: Any) -> Any:
-    """Run ``fn(store)`` with a store opened for the command."""
-    async with opened_store(settings(redis_url, data_dir)) as store:
-        return await fn(store)
 
 
 def _entry_doc(key: str, entry: Any, value: Any) -> dict[str, Any]:
@@ -63,6 +57,8 @@ def get(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Print a key, or every key of a namespace, with version and audit data.
 
@@ -105,7 +101,7 @@ def get(
                     r["updated_at"].isoformat(), r["updated_by"]) for r in out],
              values=[r["value"] for r in out])  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_store(target(redis_url, data_dir, server, token), go), fmt)
 
 
 def _written(fmt: Format, result: Any, summary: str) -> None:
@@ -139,6 +135,8 @@ def set_(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Set one or more keys of a namespace as one change set (one revision).
 
@@ -177,7 +175,7 @@ def set_(
         versions = ", ".join(f"{k} v{v}" for k, v in result.versions.items())
         _written(fmt, result, f"revision {result.revision}: {versions}")
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_store(target(redis_url, data_dir, server, token), go), fmt)
 
 
 def _sorted(problems: list[SchemaProblem]) -> list[SchemaProblem]:
@@ -196,6 +194,8 @@ def delete(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Delete keys (each keeps its history; the delete is a version)."""
     fmt = choose(output, as_json)
@@ -210,7 +210,7 @@ def delete(
         result = await store.delete(tenant, namespace, keys, actor=actor, reason=reason)
         _written(fmt, result, f"revision {result.revision}: deleted {', '.join(keys)}")
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_store(target(redis_url, data_dir, server, token), go), fmt)
 
 
 def history(
@@ -226,6 +226,8 @@ def history(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Print a key's versions, newest first."""
     fmt = choose(output, as_json)
@@ -242,7 +244,7 @@ def history(
                     v.updated_at.isoformat(), v.updated_by, v.reason) for v in versions],
              values=[None if v.deleted else v.value for v in versions])  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_store(target(redis_url, data_dir, server, token), go), fmt)
 
 
 def rollback(
@@ -273,6 +275,8 @@ def rollback(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Roll back one key, or a namespace or whole tenant, as a new version/revision.
 
@@ -300,9 +304,9 @@ def rollback(
         assert key is not None
         assert version is not None
         if dry_run:
-            target = await store.version(tenant, namespace, key, version)
-            values = {} if target.deleted else {key: target.value}
-            deletes = [key] if target.deleted else []
+            old = await store.version(tenant, namespace, key, version)
+            values = {} if old.deleted else {key: old.value}
+            deletes = [key] if old.deleted else []
             expect = None if expect_version is None else {key: expect_version}
             rows = await _preview.namespace_changes(
                 store, tenant, namespace, values, deletes, show_secrets, expect
@@ -315,23 +319,16 @@ def rollback(
         )  # fmt: skip
         _written(fmt, result, f"revision {result.revision}: {key} v{result.versions[key]}")
 
-    async def by_revision(store: Store) -> None:
+    async def by_revision(backend: Backend) -> None:
         assert to_revision is not None
         if dry_run:
-            plans = await timeline.rollback_plans(store, tenant, to_revision, namespace=namespace)
-            state = await store.read_state(tenant, [p.namespace for p in plans])
-            rows: list[dict[str, Any]] = []
-            for plan in plans:
-                await store.check(tenant, plan.namespace, plan.values, deletes=plan.deletes,
-                                  expect=plan.expect)  # fmt: skip
-                rows.extend(_preview.changes(
-                    plan.namespace, state.namespaces.get(plan.namespace, {}), plan.values,
-                    plan.deletes, await store.specs(tenant, plan.namespace), show_secrets,
-                ))  # fmt: skip
+            rows = await backend.rollback_preview(
+                tenant, to_revision, namespace=namespace, show_secrets=show_secrets
+            )
             _preview.show(fmt, tenant, rows, namespace=namespace, to_revision=to_revision)
             return
-        results = await timeline.rollback(
-            store, tenant, to_revision, namespace=namespace, actor=actor, reason=reason
+        results = await backend.rollback(
+            tenant, to_revision, namespace=namespace, actor=actor, reason=reason
         )
         if not results:
             if fmt is Format.table:
@@ -343,7 +340,11 @@ def rollback(
         _written(fmt, result, f"revision {result.revision}: {len(result.versions)} key(s) "
                               f"back to revision {to_revision}")  # fmt: skip
 
-    run(with_store(redis_url, data_dir, by_revision if to_revision is not None else by_key), fmt)
+    where = target(redis_url, data_dir, server, token)
+    if to_revision is not None:
+        run(with_backend(where, by_revision), fmt)
+    else:
+        run(with_store(where, by_key), fmt)
 
 
 def schema(
@@ -363,6 +364,8 @@ def schema(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Print a namespace's schema (JSON by default; -o yaml), or replace or remove it.
 
@@ -394,7 +397,8 @@ def schema(
         shown = found if found is None or show_secrets else masked_schema(found, schemas, namespace)
         emit(fmt, shown)
 
-    run(with_store(redis_url, data_dir, go), Format.json if fmt is Format.value else fmt)
+    where = target(redis_url, data_dir, server, token)
+    run(with_store(where, go), Format.json if fmt is Format.value else fmt)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,30 +10,26 @@ from typing import Annotated
 import typer
 
 from .. import io
-from ..config import Settings
 from ..exceptions import InvalidInput
+from ._backend import opened
 from ._common import (
     DataDir,
     JsonFlag,
     RedisUrl,
+    Server,
+    Token,
     console,
     err_console,
-    opened_store,
     print_json,
     report_table,
     run,
-    settings,
+    target,
 )
 
 FormatOpt = Annotated[
     str | None,
     typer.Option("--format", "-f", help="json, yaml or env (default: from the file name)."),
 ]
-
-
-def _settings(redis_url: str | None, data_dir: Path | None) -> Settings:
-    # the data dir travels as text: Settings decodes paths from strings
-    return settings(redis_url, str(data_dir) if data_dir is not None else None)  # type: ignore[arg-type]
 
 
 def _format(fmt: str | None, name: str) -> io.Format:
@@ -70,6 +66,8 @@ def export(
     ] = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Export a tenant or one namespace as JSON, YAML or a .env file (values unmasked).
 
@@ -77,13 +75,15 @@ def export(
     secrets masked.
     """
 
+    where = target(redis_url, data_dir, server, token)
+
     async def go() -> str:
         chosen = _format(fmt, str(output) if output else "")
         if include_history and chosen == "env":
             raise InvalidInput("--include-history needs JSON or YAML")
-        async with opened_store(_settings(redis_url, data_dir)) as store:
+        async with opened(where) as backend:
             doc = await io.export_tenant(
-                store, tenant, namespace, schemas=not no_schemas, history=include_history
+                backend.store, tenant, namespace, schemas=not no_schemas, history=include_history
             )
         return io.dumps(doc, chosen, prefix=prefix)
 
@@ -140,6 +140,8 @@ def import_(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Import keys from JSON, YAML or .env: validated whole, one change set per namespace.
 
@@ -149,6 +151,8 @@ def import_(
     key's exported versions as they were (refused for keys the tenant already
     has, unless ``--replace``).
     """
+
+    where = target(redis_url, data_dir, server, token)
 
     async def go() -> io.ImportReport | io.HistoryImport:
         chosen = _format(fmt, file if file != "-" else "")
@@ -160,12 +164,12 @@ def import_(
         doc = io.load_document(
             text, chosen, namespace=namespace, prefix=prefix, keep_case=keep_case
         )
-        async with opened_store(_settings(redis_url, data_dir)) as store:
+        async with opened(where) as backend:
+            store = backend.store
             if preserve_versions:
-                return await io.import_history(
-                    store, tenant, doc, replace=replace, dry_run=dry_run, actor=actor,
-                    reason=reason,
-                )  # fmt: skip
+                return await backend.import_history(
+                    tenant, doc, replace=replace, dry_run=dry_run, actor=actor, reason=reason
+                )
             if strict and not dry_run:  # the diff first, then the write
                 preview = await io.import_values(
                     store, tenant, doc.namespaces, texts=chosen == "env", dry_run=True,
@@ -185,9 +189,9 @@ def import_(
             return
         if report.dry_run:
             console.print("dry run: nothing was written", style="yellow")
-        where = "" if report.revision is None else f" at revision {report.revision}"
+        at = "" if report.revision is None else f" at revision {report.revision}"
         console.print(
-            f"{report.keys} keys, {report.versions} versions{where}"
+            f"{report.keys} keys, {report.versions} versions{at}"
             + (f"; replaced {len(report.replaced)}" if report.replaced else ""),
             highlight=False,
         )

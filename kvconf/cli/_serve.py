@@ -24,7 +24,16 @@ from .._logging import logging_config
 from .._redis.names import TOKENS_KEY
 from ..config import Settings, is_loopback
 from ..exceptions import KvconfError, Unavailable
-from ._common import DataDir, RedisUrl, err_console, exit_code, open_store, settings
+from ._common import (
+    DataDir,
+    NoServer,
+    RedisUrl,
+    err_console,
+    exit_code,
+    open_store,
+    refuse_server,
+    settings,
+)
 
 __all__ = ["is_loopback", "register", "serve"]
 
@@ -189,9 +198,12 @@ def serve(
             help="Watch streams per worker; more are refused with 503 (default 10000).",
         ),
     ] = None,
+    server: NoServer = None,
 ) -> None:
     """Serve the REST API (default http://127.0.0.1:8767, embedded store)."""
     import uvicorn
+
+    refuse_server(server, "kvconf serve is the server; it cannot run through another one")
 
     token = os.environ.get(admin_token_env) or None
     try:

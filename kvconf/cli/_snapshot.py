@@ -19,17 +19,22 @@ from .._snapshot.embedded import (
     persister_of,
 )
 from ..config import Settings
+from ._backend import opened
 from ._common import (
     DataDir,
     JsonFlag,
+    NoServer,
     RedisUrl,
+    Server,
+    Token,
     console,
     err_console,
-    opened_store,
     print_json,
+    refuse_server,
     report_table,
     run,
     settings,
+    target,
 )
 
 snapshot_app = typer.Typer(
@@ -98,25 +103,32 @@ def save_cmd(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
-    """Save a snapshot of every live tenant (or the chosen ones)."""
+    """Save a snapshot of every live tenant (or the chosen ones).
 
-    async def go() -> snap.SnapshotInfo:
-        async with opened_store(_settings(redis_url, data_dir)) as store:
+    Through a server (``--server``): one snapshot per tenant in the server's
+    data dir, each printed with the name ``snapshot restore --server`` takes.
+    """
+    where = target(redis_url, data_dir, server, token)
+
+    async def go() -> list[snap.SnapshotInfo]:
+        async with opened(where) as backend:
             with _progress("saving", not as_json) as progress:
-                return await snap.save(store, directory, tenant or None, label=label,
-                                       progress=progress)  # fmt: skip
+                return await backend.save_snapshots(tenant, directory, label, progress)
 
-    info = run(go(), as_json=as_json)
-    if as_json:
-        print_json(info)
-    else:
-        _describe(info, "saved")
+    for info in run(go(), as_json=as_json):
+        if as_json:
+            print_json(info)
+        else:
+            _describe(info, "saved")
 
 
 @snapshot_app.command("verify")
-def verify_cmd(file: File, as_json: JsonFlag = False) -> None:
+def verify_cmd(file: File, as_json: JsonFlag = False, server: NoServer = None) -> None:
     """Check a snapshot's format, checksum and contents; print what it holds."""
+    refuse_server(server, "snapshot verify checks a local file")
 
     async def go() -> snap.SnapshotInfo:
         return snap.verify(file)
@@ -133,8 +145,10 @@ def list_cmd(
     directory: SnapshotDir = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
+    server: NoServer = None,
 ) -> None:
     """List snapshot files, oldest first (footers only: `verify` checks one)."""
+    refuse_server(server, "snapshot list reads a local directory")
 
     async def go() -> tuple[Path, list[snap.SnapshotInfo]]:
         where = directory or _settings(None, data_dir).data_dir / "snapshots"
@@ -176,19 +190,25 @@ def restore_cmd(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
-    """Restore tenants from a snapshot (verified first; a safety snapshot is taken)."""
+    """Restore tenants from a snapshot (verified first; a safety snapshot is taken).
+
+    Through a server (``--server``): FILE is the name of a snapshot the server
+    holds (as ``snapshot save --server`` prints it), restored for each --tenant.
+    """
+    where = target(redis_url, data_dir, server, token)
 
     async def go() -> snap.RestoreReport:
         if mode not in ("replace", "merge"):
             from ..exceptions import InvalidInput
 
             raise InvalidInput(f"--mode must be replace or merge, not {mode!r}")
-        snap.verify(file)  # refuse a bad file before opening the store
-        async with opened_store(_settings(redis_url, data_dir)) as store:
+        async with opened(where) as backend:
             with _progress("restoring", not as_json) as progress:
-                return await snap.restore(
-                    store, file, tenants=tenant or None, as_tenant=as_tenant,
+                return await backend.restore_snapshot(
+                    file, tenants=tenant, as_tenant=as_tenant,
                     mode=mode,  # type: ignore[arg-type]
                     dry_run=dry_run, reason=reason, progress=progress,
                 )  # fmt: skip
@@ -208,13 +228,16 @@ def restore_cmd(
 
 
 @snapshot_app.command("recover")
-def recover_cmd(as_json: JsonFlag = False, data_dir: DataDir = None) -> None:
+def recover_cmd(
+    as_json: JsonFlag = False, data_dir: DataDir = None, server: NoServer = None
+) -> None:
     """Start the embedded data dir from the intact part of a damaged journal.
 
     The damaged journal is kept aside as ``<name>.damaged-<UTC time>``; what
     was lost (records after the damage, by tenant) is printed and logged.
     Run it while no ``kvconf serve`` holds the data dir.
     """
+    refuse_server(server, "snapshot recover repairs a local data dir")
 
     async def go() -> list[JournalRecovery]:
         cfg = _settings(None, data_dir)

@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..stats import TenantStats, stats, tenant_stats
-from ._common import DataDir, JsonFlag, RedisUrl, console, opened_store, print_json, run, settings
+from ..stats import TenantStats
+from ._backend import opened
+from ._common import DataDir, JsonFlag, RedisUrl, Server, Token, console, print_json, run, target
 
 __all__ = ["register", "stats_command"]
 
@@ -35,6 +36,8 @@ def stats_command(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Tenants, namespaces, keys, versions kept, log entries, schemas, watchers, memory.
 
@@ -42,10 +45,12 @@ def stats_command(
     embedded store.
     """
 
+    where = target(redis_url, data_dir, server, token)
+
     async def go() -> None:
-        async with opened_store(settings(redis_url, data_dir)) as store:
+        async with opened(where) as backend:
             if tenant is not None:
-                one = await tenant_stats(store, tenant)
+                one = await backend.tenant_stats(tenant)
                 if as_json:
                     print_json(one)
                     return
@@ -54,7 +59,7 @@ def stats_command(
                     console.print(f"{name}: {getattr(one, name)}", highlight=False)
                 console.print(f"memory_bytes: {_memory(one.memory_bytes)}", highlight=False)
                 return
-            every = await stats(store)
+            every = await backend.stats()
             if as_json:
                 print_json(every)
                 return

@@ -16,9 +16,9 @@ from ..exceptions import SchemaViolation, TenantNotFound
 from ..models import KeySpec
 from ..schema import effective_specs
 from ..store import Store
-from ..tenants import provision, tenant_states
-from ._common import DataDir, JsonFlag, RedisUrl
-from ._data import Actor, DryRun, Reason, with_store
+from ._backend import Backend, with_backend, with_store
+from ._common import DataDir, JsonFlag, RedisUrl, Server, Target, Token, target
+from ._data import Actor, DryRun, Reason
 from ._output import Format, OutputOption, choose, emit, line, run
 from ._values import parse_assignments
 
@@ -60,21 +60,20 @@ async def _overrides(
 
 def _create(
     name: str, source: str | None, whole: bool, overrides: list[str], actor: str | None,
-    reason: str, fmt: Format, redis_url: str | None, data_dir: Any,
+    reason: str, fmt: Format, where: Target,
 ) -> None:  # fmt: skip
-    async def go(store: Store) -> None:
-        values = await _overrides(store, source, overrides)
-        revision = await provision(
-            store, name, source=source, whole=whole, overrides=values,
-            actor=actor or store.settings.actor, reason=reason,
-        )  # fmt: skip
+    async def go(backend: Backend) -> None:
+        values = await _overrides(backend.store, source, overrides)
+        revision = await backend.provision(
+            name, source=source, whole=whole, overrides=values, actor=actor, reason=reason
+        )
         how = "" if source is None else (" as a clone of " if whole else " from template ") + source
         if fmt is Format.table:
             line(f"created {name}{how} at revision {revision}")
         else:
             emit(fmt, {"tenant": name, "revision": revision, "source": source}, values=[revision])
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_backend(where, go), fmt)
 
 
 @tenant_app.command("list")
@@ -86,12 +85,14 @@ def list_(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """List tenants (``-o value``: names only)."""
     fmt = choose(output, as_json)
 
-    async def go(store: Store) -> None:
-        states = await tenant_states(store, include_deleted=include_deleted)
+    async def go(backend: Backend) -> None:
+        states = await backend.tenant_states(include_deleted)
         if not include_deleted:
             emit(fmt, [s.tenant for s in states], columns=("tenant",),
                  rows=[(s.tenant,) for s in states], values=[s.tenant for s in states])  # fmt: skip
@@ -101,7 +102,7 @@ def list_(
                    for s in states],
              values=[s.tenant for s in states])  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_backend(target(redis_url, data_dir, server, token), go), fmt)
 
 
 @tenant_app.command("info")
@@ -111,6 +112,8 @@ def info(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """A tenant's revision, epoch, namespaces and creation time."""
     fmt = choose(output, as_json)
@@ -122,7 +125,7 @@ def info(
                     i.created_at.isoformat() if i.created_at else "")],
              values=[i.revision])  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_store(target(redis_url, data_dir, server, token), go), fmt)
 
 
 @tenant_app.command("create")
@@ -139,10 +142,13 @@ def create(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Create a tenant: empty, or from a template tenant, with --set overrides."""
     fmt = choose(output, as_json)
-    _create(name, template, False, overrides or [], actor, reason, fmt, redis_url, data_dir)
+    where = target(redis_url, data_dir, server, token)
+    _create(name, template, False, overrides or [], actor, reason, fmt, where)
 
 
 @tenant_app.command("clone")
@@ -156,10 +162,13 @@ def clone(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Create tenant NAME as a copy of SOURCE (current values; history starts anew)."""
     fmt = choose(output, as_json)
-    _create(name, source, True, overrides or [], actor, reason, fmt, redis_url, data_dir)
+    where = target(redis_url, data_dir, server, token)
+    _create(name, source, True, overrides or [], actor, reason, fmt, where)
 
 
 @tenant_app.command("delete")
@@ -174,11 +183,14 @@ def delete(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Delete a tenant: soft by default (``undelete`` restores it), or --hard."""
     fmt = choose(output, as_json)
 
-    async def go(store: Store) -> None:
+    async def go(backend: Backend) -> None:
+        store = backend.store
         kind = "hard" if hard else "soft"
         if dry_run:
             deleted = await store.is_deleted(name)
@@ -193,22 +205,15 @@ def delete(
             else:
                 emit(fmt, doc, values=namespaces)
             return
-        snap = None
-        if hard:
-            from .. import snapshot  # only a hard delete pays for importing it
-
-            if not await store.is_deleted(name):
-                snap = await snapshot.save(store, None, [name], label=f"before-delete-{name}")
-        await store.delete_tenant(name, hard=hard)
-        saved_to = None if snap is None else str(snap.path)
+        saved_to = await backend.delete_tenant(name, hard=hard)
         doc = {"tenant": name, "deleted": kind, "snapshot": saved_to}
         if fmt is Format.table:
-            saved = f" (snapshot: {snap.path})" if snap is not None else ""
+            saved = f" (snapshot: {saved_to})" if saved_to is not None else ""
             line(f"{kind}-deleted {name}{saved}")
         else:
             emit(fmt, doc, values=[name])
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_backend(target(redis_url, data_dir, server, token), go), fmt)
 
 
 @tenant_app.command("undelete")
@@ -219,6 +224,8 @@ def undelete(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Bring back a soft-deleted tenant with all its values."""
     fmt = choose(output, as_json)
@@ -239,7 +246,7 @@ def undelete(
         else:
             emit(fmt, {"tenant": name, "deleted": False}, values=[name])
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_store(target(redis_url, data_dir, server, token), go), fmt)
 
 
 def tenants(
@@ -249,12 +256,14 @@ def tenants(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """List tenants, or show one (an alias of ``tenant list`` / ``tenant info``)."""
     if tenant is not None:
-        info(tenant, output, as_json, redis_url, data_dir)
+        info(tenant, output, as_json, redis_url, data_dir, server, token)
     else:
-        list_(include_deleted, output, as_json, redis_url, data_dir)
+        list_(include_deleted, output, as_json, redis_url, data_dir, server, token)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,14 +9,14 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
-from .._watch.fleet import fleet
 from ..compare import compare, parse_side, promote
 from ..schema import mask_value
 from ..store import Store
-from ..timeline import KeyState, diff, read_log
+from ..timeline import KeyState
 from . import _preview
-from ._common import DataDir, JsonFlag, RedisUrl, ShowSecrets
-from ._data import Actor, DryRun, Reason, with_store
+from ._backend import Backend, with_backend, with_store
+from ._common import DataDir, JsonFlag, RedisUrl, Server, ShowSecrets, Target, Token, target
+from ._data import Actor, DryRun, Reason
 from ._output import Format, OutputOption, choose, emit, line, run, text
 
 
@@ -43,6 +43,8 @@ def diff_command(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Show the keys that differ between two revisions, or between two namespaces.
 
@@ -55,11 +57,12 @@ def diff_command(
     if "/" in tenant:
         if namespace is None or "/" not in namespace:
             raise typer.BadParameter("comparing namespaces needs TENANT/NS OTHER/NS")
-        _compare(tenant, namespace, show_secrets, fmt, redis_url, data_dir)
+        _compare(tenant, namespace, show_secrets, fmt, target(redis_url, data_dir, server, token))
         return
 
-    async def go(store: Store) -> None:
-        result = await diff(store, tenant, from_revision, to_revision, namespace=namespace)
+    async def go(backend: Backend) -> None:
+        store = backend.store
+        result = await backend.diff(tenant, from_revision, to_revision, namespace)
         specs = {ns: await store.specs(tenant, ns) for ns in {c.namespace for c in result.changes}}
 
         def mask(ns: str, key: str, state: KeyState | None) -> Any:
@@ -85,7 +88,7 @@ def diff_command(
             title=f"{tenant}: revision {result.from_revision} → {result.to_revision}",
         )  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_backend(target(redis_url, data_dir, server, token), go), fmt)
 
 
 async def _masker(store: Store, tenant: str, ns: str, show: bool) -> Callable[[str, Any], Any]:
@@ -93,9 +96,7 @@ async def _masker(store: Store, tenant: str, ns: str, show: bool) -> Callable[[s
     return lambda key, value: mask_value(value, specs.get(key))
 
 
-def _compare(
-    left: str, right: str, show_secrets: bool, fmt: Format, redis_url: str | None, data_dir: Any
-) -> None:
+def _compare(left: str, right: str, show_secrets: bool, fmt: Format, where: Target) -> None:
     async def go(store: Store) -> None:
         (lt, ln), (rt, rn) = parse_side(left), parse_side(right)
         result = await compare(store, lt, ln, rt, rn)
@@ -122,7 +123,7 @@ def _compare(
             title=f"{result.left} vs {result.right}: {len(rows)} differ, {result.same} same",
         )  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_store(where, go), fmt)
 
 
 def promote_command(
@@ -142,6 +143,8 @@ def promote_command(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Copy the keys that differ from SOURCE to DESTINATION as one change set.
 
@@ -175,7 +178,7 @@ def promote_command(
             line(f"revision {result.revision} of {dt}: promoted {len(rows)} key(s) "
                  f"from {promo.source} to {promo.destination}")  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_store(target(redis_url, data_dir, server, token), go), fmt)
 
 
 def log(
@@ -187,12 +190,15 @@ def log(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """The tenant's change log after a revision, oldest first (one record per revision)."""
     fmt = choose(output, as_json)
 
-    async def go(store: Store) -> None:
-        events = await read_log(store, tenant, since, limit=limit)
+    async def go(backend: Backend) -> None:
+        store = backend.store
+        events = await backend.read_log(tenant, since, limit)
         specs: dict[str, Any] = {}
         docs = []
         for event in events:
@@ -217,7 +223,7 @@ def log(
                     d["reason"], d["ts"]) for d in docs],
              values=[d["revision"] for d in docs])  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_backend(target(redis_url, data_dir, server, token), go), fmt)
 
 
 def fleet_command(
@@ -226,6 +232,8 @@ def fleet_command(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Which watcher instances follow the tenant, and the revision each applied."""
     fmt = choose(output, as_json)
@@ -233,9 +241,8 @@ def fleet_command(
     def when(ts: float) -> str:
         return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
-    async def go(store: Store) -> None:
-        await store.info(tenant)  # an unknown tenant is exit 3, not an empty fleet
-        members = await fleet(store, tenant)
+    async def go(backend: Backend) -> None:
+        members = await backend.fleet(tenant)  # an unknown tenant is exit 3, not an empty fleet
         emit(fmt, members,
              columns=("instance", "host", "pid", "revision", "stale", "reported_at",
                       "namespaces"),
@@ -243,7 +250,7 @@ def fleet_command(
                     when(m.reported_at), ",".join(m.namespaces) or "*") for m in members],
              values=[m.instance for m in members])  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_backend(target(redis_url, data_dir, server, token), go), fmt)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,10 @@
 """CLI: ``kvconf token create|list|revoke``: the REST API's bearer tokens, from a shell.
 
 Tokens live in the same Redis as the data (:mod:`kvconf.tokens`); the CLI
-itself needs none (it talks to Redis directly). The token text is printed
-once, at creation; only its SHA-256 is stored.
+itself needs none when it talks to Redis directly. Through a server
+(``--server``) it uses ``/api/v1/tokens`` and may grant only rights its own
+token holds. The token text is printed once, at creation; only its SHA-256 is
+stored.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from typing import Annotated
 import typer
 
 from ..exceptions import InvalidInput
-from ..store import Store
-from ..tokens import Tokens
-from ._common import DataDir, JsonFlag, RedisUrl
-from ._data import Actor, with_store
+from ._backend import Backend, with_backend
+from ._common import DataDir, JsonFlag, RedisUrl, Server, Token, target
+from ._data import Actor
 from ._output import Format, OutputOption, choose, emit, line, run
 
 token_app = typer.Typer(
@@ -50,19 +51,21 @@ def create(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Create a token and print it (the only time it is shown)."""
     fmt = choose(output, as_json)
 
-    async def go(store: Store) -> None:
+    async def go(backend: Backend) -> None:
         grants = _grants(grant)
-        text, _ = await Tokens(store.redis).create(name, grants, actor or store.settings.actor)
+        text = await backend.create_token(name, grants, actor)
         if fmt is Format.table:
             line(text)
         else:
             emit(fmt, {"name": name, "token": text, "grants": grants}, values=[text])
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_backend(target(redis_url, data_dir, server, token), go), fmt)
 
 
 @token_app.command("list")
@@ -71,12 +74,14 @@ def list_(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Every token's name, grants and creation (never the token text)."""
     fmt = choose(output, as_json)
 
-    async def go(store: Store) -> None:
-        records = await Tokens(store.redis).list()
+    async def go(backend: Backend) -> None:
+        records = await backend.tokens()
 
         def shown(grants: dict[str, list[str]]) -> str:
             return " ".join(f"{t}={','.join(r)}" for t, r in sorted(grants.items()))
@@ -85,7 +90,7 @@ def list_(
              rows=[(r.name, shown(r.grants), r.created_at, r.created_by) for r in records],
              values=[r.name for r in records])  # fmt: skip
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_backend(target(redis_url, data_dir, server, token), go), fmt)
 
 
 @token_app.command("revoke")
@@ -95,18 +100,20 @@ def revoke(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Revoke a token (servers stop accepting it within 2 s)."""
     fmt = choose(output, as_json)
 
-    async def go(store: Store) -> None:
-        await Tokens(store.redis).revoke(name)
+    async def go(backend: Backend) -> None:
+        await backend.revoke_token(name)
         if fmt is Format.table:
             line(f"revoked {name}")
         else:
             emit(fmt, {"name": name, "revoked": True}, values=[name])
 
-    run(with_store(redis_url, data_dir, go), fmt)
+    run(with_backend(target(redis_url, data_dir, server, token), go), fmt)
 
 
 def register(app: typer.Typer) -> None:

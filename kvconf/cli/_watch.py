@@ -13,7 +13,19 @@ import typer
 
 from ..schema import mask_value
 from ..watcher import Change, Resync, Watcher
-from ._common import DataDir, JsonFlag, RedisUrl, ShowSecrets, print_json, run, settings
+from ._backend import watching
+from ._common import (
+    DataDir,
+    JsonFlag,
+    RedisUrl,
+    Server,
+    ShowSecrets,
+    Target,
+    Token,
+    print_json,
+    run,
+    target,
+)
 
 
 def _text(value: Any) -> str:
@@ -68,17 +80,15 @@ async def _watch(
     as_json: bool,
     show_secrets: bool,
     check_interval: float,
-    redis_url: str | None,
-    data_dir: Any,
+    where: Target,
     changes_only: bool = False,
 ) -> None:
-    cfg = settings(redis_url, data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Watcher(
-        tenant, settings=cfg, namespaces=namespaces, check_interval=check_interval
+    async with watching(
+        where, tenant, namespaces=namespaces, check_interval=check_interval
     ) as watcher:
 
         def on_change(change: Change) -> None:
@@ -123,7 +133,9 @@ async def _watch(
                 if as_json:
                     print_json({"type": "stale", "stale": stale, "revision": watcher.revision})
                 else:
-                    _line("stale: Redis unreachable, serving last known values" if stale else
+                    source = "the kvconf server" if watcher.url and watcher.url.startswith(
+                        ("http://", "https://")) else "Redis"  # fmt: skip
+                    _line(f"stale: {source} unreachable, serving last known values" if stale else
                           f"in sync again at rev {watcher.revision}")  # fmt: skip
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
@@ -145,6 +157,8 @@ def watch(
     as_json: JsonFlag = False,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Print the tenant's current state, then one line per applied change (and resync).
 
@@ -156,9 +170,10 @@ def watch(
     ``namespace``, ``changes``), ``resync`` or ``stale``. Sensitive values are
     masked unless --show-secrets. Ctrl-C or SIGTERM stops it cleanly.
     """
+    where = target(redis_url, data_dir, server, token)
     run(
-        _watch(tenant, namespace or None, as_json, show_secrets, check_interval, redis_url,
-               data_dir, changes_only),
+        _watch(tenant, namespace or None, as_json, show_secrets, check_interval, where,
+               changes_only),
         as_json=as_json,
     )  # fmt: skip
 

@@ -1,0 +1,384 @@
+"""The CLI through a ``kvconf serve`` (``--server``/``--token``, ``KVCONF_SERVER``): every
+command gives the same output and exit code as against Redis, on a real server
+subprocess over the embedded store and over a real redis-server; the CLI goes
+through the server that owns an embedded data dir by itself."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner, Result
+
+from kvconf.cli import app
+
+from .redis_server import RedisServer, free_port
+from .serve_process import ROOT, forget_tokens, serve_env, serving
+
+runner = CliRunner()
+
+
+@dataclass
+class Server:
+    base: str
+    admin: str
+    data: Path
+    redis_url: str  # Redis the direct runs use (the server's own, for the redis backend)
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One ``kvconf serve`` with an admin token per backend for the module."""
+    shared: RedisServer = request.getfixturevalue("shared_redis")
+    served = shared.url if request.param == "redis" else None
+    admin = "cli-admin-" + uuid.uuid4().hex
+    data = tmp_path_factory.mktemp("cli-server") / "data"
+    try:
+        with serving(data, served, admin) as (base, _proc):
+            yield Server(base, admin, data, shared.url)
+    finally:
+        forget_tokens(shared.url)  # tokens left on the shared server close others' open mode
+
+
+def _invoke(args: list[str], env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
+    return runner.invoke(app, args, env=env, input=stdin)
+
+
+def direct(server: Server, *args: str, stdin: str | None = None) -> Result:
+    return _invoke([*args, "--redis-url", server.redis_url], stdin=stdin)
+
+
+def remote(
+    server: Server, *args: str, token: str | None = None, stdin: str | None = None
+) -> Result:
+    tok = server.admin if token is None else token
+    return _invoke([*args, "--server", server.base, "--token", tok], stdin=stdin)
+
+
+def _new() -> str:
+    return "c-" + uuid.uuid4().hex[:10]
+
+
+_TS = re.compile(r"\d{4}-\d\d-\d\d[T ][\d:.]+(\+00:00|Z)?")
+_EPOCH = re.compile(r"\b[0-9a-f]{12,}\b")
+_ACTOR = re.compile(r"\badmin@127\.0\.0\.1\b|\banonymous\b")
+
+
+def normal(text: str, names: dict[str, str]) -> str:
+    """Output with what differs by nature (names, times, epochs, actors) replaced."""
+    for name, alias in names.items():
+        text = text.replace(name, alias)
+    text = _TS.sub("TS", text)
+    text = _EPOCH.sub("EPOCH", text)
+    text = re.sub(r"memory_bytes: .*", "memory_bytes: M", text)
+    return _ACTOR.sub("ACTOR", text)
+
+
+# -- every command: the same through the server as against Redis ------------------------
+
+SET = ["set", "{t}", "ns", "a=1", "b:=2"]
+SET2 = ["set", "{t}", "ns", "a=3", "--reason", "again"]
+
+
+@dataclass
+class Case:
+    """Steps run through one mode, then the command whose output is compared."""
+
+    run: list[str]
+    setup: list[list[str]] = field(default_factory=list)
+    same: bool = True  # else: the same exit code, and ``contains`` in both outputs
+    contains: str = ""
+
+
+#: Every command of the app (and a few variants) through a server. A string
+#: names the dedicated test; None: refused through a server (exit 2).
+CASES: dict[str, Case | str | None] = {
+    "get": Case(["get", "{t}", "ns"], [SET]),
+    "get --effective": Case(["get", "{t}", "ns", "--effective", "-o", "json"], [SET]),
+    "get missing": Case(["get", "{t}", "ns", "nope"], [SET]),
+    "set": Case(SET),
+    "set --dry-run": Case(["set", "{t}", "ns", "a=9", "--dry-run"], [SET]),
+    "set conflict": Case(["set", "{t}", "ns", "a=9", "--expect-version", "7"], [SET]),
+    "delete": Case(["delete", "{t}", "ns", "a"], [SET]),
+    "history": Case(["history", "{t}", "ns", "a"], [SET, SET2]),
+    "rollback": Case(["rollback", "{t}", "ns", "a", "1"], [SET, SET2]),
+    "rollback --to-revision": Case(["rollback", "{t}", "--to-revision", "1"], [SET, SET2]),
+    "rollback --to-revision --dry-run": Case(
+        ["rollback", "{t}", "ns", "--to-revision", "1", "--dry-run"], [SET, SET2]
+    ),
+    "schema": Case(["schema", "{t}", "ns"], [SET, ["schema", "{t}", "ns", "--set", "{schema}"]]),
+    "tenant list": Case(["tenant", "list", "-o", "value"], [SET], same=False, contains="{t}"),
+    "tenant info": Case(["tenant", "info", "{t}"], [SET]),
+    "tenant create": Case(["tenant", "create", "{t}"]),
+    "tenant clone": Case(["tenant", "clone", "{t}", "{t2}", "--set", "ns/c=x"], [SET]),
+    "tenant delete": Case(["tenant", "delete", "{t}"], [SET]),
+    "tenant delete --hard": Case(
+        ["tenant", "delete", "{t}", "--hard"], [SET], same=False, contains="hard-deleted"
+    ),
+    "tenant undelete": Case(["tenant", "undelete", "{t}"], [SET, ["tenant", "delete", "{t}"]]),
+    "tenant list --include-deleted": Case(
+        ["tenant", "list", "--include-deleted", "-o", "json"],
+        [SET, ["tenant", "delete", "{t}"]],
+        same=False,
+        contains='"state":"deleted"',
+    ),
+    "tenants": Case(["tenants", "{t}"], [SET]),
+    "diff": Case(["diff", "{t}", "--from", "1"], [SET, SET2]),
+    "diff namespaces": Case(["diff", "{t}/ns", "{t2}/ns"], [SET]),
+    "promote": Case(["promote", "{t}/ns", "{t2}/ns"], [SET]),
+    "log": Case(["log", "{t}"], [SET, SET2]),
+    "fleet": Case(["fleet", "{t}"], [SET]),
+    "watch": "test_watch_follows_the_stream_of_the_server",
+    "token create": Case(["token", "create", "{t}", "--grant", "{t}=read"], same=False),
+    "token list": Case(
+        ["token", "list"],
+        [["token", "create", "{t}", "--grant", "{t}=read"]],
+        same=False,
+        contains="{t}",
+    ),
+    "token revoke": Case(
+        ["token", "revoke", "{t}"], [["token", "create", "{t}", "--grant", "{t}=read"]]
+    ),
+    "serve": None,
+    "snapshot save": "test_snapshots_are_saved_and_restored_on_the_server",
+    "snapshot restore": "test_snapshots_are_saved_and_restored_on_the_server",
+    "snapshot verify": None,
+    "snapshot list": None,
+    "snapshot recover": None,
+    "export": Case(["export", "{t}", "-f", "json"], [SET]),
+    "import": Case(["import", "{t}", "{file}"]),
+    "import --preserve-versions": Case(
+        ["import", "{t}", "{file}", "--preserve-versions"], same=False
+    ),
+    "bench": None,
+    "stats": Case(["stats", "--json"], [SET], same=False, contains='"{t}"'),
+    "stats TENANT": Case(["stats", "{t}"], [SET]),
+}
+
+_REFUSED = {
+    "serve": ["serve"],
+    "bench": ["bench"],
+    "snapshot verify": ["snapshot", "verify", "x.kvsnap"],
+    "snapshot list": ["snapshot", "list"],
+    "snapshot recover": ["snapshot", "recover"],
+}
+
+
+def _commands() -> set[str]:
+    found: set[str] = set()
+
+    def walk(group: object, prefix: str) -> None:
+        for name, cmd in getattr(group, "commands", {}).items():
+            full = f"{prefix}{name}"
+            if hasattr(cmd, "commands"):
+                walk(cmd, f"{full} ")
+            else:
+                found.add(full)
+
+    walk(get_command(app), "")
+    return found
+
+
+def test_every_command_has_a_server_case() -> None:
+    """A new CLI command fails here until it has a case through a server."""
+    assert _commands() - set(CASES) == set()
+    refused = {name for name, case in CASES.items() if case is None}
+    assert refused == set(_REFUSED)
+    for name, case in CASES.items():
+        if isinstance(case, str):
+            assert case in globals(), f"{name}: no test {case}"
+
+
+def _fill(args: list[str], names: dict[str, str], tmp_path: Path) -> list[str]:
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"keys": {"a": {"type": "str"}, "pw": {"sensitive": True}}}))
+    data = tmp_path / "import.json"
+    data.write_text(json.dumps({"namespaces": {"ns": {"a": "1", "n": 5}}}))
+    out = []
+    for arg in args:
+        arg = arg.replace("{t2}", names["t2"]).replace("{t}", names["t"])
+        out.append(arg.replace("{schema}", str(schema)).replace("{file}", str(data)))
+    return out
+
+
+def _scenario(server: Server, case: Case, through: bool, tmp_path: Path) -> tuple[Result, dict]:
+    names = {"t": _new(), "t2": _new()}
+    call = remote if through else direct
+    for step in case.setup:
+        result = call(server, *_fill(step, names, tmp_path))
+        assert result.exit_code == 0, (step, result.stdout, result.stderr)
+    return call(server, *_fill(case.run, names, tmp_path)), names
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in CASES.items() if isinstance(c, Case)))
+def test_a_command_through_the_server_matches_redis(
+    server: Server, name: str, tmp_path: Path
+) -> None:
+    case = CASES[name]
+    assert isinstance(case, Case)
+    want, want_names = _scenario(server, case, False, tmp_path)
+    got, got_names = _scenario(server, case, True, tmp_path)
+    assert got.exit_code == want.exit_code, (got.stdout, got.stderr, want.stderr)
+    aliases = {want_names["t"]: "T", want_names["t2"]: "T2"}
+    got_aliases = {got_names["t"]: "T", got_names["t2"]: "T2"}
+    if case.same:
+        assert normal(got.stdout, got_aliases) == normal(want.stdout, aliases)
+        assert normal(got.stderr, got_aliases) == normal(want.stderr, aliases)
+    elif case.contains:
+        assert case.contains.replace("{t}", got_names["t"]) in got.stdout
+        assert case.contains.replace("{t}", want_names["t"]) in want.stdout
+
+
+@pytest.mark.parametrize("name", sorted(_REFUSED))
+def test_local_commands_refuse_the_server_option(server: Server, name: str) -> None:
+    result = _invoke([*_REFUSED[name], "--server", server.base])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "--server" in result.stderr
+
+
+def test_the_environment_names_the_server(server: Server) -> None:
+    t = _new()
+    assert remote(server, "set", t, "ns", "a=1").exit_code == 0
+    env = {"KVCONF_SERVER": server.base, "KVCONF_TOKEN": server.admin}
+    through_env = _invoke(["get", t, "ns", "a", "-o", "value"], env=env)
+    assert (through_env.exit_code, through_env.stdout) == (0, "1\n")
+    # an explicit --redis-url wins over KVCONF_SERVER: the tenant is not there
+    on_redis = _invoke(["get", t, "ns", "a", "--redis-url", "memory://cli-env"], env=env)
+    assert on_redis.exit_code == 3
+
+
+def test_a_bad_token_is_exit_8(server: Server) -> None:
+    result = remote(server, "tenant", "list", token="not-a-token")
+    assert result.exit_code == 8
+    assert "token" in result.stderr.lower()
+
+
+def test_an_unreachable_server_is_exit_6() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = _invoke(["get", "acme", "ns", "--server", url])
+    assert result.exit_code == 6
+    assert url in result.stderr
+
+
+def test_a_server_url_must_be_http() -> None:
+    result = _invoke(["get", "acme", "ns", "--server", "redis://127.0.0.1:1"])
+    assert result.exit_code == 2
+
+
+def test_a_scoped_token_sees_other_namespaces_as_missing(server: Server) -> None:
+    t = _new()
+    assert remote(server, "set", t, "ai-1", "a=1").exit_code == 0
+    assert remote(server, "set", t, "ai-2", "a=2").exit_code == 0
+    made = remote(server, "token", "create", _new(), "--grant", f"{t}/ai-1=write", "-o", "value")
+    scoped = made.stdout.strip()
+    assert remote(server, "get", t, "ai-1", "a", "-o", "value", token=scoped).stdout == "1\n"
+    for args in (["get", t, "ai-2", "a"], ["set", t, "ai-2", "a=9"], ["history", t, "ai-2", "a"]):
+        hidden = remote(server, *args, token=scoped)
+        assert hidden.exit_code == 3, (args, hidden.stdout, hidden.stderr)
+    info = remote(server, "tenant", "info", t, "-o", "json", token=scoped)
+    assert json.loads(info.stdout)["namespaces"] == ["ai-1"]
+    log = remote(server, "log", t, "-o", "json", token=scoped)
+    assert {e["namespace"] for e in json.loads(log.stdout)} == {"ai-1"}
+    reader = remote(server, "token", "create", _new(), "--grant", f"{t}=read", "-o", "value")
+    refused = remote(server, "set", t, "ai-1", "a=5", token=reader.stdout.strip())
+    assert refused.exit_code == 9, (refused.stdout, refused.stderr)
+
+
+def test_a_served_data_dir_is_reached_through_its_server(server: Server) -> None:
+    """``--data-dir D`` while ``kvconf serve --data-dir D`` runs: through that server."""
+    t = _new()
+    where = ["--data-dir", str(server.data)]
+    if not (server.data / "LOCK").exists() or "serve" not in (server.data / "LOCK").read_text():
+        pytest.skip("the redis-backed server does not own its data dir")
+    written = _invoke(["set", t, "ns", "a=1", *where, "--token", server.admin])
+    assert written.exit_code == 0, (written.stdout, written.stderr)
+    assert remote(server, "get", t, "ns", "a", "-o", "value").stdout == "1\n"
+    log = _invoke(["log", t, "-o", "json", *where, "--token", server.admin])
+    assert [e["actor"] for e in json.loads(log.stdout)] == ["admin@127.0.0.1"]
+    anonymous = _invoke(["get", t, "ns", *where])
+    assert anonymous.exit_code == 8
+    assert "--token" in anonymous.stderr
+    assert "KVCONF_TOKEN" in anonymous.stderr
+    # an explicit --redis-url wins over the served data dir
+    other = _invoke(["get", t, "ns", *where, "--redis-url", "memory://cli-served"])
+    assert other.exit_code == 3
+
+
+def test_snapshots_are_saved_and_restored_on_the_server(server: Server) -> None:
+    t = _new()
+    assert remote(server, "set", t, "ns", "a=1").exit_code == 0
+    saved = remote(server, "snapshot", "save", "-t", t, "--label", "cli", "--json")
+    assert saved.exit_code == 0, (saved.stdout, saved.stderr)
+    info = json.loads(saved.stdout)
+    assert [x["tenant"] for x in info["tenants"]] == [t]
+    assert info["keys"] == 1
+    assert info["size"] > 0
+    assert remote(server, "set", t, "ns", "a=2").exit_code == 0
+    restored = remote(server, "snapshot", "restore", info["path"], "-t", t)
+    assert restored.exit_code == 0, (restored.stdout, restored.stderr)
+    assert t in restored.stdout
+    assert remote(server, "get", t, "ns", "a", "-o", "value").stdout == "1\n"
+    local_file = remote(server, "snapshot", "restore", "/tmp/x.kvsnap", "-t", t)
+    assert local_file.exit_code == 5
+
+
+def _watch(args: list[str]) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-c", "from kvconf.cli import main; main()", "watch", *args]
+    return subprocess.Popen(
+        cmd, env=serve_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _lines(proc: subprocess.Popen[str], count: int) -> list[str]:
+    assert proc.stdout is not None
+    out = []
+    deadline = time.monotonic() + 20
+    while len(out) < count and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        out.append(line.rstrip("\n"))
+    return out
+
+
+def _follow(server: Server, through: bool) -> tuple[list[str], str]:
+    t = _new()
+    call = remote if through else direct
+    assert call(server, "set", t, "ns", "a=1").exit_code == 0
+    mode = (["--server", server.base, "--token", server.admin] if through
+            else ["--redis-url", server.redis_url])  # fmt: skip
+    proc = _watch([t, *mode])
+    try:
+        first = _lines(proc, 2)
+        assert call(server, "set", t, "ns", "a=2", "--reason", "r").exit_code == 0
+        return first + _lines(proc, 1), t
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+        assert "Traceback" not in err, err
+
+
+def test_watch_follows_the_stream_of_the_server(server: Server) -> None:
+    want, want_t = _follow(server, through=False)
+    got, got_t = _follow(server, through=True)
+    assert len(got) == 3, got
+    assert normal("\n".join(got), {got_t: "T"}) == normal("\n".join(want), {want_t: "T"})
+
+
+def test_a_server_needing_a_token_says_so(server: Server) -> None:
+    result = _invoke(["get", "acme", "ns", "--server", server.base])
+    assert result.exit_code == 8
+    assert "--token" in result.stderr
+    assert httpx.get(f"{server.base}/healthz").status_code == 200
