@@ -32,8 +32,9 @@ CLI_FOR: dict[tuple[str, str], str] = {
     ("GET", f"{T}/diff"): "diff",
     ("GET", f"{NS}/diff"): "diff",
     ("POST", f"{T}/rollback"): "rollback",  # rollback TENANT [NS] --to-revision R
-    # A change set across namespaces has no command of its own: a tenant rollback is the
-    # CLI's one (timeline.rollback's commit_across, which an HttpStore posts here).
+    # A change set across namespaces has no command of its own yet (a `kvconf apply` is
+    # left for later): a tenant rollback is the CLI's one multi-namespace change set
+    # (timeline.rollback's commit_across against Redis; POST .../rollback through a server).
     ("POST", f"{T}/changes"): "rollback",
     ("GET", f"{T}/schemas"): "schema",  # schema TENANT
     ("GET", f"{NS}/schema"): "schema",
