@@ -382,3 +382,30 @@ def test_a_server_needing_a_token_says_so(server: Server) -> None:
     assert result.exit_code == 8
     assert "--token" in result.stderr
     assert httpx.get(f"{server.base}/healthz").status_code == 200
+
+
+def test_a_data_dir_served_on_ipv6_loopback_is_reached_too(tmp_path: Path) -> None:
+    """The lock names ``http://[::1]:port`` (bracketed), so the CLI can follow it."""
+    from kvconf._snapshot.embedded import serving_url
+
+    data, port = tmp_path / "data", free_port()
+    args = ["serve", "--host", "::1", "--port", str(port), "--data-dir", str(data)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from kvconf.cli import main; main()", *args],
+        env=serve_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while serving_url(data) is None:
+            assert proc.poll() is None, "kvconf serve exited"
+            assert time.monotonic() < deadline, "kvconf serve did not take the data dir"
+            time.sleep(0.1)
+        assert serving_url(data) == f"http://[::1]:{port}"
+        t = _new()
+        written = _invoke(["set", t, "ns", "a=1", "--data-dir", str(data)])
+        assert written.exit_code == 0, (written.stdout, written.stderr)
+        read = _invoke(["get", t, "ns", "a", "-o", "value", "--data-dir", str(data)])
+        assert read.stdout == "1\n"
+    finally:
+        proc.terminate()
+        proc.wait(10)

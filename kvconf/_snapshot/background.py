@@ -86,7 +86,8 @@ async def background_services(store: Store, settings: Settings) -> AsyncIterator
     tasks: list[asyncio.Task[None]] = []
     if persister is not None:
         persister.sync = settings.fsync_writes
-        persister.lock.describe(mode="serve", url=f"http://{settings.host}:{settings.port}")
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
+        persister.lock.describe(mode="serve", url=f"http://{host}:{settings.port}")
         tasks.append(asyncio.create_task(_flush_loop(persister)))
         tasks.append(asyncio.create_task(_keyspace_loop(persister)))
     if settings.snapshot_every > 0:
