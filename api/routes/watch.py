@@ -23,7 +23,7 @@ from ..errors import NamespaceNotFound
 from ..fanout import FanOut
 from ..models import Fleet, TenantStateDoc, respond, response_doc
 from ..query import refuse_unknown_query
-from ..sse import EventStream, change_stream
+from ..sse import EventStream, Outlet, change_stream
 from .schemas import shown_schema
 
 __all__ = ["HEARTBEAT_SECONDS", "RECHECK_SECONDS", "router"]
@@ -152,14 +152,16 @@ async def watch(
     except BaseException:
         slot.release()
         raise
+    auth = request.app.state.auth
+    outlet = Outlet()
     stream = change_stream(
         access, start, metrics, fanout, slot, namespaces=wanted, max_events=max_events,
         recheck=lambda: resolve_access(request, tenant, "read", filtered=True),
         recheck_every=RECHECK_SECONDS, heartbeat=HEARTBEAT_SECONDS,
-        generation=lambda: request.app.state.auth.generation,
+        generation=lambda: auth.generation, outlet=outlet,
     )  # fmt: skip
     fanout.guard(stream, slot)
-    return EventStream(stream)
+    return EventStream(stream, outlet=outlet)
 
 
 @router.get(
