@@ -120,8 +120,11 @@ class Subscription:
         direct = self.direct
         if direct is not None:
             self.direct = None  # a delivery that may go on re-arms itself
-            if not self.inbox and not self.overflowed and direct(entries):
-                return
+            try:
+                if not self.inbox and not self.overflowed and direct(entries):
+                    return
+            except Exception:  # never the feed's problem: the stream's task takes over
+                log.exception("direct delivery failed; the stream's task takes over")
         if len(self.inbox) + len(entries) > INBOX_LIMIT:
             self.inbox.clear()
             self.overflowed = True
