@@ -27,6 +27,7 @@ import contextlib
 import logging
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -43,12 +44,14 @@ from kvconf.timeline import read_log
 
 from .errors import TooManyStreams
 
-__all__ = ["FanOut", "Item", "Reset", "Slot", "Subscription", "TenantFeed", "frame"]
+__all__ = ["Direct", "FanOut", "Item", "Reset", "Slot", "Subscription", "TenantFeed", "frame"]
 
 log = logging.getLogger("kvconf.api")
 _PAGE = 500
 #: Records a stream may have waiting before it drops them and reads the log itself.
 INBOX_LIMIT = 10_000
+#: Streams served between two turns of the event loop during a broadcast.
+_SLICE = 128
 
 
 def frame(name: str, data: bytes, revision: int | None = None) -> bytes:
@@ -91,18 +94,37 @@ class Item:
 Entry = Item | Reset | Failure
 
 
-class Subscription:
-    """One stream's place in a feed: an inbox and a wake-up."""
+#: A parked stream's own delivery: True when it took every entry itself.
+Direct = Callable[[list[Entry]], bool]
 
-    __slots__ = ("__weakref__", "inbox", "overflowed", "wake")
+
+class Subscription:
+    """One stream's place in a feed: an inbox and a wake-up.
+
+    While its stream is parked with nothing queued, ``direct`` may hold the
+    stream's synchronous delivery: the feed then hands it the entries and
+    the stream's task is not woken at all (see :mod:`api.sse`). Whatever it
+    declines goes to the inbox, and the task takes over.
+    """
+
+    __slots__ = ("__weakref__", "direct", "inbox", "overflowed", "wake")
 
     def __init__(self) -> None:
         self.inbox: deque[Entry] = deque()
         self.wake = asyncio.Event()
         self.overflowed = False
+        self.direct: Direct | None = None
 
     def push(self, entries: list[Entry]) -> None:
-        """Queue ``entries``; past :data:`INBOX_LIMIT` drop them all (the stream re-reads)."""
+        """Deliver or queue ``entries``; past :data:`INBOX_LIMIT` drop them (the stream reads)."""
+        direct = self.direct
+        if direct is not None:
+            self.direct = None  # a delivery that may go on re-arms itself
+            try:
+                if not self.inbox and not self.overflowed and direct(entries):
+                    return
+            except Exception:  # never the feed's problem: the stream's task takes over
+                log.exception("direct delivery failed; the stream's task takes over")
         if len(self.inbox) + len(entries) > INBOX_LIMIT:
             self.inbox.clear()
             self.overflowed = True
@@ -170,9 +192,20 @@ class TenantFeed:
             await registry.release(self._hub)
             self._hub = None
 
-    def _broadcast(self, entries: list[Entry]) -> None:
-        for sub in self.subs:
-            sub.push(entries)
+    async def _broadcast(self, entries: list[Entry]) -> None:
+        """Hand ``entries`` to every stream, letting the loop run between slices of streams.
+
+        Most parked streams send at once from here (a socket write each), so
+        a large fleet would otherwise hold the loop for the whole fan-out.
+        A stream joining meanwhile is not in the slices; it catches up from
+        the log, as ``last`` was advanced first.
+        """
+        subs = list(self.subs)
+        for start in range(0, len(subs), _SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for sub in subs[start : start + _SLICE]:
+                sub.push(entries)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -182,7 +215,7 @@ class TenantFeed:
             except (Unavailable, RedisError, OSError) as exc:
                 log.debug("watch feed of %s: %s", self.tenant, exc)
             except KvconfError as exc:
-                self._broadcast([Failure(exc.to_dict())])
+                await self._broadcast([Failure(exc.to_dict())])
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.fanout.poll):
                     await self._wake.wait()
@@ -199,7 +232,7 @@ class TenantFeed:
         if current < self.last or (epoch is not None and self.epoch not in (None, epoch)):
             reason = "revision went backwards" if current < self.last else "epoch changed"
             self.last, self.epoch = current, epoch
-            self._broadcast([Reset(current, reason)])
+            await self._broadcast([Reset(current, reason)])
             return
         self.epoch = epoch or self.epoch
         while current > self.last:
@@ -207,12 +240,12 @@ class TenantFeed:
                 events = await read_log(store, self.tenant, self.last, limit=_PAGE)
             except HistoryTrimmed as exc:
                 self.last = current
-                self._broadcast([Reset(current, exc.message)])
+                await self._broadcast([Reset(current, exc.message)])
                 return
             if not events:
                 return
-            self._broadcast([Item(e) for e in events])
             self.last = events[-1].revision
+            await self._broadcast([Item(e) for e in events])
             if len(events) < _PAGE:
                 return
 
@@ -253,6 +286,8 @@ class FanOut:
         self.poll = poll
         self.retry_after = retry_after
         self.open_streams = 0
+        #: Records the feeds wrote to parked streams themselves (no task woken).
+        self.direct_writes = 0
         self.feeds: dict[str, TenantFeed] = {}
         self._closing: set[asyncio.Task[None]] = set()
         #: Bounds the Redis reads of streams starting at once (a reconnecting

@@ -27,6 +27,8 @@ from kvconf._watch.fleet import FleetMember, encode_member
 from kvconf.exceptions import InvalidInput, KvconfError
 from kvconf.store import tenant_keys
 
+from .metrics import StreamState
+
 __all__ = ["HEADER", "StreamFleet", "StreamWatcher", "reporting"]
 
 log = logging.getLogger("kvconf.api")
@@ -47,18 +49,18 @@ class Identity(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
 
 
 class StreamWatcher:
-    """One streaming watcher: who it is and what its stream delivered."""
+    """One streaming watcher: who it is and where its stream is."""
 
-    __slots__ = ("epoch", "identity", "revision", "tenant")
+    __slots__ = ("epoch", "identity", "position", "tenant")
 
-    def __init__(self, tenant: str, identity: Identity, epoch: str, revision: int) -> None:
-        self.tenant, self.identity, self.epoch, self.revision = tenant, identity, epoch, revision
+    def __init__(self, tenant: str, identity: Identity, epoch: str, position: StreamState) -> None:
+        self.tenant, self.identity, self.epoch, self.position = tenant, identity, epoch, position
 
     def report(self, now: float) -> FleetMember:
         """The fleet report of this watcher as of ``now``."""
         who = self.identity
         return FleetMember(
-            instance=who.instance, host=who.host, pid=who.pid, revision=self.revision,
+            instance=who.instance, host=who.host, pid=who.pid, revision=self.position.sent or 0,
             epoch=self.epoch, stale=False, reported_at=now, started_at=who.started_at,
             namespaces=who.namespaces,
         )  # fmt: skip
@@ -83,9 +85,11 @@ class StreamFleet:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def join(self, tenant: str, identity: Identity, epoch: str, revision: int) -> StreamWatcher:
+    def join(
+        self, tenant: str, identity: Identity, epoch: str, position: StreamState
+    ) -> StreamWatcher:
         """Report a stream's watcher from now on (a first report soon)."""
-        member = StreamWatcher(tenant, identity, epoch, revision)
+        member = StreamWatcher(tenant, identity, epoch, position)
         self._members.setdefault(tenant, {})[id(member)] = member
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="kvconf-fleet")
@@ -136,11 +140,9 @@ class StreamFleet:
 async def reporting(
     stream: AsyncIterator[bytes], fleet: StreamFleet, member: StreamWatcher
 ) -> AsyncIterator[bytes]:
-    """The stream's frames, noting the revision each delivers (``id:``) for the report."""
+    """The stream's frames; its watcher leaves the fleet when it ends."""
     try:
         async for sse in stream:
-            if sse.startswith(b"id: "):
-                member.revision = int(sse[4 : sse.index(b"\r")])
             yield sse
     finally:
         fleet.leave(member)

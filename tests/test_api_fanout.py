@@ -220,3 +220,136 @@ async def test_idle_streams_cost_redis_nothing(redis_server: RedisServer, tenant
     print("idle redis cost (clients, commands/s) at 1 and 50 streams:", measured)
     assert clients_50 <= clients_1 + 1, measured
     assert rate_50 <= rate_1 * 1.5 + 1, measured
+
+
+def _frames(body: bytes) -> bytes:
+    """A stream's bytes without its heartbeats (sent at times of their own)."""
+    return body.replace(b": ping\r\n\r\n", b"")
+
+
+async def test_frames_written_by_the_feed_are_the_streams_own_bytes(
+    app: FastAPI, tenant: str
+) -> None:
+    """A parked stream written to by the feed gets what the generator path sends.
+
+    The admin's stream sees everything unmasked: its first records go out
+    from the feed itself (``direct_writes``), its last one from its task (it
+    ends the stream). A reader without ``secrets`` takes every record
+    through its task; with nothing sensitive the bytes are the same.
+    """
+    base = f"/api/v1/tenants/{tenant}"
+    async with client(app, ADMIN) as c:
+        assert (await c.put(f"{base}/namespaces/a/keys/k", json={"value": 0})).is_success
+    reader = await make_token(app, f"d-{tenant}", {tenant: ["read"]})
+    before = app.state.fanout.direct_writes
+
+    async def writes() -> None:
+        await until(lambda: open_streams(app) >= 2)
+        await asyncio.sleep(0.2)
+        async with client(app, ADMIN) as c:
+            for i in range(3):
+                r = await c.put(f"{base}/namespaces/a/keys/k", json={"value": f"v{i}"})
+                assert r.is_success
+                await asyncio.sleep(0.1)
+            both = [
+                c.put(f"{base}/namespaces/b/keys/k", json={"value": "b"}),
+                c.post(f"{base}/namespaces/a", json={"values": {"x": 1, "y": [1, "two"]}}),
+            ]  # close together: the feed may hand both over in one write
+            assert all(r.is_success for r in await asyncio.gather(*both))
+
+    writer = asyncio.create_task(writes())
+    async with client(app, ADMIN) as admin, client(app, reader) as mine:
+        direct, through_task = await asyncio.wait_for(
+            asyncio.gather(
+                admin.get(f"{base}/watch", params={"max_events": 5}),
+                mine.get(f"{base}/watch", params={"max_events": 5}),
+            ),
+            20,
+        )
+    await writer
+    assert direct.status_code == through_task.status_code == 200
+    assert [e[0] for e in events(direct.text)] == ["change"] * 5
+    assert _frames(direct.content) == _frames(through_task.content)
+    assert app.state.fanout.direct_writes - before >= 2  # the feed wrote some itself
+    await until(lambda: app.state.fanout.open_streams == 0)
+
+
+async def test_a_stream_written_by_the_feed_still_masks_and_ends_on_revocation(
+    app: FastAPI, tenant: str
+) -> None:
+    """Masking and re-authentication hold whichever path a record takes.
+
+    A token with ``secrets`` parks on the feed's direct writes; once revoked in
+    this process its stream ends with an error before the next record. A
+    reader's stream beside it never sees the sensitive value.
+    """
+    base = f"/api/v1/tenants/{tenant}"
+    async with client(app, ADMIN) as c:
+        schema = {"keys": {"pw": {"type": "str", "sensitive": True}}}
+        assert (await c.put(f"{base}/namespaces/a/schema", json=schema)).is_success
+    full = await make_token(app, f"f-{tenant}", {tenant: ["read", "secrets"]})
+    reader = await make_token(app, f"m-{tenant}", {tenant: ["read"]})
+    before = app.state.fanout.direct_writes
+
+    async def writes() -> None:
+        await until(lambda: open_streams(app) >= 2)
+        await asyncio.sleep(0.2)
+        async with client(app, ADMIN) as c:
+            r = await c.put(f"{base}/namespaces/a/keys/pw", json={"value": "s3cr3t-1"})
+            assert r.is_success
+            await until(lambda: app.state.fanout.direct_writes > before)
+            assert (await c.delete(f"/api/v1/tokens/f-{tenant}")).status_code == 200
+            r = await c.put(f"{base}/namespaces/a/keys/pw", json={"value": "after-revoke"})
+            assert r.is_success
+
+    writer = asyncio.create_task(writes())
+    async with client(app, full) as c1, client(app, reader) as c2:
+        revoked, masked = await asyncio.wait_for(
+            asyncio.gather(
+                c1.get(f"{base}/watch", params={"max_events": 5}),
+                c2.get(f"{base}/watch", params={"max_events": 2}),
+            ),
+            20,
+        )
+    await writer
+    got = events(revoked.text)
+    assert [e[0] for e in got] == ["change", "error"], revoked.text
+    assert got[0][2]["changes"][0]["value"] == "s3cr3t-1"  # secrets: shown
+    assert got[1][2]["code"] == "unauthorized"
+    assert "after-revoke" not in revoked.text
+    values = [e[2]["changes"][0]["value"] for e in events(masked.text)]
+    assert values == ["***", "***"]
+    assert "s3cr3t" not in masked.text
+    assert "after-revoke" not in masked.text
+
+
+async def test_an_outlet_write_that_must_wait_is_finished_before_the_next() -> None:
+    """A send that suspends (a slow client) is kept and finished in order by the stream's task."""
+    from kvconf.api.sse import Outlet
+
+    loop = asyncio.get_running_loop()
+    sent: list[bytes] = []
+    gate: asyncio.Future[None] = loop.create_future()
+
+    async def send(message: dict[str, Any]) -> None:
+        if not gate.done():
+            await gate  # the transport's buffer is full until the client reads
+        sent.append(message["body"])
+
+    gone: asyncio.Future[None] = loop.create_future()
+    outlet = Outlet()
+    assert not outlet.write(b"early")  # not open: the task sends
+    outlet.open(send, gone)
+    assert outlet.write(b"one")
+    assert outlet.pending is not None
+    assert not outlet.ready
+    assert not outlet.write(b"two")  # refused while one waits: nothing sent out of order
+    gate.set_result(None)
+    await outlet.drain()
+    assert sent == [b"one"]
+    assert outlet.ready
+    assert outlet.write(b"two")  # finishes at once now
+    assert sent == [b"one", b"two"]
+    gone.set_result(None)
+    assert not outlet.write(b"three")  # the client went away
+    assert sent == [b"one", b"two"]

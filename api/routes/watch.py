@@ -23,9 +23,10 @@ from ..deps import Access, Masker, MetricsDep, ReadAccess, ViewAccess, resolve_a
 from ..errors import NamespaceNotFound
 from ..fanout import FanOut
 from ..fleet import HEADER, StreamFleet, parse_identity, reporting
+from ..metrics import StreamState
 from ..models import Fleet, TenantStateDoc, respond, response_doc
 from ..query import refuse_unknown_query
-from ..sse import EventStream, change_stream, reset_frame
+from ..sse import EventStream, Outlet, change_stream, reset_frame
 from .schemas import shown_schema
 
 __all__ = ["HEARTBEAT_SECONDS", "RECHECK_SECONDS", "router"]
@@ -181,21 +182,24 @@ async def watch(
     except BaseException:
         slot.release()
         raise
+    auth = request.app.state.auth
+    outlet, position = Outlet(), StreamState(tenant)
+    position.update(start, start)
     stream = change_stream(
         access, start, metrics, fanout, slot, namespaces=wanted, max_events=max_events,
         recheck=lambda: resolve_access(request, tenant, "read", filtered=True),
         recheck_every=RECHECK_SECONDS,
         heartbeat=HEARTBEAT_SECONDS if heartbeat is None else heartbeat,
-        generation=lambda: request.app.state.auth.generation,
+        generation=lambda: auth.generation, outlet=outlet, state=position,
     )  # fmt: skip
     fanout.guard(stream, slot)
     if reset is not None:
         stream = _after(reset, stream)
     if identity is not None:
         fleet: StreamFleet = request.app.state.stream_fleet
-        member = fleet.join(tenant, identity, epoch or "", start)
+        member = fleet.join(tenant, identity, epoch or "", position)
         stream = reporting(stream, fleet, member)
-    return EventStream(stream)
+    return EventStream(stream, outlet=outlet)
 
 
 async def _after(first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

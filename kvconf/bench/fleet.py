@@ -1,10 +1,13 @@
 """Bench section ``fleet``: N SSE watchers on one API worker.
 
 For each N (100 and 1,000; also 5,000 without ``--quick``) a fresh
-``kvconf serve`` (uvicorn, one worker) runs on the private Redis, and a
-helper process opens N watch streams of one tenant on raw asyncio streams
-(far cheaper per connection than an HTTP client, so the server is what is
-measured). Then:
+``kvconf serve`` (uvicorn, one worker) runs on the private Redis, and helper
+processes (one per 2,500 watchers) open N watch streams of one tenant as
+asyncio protocols on uvloop when it is installed: no task or stream reader
+per connection, and the arrival time is taken in ``data_received`` as the
+bytes come, so the server is what is measured (against a bare server writing
+to 5,000 sockets, the helper sees each event within the server's own write
+loop). Then:
 
 - **delivery**: PUTs of one key, spaced out; for each, the time from the
   PUT's start to the moment the *last* watcher received its event (clock:
@@ -23,6 +26,7 @@ the helper inherit it); N is capped to fit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -30,7 +34,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aredis
 
@@ -42,6 +46,8 @@ __all__ = ["run", "watchers_main"]
 P99_GOAL_MS = 250.0
 MEMORY_GOAL_KB = 50.0
 IDLE_RATIO_GOAL = 1.5
+#: Watchers per helper process (more are spread over several helpers).
+WATCHERS_PER_HELPER = 2500
 _ID = re.compile(rb"id: (\d+)\r?\n")
 
 
@@ -66,64 +72,131 @@ def _rss_kb(pid: int) -> int:
 # -- the helper process: N lean watchers ----------------------------------------
 
 
-async def _watch_one(
-    port: int, tenant: str, received: dict[int, list[float]], opened: list[int]
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"GET /api/v1/tenants/{tenant}/watch HTTP/1.1\r\nHost: fleet\r\n"
-        "Accept: text/event-stream\r\n\r\n".encode()
-    )
-    head = await reader.readuntil(b"\r\n\r\n")
-    if head[9:12] != b"200":
-        raise RuntimeError(f"watch stream refused: {head[:40]!r}")
-    opened[0] += 1
-    buffer = b""
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
+class _Watcher(asyncio.Protocol):
+    """One watch stream read by a protocol callback: the arrival time is taken as the bytes come.
+
+    No task and no stream reader per connection, so a helper process reads
+    thousands of streams within a few milliseconds of the server's writes.
+    """
+
+    def __init__(self, request: bytes, fleet: _Fleet) -> None:
+        self.request = request
+        self.fleet = fleet
+        self.buffer = b""
+        self.started = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.WriteTransport, transport).write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        buffer = self.buffer + data
+        if not self.started:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
                 return
-            now = time.monotonic()
-            buffer += data
-            end = 0
-            for match in _ID.finditer(buffer):
-                received.setdefault(int(match.group(1)), []).append(now)
-                end = match.end()
-            buffer = buffer[end:] if end else buffer[-64:]
-    finally:
-        writer.close()
+            if buffer[9:12] != b"200":
+                self.fleet.failed = f"watch stream refused: {buffer[:40]!r}"
+            self.started = True
+            self.fleet.opened += 1
+            buffer = buffer[end + 4 :]
+        end = 0
+        received = self.fleet.received
+        for match in _ID.finditer(buffer):
+            revision = int(match.group(1))
+            got = received.get(revision)
+            if got is None:
+                received[revision] = [now, 1]
+            else:
+                got[0] = now if now > got[0] else got[0]
+                got[1] += 1
+            self.fleet.check(revision)
+            end = match.end()
+        self.buffer = buffer[end:] if end else buffer[-64:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _Fleet:
+    """What one helper process's watchers received: revision -> [last arrival, count]."""
+
+    def __init__(self) -> None:
+        self.received: dict[int, list[float]] = {}
+        self.opened = 0
+        self.failed: str | None = None
+        self.all_in = asyncio.Event()
+        self._awaited: tuple[int, int] | None = None
+
+    def awaited(self, revision: int, n: int) -> None:
+        """Set ``all_in`` once ``n`` streams received ``revision``."""
+        self._awaited = (revision, n)
+        self.check(revision)
+
+    def check(self, revision: int) -> None:
+        """Note that ``revision`` arrived on one more stream."""
+        wanted = self._awaited
+        got = self.received.get(revision, [0.0, 0])[1]
+        if wanted is not None and wanted[0] == revision and got >= wanted[1]:
+            self.all_in.set()
 
 
 async def _watchers(port: int, tenant: str, n: int) -> None:
-    received: dict[int, list[float]] = {}
-    opened = [0]
-    tasks = []
+    loop = asyncio.get_running_loop()
+    fleet = _Fleet()
+    request = (
+        f"GET /api/v1/tenants/{tenant}/watch HTTP/1.1\r\nHost: fleet\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    transports = []
     for i in range(n):
-        tasks.append(asyncio.create_task(_watch_one(port, tenant, received, opened)))
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: _Watcher(request, fleet), "127.0.0.1", port
+            )
+        except OSError as exc:
+            fleet.failed = f"connect: {exc}"
+            break
+        transports.append(transport)
         if i % 100 == 99:
             await asyncio.sleep(0.05)  # within the listen backlog
     deadline = time.monotonic() + 60
-    while opened[0] < n:
-        failed = [t for t in tasks if t.done() and t.exception() is not None]
-        if failed or time.monotonic() > deadline:
-            why = f": {failed[0].exception()}" if failed else ""
-            print(json.dumps({"error": f"{opened[0]} of {n} streams opened{why}"}), flush=True)
+    while fleet.opened < n:
+        if fleet.failed or time.monotonic() > deadline:
+            why = f": {fleet.failed}" if fleet.failed else ""
+            print(json.dumps({"error": f"{fleet.opened} of {n} streams opened{why}"}), flush=True)
             return
         await asyncio.sleep(0.05)
     print("READY", flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)  # the parent closes stdin: done
-    report = {rev: {"last": max(times), "count": len(times)} for rev, times in received.items()}
+    # The parent writes the last revision it made: wait (a while) until every
+    # stream received it, then report.
+    fleet.awaited(int(await loop.run_in_executor(None, sys.stdin.readline)), n)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(fleet.all_in.wait(), 30)
+    report = {rev: {"last": at, "count": count} for rev, (at, count) in fleet.received.items()}
     print(json.dumps({"received": report}), flush=True)
-    for task in tasks:
-        task.cancel()
+    for transport in transports:
+        transport.close()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (as under uvicorn), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def watchers_main() -> None:
-    """Entry point of the helper process: ``port tenant n`` in ``sys.argv``."""
+    """Entry point of a helper process: ``port tenant n`` in ``sys.argv``."""
     port, tenant, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    asyncio.run(_watchers(port, tenant, n))
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        runner.run(_watchers(port, tenant, n))
 
 
 # -- the parent: server, fleet, measurements -------------------------------------
@@ -180,23 +253,30 @@ async def _round(ctx: BenchContext, n: int, puts: int) -> dict[str, float]:
         *cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     tenant = f"bench-fleet-{os.getpid()}-{n}"
-    helper = None
+    procs: list[asyncio.subprocess.Process] = []
+    received: dict[int, dict[str, float]] = {}
+    helpers = max(1, -(-n // WATCHERS_PER_HELPER))
     try:
         await _wait_ready(port, server)
         await _put(port, tenant, -1)
         await _one(port, f"GET /api/v1/tenants/{tenant} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
         await asyncio.sleep(0.5)
         rss_before = _rss_kb(server.pid)
-        helper = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "from kvconf.bench.fleet import watchers_main; watchers_main()",
-            str(port), tenant, str(n),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-        )  # fmt: skip
-        assert helper.stdout is not None
-        assert helper.stdin is not None
-        line = await asyncio.wait_for(helper.stdout.readline(), 120)
-        if line.strip() != b"READY":
-            raise RuntimeError(f"fleet helper: {line.decode(errors='replace').strip()}")
+        shares = [n // helpers + (1 if i < n % helpers else 0) for i in range(helpers)]
+        for share in shares:
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, "-c",
+                    "from kvconf.bench.fleet import watchers_main; watchers_main()",
+                    str(port), tenant, str(share),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                )
+            )  # fmt: skip
+        for proc in procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 120)
+            if line.strip() != b"READY":
+                raise RuntimeError(f"fleet helper: {line.decode(errors='replace').strip()}")
         await asyncio.sleep(1.0)  # settle: every stream joined the feed
         rss_after = _rss_kb(server.pid)
         idle = await _idle_rate(ctx.redis_url, 2.0 if ctx.quick else 4.0)
@@ -205,16 +285,23 @@ async def _round(ctx: BenchContext, n: int, puts: int) -> dict[str, float]:
             start, revision = await _put(port, tenant, i)
             sent[revision] = start
             await asyncio.sleep(0.25)
-        await asyncio.sleep(1.0)
-        helper.stdin.close()
-        out = await asyncio.wait_for(helper.stdout.readline(), 60)
-        received = json.loads(out)["received"]
-        await helper.wait()
-        helper = None
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"%d\n" % max(sent))
+            await proc.stdin.drain()
+        for proc in procs:
+            assert proc.stdout is not None
+            out = await asyncio.wait_for(proc.stdout.readline(), 60)
+            for revision, got in json.loads(out)["received"].items():
+                merged = received.setdefault(int(revision), {"last": 0.0, "count": 0})
+                merged["last"] = max(merged["last"], got["last"])
+                merged["count"] += got["count"]
+            await proc.wait()
     finally:
-        if helper is not None and helper.returncode is None:
-            helper.kill()
-            await helper.wait()
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         server.terminate()
         try:
             await asyncio.wait_for(server.wait(), 10)
@@ -224,9 +311,9 @@ async def _round(ctx: BenchContext, n: int, puts: int) -> dict[str, float]:
     latencies = []
     missing = 0
     for revision, start in sent.items():
-        got = received.get(str(revision))
+        got = received.get(revision)
         if got is None or got["count"] < n:
-            missing += n - (0 if got is None else got["count"])
+            missing += n - (0 if got is None else int(got["count"]))
             continue
         latencies.append((got["last"] - start) * 1000)
     if missing:
