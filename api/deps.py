@@ -224,7 +224,7 @@ async def resolve_access(
     state = request.app.state
     principal = await state.auth.authenticate(request.headers.get("authorization"))
     check_access(principal, tenant, right, namespace, filtered=filtered)
-    reason = request.headers.get("x-change-reason", "")
+    reason = change_reason(request.headers.get("x-change-reason", ""))
     return Access(tenant, principal, _actor(request, principal), reason, state.store, namespace)
 
 
@@ -299,6 +299,15 @@ def cached_reader(request: Request, tenant: str) -> tuple[ReadCache | None, Watc
     ):
         return cache, None
     return cache, cache.reader(tenant)
+
+
+def change_reason(header: str) -> str:
+    """The ``X-Change-Reason`` header's text: UTF-8 bytes (as kvconf's clients send a
+    reason in any language) arrive decoded as Latin-1 and are read back as UTF-8."""
+    try:
+        return header.encode("latin-1").decode()
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return header
 
 
 def note_write(request: Request, tenant: str, result: WriteResult | None) -> None:

@@ -299,6 +299,13 @@ class FanOut:
         feed = self.feeds.get(tenant)
         return feed.last if feed is not None and feed.primed.is_set() else None
 
+    def position(self, tenant: str) -> tuple[int, str] | None:
+        """The revision and epoch of the tenant's live feed (None: none primed, or no epoch)."""
+        feed = self.feeds.get(tenant)
+        if feed is None or not feed.primed.is_set() or feed.last is None or feed.epoch is None:
+            return None
+        return feed.last, feed.epoch
+
     def reserve(self) -> Slot:
         """A place for one more stream, or :class:`TooManyStreams` (503) when full."""
         if self.open_streams >= self.max_streams:

@@ -22,6 +22,7 @@ import msgspec
 import pytest
 
 from kvconf import (
+    InvalidInput,
     KeySpec,
     Schema,
     Store,
@@ -30,7 +31,8 @@ from kvconf import (
     Unavailable,
     Watcher,
 )
-from kvconf._http.watch import HttpWatchEngine, sse_frames
+from kvconf._http import watch as http_watch
+from kvconf._http.watch import EventTooLarge, HttpWatchEngine, sse_frames
 from kvconf.watcher import Change, Resync
 
 from .redis_server import RedisServer, free_port
@@ -169,16 +171,19 @@ async def test_scoped_watcher_advances_past_changes_elsewhere(
     async with (
         _watcher(server, tenant, token=token) as scoped,
         _watcher(server, tenant, namespaces=["ai-12"]) as filtered,
+        _watcher(server, tenant, token=token, namespaces=["ai-12"]) as both,
     ):
-        assert scoped.snapshot() == filtered.snapshot() == {"ai-12": {"a": 1}}
+        watchers = (scoped, filtered, both)
+        assert [w.snapshot() for w in watchers] == [{"ai-12": {"a": 1}}] * 3
         elsewhere = await remote.set(tenant, "ai-13", "secret-ish", 2)
-        for watcher in (scoped, filtered):
+        for watcher in watchers:
             assert await watcher.wait_for_revision(elsewhere.revision, timeout=5)
             assert watcher.snapshot() == {"ai-12": {"a": 1}}
         mine = await remote.set(tenant, "ai-12", "a", 3)
-        for watcher in (scoped, filtered):
+        for watcher in watchers:
             assert await watcher.wait_for_revision(mine.revision, timeout=5)
             assert watcher.get("ai-12", "a") == 3
+            assert not watcher.stale
         assert "ai-13" not in scoped.entries()
 
 
@@ -472,9 +477,9 @@ async def test_boots_from_the_cache_file_when_the_server_is_down(
             await Watcher(tenant, serve.base, token=serve.admin, timeout=0.5).start()
 
 
-async def _first_frame(server: Server, tenant: str, **params: Any) -> Any:  # noqa: F811
-    """The first event (or None: a heartbeat) of a stream resumed at revision 1."""
-    headers = {"Authorization": f"Bearer {server.admin}", "Last-Event-ID": "1"}
+async def _first_frame(server: Server, tenant: str, after: int = 1, **params: Any) -> Any:  # noqa: F811
+    """The first event (or None: a heartbeat) of a stream resumed at revision ``after``."""
+    headers = {"Authorization": f"Bearer {server.admin}", "Last-Event-ID": str(after)}
     async with httpx.AsyncClient(base_url=server.base, headers=headers) as http:
         path = f"/api/v1/tenants/{tenant}/watch"
         async with http.stream("GET", path, params={"heartbeat": 0.5, **params}) as resp:
@@ -530,3 +535,86 @@ async def test_a_refused_stream_is_retried_after_its_retry_after(
                     await until(lambda: not second.stale, timeout=10)
             finally:
                 await first.aclose()
+
+
+async def test_resuming_beyond_the_tenants_revision_starts_with_a_reset(
+    server: Server,  # noqa: F811
+    remote: Store,
+) -> None:
+    """History lost under the same epoch (a failover dropping the last writes): the
+    revisions written again must not be skipped as already seen."""
+    tenant = _tenant()
+    result = await remote.set(tenant, "svc", "k", 1)
+    epoch = (await remote.info(tenant)).epoch
+    found = await _first_frame(server, tenant, after=result.revision + 5, epoch=epoch)
+    assert found is not None
+    name, data = found
+    assert name == "reset"
+    assert msgspec.json.decode(data)["revision"] == result.revision
+
+
+async def test_a_soft_deleted_tenant_brought_back_is_one_resync_not_a_replay(
+    server: Server,  # noqa: F811
+    remote: Store,
+) -> None:
+    tenant = _tenant()
+    for i in range(3):
+        await remote.set(tenant, "svc", f"k{i}", i)
+    async with _watcher(server, tenant) as watcher:
+        changes: list[Change] = []
+        watcher.on_change(changes.append)
+        await remote.delete_tenant(tenant)
+        await until(lambda: watcher.snapshot() == {}, timeout=10)
+        changes.clear()
+        await remote.undelete_tenant(tenant)
+        await until(lambda: watcher.snapshot() == {"svc": {"k0": 0, "k1": 1, "k2": 2}}, 10)
+        await _converged(watcher, remote, tenant)
+        assert changes
+        assert all(c.resync for c in changes), [(c.revision, c.resync) for c in changes]
+
+
+async def test_unusual_identities_and_reasons_do_not_break_the_client(
+    server: Server,  # noqa: F811
+    remote: Store,
+) -> None:
+    tenant = _tenant()
+    await remote.set(tenant, "svc", "k", 1)
+    with pytest.raises(InvalidInput):
+        _watcher(server, tenant, instance_id="x" * 201)
+    async with _watcher(server, tenant, instance_id="café-1") as watcher:
+        result = await remote.set(tenant, "svc", "k", 2, reason="déploiement")
+        assert await watcher.wait_for_revision(result.revision, timeout=5)
+        assert not watcher.stale
+    await remote.delete_tenant(tenant, reason="rétablir ✓")  # a header, in UTF-8
+    await remote.undelete_tenant(tenant)
+    events = await remote.changes_since(tenant, 0)
+    assert [e.reason for e in events][-3:-1] == ["déploiement", "rétablir ✓"]
+
+
+async def test_an_event_too_large_to_buffer_is_skipped_by_a_relist(
+    server: Server,  # noqa: F811
+    remote: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_watch, "MAX_EVENT", 4096)
+    tenant = _tenant()
+    await remote.set(tenant, "svc", "k", "small")
+    async with _watcher(server, tenant) as watcher:
+        resyncs: list[Resync] = []
+        watcher.on_resync(resyncs.append)
+        result = await remote.set(tenant, "svc", "big", "x" * 10_000)
+        assert await watcher.wait_for_revision(result.revision, timeout=10)
+        assert watcher.get("svc", "big") == "x" * 10_000
+        assert [r.reason for r in resyncs] == ["an event too large to buffer"]
+        after = await remote.set(tenant, "svc", "k", "next")
+        assert await watcher.wait_for_revision(after.revision, timeout=10)
+        assert watcher.get("svc", "k") == "next"
+
+
+async def test_sse_frames_refuses_an_event_over_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_watch, "MAX_EVENT", 100)
+    with pytest.raises(EventTooLarge):
+        await _parse([b"event: change\r\ndata: " + b"x" * 200 + b"\r\n\r\n"])
+    with pytest.raises(EventTooLarge):  # no newline yet: the buffer alone is over
+        await _parse([b"data: " + b"x" * 60, b"x" * 60])
+    assert await _parse([b"data: " + b"x" * 50 + b"\r\n\r\n"]) == [("message", "x" * 50)]

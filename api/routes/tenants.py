@@ -22,6 +22,7 @@ from ..deps import (
     PrincipalDep,
     StoreDep,
     ViewAccess,
+    change_reason,
     check_access,
     note_write,
 )
@@ -101,7 +102,7 @@ async def create_tenant(request: Request, store: StoreDep, principal: PrincipalD
         revision = await provision(
             store, body.name, source=source, whole=body.clone_from is not None,
             overrides=body.overrides, actor=f"{principal.name}@{client}",
-            reason=body.reason or request.headers.get("x-change-reason", ""),
+            reason=body.reason or change_reason(request.headers.get("x-change-reason", "")),
         )  # fmt: skip
     finally:
         note_write(request, body.name, None)

@@ -53,7 +53,9 @@ def _wanted(access: Access, namespaces: str | None) -> set[str] | None:
     if not names:
         raise InvalidInput("namespaces must name at least one namespace", field="namespaces")
     for name in sorted(names):
-        if not access.shows(name):
+        # _defaults comes along with any namespace (effective values need it),
+        # also for a namespace-scoped token: naming it hides nothing.
+        if name != DEFAULTS_NAMESPACE and not access.shows(name):
             raise NamespaceNotFound(access.tenant, name)
     return names
 
@@ -160,25 +162,7 @@ async def watch(
     tenant = access.tenant
     reset: bytes | None = None
     try:
-        # A tenant followed by a live feed exists and is at the feed's
-        # revision: a fleet (re)connecting costs Redis nothing per stream.
-        known = fanout.revision(tenant)
-        if epoch:
-            async with fanout.starting:
-                info = await access.store.info(tenant)
-            if info.epoch != epoch:
-                start = info.revision
-                reset = reset_frame(tenant, start, "epoch changed")
-            elif start is None:
-                start = info.revision
-        elif known is None:
-            async with fanout.starting:
-                if start is None:
-                    start = await access.store.revision(tenant)
-                else:
-                    await access.store.info(tenant)
-        elif start is None:
-            start = known
+        start, reset = await _where_to_start(access, fanout, start, epoch)
     except BaseException:
         slot.release()
         raise
@@ -200,6 +184,32 @@ async def watch(
         member = fleet.join(tenant, identity, epoch or "", position)
         stream = reporting(stream, fleet, member)
     return EventStream(stream, outlet=outlet)
+
+
+async def _where_to_start(
+    access: Access, fanout: FanOut, start: int | None, epoch: str | None
+) -> tuple[int, bytes | None]:
+    """The revision the stream starts after, and the ``reset`` it must begin with (if any).
+
+    A tenant followed by a live feed exists and is at the feed's revision and
+    epoch: a fleet (re)connecting costs Redis nothing per stream. Otherwise one
+    read checks that the tenant exists and where it is. A resume in another
+    epoch, or from beyond the tenant's revision (history lost, e.g. by a
+    failover that dropped the last writes), starts with a ``reset`` at the
+    current revision: replaying the log after ``start`` would skip the
+    revisions written again since.
+    """
+    known = fanout.position(access.tenant)
+    if known is None or (start is not None and start > known[0]):
+        async with fanout.starting:
+            info = await access.store.info(access.tenant)
+        known = info.revision, info.epoch
+    current, current_epoch = known
+    if epoch and epoch != current_epoch:
+        return current, reset_frame(access.tenant, current, "epoch changed")
+    if start is not None and start > current:
+        return current, reset_frame(access.tenant, current, "revision went backwards")
+    return (current if start is None else start), None
 
 
 async def _after(first: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

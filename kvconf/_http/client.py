@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -33,7 +33,7 @@ from ..exceptions import (
     VersionConflict,
 )
 
-__all__ = ["HttpClient", "error_from"]
+__all__ = ["HttpClient", "error_from", "reason_header"]
 
 #: Seconds to wait for a connection, a read, a write (a big change set), the pool.
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -51,6 +51,11 @@ _BY_STATUS: dict[int, type[KvconfError]] = {
     413: InvalidInput,
     422: InvalidInput,
 }
+
+
+def reason_header(reason: str) -> dict[str, str | bytes]:
+    """The audit reason as the ``X-Change-Reason`` header (UTF-8 bytes: any language)."""
+    return {"X-Change-Reason": reason.encode()} if reason else {}
 
 
 def _classes() -> dict[str, type[KvconfError]]:
@@ -119,7 +124,7 @@ class HttpClient:
         *,
         params: dict[str, Any] | None = None,
         body: Any = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
     ) -> Any:
         """Send one request; the decoded JSON answer, or the mapped exception.
 
@@ -127,9 +132,12 @@ class HttpClient:
         are (a write that timed out may have been applied).
         """
         content = None if body is None else msgspec.json.encode(body)
-        sent = dict(headers or {})
+        sent = {
+            k.encode(): v if isinstance(v, bytes) else v.encode()
+            for k, v in (headers or {}).items()
+        }
         if content is not None:
-            sent["Content-Type"] = "application/json"
+            sent[b"Content-Type"] = b"application/json"
         pauses = RETRY_PAUSES if method == "GET" else ()
         for attempt in range(len(pauses) + 1):
             last = attempt == len(pauses)

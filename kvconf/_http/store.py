@@ -51,7 +51,7 @@ from ..models import (
 )
 from ..schema import effective_specs
 from ..store import Store, tenant_keys
-from .client import HttpClient
+from .client import HttpClient, reason_header
 
 __all__ = ["NOT_AVAILABLE", "HttpStore"]
 
@@ -80,10 +80,6 @@ def _expect_headers(expect: int | None) -> dict[str, str]:
     if expect == -1:
         return {"If-Match": "*"}
     return {"If-Match": f'"{expect}"'}
-
-
-def _reason(reason: str) -> dict[str, str]:
-    return {"X-Change-Reason": reason} if reason else {}
 
 
 class HttpStore(Store):
@@ -279,9 +275,11 @@ class HttpStore(Store):
         path = f"{self._ns_path(tenant, namespace)}/schema"
         params = {"dry_run": "true"} if dry_run else None
         if schema is None:
-            return await self._http.request("DELETE", path, params=params, headers=_reason(reason))
+            return await self._http.request(
+                "DELETE", path, params=params, headers=reason_header(reason)
+            )
         return await self._http.request(
-            "PUT", path, params=params, body=schema, headers=_reason(reason)
+            "PUT", path, params=params, body=schema, headers=reason_header(reason)
         )
 
     async def set_schema(
@@ -321,7 +319,7 @@ class HttpStore(Store):
             "DELETE",
             f"{_API}/{_seg(validate_tenant(tenant))}",
             params={"hard": "true"} if hard else None,
-            headers=_reason(reason),
+            headers=reason_header(reason),
         )
 
     async def undelete_tenant(
@@ -329,7 +327,7 @@ class HttpStore(Store):
     ) -> None:
         """Bring back a soft-deleted tenant with all its values."""
         path = f"{_API}/{_seg(validate_tenant(tenant))}/undelete"
-        await self._http.request("POST", path, headers=_reason(reason))
+        await self._http.request("POST", path, headers=reason_header(reason))
 
     async def repair_tenants(self) -> list[str]:
         """Not available through a server (``kvconf serve`` repairs at start)."""

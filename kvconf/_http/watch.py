@@ -28,6 +28,7 @@ stream delivered.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -49,6 +50,7 @@ from .._watch.delivery import Delivery
 from .._watch.state import CacheState
 from ..config import Settings
 from ..exceptions import (
+    InvalidInput,
     KvconfError,
     NotFound,
     TenantNotFound,
@@ -58,12 +60,17 @@ from ..exceptions import (
 from ..models import ChangeEvent, Entry, Schema
 from .client import HttpClient, error_from
 
-__all__ = ["HttpWatchEngine"]
+__all__ = ["MAX_EVENT", "NO_EPOCH", "EventTooLarge", "HttpWatchEngine", "sse_frames"]
 
 log = logging.getLogger("kvconf.watcher")
 
-#: The longest SSE line this client buffers (a change event is one line of JSON).
-MAX_LINE = 64 * 1024 * 1024
+#: The largest event this client buffers (a change event is one line of JSON); a
+#: larger one is skipped by re-reading the state.
+MAX_EVENT = 64 * 1024 * 1024
+#: The epoch a cache with no tenant resumes in (no tenant has it: the stream starts with a reset).
+NO_EPOCH = "-"
+#: The longest ``instance_id`` (the server's limit on the fleet identity).
+MAX_INSTANCE_ID = 200
 #: What a failed list or stream may raise, besides a KvconfError from the server.
 _TRANSPORT = (httpx.HTTPError, OSError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError)
 
@@ -90,32 +97,40 @@ class _Relist(Exception):
     """The stream said the cache must be re-read (a ``reset``, another epoch)."""
 
 
+class EventTooLarge(Exception):
+    """An event of the stream is larger than this client buffers."""
+
+
 async def sse_frames(response: httpx.Response) -> AsyncIterator[tuple[str, str] | None]:
     """The events of an SSE response as ``(event, data)``; None for a comment (heartbeat).
 
     The server writes one ``data:`` line per event; several are joined with
     newlines as the SSE specification says. ``id`` lines are not needed: an
-    event's revision is in its data.
+    event's revision is in its data. An event over :data:`MAX_EVENT` bytes
+    raises :class:`EventTooLarge` (the caller re-reads the state instead).
     """
-    buffer = b""
-    name = "message"
+    buffer = bytearray()
+    scanned = 0  # the buffer holds no newline before this offset
+    name, size = "message", 0
     data: list[str] = []
     async for chunk in response.aiter_bytes():
         buffer += chunk
-        if len(buffer) > MAX_LINE:
-            raise Unavailable("the kvconf server sent an event over the size limit",
-                              reason="too_large")  # fmt: skip
         while True:
-            end = buffer.find(b"\n")
+            end = buffer.find(b"\n", scanned)
             if end < 0:
+                scanned = len(buffer)
+                if size + len(buffer) > MAX_EVENT:
+                    raise EventTooLarge(MAX_EVENT)
                 break
-            line, buffer = buffer[:end], buffer[end + 1 :]
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            scanned = 0
             if line.endswith(b"\r"):
                 line = line[:-1]
             if not line:
                 if data:
                     yield name, "\n".join(data)
-                name, data = "message", []
+                name, data, size = "message", [], 0
             elif line.startswith(b":"):
                 yield None
             else:
@@ -125,6 +140,9 @@ async def sse_frames(response: httpx.Response) -> AsyncIterator[tuple[str, str] 
                     name = value
                 elif field == "data":
                     data.append(value)
+                    size += len(line)
+                    if size > MAX_EVENT:
+                        raise EventTooLarge(MAX_EVENT)
 
 
 class HttpWatchEngine:
@@ -162,16 +180,22 @@ class HttpWatchEngine:
         )
         host = socket.gethostname()
         self.instance_id = instance_id or f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._identity = msgspec.json.encode({
+        if not 0 < len(self.instance_id) <= MAX_INSTANCE_ID:
+            raise InvalidInput(
+                f"instance_id must be 1 to {MAX_INSTANCE_ID} characters", field="instance_id"
+            )
+        # A header value is ASCII: json.dumps escapes the rest.
+        self._identity = json.dumps({
             "instance": self.instance_id, "host": host, "pid": os.getpid(),
             "started_at": time.time(), "namespaces": sorted(follow or ()),
-        }).decode()  # fmt: skip
+        }, ensure_ascii=True, separators=(",", ":"))  # fmt: skip
         self.stale_reasons: set[str] = {"starting"}
         self.last_synced: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._path = f"/api/v1/tenants/{tenant}"
         self._names = None if follow is None else ",".join(sorted(follow))
+        self._missing = False  # the last list found no tenant (not created, or deleted)
         self._failing: str | None = None  # what the last failure was (logged once a run)
         self._retry_after = 0.0  # what a 503 asked for
 
@@ -229,6 +253,12 @@ class HttpWatchEngine:
             found = msgspec.convert(doc, _State)
         except TenantNotFound:
             found = _State(epoch="", revision=0)  # not created yet, or deleted
+            if not self._missing:
+                log.warning("watcher of %s: no such tenant at %s (or the token may not see it);"
+                            " waiting for it", self.tenant, self.url)  # fmt: skip
+            self._missing = True
+        else:
+            self._missing = False
         state = self.state
         state.set_schemas(state.schema_gen + 1, found.schemas)
         changes = state.replace(found.epoch, found.revision, found.namespaces)
@@ -250,13 +280,18 @@ class HttpWatchEngine:
                     continue  # no such tenant yet: looked again after an interval
                 failure = "the server ended the stream"
             except _Relist as exc:
-                backoff.reset()
                 await self._relist(str(exc), backoff)
+                continue
+            except EventTooLarge:
+                await self._relist("an event too large to buffer", backoff)
                 continue
             except (KvconfError, *_TRANSPORT) as exc:
                 failure = _describe(exc)
                 if isinstance(exc, NotFound) and not isinstance(exc, TenantNotFound):
                     failure = f"{failure} (a namespace the token does not see?)"
+            except Exception as exc:  # a bug or a surprise: never a silent, dead watcher
+                log.exception("watcher of %s: unexpected failure of its stream", self.tenant)
+                failure = f"unexpected {type(exc).__name__}"
             self.stale_reasons.add("stream")
             if failure != self._failing:
                 log.warning("watcher of %s lost its stream from %s: %s", self.tenant, self.url,
@@ -266,13 +301,17 @@ class HttpWatchEngine:
             await asyncio.sleep(delay)
 
     async def _relist(self, reason: str, backoff: Backoff) -> None:
+        """Re-read the state; after a failure wait as after a lost stream."""
         try:
             await self._list(reason)
         except (KvconfError, *_TRANSPORT) as exc:
             self.stale_reasons.add("stream")
             log.warning("watcher of %s could not re-read the state: %s", self.tenant,
                         _describe(exc))  # fmt: skip
-            await asyncio.sleep(backoff.down())
+            delay, self._retry_after = max(backoff.down(), self._retry_after), 0.0
+            await asyncio.sleep(delay)
+        else:
+            backoff.reset()
 
     async def _stream(self, backoff: Backoff) -> bool:
         """Follow one connection until it ends (True), or wait for the tenant (False)."""
@@ -280,8 +319,11 @@ class HttpWatchEngine:
         params: dict[str, Any] = {"heartbeat": self.interval}
         if self._names is not None:
             params["namespaces"] = self._names
-        if state.epoch:
-            params["epoch"] = state.epoch
+        # The epoch on every resume: a history replaced while away means a reset.
+        # A cache that found no tenant names none, so the tenant's first stream
+        # starts with a reset (one re-list) instead of replaying its whole log
+        # (a tenant soft-deleted and brought back still has it).
+        params["epoch"] = state.epoch or NO_EPOCH
         headers = {
             "Accept": "text/event-stream",
             "Last-Event-ID": str(state.revision),
@@ -319,7 +361,7 @@ class HttpWatchEngine:
 
     async def _wait_for_tenant(self) -> None:
         """The tenant does not exist (yet): an empty cache, checked again every interval."""
-        if self.state.revision or self.state.epoch:
+        if not self._missing:
             raise _Relist("tenant")
         self.stale_reasons.discard("stream")
         self.last_synced = time.time()

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import msgspec
 
 from .. import snapshot, timeline
-from .._http.client import HttpClient
+from .._http.client import HttpClient, reason_header
 from .._http.store import HttpStore
 from .._redis.names import validate_namespace, validate_tenant
 from .._watch.fleet import FleetMember
@@ -233,7 +233,7 @@ class Remote:
                 "holds (as `snapshot save --server` prints it) and --tenant", field="file"
             )  # fmt: skip
         params = {"mode": mode, "dry_run": "true" if dry_run else "false"}
-        headers = {"X-Change-Reason": reason} if reason else None
+        headers = reason_header(reason)
         rows: list[snapshot.TenantRestore] = []
         for i, tenant in enumerate(tenants):
             path = f"{_tenant_path(tenant)}/snapshots/{quote(file.name, safe='')}/restore"
