@@ -18,7 +18,7 @@ from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY, TOKENS_USED_KEY
 
 from .redis_server import free_port
 
-__all__ = ["ROOT", "forget_tokens", "serve_env", "serving"]
+__all__ = ["ROOT", "forget_tokens", "serve_env", "serving", "wait_ready"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +28,22 @@ def serve_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until the ``kvconf serve`` at ``base`` answers ``/healthz`` (fail if it exits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out = proc.communicate()[0] if proc.stdout is not None else b""
+            raise AssertionError(f"kvconf serve exited {proc.returncode}: {out.decode()}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "kvconf serve did not become ready"
+        time.sleep(0.1)
 
 
 @contextmanager
@@ -48,16 +64,7 @@ def serving(data: Path, redis_url: str | None, admin: str, **env: str) -> Iterat
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "kvconf serve did not become ready"
-            time.sleep(0.1)
+        wait_ready(base, proc)
         yield base, proc
     finally:
         if proc.poll() is None:

@@ -33,6 +33,7 @@ from kvconf.api.routes.console import ASSETS, CSP
 
 from .api_helpers import ADMIN, client, running_app
 from .redis_server import RedisServer, free_port
+from .serve_process import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
@@ -151,16 +152,7 @@ def serving(data: Path, redis_url: str | None, admin: str | None) -> Iterator[st
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "kvconf serve did not become ready"
-            time.sleep(0.1)
+        wait_ready(base, proc)
         yield base
     finally:
         proc.terminate()

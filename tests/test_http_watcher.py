@@ -36,7 +36,7 @@ from kvconf._http.watch import EventTooLarge, HttpWatchEngine, sse_frames
 from kvconf.watcher import Change, Resync
 
 from .redis_server import RedisServer, free_port
-from .serve_process import ROOT, serve_env
+from .serve_process import ROOT, serve_env, wait_ready
 from .test_http_store import Server, _tenant, _token, server  # noqa: F401
 from .test_watcher import until
 
@@ -338,16 +338,7 @@ class _Serve:
             env=serve_env(KVCONF_ADMIN_TOKEN=self.admin, **self.env), cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, "kvconf serve exited"
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=0.5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "kvconf serve did not become ready"
-            time.sleep(0.1)
+        wait_ready(self.base, self.proc)
 
     def kill(self) -> None:
         assert self.proc is not None
