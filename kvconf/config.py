@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -173,3 +174,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``: for logs and messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    netloc = f"{parts.username or ''}:***@{host or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -110,3 +110,11 @@ def test_write_timeout_and_forwarded_ips_from_the_environment() -> None:
     assert Settings().forwarded_allow_ips == ""
     with pytest.raises(InvalidInput):
         Settings.from_env({"KVCONF_WRITE_TIMEOUT": "-1"})
+
+
+def test_safe_url_hides_only_the_password() -> None:
+    from kvconf.config import safe_url
+
+    assert safe_url("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert safe_url("https://u:p@[::1]:8767/x") == "https://u:***@[::1]:8767/x"
+    assert safe_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

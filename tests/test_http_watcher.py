@@ -609,3 +609,15 @@ async def test_sse_frames_refuses_an_event_over_the_limit(monkeypatch: pytest.Mo
     with pytest.raises(EventTooLarge):  # no newline yet: the buffer alone is over
         await _parse([b"data: " + b"x" * 60, b"x" * 60])
     assert await _parse([b"data: " + b"x" * 50 + b"\r\n\r\n"]) == [("message", "x" * 50)]
+
+
+async def test_a_password_in_the_url_never_reaches_a_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()  # nothing listens there
+    url = f"http://agent:pw-s3cret@127.0.0.1:{port}"
+    with pytest.raises(Unavailable) as refused:
+        await Watcher("acme", url, token="t", timeout=0.5, environ={}).start()
+    assert "pw-s3cret" not in str(refused.value)
+    assert "agent:***@127.0.0.1" in str(refused.value)
+    assert "pw-s3cret" not in caplog.text

@@ -48,7 +48,7 @@ from .._watch.backoff import Backoff
 from .._watch.cache_file import load_cache_file
 from .._watch.delivery import Delivery
 from .._watch.state import CacheState
-from ..config import Settings
+from ..config import Settings, safe_url
 from ..exceptions import (
     InvalidInput,
     KvconfError,
@@ -163,7 +163,12 @@ class HttpWatchEngine:
         instance_id: str | None,
     ) -> None:
         self.tenant = validate_tenant(tenant)
+        if instance_id is not None and not 0 < len(instance_id) <= MAX_INSTANCE_ID:
+            raise InvalidInput(
+                f"instance_id must be 1 to {MAX_INSTANCE_ID} characters", field="instance_id"
+            )
         self.url = url
+        self._shown = safe_url(url)  # for messages: no password
         self.namespaces = follow
         self.state = CacheState(follow, environ, settings.defaults_env_prefix)
         self.delivery = Delivery(tenant, self.state, cache_file)
@@ -180,10 +185,6 @@ class HttpWatchEngine:
         )
         host = socket.gethostname()
         self.instance_id = instance_id or f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        if not 0 < len(self.instance_id) <= MAX_INSTANCE_ID:
-            raise InvalidInput(
-                f"instance_id must be 1 to {MAX_INSTANCE_ID} characters", field="instance_id"
-            )
         # A header value is ASCII: json.dumps escapes the rest.
         self._identity = json.dumps({
             "instance": self.instance_id, "host": host, "pid": os.getpid(),
@@ -211,12 +212,12 @@ class HttpWatchEngine:
             why = str(exc) or f"no answer within {self._timeout:g} s"
             if data is None:
                 raise Unavailable(
-                    f"watcher of {self.tenant!r} cannot reach {self.url} and has no cache file: "
+                    f"watcher of {self.tenant!r} cannot reach {self._shown} and has no cache file: "
                     f"{why}",
                     reason="start",
                 ) from exc
             log.warning("%s unreachable (%s); serving the cache file at revision %d",
-                        self.url, why, data.revision)  # fmt: skip
+                        self._shown, why, data.revision)  # fmt: skip
             self.state.set_schemas(data.schema_gen, dict(data.schemas))
             self.state.replace(data.epoch, data.revision, data.namespaces)
             self.stale_reasons.add("startup")
@@ -255,7 +256,7 @@ class HttpWatchEngine:
             found = _State(epoch="", revision=0)  # not created yet, or deleted
             if not self._missing:
                 log.warning("watcher of %s: no such tenant at %s (or the token may not see it);"
-                            " waiting for it", self.tenant, self.url)  # fmt: skip
+                            " waiting for it", self.tenant, self._shown)  # fmt: skip
             self._missing = True
         else:
             self._missing = False
@@ -294,7 +295,7 @@ class HttpWatchEngine:
                 failure = f"unexpected {type(exc).__name__}"
             self.stale_reasons.add("stream")
             if failure != self._failing:
-                log.warning("watcher of %s lost its stream from %s: %s", self.tenant, self.url,
+                log.warning("watcher of %s lost its stream from %s: %s", self.tenant, self._shown,
                             failure)  # fmt: skip
                 self._failing = failure
             delay, self._retry_after = max(backoff.down(), self._retry_after), 0.0
@@ -348,7 +349,7 @@ class HttpWatchEngine:
                 raise error_from(response.status_code, doc)
             backoff.up()
             if self._failing is not None:
-                log.info("watcher of %s follows %s again", self.tenant, self.url)
+                log.info("watcher of %s follows %s again", self.tenant, self._shown)
                 self._failing = None
             if "startup" in self.stale_reasons:
                 raise _Relist("startup")  # a cache file's state: confirm it first

@@ -29,6 +29,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from .._redis.internals import node_for_slot, refresh_slots
 from .._tasks import stop_task
+from ..config import safe_url
 from .backoff import Backoff
 from .hub import Hub, Listener, client_for
 
@@ -105,7 +106,7 @@ class ClusterHub:
                 if sub in self._subs:  # not removed while the slot table was read
                     await self._place(sub, node)
         except _TOPOLOGY_FAILURES as exc:
-            log.warning("cannot read the slot table of %s: %s", self.url, exc)
+            log.warning("cannot read the slot table of %s: %s", safe_url(self.url or ""), exc)
             listener.on_disconnected(exc)
             self._kick()  # the router places it once the table can be read
 
@@ -188,7 +189,9 @@ class ClusterHub:
                     waiting = await self._reroute(final=stale_tries >= _STALE_TABLE_TRIES)
             except _TOPOLOGY_FAILURES as exc:
                 if backoff.attempt == 0:
-                    log.warning("cannot read the slot table of %s: %s", self.url, exc)
+                    log.warning(
+                        "cannot read the slot table of %s: %s", safe_url(self.url or ""), exc
+                    )
                 await asyncio.sleep(backoff.down())
                 self._wake.set()
                 continue

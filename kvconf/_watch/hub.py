@@ -35,6 +35,7 @@ from .._codec import as_text, decode_event
 from .._redis.connect import connect
 from .._redis.pubsub import Session, open_session
 from .._tasks import stop_task
+from ..config import safe_url
 from ..exceptions import Unavailable
 from ..models import ChangeEvent
 from .backoff import Backoff
@@ -255,7 +256,9 @@ class Hub:
                 self._session = None
                 self._confirmed.clear()
                 if self.connected or self._backoff.attempt == 0:
-                    log.warning("pub/sub connection to %s lost: %s", self.url or "embedded", exc)
+                    log.warning(
+                        "pub/sub connection to %s lost: %s", safe_url(self.url or "embedded"), exc
+                    )
                 self.connected = False
                 for listener in self._listeners():
                     listener.on_disconnected(exc)

@@ -15,14 +15,13 @@ import os
 import shutil
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from redis.exceptions import RedisError
 
 from .._logging import logging_config
 from .._redis.names import TOKENS_KEY
-from ..config import Settings, is_loopback
+from ..config import Settings, is_loopback, safe_url
 from ..exceptions import KvconfError, Unavailable
 from ._common import (
     DataDir,
@@ -50,16 +49,6 @@ class LogFormat(enum.StrEnum):
 
     text = "text"
     json = "json"
-
-
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}"
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 async def _token_count(cfg: Settings) -> int:
@@ -251,7 +240,7 @@ def serve(
     os.environ.update(_environment(cfg))
     multiproc = _multiprocess_dir(cfg, workers)
     log_config = logging_config(cfg.log_format, cfg.log_level)
-    where = _safe_url(cfg.redis_url) if cfg.redis_url else f"embedded (data dir {cfg.data_dir})"
+    where = safe_url(cfg.redis_url) if cfg.redis_url else f"embedded (data dir {cfg.data_dir})"
     if cfg.admin_token is not None:
         auth = "admin token set"
     elif tokens is None:
