@@ -33,9 +33,8 @@ from kvconf.api.routes.console import ASSETS, CSP
 
 from .api_helpers import ADMIN, client, running_app
 from .redis_server import RedisServer, free_port
-from .serve_process import wait_ready
+from .serve_process import ROOT, serve_env, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
 CHROMIUM = "/usr/bin/chromium"
 REQUIRE_BROWSER = bool(os.environ.get("KVCONF_TEST_REQUIRE_BROWSER"))
@@ -131,13 +130,6 @@ class Server:
             return text
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KVCONF_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
 @contextmanager
 def serving(data: Path, redis_url: str | None, admin: str | None) -> Iterator[str]:
     """``kvconf serve`` on a free loopback port; yields its base URL."""
@@ -145,7 +137,7 @@ def serving(data: Path, redis_url: str | None, admin: str | None) -> Iterator[st
     args = ["--port", str(port), "--data-dir", str(data)]
     if redis_url is not None:
         args += ["--redis-url", redis_url]
-    env = _env(KVCONF_ADMIN_TOKEN=admin) if admin else _env()
+    env = serve_env(KVCONF_ADMIN_TOKEN=admin) if admin else serve_env()
     cmd = [sys.executable, "-c", "from kvconf.cli import main; main()", "serve", *args]
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,21 +13,13 @@ import httpx
 import pytest
 
 from .redis_server import RedisServer, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KVCONF_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+from .serve_process import ROOT, serve_env
 
 
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-c", "from kvconf.cli import main; main()", "serve", *args]
     return subprocess.Popen(
-        cmd, env=env or _env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        cmd, env=env or serve_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
 
 
@@ -159,7 +150,7 @@ def test_forwarded_for_from_a_configured_proxy_is_believed(
 ) -> None:
     port = free_port()
     args = ["--port", str(port), "--data-dir", str(tmp_path), "--redis-url", shared_redis.url]
-    proc = _serve(*args, env=_env(KVCONF_FORWARDED_ALLOW_IPS="127.0.0.1"))
+    proc = _serve(*args, env=serve_env(KVCONF_FORWARDED_ALLOW_IPS="127.0.0.1"))
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, base)
@@ -209,7 +200,7 @@ def test_json_logs_exports_and_metrics_over_two_workers(
         "--port", str(port), "--data-dir", str(tmp_path / "data"), "--redis-url",
         shared_redis.url, "--workers", "2", "--log-format", "json", "--snapshot-every", "0.5",
         "--export-every", "0.5", "--export-dir", str(exports), "--export-format", "json",
-        env=_env(KVCONF_ADMIN_TOKEN="e2e-metrics-admin"),
+        env=serve_env(KVCONF_ADMIN_TOKEN="e2e-metrics-admin"),
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
