@@ -340,6 +340,15 @@ class _Serve:
         )  # fmt: skip
         wait_ready(self.base, self.proc)
 
+    def store(self) -> Store:
+        """An HTTP Store of this server, as its admin."""
+        return Store(self.base, token=self.admin)
+
+    def watcher(self, tenant: str, **options: Any) -> Watcher:
+        """An HTTP watcher of ``tenant`` on this server, as its admin (0.5 s heartbeats)."""
+        options = {"token": self.admin, "check_interval": 0.5, "environ": {}, **options}
+        return Watcher(tenant, self.base, **options)
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
@@ -386,19 +395,18 @@ async def test_server_killed_and_restarted_while_following(
 ) -> None:
     tenant = _tenant()
     with _serve(tmp_path, backend, request) as serve:
-        async with Store(serve.base, token=serve.admin) as store:
+        async with serve.store() as store:
             await store.set(tenant, "svc", "k", 1)
             fsync = await store.set(tenant, "svc", "k", 2)
         await asyncio.sleep(1.2)  # past the embedded journal's window
-        async with Watcher(tenant, serve.base, token=serve.admin, check_interval=0.5,
-                           environ={}) as watcher:  # fmt: skip
+        async with serve.watcher(tenant) as watcher:
             assert watcher.revision == fsync.revision
             await asyncio.to_thread(serve.kill)
             await until(lambda: watcher.stale, timeout=3)
             assert watcher.get("svc", "k") == 2  # last known values, served all along
             await asyncio.sleep(1.0)
             await asyncio.to_thread(serve.start)
-            async with Store(serve.base, token=serve.admin) as store:
+            async with serve.store() as store:
                 result = await store.set(tenant, "svc", "k", 3)
                 assert await watcher.wait_for_revision(result.revision, timeout=15)
                 await until(lambda: not watcher.stale, timeout=10)
@@ -412,10 +420,9 @@ async def test_a_frozen_server_is_noticed_within_two_heartbeats(
 ) -> None:
     tenant = _tenant()
     with _serve(tmp_path, backend, request) as serve:
-        async with Store(serve.base, token=serve.admin) as store:
+        async with serve.store() as store:
             await store.set(tenant, "svc", "k", 1)
-            async with Watcher(tenant, serve.base, token=serve.admin, check_interval=0.5,
-                               environ={}) as watcher:  # fmt: skip
+            async with serve.watcher(tenant) as watcher:
                 await asyncio.sleep(0.6)
                 synced = watcher.last_synced_at
                 assert synced is not None
@@ -444,28 +451,27 @@ async def test_boots_from_the_cache_file_when_the_server_is_down(
     tenant = _tenant()
     cache = tmp_path / "cache.json"
     with _serve(tmp_path, backend, request) as serve:
-        async with Store(serve.base, token=serve.admin) as store:
+        async with serve.store() as store:
             await store.set(tenant, "svc", "k", 1)
-        options: dict[str, Any] = {"check_interval": 0.5, "environ": {}, "cache_file": cache}
-        async with Watcher(tenant, serve.base, token=serve.admin, **options) as watcher:
+        async with serve.watcher(tenant, cache_file=cache) as watcher:
             assert watcher.get("svc", "k") == 1
         assert cache.exists()
         serve.kill()
         caplog.set_level(logging.WARNING, "kvconf.watcher")
-        async with Watcher(tenant, serve.base, token=serve.admin, **options) as watcher:
+        async with serve.watcher(tenant, cache_file=cache) as watcher:
             assert watcher.stale
             assert "startup" in watcher.stale_reasons
             assert watcher.get("svc", "k") == 1
             assert "serving the cache file" in caplog.text
             await asyncio.to_thread(serve.start)
-            async with Store(serve.base, token=serve.admin) as store:
+            async with serve.store() as store:
                 result = await store.set(tenant, "svc", "k", 2)
                 assert await watcher.wait_for_revision(result.revision, timeout=15)
                 await until(lambda: not watcher.stale, timeout=10)
                 await _converged(watcher, store, tenant)
         serve.kill()
         with pytest.raises(Unavailable):
-            await Watcher(tenant, serve.base, token=serve.admin, timeout=0.5).start()
+            await serve.watcher(tenant, timeout=0.5).start()
 
 
 async def _first_frame(server: Server, tenant: str, after: int = 1, **params: Any) -> Any:  # noqa: F811
@@ -511,13 +517,12 @@ async def test_a_refused_stream_is_retried_after_its_retry_after(
 ) -> None:
     tenant = _tenant()
     with _serve(tmp_path, backend, request, KVCONF_MAX_STREAMS="1") as serve:
-        async with Store(serve.base, token=serve.admin) as store:
+        async with serve.store() as store:
             await store.set(tenant, "svc", "k", 1)
-            options: dict[str, Any] = {"token": serve.admin, "check_interval": 0.5, "environ": {}}
-            first = Watcher(tenant, serve.base, **options)
+            first = serve.watcher(tenant)
             await first.start()
             try:
-                async with Watcher(tenant, serve.base, **options) as second:
+                async with serve.watcher(tenant) as second:
                     assert second.get("svc", "k") == 1  # listed: /state is no stream
                     await until(lambda: "stream" in second.stale_reasons, timeout=10)
                     await first.aclose()
