@@ -258,21 +258,21 @@ class Watcher(CachedReader):
         if namespace is not None:
             self._check_followed(namespace)
         cb = Callback(callback, namespace, None if key is None else validate_key(key))
-        self._engine.callbacks.append(cb)
+        self._engine.delivery.callbacks.append(cb)
 
         def cancel() -> None:
             with contextlib.suppress(ValueError):
-                self._engine.callbacks.remove(cb)
+                self._engine.delivery.callbacks.remove(cb)
 
         return cancel
 
     def on_resync(self, callback: Callable[[Resync], Any]) -> Callable[[], None]:
         """Call ``callback(resync)`` after every resynchronisation (sync only)."""
-        self._engine.resync_callbacks.append(callback)
+        self._engine.delivery.resync_callbacks.append(callback)
 
         def cancel() -> None:
             with contextlib.suppress(ValueError):
-                self._engine.resync_callbacks.remove(callback)
+                self._engine.delivery.resync_callbacks.remove(callback)
 
         return cancel
 
@@ -283,13 +283,13 @@ class Watcher(CachedReader):
         """
         self._check_followed(namespace)
         try:
-            binding = Binding(self._state, self._engine.bindings, namespace, cls)
+            binding = Binding(self._state, self._engine.delivery.bindings, namespace, cls)
         except msgspec.ValidationError as exc:
             raise InvalidInput(
                 f"{self.tenant}/{namespace} does not validate as {cls.__name__}: {exc}",
                 namespace=namespace,
             ) from exc
-        self._engine.bindings.append(binding)
+        self._engine.delivery.bindings.append(binding)
         return binding
 
     async def wait_for_revision(self, revision: int, timeout: float | None = None) -> bool:  # noqa: ASYNC109
@@ -298,7 +298,7 @@ class Watcher(CachedReader):
             return True
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         entry = (revision, fut)
-        waiters = self._engine.waiters
+        waiters = self._engine.delivery.waiters
         waiters.append(entry)
         # Soon, in case the event of ``revision`` was the last one and got lost.
         handle = asyncio.get_running_loop().call_later(

@@ -173,10 +173,6 @@ class HttpWatchEngine:
         self.state = CacheState(follow, environ, settings.defaults_env_prefix)
         self.delivery = Delivery(tenant, self.state, cache_file)
         self.delivery.confirmed = lambda: "startup" not in self.stale_reasons
-        self.callbacks = self.delivery.callbacks
-        self.resync_callbacks = self.delivery.resync_callbacks
-        self.bindings = self.delivery.bindings
-        self.waiters = self.delivery.waiters
         self.interval = max(0.5, min(60.0, check_interval))
         self._timeout = timeout
         self._cache_file = cache_file

@@ -102,11 +102,6 @@ class WatchEngine:
         self.last_synced: float | None = None
         self.delivery = Delivery(tenant, self.state, cache_file)
         self.delivery.confirmed = lambda: "startup" not in self.stale_reasons
-        # The watcher's facade registers its callbacks, bindings and waiters here.
-        self.callbacks = self.delivery.callbacks
-        self.resync_callbacks = self.delivery.resync_callbacks
-        self.bindings = self.delivery.bindings
-        self.waiters = self.delivery.waiters
         self._tasks: list[asyncio.Task[None]] = []
         self.reported = False
         self._closed = False
@@ -201,7 +196,7 @@ class WatchEngine:
 
     def nudge(self) -> None:
         """Catch up now if someone waits for a revision (a lost last event)."""
-        if self.waiters and self._wake is not None:
+        if self.delivery.waiters and self._wake is not None:
             self._need_catchup = True
             self._wake.set()
 
