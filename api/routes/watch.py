@@ -160,7 +160,6 @@ async def watch(
     fanout: FanOut = request.app.state.fanout
     slot = fanout.reserve()
     tenant = access.tenant
-    reset: bytes | None = None
     try:
         start, reset = await _where_to_start(access, fanout, start, epoch)
     except BaseException:
