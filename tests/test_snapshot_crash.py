@@ -29,7 +29,8 @@ async def main():
     path = Path(sys.argv[2])
     print("ready", flush=True)
     while True:
-        await write_snapshot(store, path, None)
+        await write_snapshot(store, path, [sys.argv[3]])
+        print("saved", flush=True)
 
 asyncio.run(main())
 """
@@ -57,13 +58,17 @@ async def test_killed_saves_never_leave_a_wrong_file(
     rng = random.Random(5)
     completed_before = target.stat().st_mtime_ns
     replaced = 0
-    for _ in range(12):
+    for trial in range(12):
         proc = subprocess.Popen(
-            [sys.executable, "-c", SAVER, shared_redis.url, str(target)],
+            [sys.executable, "-c", SAVER, shared_redis.url, str(target), tenant],
             stdout=subprocess.PIPE,
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"
+        if trial % 2:
+            # every other trial lets one save complete first, however slow the
+            # machine, so the kill lands in a later save that replaces a file
+            assert proc.stdout.readline().strip() == b"saved"
         time.sleep(rng.uniform(0.0, 0.25))
         proc.kill()
         proc.wait()
