@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from kvconf._redis.connect import embedded_server
 from kvconf._snapshot.background import background_services
@@ -57,8 +58,9 @@ from .routes import (
     tokens,
     watch,
 )
+from .sse import SERVER_SEND
 
-__all__ = ["create_app"]
+__all__ = ["App", "create_app"]
 
 log = logging.getLogger("kvconf.api")
 
@@ -125,6 +127,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.aclose()
 
 
+class App(FastAPI):
+    """The FastAPI app, keeping the server's own ``send`` in the scope of each request.
+
+    The watch streams' feed writes to parked streams through it, under the
+    middlewares (:class:`api.sse.Outlet`).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request or lifespan."""
+        scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -139,7 +154,7 @@ def create_app(
     settings = settings if settings is not None else Settings.from_env()
     if read_cache is None:
         read_cache = settings.api_read_cache
-    app = FastAPI(
+    app = App(
         title="kvconf",
         summary="Multi-tenant, versioned configuration store on Redis with hot reload",
         version="0.1.0",

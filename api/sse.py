@@ -123,31 +123,58 @@ class _Rest:
         self._coro.close()
 
 
+#: Where the app keeps the server's own ``send`` for the request (see :class:`api.app.App`).
+SERVER_SEND = "kvconf.server_send"
+
+
+def _chunked_transport(send: Send) -> Any:
+    """uvicorn's httptools request cycle behind ``send`` when it writes chunked bodies, else None.
+
+    Its transport takes a stream's frames as they are, framed as HTTP/1.1
+    chunks, without an ASGI message per frame: the feed writes to thousands
+    of parked streams per record, and at that count the send coroutine and
+    its message are a fifth of the work. Any other server (h11, a test
+    client) or a cycle without the attributes relied on gets the ASGI send.
+    """
+    cycle = getattr(send, "__self__", None)
+    if cycle is None or type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        return None
+    needed = ("transport", "flow", "chunked_encoding", "disconnected", "response_complete")
+    if not all(hasattr(cycle, name) for name in needed) or cycle.chunked_encoding is not True:
+        return None
+    return cycle
+
+
 class Outlet:
     """A stream's response, written from outside the stream's task while the stream is parked.
 
     :class:`EventStream` opens it once the response has started. ``write``
-    runs the ASGI ``send`` coroutine by hand: it normally finishes at once
-    (the server puts the bytes on the transport), so a feed serves thousands
-    of parked streams without waking their tasks. When the send must wait (a
-    client reading slowly), its rest is kept in ``pending`` and the stream's
-    task finishes it before it sends anything else.
+    puts a chunk on uvicorn's transport itself when it can (see
+    :func:`_chunked_transport`), else runs the server's ASGI ``send``
+    coroutine by hand: it normally finishes at once (the server puts the
+    bytes on the transport), so a feed serves thousands of parked streams
+    without waking their tasks. Both skip the app's middlewares, which only
+    look at the response's start. When the send must wait (a client reading
+    slowly), its rest is kept in ``pending`` and the stream's task finishes
+    it before it sends anything else.
     """
 
-    __slots__ = ("_gone", "_send", "pending")
+    __slots__ = ("_cycle", "_gone", "_send", "pending")
 
     def __init__(self) -> None:
         self._send: Send | None = None
+        self._cycle: Any = None
         self._gone: asyncio.Future[None] | None = None
         self.pending: _Rest | None = None
 
     def open(self, send: Send, gone: asyncio.Future[None]) -> None:
-        """Write through ``send`` until ``gone`` is done (the client went away)."""
+        """Write through the server's ``send`` until ``gone`` is done (the client went away)."""
         self._send, self._gone = send, gone
+        self._cycle = _chunked_transport(send)
 
     def close(self) -> None:
         """No more writes (the response is over)."""
-        self._send = None
+        self._send = self._cycle = None
         if self.pending is not None:
             self.pending.close()
             self.pending = None
@@ -162,6 +189,14 @@ class Outlet:
         """Send ``chunk`` now (True), or nothing at all (False: the stream's task must)."""
         if not self.ready:
             return False
+        cycle = self._cycle
+        if cycle is not None:
+            if cycle.disconnected or cycle.response_complete:
+                self._send = self._cycle = None
+                return False
+            if not cycle.flow.write_paused:
+                cycle.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                return True
         assert self._send is not None
         message = {"type": "http.response.body", "body": chunk, "more_body": True}
         coro = self._send(message).__await__()
@@ -170,7 +205,7 @@ class Outlet:
         except StopIteration:
             return True
         except Exception:  # the client went away: the task's own send ends the stream
-            self._send = None
+            self._send = self._cycle = None
             return False
         self.pending = _Rest(coro, waiting)
         return True
@@ -447,12 +482,14 @@ class EventStream(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if outlet is not None:
-                outlet.open(send, gone)
+                outlet.open(scope.get(SERVER_SEND, send), gone)
             async for chunk in self.stream:
                 if gone.done():
                     return
                 if outlet is not None:
                     await outlet.drain()
+                    if outlet.write(chunk):  # the stream's own frames skip the middlewares too
+                        continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if not gone.done():
                 if outlet is not None:
