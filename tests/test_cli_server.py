@@ -391,6 +391,9 @@ def test_snapshots_are_listed_and_verified_on_the_server(server: Server) -> None
     corrupt = remote(server, "snapshot", "verify", name, "-t", t, "--json")
     assert corrupt.exit_code == 7, (corrupt.stdout, corrupt.stderr)
     assert json.loads(corrupt.stdout)["error"]["code"] == "snapshot_corrupt"
+    plain = remote(server, "snapshot", "save", "-t", t)  # the summary printed, not JSON
+    assert plain.exit_code == 0, (plain.stdout, plain.stderr)
+    assert plain.stdout.startswith("saved kvconf-")
 
 
 @pytest.mark.parametrize(
