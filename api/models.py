@@ -526,7 +526,7 @@ class Fleet(msgspec.Struct):
 
 
 class SnapshotTenant(msgspec.Struct):
-    """This tenant's part of a snapshot file."""
+    """This tenant's part of a snapshot file (``log``: change-log records kept)."""
 
     tenant: str
     revision: int
@@ -534,19 +534,23 @@ class SnapshotTenant(msgspec.Struct):
     namespaces: int
     keys: int
     versions: int
+    log: int
+    deleted: bool = False
 
 
 class SnapshotDoc(msgspec.Struct):
-    """A snapshot file that holds the tenant."""
+    """A snapshot file that holds the tenant: its format version and size (of the whole file)."""
 
     name: str
     created_at: str
     label: str
     tenant: SnapshotTenant
+    format: int
+    size: int
 
 
 class SnapshotSaved(msgspec.Struct):
-    """A snapshot just saved: the file's format version and size too."""
+    """A snapshot just saved."""
 
     name: str
     created_at: str
@@ -563,8 +567,9 @@ class SnapshotVerified(msgspec.Struct):
     created_at: str
     label: str
     tenant: SnapshotTenant
-    verified: bool
+    format: int
     size: int
+    verified: bool
 
 
 class SnapshotList(msgspec.Struct):

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -154,8 +155,8 @@ CASES: dict[str, Case | str | None] = {
     "serve": None,
     "snapshot save": "test_snapshots_are_saved_and_restored_on_the_server",
     "snapshot restore": "test_snapshots_are_saved_and_restored_on_the_server",
-    "snapshot verify": None,
-    "snapshot list": None,
+    "snapshot verify": "test_snapshots_are_listed_and_verified_on_the_server",
+    "snapshot list": "test_snapshots_are_listed_and_verified_on_the_server",
     "snapshot recover": None,
     "export": Case(["export", "{t}", "-f", "json"], [SET]),
     "import": Case(["import", "{t}", "{file}"]),
@@ -170,8 +171,6 @@ CASES: dict[str, Case | str | None] = {
 _REFUSED = {
     "serve": ["serve"],
     "bench": ["bench"],
-    "snapshot verify": ["snapshot", "verify", "x.kvsnap"],
-    "snapshot list": ["snapshot", "list"],
     "snapshot recover": ["snapshot", "recover"],
 }
 
@@ -332,6 +331,94 @@ def test_snapshots_are_saved_and_restored_on_the_server(server: Server) -> None:
     assert remote(server, "get", t, "ns", "a", "-o", "value").stdout == "1\n"
     local_file = remote(server, "snapshot", "restore", "/tmp/x.kvsnap", "-t", t)
     assert local_file.exit_code == 5
+
+
+def _saved(server: Server, tenant: str) -> dict[str, Any]:
+    assert remote(server, "set", tenant, "ns", "a=1").exit_code == 0
+    saved = remote(server, "snapshot", "save", "-t", tenant, "--json")
+    assert saved.exit_code == 0, (saved.stdout, saved.stderr)
+    doc: dict[str, Any] = json.loads(saved.stdout)
+    return doc
+
+
+def test_snapshots_are_listed_and_verified_on_the_server(server: Server) -> None:
+    t, other = _new(), _new()
+    saved, other_saved = _saved(server, t), _saved(server, other)
+    name, other_name = saved["path"], other_saved["path"]
+    listed = remote(server, "snapshot", "list", "-t", t, "--json")
+    assert listed.exit_code == 0, (listed.stdout, listed.stderr)
+    [info] = json.loads(listed.stdout)
+    assert (info["path"], info["size"], info["format"], info["keys"]) == (
+        name, saved["size"], saved["format"], 1,
+    )  # fmt: skip
+    assert [x["tenant"] for x in info["tenants"]] == [t]
+    table = remote(server, "snapshot", "list", "-t", t, "-t", other)
+    assert name in table.stdout
+    assert other_name in table.stdout
+    env = {"KVCONF_SERVER": server.base, "KVCONF_TOKEN": server.admin}
+    every = _invoke(["snapshot", "list", "--json"], env=env)  # every tenant the token sees
+    assert {name, other_name} <= {i["path"] for i in json.loads(every.stdout)}
+
+    ok = remote(server, "snapshot", "verify", name)
+    assert ok.exit_code == 0, (ok.stdout, ok.stderr)
+    assert ok.stdout.startswith(f"OK {name}: format {saved['format']}, created ")
+    assert t in ok.stdout
+    checked = json.loads(remote(server, "snapshot", "verify", name, "-t", t, "--json").stdout)
+    assert checked["verified"] is True
+    assert (checked["path"], checked["size"], checked["keys"]) == (name, saved["size"], 1)
+
+    # a token of the other tenant learns nothing of t's snapshots
+    made = remote(server, "token", "create", _new(), "--grant", f"{other}=admin", "-o", "value")
+    scoped = made.stdout.strip()
+    mine = json.loads(remote(server, "snapshot", "list", "--json", token=scoped).stdout)
+    assert [i["path"] for i in mine] == [other_name]
+    assert remote(server, "snapshot", "list", "-t", t, token=scoped).exit_code == 3
+    for args in (["snapshot", "verify", name], ["snapshot", "verify", name, "-t", other]):
+        hidden = remote(server, *args, token=scoped)
+        assert hidden.exit_code == 3, (args, hidden.stdout, hidden.stderr)
+        assert t not in hidden.stdout + hidden.stderr
+    assert remote(server, "snapshot", "verify", name, "-t", t, token=scoped).exit_code == 3
+    reader = remote(server, "token", "create", _new(), "--grant", f"{t}=read", "-o", "value")
+    refused = remote(server, "snapshot", "list", token=reader.stdout.strip())
+    assert refused.exit_code == 9, (refused.stdout, refused.stderr)
+
+    missing = remote(server, "snapshot", "verify", "kvconf-nope.kvsnap", "-t", t)
+    assert missing.exit_code == 3
+    path = server.data / "snapshots" / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    corrupt = remote(server, "snapshot", "verify", name, "-t", t, "--json")
+    assert corrupt.exit_code == 7, (corrupt.stdout, corrupt.stderr)
+    assert json.loads(corrupt.stdout)["error"]["code"] == "snapshot_corrupt"
+    plain = remote(server, "snapshot", "save", "-t", t)  # the summary printed, not JSON
+    assert plain.exit_code == 0, (plain.stdout, plain.stderr)
+    assert plain.stdout.startswith("saved kvconf-")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["snapshot", "verify", "/tmp/x.kvsnap"],
+        ["snapshot", "verify", ".."],
+        ["snapshot", "verify", "x.kvsnap", "--data-dir", "/tmp"],
+        ["snapshot", "list", "--dir", "/tmp"],
+        ["snapshot", "list", "--data-dir", "/tmp"],
+    ],
+)
+def test_local_paths_are_usage_errors_through_the_server(server: Server, args: list[str]) -> None:
+    result = remote(server, *args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert ("local" in result.stderr) or ("name of a snapshot" in result.stderr)
+
+
+def test_kvconf_data_dir_is_no_error_through_the_server(server: Server) -> None:
+    """``KVCONF_DATA_DIR`` is a local default, not a choice made on the command line."""
+    env = {"KVCONF_DATA_DIR": "/nonexistent", "KVCONF_SERVER": server.base,
+           "KVCONF_TOKEN": server.admin}  # fmt: skip
+    result = _invoke(["snapshot", "list", "-t", _new()], env=env)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert f"no snapshots on {server.base}" in result.stdout
 
 
 def _watch(args: list[str]) -> subprocess.Popen[str]:

@@ -99,3 +99,31 @@ async def test_bad_files_exit_7_and_leave_redis_alone(
     assert code == 3
     code, _, err = await _cli("snapshot", "restore", str(bad), "--mode", "bogus")
     assert code == 5
+
+
+async def test_list_and_verify_show_the_chosen_tenants(
+    store: Store, tenant: str, backend_url: str, tmp_path: Path
+) -> None:
+    other = f"{tenant}-other"
+    await store.set(tenant, "ns", "k", 1)
+    await store.set_many(other, "ns", {"k": 1, "j": 2})
+    data = ["--data-dir", str(tmp_path)]
+    code, out, err = await _cli(
+        "snapshot", "save", "-t", tenant, "-t", other, "--json", *data, "--redis-url", backend_url
+    )  # fmt: skip
+    assert code == 0, err
+    name = Path(json.loads(out)["path"]).name
+    code, out, _ = await _cli("snapshot", "list", "-t", other, "--json", *data)
+    [info] = json.loads(out)
+    assert ([t["tenant"] for t in info["tenants"]], info["keys"]) == ([other], 2)
+    code, out, _ = await _cli("snapshot", "list", "-t", "nobody", *data)
+    assert (code, out) == (0, f"no snapshots in {tmp_path / 'snapshots'}\n")
+    # a bare name (as a save through a server prints it) is found in <data dir>/snapshots
+    code, out, _ = await _cli("snapshot", "verify", name, "-t", tenant, "--json", *data)
+    assert code == 0
+    assert ([t["tenant"] for t in json.loads(out)["tenants"]], json.loads(out)["keys"]) == (
+        [tenant], 1,
+    )  # fmt: skip
+    code, _, err = await _cli("snapshot", "verify", name, "-t", "nobody", *data)
+    assert code == 3
+    assert "nobody" in err

@@ -53,6 +53,8 @@ def _doc(info: snapshot.SnapshotInfo, tenant: str) -> dict[str, Any] | None:
         "created_at": info.created_at,
         "label": info.label,
         "tenant": mine[0],
+        "format": info.format,
+        "size": info.size,
     }
 
 
@@ -91,7 +93,7 @@ async def save_tenant_snapshot(
         raise Unavailable(f"could not write the snapshot: {exc.strerror}") from exc
     doc = _doc(info, access.tenant)
     assert doc is not None  # saved with this tenant
-    return respond({**doc, "format": info.format, "size": info.size}, status=201)
+    return respond(doc, status=201)
 
 
 async def _require(access: Access, name: str) -> None:
@@ -116,7 +118,7 @@ async def verify_tenant_snapshot(name: Name, access: AdminAccess) -> Response:
         raise Unavailable(f"could not read the snapshot: {exc.strerror}") from exc
     doc = _doc(info, access.tenant)
     assert doc is not None  # _require found this tenant in the file
-    return respond({**doc, "verified": info.verified, "size": info.size})
+    return respond({**doc, "verified": info.verified})
 
 
 @router.post(

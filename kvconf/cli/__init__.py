@@ -26,7 +26,7 @@ _EPILOG = (
     "Every command works on Redis (--redis-url), on the embedded store (--data-dir; through "
     "the `kvconf serve` that owns it, if one does), or only through a kvconf server's REST "
     "API (--server URL --token T, or KVCONF_SERVER and KVCONF_TOKEN). serve, bench and "
-    "snapshot verify|list|recover work locally only: --server makes them exit 2.\n\n"
+    "snapshot recover work locally only: --server makes them exit 2.\n\n"
     "Exit statuses: 0 ok, 1 unexpected error, 2 usage, 3 not found, 4 conflict, 5 invalid "
     "input, 6 unavailable, 7 snapshot unusable, 8 unauthorized (token refused or missing), "
     "9 forbidden (the token lacks the right)."

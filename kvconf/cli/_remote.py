@@ -12,6 +12,7 @@ and the client's address (``--actor`` is not used).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -23,7 +24,7 @@ from .._http.client import HttpClient, reason_header
 from .._http.store import HttpStore
 from .._redis.names import validate_namespace, validate_tenant
 from .._watch.fleet import FleetMember
-from ..exceptions import InvalidInput
+from ..exceptions import Forbidden, InvalidInput, NotFound, SnapshotNotFound
 from ..io import HistoryImport, ImportDocument
 from ..models import ChangeEvent, WriteResult
 from ..schema import mask_value
@@ -42,6 +43,17 @@ _API = "/api/v1"
 
 def _tenant_path(tenant: str) -> str:
     return f"{_API}/tenants/{quote(validate_tenant(tenant), safe='')}"
+
+
+def _snapshot_info(doc: Any, parts: Sequence[Any], *, verified: bool) -> snapshot.SnapshotInfo:
+    """A snapshot route's answer (and the parts of the tenants asked for) as the library's type."""
+    tenants = [msgspec.convert(p, snapshot.TenantSummary) for p in parts]
+    return snapshot.SnapshotInfo(
+        path=doc["name"], format=doc["format"],
+        created_at=msgspec.convert(doc["created_at"], datetime), size=doc["size"],
+        label=doc["label"], tenants=tenants, keys=sum(t.keys for t in tenants),
+        versions=sum(t.versions for t in tenants), verified=verified,
+    )  # fmt: skip
 
 
 class Remote:
@@ -207,14 +219,66 @@ class Remote:
         for i, tenant in enumerate(names):
             path = f"{_tenant_path(tenant)}/snapshots"
             doc = await self._http.request("POST", path, params={"label": label})
-            summary = msgspec.convert(doc["tenant"], snapshot.TenantSummary)
-            saved.append(snapshot.SnapshotInfo(
-                path=doc["name"], format=doc["format"], created_at=doc["created_at"],
-                size=doc["size"], label=doc["label"], tenants=[summary], keys=summary.keys,
-                versions=summary.versions, verified=True,
-            ))  # fmt: skip
+            saved.append(_snapshot_info(doc, [doc["tenant"]], verified=True))
             progress(i + 1, len(names), tenant)
         return saved
+
+    async def list_snapshots(self, tenants: Sequence[str] | None) -> list[snapshot.SnapshotInfo]:
+        """``GET /tenants/{t}/snapshots`` for each tenant: the server's snapshots, oldest first.
+
+        Without ``tenants``: every tenant the token sees, skipping those it may
+        not administer (:class:`Forbidden` if it administers none of them). A
+        file that holds several of the tenants is one entry with their parts;
+        the server never shows the part of a tenant the token does not administer.
+        """
+        names = list(tenants) if tenants else await self.store.tenants()
+        files: dict[str, tuple[Any, list[Any]]] = {}
+        refused: Forbidden | None = None
+        answered = 0
+        for tenant in names:
+            try:
+                doc = await self._http.request("GET", f"{_tenant_path(tenant)}/snapshots")
+            except Forbidden as exc:  # a right below admin on the tenant
+                if tenants:
+                    raise
+                refused = exc
+                continue
+            except NotFound:  # deleted since GET /tenants, or a namespace-scoped token
+                if tenants:
+                    raise
+                continue
+            answered += 1
+            for found in doc["snapshots"]:
+                files.setdefault(found["name"], (found, []))[1].append(found["tenant"])
+        if refused is not None and not answered:
+            raise refused
+        return [_snapshot_info(doc, parts, verified=False) for doc, parts in
+                (files[name] for name in sorted(files))]  # fmt: skip
+
+    async def verify_snapshot(
+        self, name: str, tenants: Sequence[str] | None
+    ) -> snapshot.SnapshotInfo:
+        """``POST /tenants/{t}/snapshots/{name}/verify`` for each tenant holding it.
+
+        ``name`` is a snapshot the server holds (as ``kvconf snapshot save
+        --server`` prints it). Without ``tenants``: the tenants the token sees
+        that the file holds (:class:`SnapshotNotFound` if none). The server reads
+        the whole file each time; a damaged or unsupported one is a :class:`SnapshotError`.
+        """
+        if not tenants:
+            listed = [i for i in await self.list_snapshots(None) if i.path == name]
+            if not listed:
+                raise SnapshotNotFound(
+                    f"no snapshot {name!r} on the server holds a tenant this token administers",
+                    name=name,
+                )
+            tenants = [t.tenant for t in listed[0].tenants]
+        docs = []
+        for tenant in tenants:
+            path = f"{_tenant_path(tenant)}/snapshots/{quote(name, safe='')}/verify"
+            docs.append(await self._http.request("POST", path))
+        verified = all(doc["verified"] for doc in docs)
+        return _snapshot_info(docs[0], [doc["tenant"] for doc in docs], verified=verified)
 
     async def restore_snapshot(
         self, file: Path, *, tenants: Sequence[str] | None, as_tenant: str | None,

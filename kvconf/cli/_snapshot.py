@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -19,6 +20,7 @@ from .._snapshot.embedded import (
     persister_of,
 )
 from ..config import Settings
+from ..exceptions import SnapshotNotFound
 from ._backend import opened
 from ._common import (
     DataDir,
@@ -26,6 +28,7 @@ from ._common import (
     NoServer,
     RedisUrl,
     Server,
+    Target,
     Token,
     console,
     err_console,
@@ -36,6 +39,7 @@ from ._common import (
     settings,
     target,
 )
+from ._remote import Remote
 
 snapshot_app = typer.Typer(
     name="snapshot",
@@ -125,13 +129,100 @@ def save_cmd(
             _describe(info, "saved")
 
 
+def _tenants_of(info: snap.SnapshotInfo, tenants: Sequence[str] | None) -> snap.SnapshotInfo:
+    """``info`` with only the parts of ``tenants`` (all without), as a server shows it."""
+    if not tenants:
+        return info
+    parts = [t for t in info.tenants if t.tenant in tenants]
+    return msgspec.structs.replace(
+        info, tenants=parts, keys=sum(t.keys for t in parts),
+        versions=sum(t.versions for t in parts),
+    )  # fmt: skip
+
+
+def _local_only(ctx: typer.Context, where: Target, *options: str) -> None:
+    """Exit 2 when an option naming a local directory is given with a server.
+
+    ``--data-dir`` from ``KVCONF_DATA_DIR`` is ignored there, as by every command.
+    """
+    if where.server is None:
+        return
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name) if param.name in options else None
+        if source is not None and source.name == "COMMANDLINE":  # not the environment
+            raise typer.BadParameter(
+                "a local directory: not available through a kvconf server "
+                "(it keeps its snapshots under its own data dir)",
+                param_hint=param.opts[0],
+            )
+
+
+@asynccontextmanager
+async def _server(where: Target) -> AsyncIterator[Remote]:
+    async with opened(where) as backend:
+        assert isinstance(backend, Remote)  # where names a server
+        yield backend
+
+
+def _snapshot_file(file: Path, data_dir: Path | None) -> Path:
+    """``file``, or the snapshot of that name in ``<data dir>/snapshots`` when there is
+    no such file here (``snapshot save`` through a server prints names)."""
+    if file.exists() or file.name != str(file):
+        return file
+    held = _settings(None, data_dir).data_dir / "snapshots" / file.name
+    return held if held.exists() else file
+
+
 @snapshot_app.command("verify")
-def verify_cmd(file: File, as_json: JsonFlag = False, server: NoServer = None) -> None:
-    """Check a snapshot's format, checksum and contents; print what it holds."""
-    refuse_server(server, "snapshot verify checks a local file")
+def verify_cmd(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Snapshot file (or a name in <data dir>/snapshots); through a server: the "
+            "name of a snapshot it holds.",
+            show_default=False,
+        ),
+    ],
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option("--tenant", "-t", help="Tenant to check the file for (repeatable)."),
+    ] = None,
+    as_json: JsonFlag = False,
+    data_dir: DataDir = None,
+    server: Server = None,
+    token: Token = None,
+) -> None:
+    """Check a snapshot's format, checksum and contents; print what it holds.
+
+    With --tenant only those tenants' parts are shown (exit 3 if the file does
+    not hold one). Through a server (``--server``): FILE is the name of a
+    snapshot the server holds (as ``snapshot save --server`` prints it),
+    checked by the server, which shows only the parts of tenants the token
+    administers (default: every such tenant the file holds).
+    """
+    where = target(None, data_dir, server, token)
+    _local_only(ctx, where, "data_dir")
+    name = str(file)
+    if where.server is not None and (file.name != name or name in (".", "..")):
+        raise typer.BadParameter(
+            "through a kvconf server, verify takes the name of a snapshot the server holds "
+            "(as `snapshot save --server` prints it), not a local path",
+            param_hint="FILE",
+        )
 
     async def go() -> snap.SnapshotInfo:
-        return snap.verify(file)
+        if where.server is not None:
+            async with _server(where) as remote:
+                return await remote.verify_snapshot(name, tenant)
+        info = snap.verify(_snapshot_file(file, data_dir))
+        missing = sorted(set(tenant or ()) - {t.tenant for t in info.tenants})
+        if missing:
+            raise SnapshotNotFound(
+                f"snapshot {info.path} does not hold tenant(s) {', '.join(missing)}",
+                name=info.path,
+            )
+        return _tenants_of(info, tenant)
 
     info = run(go(), as_json=as_json)
     if as_json:
@@ -142,24 +233,42 @@ def verify_cmd(file: File, as_json: JsonFlag = False, server: NoServer = None) -
 
 @snapshot_app.command("list")
 def list_cmd(
+    ctx: typer.Context,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option("--tenant", "-t", help="Only snapshots holding this tenant (repeatable)."),
+    ] = None,
     directory: SnapshotDir = None,
     as_json: JsonFlag = False,
     data_dir: DataDir = None,
-    server: NoServer = None,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
-    """List snapshot files, oldest first (footers only: `verify` checks one)."""
-    refuse_server(server, "snapshot list reads a local directory")
+    """List snapshot files, oldest first (footers only: `verify` checks one).
 
-    async def go() -> tuple[Path, list[snap.SnapshotInfo]]:
-        where = directory or _settings(None, data_dir).data_dir / "snapshots"
-        return where, snap.list_snapshots(where)
+    With --tenant: only files holding one of them, with only their parts.
+    Through a server (``--server``): the snapshots it holds of each --tenant
+    (default: every tenant the token administers), by the names `snapshot
+    verify|restore --server` take; a file holding other tenants too shows only
+    the parts of those.
+    """
+    where = target(None, data_dir, server, token)
+    _local_only(ctx, where, "directory", "data_dir")
 
-    where, found = run(go(), as_json=as_json)
+    async def go() -> tuple[str, list[snap.SnapshotInfo]]:
+        if where.server is not None:
+            async with _server(where) as remote:
+                return f"on {where.server}", await remote.list_snapshots(tenant)
+        local = directory or _settings(None, data_dir).data_dir / "snapshots"
+        found = [_tenants_of(info, tenant) for info in snap.list_snapshots(local)]
+        return f"in {local}", [info for info in found if info.tenants or not tenant]
+
+    where_text, found = run(go(), as_json=as_json)
     if as_json:
         print_json(found)
         return
     if not found:
-        console.print(f"no snapshots in {where}", highlight=False)
+        console.print(f"no snapshots {where_text}", highlight=False, soft_wrap=True)
         return
     table = Table()
     table.add_column("file (created at, UTC)", no_wrap=True)
