@@ -7,8 +7,8 @@ from typing import Any
 
 from kvconf._codec import same_value
 from kvconf._store.ops import ANY_VERSION
-from kvconf._store.plan import plan_across
-from kvconf.exceptions import KeyNotFound, TenantNotFound
+from kvconf._store.plan import across, plan_across
+from kvconf.exceptions import KeyNotFound, SchemaProblem, SchemaViolation, TenantNotFound
 from kvconf.models import Entry
 from kvconf.store import tenant_keys
 
@@ -65,13 +65,19 @@ async def preview_across(
         max_keys=settings.max_keys_per_write, max_value_bytes=settings.max_value_bytes,
     )  # fmt: skip
     names = list({**dict.fromkeys(values), **dict.fromkeys(deletes)})
+    problems: list[SchemaProblem] = []
     for namespace in names:  # values first, as the write checks the schema
         if values.get(namespace) or deletes.get(namespace):
-            await store.check(
-                access.tenant, namespace, values.get(namespace, {}),
-                deletes=deletes.get(namespace, ()), expect=expect.get(namespace, {}),
-                actor=access.actor, reason=access.why(reason),
-            )  # fmt: skip
+            try:
+                await store.check(
+                    access.tenant, namespace, values.get(namespace, {}),
+                    deletes=deletes.get(namespace, ()), expect=expect.get(namespace, {}),
+                    actor=access.actor, reason=access.why(reason),
+                )  # fmt: skip
+            except SchemaViolation as exc:  # every namespace's problems, as the write lists them
+                problems.extend(across(namespace, exc.problems))
+    if problems:
+        raise SchemaViolation(problems)
     current, revision = await _current(access, names, create=create)
     missing = [
         f"{ns}/{key}" for ns in names for key in deletes.get(ns, ()) if key not in current[ns]

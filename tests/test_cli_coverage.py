@@ -32,10 +32,7 @@ CLI_FOR: dict[tuple[str, str], str] = {
     ("GET", f"{T}/diff"): "diff",
     ("GET", f"{NS}/diff"): "diff",
     ("POST", f"{T}/rollback"): "rollback",  # rollback TENANT [NS] --to-revision R
-    # A change set across namespaces has no command of its own yet (a `kvconf apply` is
-    # left for later): a tenant rollback is the CLI's one multi-namespace change set
-    # (timeline.rollback's commit_across against Redis; POST .../rollback through a server).
-    ("POST", f"{T}/changes"): "rollback",
+    ("POST", f"{T}/changes"): "apply",  # a change set across namespaces (and --dry-run)
     ("GET", f"{T}/schemas"): "schema",  # schema TENANT
     ("GET", f"{NS}/schema"): "schema",
     ("PUT", f"{NS}/schema"): "schema",  # schema --set

@@ -112,6 +112,17 @@ CASES: dict[str, Case | str | None] = {
     "set": Case(SET),
     "set --dry-run": Case(["set", "{t}", "ns", "a=9", "--dry-run"], [SET]),
     "set conflict": Case(["set", "{t}", "ns", "a=9", "--expect-version", "7"], [SET]),
+    "apply": Case(["apply", "{t}", "{changes}"], [SET]),
+    "apply --dry-run": Case(["apply", "{t}", "{changes}", "--dry-run"], [SET]),
+    "apply conflict": Case(["apply", "{t}", "{changes}"], [SET, SET2]),
+    "apply --dry-run secrets": Case(  # sensitive keys masked the same way
+        ["apply", "{t}", "{changes}", "--dry-run"],
+        [
+            SET,
+            ["schema", "{t}", "ns", "--set", "{schema}"],
+            ["schema", "{t}", "web", "--set", "{schema}"],
+        ],
+    ),
     "delete": Case(["delete", "{t}", "ns", "a"], [SET]),
     "history": Case(["history", "{t}", "ns", "a"], [SET, SET2]),
     "rollback": Case(["rollback", "{t}", "ns", "a", "1"], [SET, SET2]),
@@ -205,9 +216,15 @@ def _fill(args: list[str], names: dict[str, str], tmp_path: Path) -> list[str]:
     schema.write_text(json.dumps({"keys": {"a": {"type": "str"}, "pw": {"sensitive": True}}}))
     data = tmp_path / "import.json"
     data.write_text(json.dumps({"namespaces": {"ns": {"a": "1", "n": 5}}}))
+    changes = tmp_path / "changes.json"
+    values = {"ns": {"a": "2"}, "web": {"a": "1", "pw": "s"}}
+    changes.write_text(
+        json.dumps({"values": values, "deletes": {"ns": ["b"]}, "expect": {"ns": {"a": 1}}})
+    )
     out = []
     for arg in args:
         arg = arg.replace("{t2}", names["t2"]).replace("{t}", names["t"])
+        arg = arg.replace("{changes}", str(changes))
         out.append(arg.replace("{schema}", str(schema)).replace("{file}", str(data)))
     return out
 

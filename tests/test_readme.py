@@ -66,6 +66,7 @@ GIVEN_FILES = {
         ' "api_key": {"type": "str", "sensitive": true}}}\n'
     ),
     ".env.production": "APP_MODE=careful\nAPP_REGION=eu\n",
+    "changes.json": '{"values": {"ai-12": {"retries": 4}, "ai-13": {"region": "eu"}}}\n',
 }
 STDIN = "s3cret-token\n"
 

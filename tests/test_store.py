@@ -438,6 +438,19 @@ async def test_change_set_across_namespaces_refused_whole(store: Store, tenant: 
     assert await store.read_state(tenant) == before
 
 
+async def test_change_set_across_namespaces_lists_every_schema_problem(
+    store: Store, tenant: str
+) -> None:
+    await store.set_schema(tenant, "a", Schema(keys={"x": KeySpec(type="int")}))
+    await store.set_schema(tenant, "b", Schema(keys={"y": KeySpec(type="int", min=1)}))
+    with pytest.raises(SchemaViolation) as info:
+        await store.commit_across(tenant, {"a": {"x": "no"}, "b": {"y": 0, "z": 1}})
+    assert sorted((p.key, p.rule) for p in info.value.problems) == [("a/x", "type"), ("b/y", "min")]
+    with pytest.raises(SchemaViolation) as one:  # one namespace's change set names keys alone
+        await store.set_many(tenant, "b", {"y": 0})
+    assert [p.key for p in one.value.problems] == ["y"]
+
+
 async def test_pipelined_writes_fail_alone_and_survive_script_flush(
     store: Store, tenant: str
 ) -> None:

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._redis.names import TenantKeys, validate_namespace
-from ..exceptions import InvalidInput
+from ..exceptions import InvalidInput, SchemaProblem, SchemaViolation
 from ..models import KeySpec
 from ..schema import check_values
 from .ops import Op, change_ops, check_count
 
-__all__ = ["ChangePlan", "plan_across", "plan_change"]
+__all__ = ["ChangePlan", "across", "plan_across", "plan_change"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +42,28 @@ class ChangePlan:
     keys: list[str]
 
     def check_schema(self, specs: Callable[[str], dict[str, KeySpec]]) -> None:
-        """Raise :class:`SchemaViolation` listing every problem of every namespace."""
+        """Raise :class:`SchemaViolation` listing every problem of every namespace.
+
+        A plan across namespaces names each problem's key ``namespace/key``,
+        as its ops and conflicts do.
+        """
+        problems: list[SchemaProblem] = []
         for namespace, values in self.values.items():
-            if values:
+            if not values:
+                continue
+            try:
                 check_values(specs(namespace), values)
+            except SchemaViolation as exc:
+                problems.extend(across(namespace, exc.problems) if self.namespace == "*"
+                                else exc.problems)  # fmt: skip
+        if problems:
+            raise SchemaViolation(problems)
+
+
+def across(namespace: str, problems: Sequence[SchemaProblem]) -> list[SchemaProblem]:
+    """``problems`` of one namespace as a change set across namespaces names them:
+    ``namespace/key``."""
+    return [SchemaProblem(f"{namespace}/{p.key}", p.rule, p.message) for p in problems]
 
 
 def plan_change(

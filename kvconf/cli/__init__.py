@@ -5,9 +5,9 @@ Sub-command modules register themselves on :data:`app`; each is one concern:
 list/info/create/clone/delete/undelete, and ``tenants``), ``_timeline``
 (diff, promote, log, fleet), ``_watch``, ``_token`` (token create/list/revoke),
 ``_serve``, ``_snapshot`` (snapshot save/verify/list/restore), ``_io``
-(import/export), ``_bench``, ``_stats``. ``_output`` prints every read command's
-``-o table|json|yaml|value``; ``_values`` parses typed values; ``_preview``
-prints the diff of a ``--dry-run``.
+(import/export), ``_apply`` (a change set across namespaces), ``_bench``,
+``_stats``. ``_output`` prints every read command's ``-o table|json|yaml|value``;
+``_values`` parses typed values; ``_preview`` prints the diff of a ``--dry-run``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,19 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import _bench, _data, _io, _serve, _snapshot, _stats, _tenant, _timeline, _token, _watch
+from . import (
+    _apply,
+    _bench,
+    _data,
+    _io,
+    _serve,
+    _snapshot,
+    _stats,
+    _tenant,
+    _timeline,
+    _token,
+    _watch,
+)
 
 __all__ = ["app", "main"]
 
@@ -58,7 +70,9 @@ def _root(
     """Multi-tenant, versioned configuration store on Redis with hot reload."""
 
 
-for _module in (_data, _tenant, _timeline, _watch, _token, _serve, _snapshot, _io, _bench, _stats):
+for _module in (
+    _data, _apply, _tenant, _timeline, _watch, _token, _serve, _snapshot, _io, _bench, _stats,
+):  # fmt: skip
     _module.register(app)
 
 

@@ -65,6 +65,11 @@ class Backend(Protocol):
     async def rollback_preview(
         self, tenant: str, to_revision: int, *, namespace: str | None, show_secrets: bool
     ) -> list[dict[str, Any]]: ...
+    async def changes_preview(
+        self, tenant: str, values: Mapping[str, Mapping[str, Any]],
+        deletes: Mapping[str, Sequence[str]], expect: Mapping[str, Mapping[str, int]], *,
+        create: bool, actor: str | None, reason: str, show_secrets: bool,
+    ) -> list[dict[str, Any]]: ...  # fmt: skip
     async def fleet(self, tenant: str) -> list[FleetMember]: ...
     async def create_token(
         self, name: str, grants: dict[str, list[str]], actor: str | None
@@ -159,6 +164,17 @@ class Direct:
                 plan.deletes, await store.specs(tenant, plan.namespace), show_secrets,
             ))  # fmt: skip
         return rows
+
+    async def changes_preview(
+        self, tenant: str, values: Mapping[str, Mapping[str, Any]],
+        deletes: Mapping[str, Sequence[str]], expect: Mapping[str, Mapping[str, int]], *,
+        create: bool, actor: str | None, reason: str, show_secrets: bool,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """The rows a change set across namespaces would change, checked as the write is."""
+        return await _preview.across_changes(
+            self.store, tenant, values, deletes, expect, create=create, actor=actor,
+            reason=reason, show_secrets=show_secrets,
+        )  # fmt: skip
 
     async def fleet(self, tenant: str) -> list[FleetMember]:
         """The tenant's watchers; :class:`TenantNotFound` for an unknown tenant."""

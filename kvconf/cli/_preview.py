@@ -11,11 +11,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._codec import same_value
+from .._redis.names import validate_tenant
 from .._store.ops import ANY_VERSION
-from ..exceptions import KeyConflict, KeyNotFound, VersionConflict
+from .._store.plan import across, plan_across
+from ..exceptions import (
+    KeyConflict,
+    KeyNotFound,
+    SchemaProblem,
+    SchemaViolation,
+    TenantNotFound,
+    VersionConflict,
+)
 from ..models import Entry, KeySpec
 from ..schema import mask_value
-from ..store import Store
+from ..store import Store, tenant_keys
 from ._output import Format, emit, line, text
 
 
@@ -85,6 +94,76 @@ async def namespace_changes(
         raise VersionConflict(tenant, namespace, conflicts)
     specs = await store.specs(tenant, namespace) if state is not None else {}
     return changes(namespace, current, values, deletes, specs, show_secrets)
+
+
+async def across_changes(
+    store: Store,
+    tenant: str,
+    values: Mapping[str, Mapping[str, Any]],
+    deletes: Mapping[str, Sequence[str]],
+    expect: Mapping[str, Mapping[str, int]],
+    *,
+    create: bool,
+    actor: str | None,
+    reason: str,
+    show_secrets: bool,
+) -> list[dict[str, Any]]:
+    """:func:`changes` of a change set across namespaces, every namespace read at one revision.
+
+    Refuses what :meth:`Store.commit_across` refuses, with the same errors:
+    names, limits and sizes, every namespace's schema problems at once (keys
+    ``namespace/key``), a missing tenant when ``create`` is false (or a
+    soft-deleted one), deleted keys that do not exist, and ``expect``
+    mismatches (:class:`VersionConflict` naming ``namespace/key``).
+    """
+    settings = store.settings
+    plan_across(
+        tenant_keys(validate_tenant(tenant)), values, deletes, expect,
+        max_keys=settings.max_keys_per_write, max_value_bytes=settings.max_value_bytes,
+    )  # fmt: skip
+    names = list({**dict.fromkeys(values), **dict.fromkeys(deletes)})
+    problems: list[SchemaProblem] = []
+    for ns in names:
+        try:
+            await store.check(tenant, ns, values.get(ns, {}), deletes=deletes.get(ns, ()),
+                              expect=expect.get(ns), actor=actor, reason=reason)  # fmt: skip
+        except SchemaViolation as exc:
+            problems.extend(across(ns, exc.problems))
+    if problems:
+        raise SchemaViolation(problems)
+    try:
+        state = await store.read_state(tenant, names)
+    except TenantNotFound:
+        if not create:
+            raise
+        try:
+            deleted = await store.is_deleted(tenant)
+        except TenantNotFound:  # no such tenant: the write would create it
+            deleted = False
+        if deleted:
+            raise
+        current: dict[str, Mapping[str, Entry]] = {ns: {} for ns in names}
+        known = False
+    else:
+        current = {ns: state.namespaces.get(ns, {}) for ns in names}
+        known = True
+    missing = [f"{ns}/{k}" for ns in names for k in deletes.get(ns, ()) if k not in current[ns]]
+    if missing:
+        raise KeyNotFound(tenant, "*", missing)
+    conflicts = []
+    for ns, wanted in expect.items():
+        for key, version in wanted.items():
+            actual = current[ns][key].version if key in current[ns] else 0
+            if (version == ANY_VERSION and actual == 0) or version not in (ANY_VERSION, actual):
+                conflicts.append(KeyConflict(f"{ns}/{key}", version, actual))
+    if conflicts:
+        raise VersionConflict(tenant, "*", sorted(conflicts, key=lambda c: c.key))
+    rows: list[dict[str, Any]] = []
+    for ns in names:
+        specs = await store.specs(tenant, ns) if known else {}
+        rows.extend(changes(ns, current[ns], values.get(ns, {}), deletes.get(ns, ()), specs,
+                            show_secrets))  # fmt: skip
+    return rows
 
 
 def show(fmt: Format, tenant: str, rows: list[dict[str, Any]], **extra: Any) -> None:

@@ -23,13 +23,21 @@ from .. import snapshot, timeline
 from .._http.client import HttpClient, reason_header
 from .._http.store import HttpStore
 from .._redis.names import validate_namespace, validate_tenant
+from .._store.plan import plan_across
 from .._watch.fleet import FleetMember
-from ..exceptions import Forbidden, InvalidInput, NotFound, SnapshotNotFound
+from ..exceptions import (
+    Forbidden,
+    InvalidInput,
+    KeyConflict,
+    NotFound,
+    SnapshotNotFound,
+    VersionConflict,
+)
 from ..io import HistoryImport, ImportDocument
 from ..models import ChangeEvent, WriteResult
 from ..schema import mask_value
 from ..stats import Stats, TenantStats
-from ..store import Store
+from ..store import Store, tenant_keys
 from ..tenants import TenantStatus
 from ..tokens import TokenRecord
 
@@ -151,17 +159,56 @@ class Remote:
     ) -> list[dict[str, Any]]:
         """``POST .../rollback?dry_run=true``: the rows a rollback would change."""
         doc = await self._rollback(tenant, to_revision, namespace, "", dry_run=True)
+        return await self._preview_rows(tenant, doc["namespaces"], show_secrets)
+
+    async def changes_preview(
+        self, tenant: str, values: Mapping[str, Mapping[str, Any]],
+        deletes: Mapping[str, Sequence[str]], expect: Mapping[str, Mapping[str, int]], *,
+        create: bool, actor: str | None, reason: str, show_secrets: bool,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """``POST .../changes?dry_run=true``: the rows a change set across namespaces
+        would change; an ``expect`` mismatch is a :class:`VersionConflict` naming
+        ``namespace/key``, as the write's."""
+        settings = self.store.settings
+        plan_across(  # checked locally first, as HttpStore.commit_across does
+            tenant_keys(validate_tenant(tenant)), values, deletes, expect,
+            max_keys=settings.max_keys_per_write, max_value_bytes=settings.max_value_bytes,
+        )  # fmt: skip
+        body = {
+            "values": {ns: dict(v) for ns, v in values.items()},
+            "deletes": {ns: list(d) for ns, d in deletes.items()},
+            "expect": {ns: dict(e) for ns, e in expect.items()},
+            "reason": reason, "create": create,
+        }  # fmt: skip
+        path = f"{_tenant_path(tenant)}/changes"
+        doc = await self._http.request("POST", path, params={"dry_run": "true"}, body=body)
+        conflicts = [
+            KeyConflict(f"{p['namespace']}/{c['key']}", c["expected"], c["actual"])
+            for p in doc["namespaces"] for c in p["conflicts"]
+        ]  # fmt: skip
+        if conflicts:
+            raise VersionConflict(tenant, "*", sorted(conflicts, key=lambda c: c.key))
+        return await self._preview_rows(tenant, doc["namespaces"], show_secrets)
+
+    async def _preview_rows(
+        self, tenant: str, previews: list[dict[str, Any]], show_secrets: bool
+    ) -> list[dict[str, Any]]:
+        """A dry run's per-namespace previews as the rows :mod:`._preview` prints, masked
+        without ``show_secrets`` even when the token may read secrets."""
         rows: list[dict[str, Any]] = []
-        for preview in doc["namespaces"]:
+        for preview in previews:
             ns = preview["namespace"]
             specs = {} if show_secrets else await self.store.specs(tenant, ns)
             for c in sorted(preview["changes"], key=lambda c: str(c["key"])):
                 spec = specs.get(c["key"])
+                change = c["change"]
+                if change == "unchanged" and mask_value(0, spec) != 0:
+                    change = "changed"  # "unchanged" would confirm a guessed secret
                 rows.append({
-                    "namespace": ns, "key": c["key"], "change": c["change"],
+                    "namespace": ns, "key": c["key"], "change": change,
                     "old": mask_value(c["old"], spec) if c["old_version"] else None,
                     "old_version": c["old_version"],
-                    "new": None if c["change"] == "removed" else mask_value(c["new"], spec),
+                    "new": None if change == "removed" else mask_value(c["new"], spec),
                 })  # fmt: skip
         return rows
 
