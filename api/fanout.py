@@ -13,7 +13,9 @@ Gap-free: a stream registers with the feed before it catches up from the log
 itself (when it starts behind the feed), then takes the feed's records after
 its own last revision. A feed that sees the log trimmed past it, the revision
 go backwards or the epoch change hands its streams a :class:`Reset`. A stream
-whose inbox overflows (a slow client) drops it and catches up from the log.
+whose inbox overflows (a slow client) drops it and catches up from the log. A stream
+that stopped waiting for a new feed to prime (Redis slow to answer) reads the
+log again once the feed has primed.
 
 :class:`FanOut` also counts the worker's streams: past ``max_streams`` a new
 one is refused with :class:`~api.errors.TooManyStreams` (503, ``Retry-After``)
@@ -141,6 +143,10 @@ class TenantFeed:
         self.tenant = tenant
         self.keys = tenant_keys(tenant)
         self.subs: set[Subscription] = set()
+        #: Streams that stopped waiting for the feed to prime: they catch up
+        #: from the log once it has (records before its first revision are
+        #: never handed out).
+        self.unprimed: set[Subscription] = set()
         #: Revision up to which every record was handed out (None: not primed).
         self.last: int | None = None
         self.epoch: str | None = None
@@ -228,6 +234,10 @@ class TenantFeed:
         if self.last is None:
             self.last, self.epoch = current, epoch
             self.primed.set()
+            for sub in self.unprimed:
+                sub.overflowed = True  # read the log up to here, then take the feed's records
+                sub.wake.set()
+            self.unprimed.clear()
             return
         if current < self.last or (epoch is not None and self.epoch not in (None, epoch)):
             reason = "revision went backwards" if current < self.last else "epoch changed"
@@ -286,6 +296,9 @@ class FanOut:
         self.poll = poll
         self.retry_after = retry_after
         self.open_streams = 0
+        #: Seconds a new stream waits for its tenant's feed to prime (one
+        #: ``MGET``) before it starts from the log alone.
+        self.prime_timeout = 5.0
         #: Records the feeds wrote to parked streams themselves (no task woken).
         self.direct_writes = 0
         self.feeds: dict[str, TenantFeed] = {}
@@ -327,13 +340,16 @@ class FanOut:
         else:
             feed.subs.add(sub)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5.0):
+            async with asyncio.timeout(self.prime_timeout):
                 await feed.primed.wait()
+        if not feed.primed.is_set():
+            feed.unprimed.add(sub)
         return feed
 
     async def leave(self, feed: TenantFeed, sub: Subscription) -> None:
         """Unregister ``sub``; the last stream of a tenant stops its feed."""
         feed.subs.discard(sub)
+        feed.unprimed.discard(sub)
         if not feed.subs and self.feeds.get(feed.tenant) is feed:
             del self.feeds[feed.tenant]
             # In the background: the stream's response ends now, not once the

@@ -414,3 +414,48 @@ async def test_under_uvicorn_frames_go_straight_to_the_transport(
     assert [int(e[1]) for e in got] == sorted(int(e[1]) for e in got)
     assert b": ping" in watched.content  # the stream's own heartbeats came through too
     assert streamed == []  # no frame took the ASGI send
+
+
+async def test_a_stream_that_joined_before_its_feed_primed_misses_no_record(
+    app: FastAPI, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis slow to answer the feed's first read: a stream starts from the log, then the feed's.
+
+    The feed primes at the tenant's revision when its first read returns, and
+    hands out only the records after it: a record committed between the
+    stream's own read of the log and the feed's priming must still reach the
+    stream (it reads the log again once the feed has primed).
+    """
+    from kvconf.api.fanout import TenantFeed
+
+    base = f"/api/v1/tenants/{tenant}"
+    async with client(app, ADMIN) as c:
+        assert (await c.put(f"{base}/namespaces/a/keys/k", json={"value": -1})).is_success
+    gate = asyncio.Event()
+    step = TenantFeed._step
+
+    async def slow_first_step(self: TenantFeed) -> None:
+        if self.last is None and self.tenant == tenant:
+            await gate.wait()  # the feed's first read is slow to answer
+        await step(self)
+
+    monkeypatch.setattr(TenantFeed, "_step", slow_first_step)
+    app.state.fanout.prime_timeout = 0.05
+
+    async def writes() -> None:
+        await until(lambda: open_streams(app) >= 1)
+        await asyncio.sleep(0.2)  # the stream read the log and parked
+        async with client(app, ADMIN) as c:
+            r = await c.put(f"{base}/namespaces/a/keys/k", json={"value": 0})
+            assert r.is_success
+            gate.set()  # the feed primes after the write: it never hands that record out
+            await until(lambda: app.state.fanout.revision(tenant) is not None)
+            r = await c.put(f"{base}/namespaces/a/keys/k", json={"value": 1})
+            assert r.is_success
+
+    writer = asyncio.create_task(writes())
+    async with client(app, ADMIN) as c:
+        watched = await asyncio.wait_for(c.get(f"{base}/watch", params={"max_events": 2}), 20)
+    await writer
+    got = events(watched.text)
+    assert [(e[0], e[2]["changes"][0]["value"]) for e in got] == [("change", 0), ("change", 1)]
