@@ -333,15 +333,20 @@ class FanOut:
     async def join(self, tenant: str, sub: Subscription) -> TenantFeed:
         """Register ``sub`` with the tenant's feed (started on first use); primed on return."""
         feed = self.feeds.get(tenant)
-        if feed is None:
-            feed = self.feeds[tenant] = TenantFeed(self, tenant)
-            feed.subs.add(sub)
-            await feed.start()
-        else:
-            feed.subs.add(sub)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.prime_timeout):
-                await feed.primed.wait()
+        try:
+            if feed is None:
+                feed = self.feeds[tenant] = TenantFeed(self, tenant)
+                feed.subs.add(sub)
+                await feed.start()
+            else:
+                feed.subs.add(sub)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.prime_timeout):
+                    await feed.primed.wait()
+        except BaseException:  # cancelled while joining: the stream never learns of the feed
+            if feed is not None:
+                await self.leave(feed, sub)
+            raise
         if not feed.primed.is_set():
             feed.unprimed.add(sub)
         return feed

@@ -189,6 +189,8 @@ class Outlet:
         """Send ``chunk`` now (True), or nothing at all (False: the stream's task must)."""
         if not self.ready:
             return False
+        if not chunk:
+            return True  # an empty chunk would end the response on the wire
         cycle = self._cycle
         if cycle is not None:
             if cycle.disconnected or cycle.response_complete:
@@ -489,6 +491,7 @@ class EventStream(Response):
                 if outlet is not None:
                     await outlet.drain()
                     if outlet.write(chunk):  # the stream's own frames skip the middlewares too
+                        await outlet.drain()  # a paused transport: done before the next wait
                         continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if not gone.done():

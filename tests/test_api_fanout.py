@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -355,6 +356,44 @@ async def test_an_outlet_write_that_must_wait_is_finished_before_the_next() -> N
     assert sent == [b"one", b"two"]
 
 
+async def test_a_streams_own_frame_that_must_wait_is_sent_without_a_later_one() -> None:
+    """A stream's own frame written while the client reads slowly goes out once it can.
+
+    The stream yields one frame and then has nothing more to say for a long
+    while: the frame must not sit half-sent until the next one.
+    """
+    from kvconf.api.sse import EventStream, Outlet
+
+    loop = asyncio.get_running_loop()
+    sent: list[bytes] = []
+    gate: asyncio.Future[None] = loop.create_future()
+    quiet = asyncio.Event()
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"data: one\r\n\r\n"
+        await quiet.wait()  # nothing more for now
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not gate.done():
+            await gate  # the transport's buffer is full until the client reads
+        sent.append(message.get("body", b""))
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client stays
+        return {"type": "http.disconnect"}
+
+    response = EventStream(frames(), outlet=Outlet())
+    scope = {"type": "http", "method": "GET", "headers": []}
+    serving = asyncio.create_task(response(scope, receive, send))
+    await asyncio.sleep(0.05)
+    assert sent == [b""]  # the response's start only: the frame waits for the client
+    gate.set_result(None)
+    await until(lambda: b"data: one\r\n\r\n" in sent, timeout=2.0)
+    serving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+
+
 async def test_under_uvicorn_frames_go_straight_to_the_transport(
     app: FastAPI, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -373,6 +412,7 @@ async def test_under_uvicorn_frames_go_straight_to_the_transport(
 
     streamed: list[bytes] = []
     original = httptools_impl.RequestResponseCycle.send
+    direct_before = app.state.fanout.direct_writes
 
     async def spy(self: Any, message: Any) -> None:
         if message["type"] == "http.response.body" and message.get("more_body"):
@@ -414,6 +454,7 @@ async def test_under_uvicorn_frames_go_straight_to_the_transport(
     assert [int(e[1]) for e in got] == sorted(int(e[1]) for e in got)
     assert b": ping" in watched.content  # the stream's own heartbeats came through too
     assert streamed == []  # no frame took the ASGI send
+    assert app.state.fanout.direct_writes > direct_before  # the feed wrote some itself
 
 
 async def test_a_stream_that_joined_before_its_feed_primed_misses_no_record(
@@ -442,9 +483,12 @@ async def test_a_stream_that_joined_before_its_feed_primed_misses_no_record(
     monkeypatch.setattr(TenantFeed, "_step", slow_first_step)
     app.state.fanout.prime_timeout = 0.05
 
+    def parked() -> bool:
+        feed = app.state.fanout.feeds.get(tenant)
+        return feed is not None and any(sub.direct is not None for sub in feed.subs)
+
     async def writes() -> None:
-        await until(lambda: open_streams(app) >= 1)
-        await asyncio.sleep(0.2)  # the stream read the log and parked
+        await until(parked)  # the stream read the log itself and waits for the feed
         async with client(app, ADMIN) as c:
             r = await c.put(f"{base}/namespaces/a/keys/k", json={"value": 0})
             assert r.is_success
@@ -459,3 +503,33 @@ async def test_a_stream_that_joined_before_its_feed_primed_misses_no_record(
     await writer
     got = events(watched.text)
     assert [(e[0], e[2]["changes"][0]["value"]) for e in got] == [("change", 0), ("change", 1)]
+
+
+async def test_a_stream_cancelled_while_joining_leaves_no_subscription(
+    app: FastAPI, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream cancelled while it waits for a new feed to prime takes its place back.
+
+    It never learned of the feed, so it cannot leave it itself: left behind,
+    its subscription would keep the tenant's feed running for good.
+    """
+    from kvconf.api.fanout import Subscription, TenantFeed
+
+    gate = asyncio.Event()
+    step = TenantFeed._step
+
+    async def slow_first_step(self: TenantFeed) -> None:
+        if self.last is None and self.tenant == tenant:
+            await gate.wait()  # the feed's first read is slow to answer
+        await step(self)
+
+    monkeypatch.setattr(TenantFeed, "_step", slow_first_step)
+    fanout = app.state.fanout
+    joining = asyncio.create_task(fanout.join(tenant, Subscription()))
+    await until(lambda: tenant in fanout.feeds)
+    await asyncio.sleep(0.05)
+    joining.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await joining
+    gate.set()
+    assert tenant not in fanout.feeds  # its only stream gone: the feed stops
