@@ -82,7 +82,8 @@ async def preview_across(
     missing = [
         f"{ns}/{key}" for ns in names for key in deletes.get(ns, ()) if key not in current[ns]
     ]
-    if missing:  # as the write script names them
+    if missing and not any(_conflicts(current[ns], e) for ns, e in expect.items()):
+        # the write script names them, after its compare-and-set conflicts
         raise KeyNotFound(access.tenant, "*", missing)
     previews = []
     for ns in names:
@@ -148,17 +149,14 @@ async def _diff(
             "new": mask(key, value),
         })  # fmt: skip
     for key in deletes:
-        entry = current[key]
+        entry = current.get(key)
+        if entry is None:  # missing, beside a conflict that is reported first
+            continue
         changes.append({
             "key": key, "change": "removed", "old": mask(key, entry.value),
             "old_version": entry.version, "new": None,
         })  # fmt: skip
-    versions = {k: current[k].version if k in current else 0 for k in expect}
-    conflicts = [
-        {"key": k, "expected": v, "actual": versions[k]}
-        for k, v in expect.items()
-        if (v == ANY_VERSION and versions[k] == 0) or (v != ANY_VERSION and v != versions[k])
-    ]
+    conflicts = _conflicts(current, expect)
     return {
         "dry_run": True,
         "tenant": access.tenant,
@@ -168,3 +166,13 @@ async def _diff(
         "conflicts": conflicts,
         "changes": changes,
     }
+
+
+def _conflicts(current: Mapping[str, Entry], expect: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The compare-and-set mismatches of one namespace (``-1``: the key exists, any version)."""
+    found = []
+    for key, wanted in expect.items():
+        actual = current[key].version if key in current else 0
+        if (wanted == ANY_VERSION and actual == 0) or wanted not in (ANY_VERSION, actual):
+            found.append({"key": key, "expected": wanted, "actual": actual})
+    return found

@@ -416,6 +416,8 @@ async def test_change_set_across_dry_run_refuses_what_the_write_refuses(
         {"values": {"svc": {"a": 2}}, "reason": "r" * 2000},  # audit field size
         {"values": {"svc": {"a": 2}}, "unknown": 1},  # body schema
         {"values": {"svc": {"a": 2}}, "expect": {"svc": {"a": 7}}},  # conflict
+        # a conflict beside a missing key: the write reports the conflict first
+        {"values": {"svc": {"a": 2}}, "deletes": {"web": ["nope"]}, "expect": {"svc": {"a": 7}}},
         {"values": {"svc": {"a": 2}}, "deletes": {"web": ["c"]}, "expect": {"web": {"c": 1}}},
     ]
     for body in cases:

@@ -109,6 +109,32 @@ def test_a_version_conflict_is_exit_4_and_writes_nothing(kv: Kv, tenant: str) ->
     assert _values(kv, tenant, "web") == {}  # all or nothing
 
 
+def test_dry_run_and_write_agree_on_a_conflict_beside_a_missing_delete(kv: Kv, tenant: str) -> None:
+    """The write reports its compare-and-set conflicts first (exit 4), and so does the dry run."""
+    kv("set", tenant, "svc", "a:=1")
+    kv("set", tenant, "svc", "a:=2")
+    doc = _doc(values={"svc": {"a": 3}}, deletes={"web": ["nothing"]}, expect={"svc": {"a": 1}})
+    for dry in (("--dry-run",), ()):
+        error = json.loads(kv("apply", tenant, "-", *dry, "--json", code=4, stdin=doc).stdout)
+        assert error["error"]["conflicts"] == [{"key": "svc/a", "expected": 1, "actual": 2}]
+    missing = _doc(values={"svc": {"a": 3}}, deletes={"web": ["nothing"]})
+    for dry in (("--dry-run",), ()):
+        kv("apply", tenant, "-", *dry, code=3, stdin=missing)  # then the missing key
+    assert _revision(kv, tenant) == 2
+
+
+def test_an_empty_namespace_entry_is_skipped_by_the_dry_run_as_by_the_write(
+    kv: Kv, tenant: str
+) -> None:
+    doc = _doc(values={"a": {"x": 1}, "b": {}}, deletes={"c": []})
+    rows = json.loads(kv("apply", tenant, "-", "--dry-run", "-o", "json", stdin=doc).stdout)
+    assert [(r["namespace"], r["key"], r["change"]) for r in rows["changes"]] == [
+        ("a", "x", "added")
+    ]
+    kv("apply", tenant, "-", stdin=doc)
+    assert _values(kv, tenant, "a") == {"x": 1}
+
+
 def test_dry_run_writes_nothing_and_shows_the_diff(kv: Kv, tenant: str) -> None:
     kv(
         "schema",

@@ -9,7 +9,7 @@ The file is the body of ``POST /api/v1/tenants/{t}/changes`` (the API's
      "reason":  "move the timeout", "create": true}
 
 Every field is optional (an empty change set is refused); ``expect`` maps
-keys to the version each must have (0: absent, -1: any). The whole set
+keys to the version each must have (0: absent, -1: exists, any version). The whole set
 commits as one revision through :meth:`kvconf.Store.commit_across`, or
 nothing does.
 """
@@ -217,7 +217,7 @@ def apply(
        "expect":  {"svc": {"timeout": 2}},
        "reason": "...", "create": true}
 
-    ``expect`` gives the version a key must have (0: absent, -1: any): a
+    ``expect`` gives the version a key must have (0: absent, -1: exists, any version): a
     mismatch writes nothing and exits 4, naming each key ``namespace/key``.
     Every schema problem of every namespace is listed at once (exit 5), as
     is a malformed file. ``--dry-run`` makes every check the write makes and

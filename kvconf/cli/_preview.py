@@ -124,6 +124,8 @@ async def across_changes(
     names = list({**dict.fromkeys(values), **dict.fromkeys(deletes)})
     problems: list[SchemaProblem] = []
     for ns in names:
+        if not (values.get(ns) or deletes.get(ns)):
+            continue  # an empty entry: the write skips it too
         try:
             await store.check(tenant, ns, values.get(ns, {}), deletes=deletes.get(ns, ()),
                               expect=expect.get(ns), actor=actor, reason=reason)  # fmt: skip
@@ -147,9 +149,6 @@ async def across_changes(
     else:
         current = {ns: state.namespaces.get(ns, {}) for ns in names}
         known = True
-    missing = [f"{ns}/{k}" for ns in names for k in deletes.get(ns, ()) if k not in current[ns]]
-    if missing:
-        raise KeyNotFound(tenant, "*", missing)
     conflicts = []
     for ns, wanted in expect.items():
         for key, version in wanted.items():
@@ -158,6 +157,10 @@ async def across_changes(
                 conflicts.append(KeyConflict(f"{ns}/{key}", version, actual))
     if conflicts:
         raise VersionConflict(tenant, "*", sorted(conflicts, key=lambda c: c.key))
+    # after the conflicts, as the write script checks them
+    missing = [f"{ns}/{k}" for ns in names for k in deletes.get(ns, ()) if k not in current[ns]]
+    if missing:
+        raise KeyNotFound(tenant, "*", missing)
     rows: list[dict[str, Any]] = []
     for ns in names:
         specs = await store.specs(tenant, ns) if known else {}
