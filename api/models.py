@@ -77,7 +77,7 @@ class ChangeSetAcross(msgspec.Struct, forbid_unknown_fields=True):
     """An atomic change set spanning namespaces of one tenant: one revision, all or nothing.
 
     ``values``, ``deletes`` and ``expect`` are keyed by namespace; ``expect``
-    maps keys to the version each must have (0: must not exist, -1: any);
+    maps keys to the version each must have (0: must not exist, -1: exists at any version);
     any mismatch writes nothing (409, conflicts naming keys
     ``namespace/key``). ``create`` false refuses to create a missing tenant.
     """
@@ -539,14 +539,18 @@ class SnapshotTenant(msgspec.Struct):
 
 
 class SnapshotDoc(msgspec.Struct):
-    """A snapshot file that holds the tenant: its format version and size (of the whole file)."""
+    """A snapshot file that holds the tenant: its format version and size.
+
+    ``size`` is the whole file's, in bytes, or null when the file holds other
+    tenants too (how much they hold is theirs to know).
+    """
 
     name: str
     created_at: str
     label: str
     tenant: SnapshotTenant
     format: int
-    size: int
+    size: int | None
 
 
 class SnapshotSaved(msgspec.Struct):
@@ -568,7 +572,7 @@ class SnapshotVerified(msgspec.Struct):
     label: str
     tenant: SnapshotTenant
     format: int
-    size: int
+    size: int | None
     verified: bool
 
 

@@ -413,6 +413,65 @@ def test_snapshots_are_listed_and_verified_on_the_server(server: Server) -> None
     assert plain.stdout.startswith("saved kvconf-")
 
 
+def test_a_file_of_several_tenants_tells_a_tenant_nothing_of_the_others(
+    server: Server, tmp_path: Path
+) -> None:
+    """A tenant admin sees its own part of a shared file: not its size, not who else is in it.
+
+    Background snapshots hold every tenant: the whole file's size would tell
+    how much the others hold, and a damaged file's details would name them
+    and the server's path.
+    """
+    mine, theirs = _new(), _new()
+    local = ["--data-dir", str(tmp_path / "data")]
+    for tenant in (mine, theirs):
+        assert _invoke(["set", tenant, "ns", "a=1", *local]).exit_code == 0
+        assert remote(server, "set", tenant, "ns", "a=1").exit_code == 0
+    saved = _invoke(["snapshot", "save", "-t", mine, "-t", theirs, "--json",
+                     "--dir", str(server.data / "snapshots"), *local])  # fmt: skip
+    assert saved.exit_code == 0, (saved.stdout, saved.stderr)
+    info = json.loads(saved.stdout)  # one file holding both
+    name = Path(info["path"]).name
+    made = remote(server, "token", "create", _new(), "--grant", f"{mine}=admin", "-o", "value")
+    token = made.stdout.strip()
+    listed = remote(server, "snapshot", "list", "-t", mine, "--json", token=token)
+    assert listed.exit_code == 0, (listed.stdout, listed.stderr)
+    [shown] = [i for i in json.loads(listed.stdout) if i["path"] == name]
+    assert [x["tenant"] for x in shown["tenants"]] == [mine]
+    assert shown["size"] == 0  # not told
+    verified = remote(server, "snapshot", "verify", name, "--json", token=token)
+    assert verified.exit_code == 0, (verified.stdout, verified.stderr)
+    assert theirs not in verified.stdout
+    assert json.loads(verified.stdout)["size"] == 0
+    path = server.data / "snapshots" / name
+    data = bytearray(path.read_bytes())
+    data[24] ^= 0xFF  # in the body, past the header: the footer still lists the file
+    path.write_bytes(bytes(data))
+    for args in (["verify", name], ["restore", name, "-t", mine, "--dry-run"]):
+        damaged = remote(server, "snapshot", *args, "--json", token=token)
+        assert damaged.exit_code == 7, (args, damaged.stdout, damaged.stderr)
+        assert json.loads(damaged.stdout)["error"]["code"] == "snapshot_corrupt"
+        assert theirs not in damaged.stdout + damaged.stderr
+        assert str(server.data) not in damaged.stdout + damaged.stderr
+
+
+def test_kvconf_server_alone_gives_way_to_a_local_file(server: Server, tmp_path: Path) -> None:
+    """With KVCONF_SERVER set, a local file or --dir named on the command line is read here."""
+    tenant = _new()
+    local = ["--data-dir", str(tmp_path / "data")]
+    assert _invoke(["set", tenant, "ns", "a=1", *local]).exit_code == 0
+    saved = _invoke(["snapshot", "save", "-t", tenant, "--dir", str(tmp_path), "--json", *local])
+    assert saved.exit_code == 0, (saved.stdout, saved.stderr)
+    path = next(tmp_path.glob("*.kvsnap"))
+    env = {"KVCONF_SERVER": server.base, "KVCONF_TOKEN": server.admin}
+    checked = _invoke(["snapshot", "verify", str(path)], env=env)
+    assert checked.exit_code == 0, (checked.stdout, checked.stderr)
+    assert checked.stdout.startswith(f"OK {path}")
+    listed = _invoke(["snapshot", "list", "--dir", str(tmp_path), "--json"], env=env)
+    assert listed.exit_code == 0, (listed.stdout, listed.stderr)
+    assert [i["path"] for i in json.loads(listed.stdout)] == [str(path)]
+
+
 @pytest.mark.parametrize(
     "args",
     [

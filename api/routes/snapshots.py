@@ -16,7 +16,7 @@ from fastapi import Path as PathParam
 from starlette.responses import Response
 
 from kvconf import snapshot
-from kvconf.exceptions import SnapshotNotFound, Unavailable
+from kvconf.exceptions import SnapshotCorrupt, SnapshotNotFound, Unavailable
 
 from ..deps import Access, AdminAccess, note_write
 from ..models import (
@@ -54,7 +54,8 @@ def _doc(info: snapshot.SnapshotInfo, tenant: str) -> dict[str, Any] | None:
         "label": info.label,
         "tenant": mine[0],
         "format": info.format,
-        "size": info.size,
+        # another tenant's part of the file is none of this caller's business
+        "size": info.size if len(mine) == len(info.tenants) else None,
     }
 
 
@@ -96,6 +97,15 @@ async def save_tenant_snapshot(
     return respond(doc, status=201)
 
 
+def _damaged(name: str, exc: SnapshotCorrupt) -> SnapshotCorrupt:
+    """A damaged file, told without the server's path or what else the file holds.
+
+    The details (path, offending tenant) go to the server's log.
+    """
+    log.warning("snapshot %s failed its checks: %s", name, exc.message)
+    return SnapshotCorrupt(f"snapshot {name!r} is damaged: it fails its checks")
+
+
 async def _require(access: Access, name: str) -> None:
     """404 unless ``name`` is a listed snapshot that holds this tenant."""
     names = {d["name"] for d in await _list(access)}
@@ -116,6 +126,8 @@ async def verify_tenant_snapshot(name: Name, access: AdminAccess) -> Response:
         info = await asyncio.to_thread(snapshot.verify, _directory(access) / name)
     except OSError as exc:
         raise Unavailable(f"could not read the snapshot: {exc.strerror}") from exc
+    except SnapshotCorrupt as exc:
+        raise _damaged(name, exc) from exc
     doc = _doc(info, access.tenant)
     assert doc is not None  # _require found this tenant in the file
     return respond({**doc, "verified": info.verified})
@@ -143,6 +155,8 @@ async def restore_tenant_snapshot(
         )  # fmt: skip
     except OSError as exc:
         raise Unavailable(f"could not read the snapshot: {exc.strerror}") from exc
+    except SnapshotCorrupt as exc:
+        raise _damaged(name, exc) from exc
     finally:
         if not dry_run:
             note_write(request, access.tenant, None)

@@ -58,7 +58,7 @@ def _snapshot_info(doc: Any, parts: Sequence[Any], *, verified: bool) -> snapsho
     tenants = [msgspec.convert(p, snapshot.TenantSummary) for p in parts]
     return snapshot.SnapshotInfo(
         path=doc["name"], format=doc["format"],
-        created_at=msgspec.convert(doc["created_at"], datetime), size=doc["size"],
+        created_at=msgspec.convert(doc["created_at"], datetime), size=doc["size"] or 0,
         label=doc["label"], tenants=tenants, keys=sum(t.keys for t in tenants),
         versions=sum(t.versions for t in tenants), verified=verified,
     )  # fmt: skip
@@ -278,7 +278,7 @@ class Remote:
         file that holds several of the tenants is one entry with their parts;
         the server never shows the part of a tenant the token does not administer.
         """
-        names = list(tenants) if tenants else await self.store.tenants()
+        names = list(dict.fromkeys(tenants)) if tenants else await self.store.tenants()
         files: dict[str, tuple[Any, list[Any]]] = {}
         refused: Forbidden | None = None
         answered = 0
@@ -321,7 +321,7 @@ class Remote:
                 )
             tenants = [t.tenant for t in listed[0].tenants]
         docs = []
-        for tenant in tenants:
+        for tenant in dict.fromkeys(tenants):  # each once, however often named
             path = f"{_tenant_path(tenant)}/snapshots/{quote(name, safe='')}/verify"
             docs.append(await self._http.request("POST", path))
         verified = all(doc["verified"] for doc in docs)

@@ -85,10 +85,15 @@ def _summary_table(info: snap.SnapshotInfo) -> Table:
     return table
 
 
+def _size(info: snap.SnapshotInfo, unit: str = " bytes") -> str:
+    """The file's size; a server does not tell it for a file that holds other tenants (0)."""
+    return f"{info.size:,}{unit}" if info.size else "size not shown"
+
+
 def _describe(info: snap.SnapshotInfo, verb: str) -> None:
     console.print(
         f"{verb} {info.path}: format {info.format}, created {info.created_at.isoformat()}, "
-        f"{info.size:,} bytes, {len(info.tenants)} tenant(s), {info.keys:,} keys, "
+        f"{_size(info)}, {len(info.tenants)} tenant(s), {info.keys:,} keys, "
         f"{info.versions:,} versions",
         highlight=False,
         soft_wrap=True,
@@ -140,6 +145,16 @@ def _tenants_of(info: snap.SnapshotInfo, tenants: Sequence[str] | None) -> snap.
     )  # fmt: skip
 
 
+def _given(ctx: typer.Context, *options: str) -> bool:
+    """True when one of ``options`` is on the command line (not from the environment)."""
+    return any(_on_command_line(ctx, name) for name in options)
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
 def _local_only(ctx: typer.Context, where: Target, *options: str) -> None:
     """Exit 2 when an option naming a local directory is given with a server.
 
@@ -148,8 +163,7 @@ def _local_only(ctx: typer.Context, where: Target, *options: str) -> None:
     if where.server is None:
         return
     for param in ctx.command.params:
-        source = ctx.get_parameter_source(param.name) if param.name in options else None
-        if source is not None and source.name == "COMMANDLINE":  # not the environment
+        if param.name in options and _on_command_line(ctx, param.name):
             raise typer.BadParameter(
                 "a local directory: not available through a kvconf server "
                 "(it keeps its snapshots under its own data dir)",
@@ -201,9 +215,15 @@ def verify_cmd(
     checked by the server, which shows only the parts of tenants the token
     administers (default: every such tenant the file holds).
     """
-    where = target(None, data_dir, server, token)
-    _local_only(ctx, where, "data_dir")
     name = str(file)
+    local = file.exists() or file.name != name  # a path: this machine's file
+    # KVCONF_SERVER alone (no --server) gives way to a local file
+    where = (
+        Target(data_dir=data_dir)
+        if server is None and local
+        else target(None, data_dir, server, token)
+    )
+    _local_only(ctx, where, "data_dir")
     if where.server is not None and (file.name != name or name in (".", "..")):
         raise typer.BadParameter(
             "through a kvconf server, verify takes the name of a snapshot the server holds "
@@ -253,6 +273,8 @@ def list_cmd(
     the parts of those.
     """
     where = target(None, data_dir, server, token)
+    if server is None and where.server is not None and _given(ctx, "directory", "data_dir"):
+        where = Target(data_dir=data_dir)  # KVCONF_SERVER alone gives way to a local directory
     _local_only(ctx, where, "directory", "data_dir")
 
     async def go() -> tuple[str, list[snap.SnapshotInfo]]:
@@ -276,7 +298,7 @@ def list_cmd(
         table.add_column(name, justify="right")
     for info in found:
         table.add_row(Path(info.path).name, str(len(info.tenants)),
-                      f"{info.keys:,}", f"{info.versions:,}", f"{info.size:,}")  # fmt: skip
+                      f"{info.keys:,}", f"{info.versions:,}", _size(info, unit=""))  # fmt: skip
     console.print(table)
 
 
