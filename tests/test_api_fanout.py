@@ -457,6 +457,22 @@ async def test_under_uvicorn_frames_go_straight_to_the_transport(
     assert app.state.fanout.direct_writes > direct_before  # the feed wrote some itself
 
 
+def _slow_first_feed_read(monkeypatch: pytest.MonkeyPatch, tenant: str) -> asyncio.Event:
+    """Hold the first read of ``tenant``'s new feed (Redis slow to answer) until it is set."""
+    from kvconf.api.fanout import TenantFeed
+
+    gate = asyncio.Event()
+    step = TenantFeed._step
+
+    async def slow_first_step(self: TenantFeed) -> None:
+        if self.last is None and self.tenant == tenant:
+            await gate.wait()
+        await step(self)
+
+    monkeypatch.setattr(TenantFeed, "_step", slow_first_step)
+    return gate
+
+
 async def test_a_stream_that_joined_before_its_feed_primed_misses_no_record(
     app: FastAPI, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -467,20 +483,10 @@ async def test_a_stream_that_joined_before_its_feed_primed_misses_no_record(
     stream's own read of the log and the feed's priming must still reach the
     stream (it reads the log again once the feed has primed).
     """
-    from kvconf.api.fanout import TenantFeed
-
     base = f"/api/v1/tenants/{tenant}"
     async with client(app, ADMIN) as c:
         assert (await c.put(f"{base}/namespaces/a/keys/k", json={"value": -1})).is_success
-    gate = asyncio.Event()
-    step = TenantFeed._step
-
-    async def slow_first_step(self: TenantFeed) -> None:
-        if self.last is None and self.tenant == tenant:
-            await gate.wait()  # the feed's first read is slow to answer
-        await step(self)
-
-    monkeypatch.setattr(TenantFeed, "_step", slow_first_step)
+    gate = _slow_first_feed_read(monkeypatch, tenant)
     app.state.fanout.prime_timeout = 0.05
 
     def parked() -> bool:
@@ -513,17 +519,9 @@ async def test_a_stream_cancelled_while_joining_leaves_no_subscription(
     It never learned of the feed, so it cannot leave it itself: left behind,
     its subscription would keep the tenant's feed running for good.
     """
-    from kvconf.api.fanout import Subscription, TenantFeed
+    from kvconf.api.fanout import Subscription
 
-    gate = asyncio.Event()
-    step = TenantFeed._step
-
-    async def slow_first_step(self: TenantFeed) -> None:
-        if self.last is None and self.tenant == tenant:
-            await gate.wait()  # the feed's first read is slow to answer
-        await step(self)
-
-    monkeypatch.setattr(TenantFeed, "_step", slow_first_step)
+    gate = _slow_first_feed_read(monkeypatch, tenant)
     fanout = app.state.fanout
     joining = asyncio.create_task(fanout.join(tenant, Subscription()))
     await until(lambda: tenant in fanout.feeds)
