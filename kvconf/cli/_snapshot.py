@@ -330,6 +330,12 @@ def restore_cmd(
     holds (as ``snapshot save --server`` prints it), restored for each --tenant.
     """
     where = target(redis_url, data_dir, server, token)
+    if where.server is not None and file.name != str(file):  # a usage error, as for verify
+        raise typer.BadParameter(
+            "through a kvconf server, restore takes the name of a snapshot the server holds "
+            "(as `snapshot save --server` prints it), not a local path",
+            param_hint="FILE",
+        )
 
     async def go() -> snap.RestoreReport:
         if mode not in ("replace", "merge"):
