@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from kvconf._codec import same_value
-from kvconf._store.ops import ANY_VERSION
-from kvconf._store.plan import across, plan_across
-from kvconf.exceptions import KeyNotFound, SchemaProblem, SchemaViolation, TenantNotFound
+from kvconf._store.dryrun import check_across, conflicts, read_current
+from kvconf.exceptions import KeyNotFound
 from kvconf.models import Entry
-from kvconf.store import tenant_keys
 
 from .deps import Access, masker
 
@@ -36,7 +36,7 @@ async def preview(
         access.tenant, namespace, values, deletes=deletes, expect=expect,
         actor=access.actor, reason=access.why(reason or ""),
     )  # fmt: skip
-    current, revision = await _current(access, [namespace], create=True)
+    current, revision, _ = await read_current(access.store, access.tenant, [namespace], create=True)
     missing = [k for k in deletes if k not in current[namespace]]
     if missing:
         raise KeyNotFound(access.tenant, namespace, missing)
@@ -59,68 +59,25 @@ async def preview_across(
     a missing tenant (``create`` false) or keys to delete that do not
     exist; compare-and-set mismatches are reported per namespace instead.
     """
-    store, settings = access.store, access.store.settings
-    plan_across(
-        tenant_keys(access.tenant), values, deletes, expect,
-        max_keys=settings.max_keys_per_write, max_value_bytes=settings.max_value_bytes,
+    checked = await check_across(
+        access.store, access.tenant, values, deletes, expect, create=create,
+        actor=access.actor, reason=access.why(reason),
     )  # fmt: skip
-    names = list({**dict.fromkeys(values), **dict.fromkeys(deletes)})
-    problems: list[SchemaProblem] = []
-    for namespace in names:  # values first, as the write checks the schema
-        if values.get(namespace) or deletes.get(namespace):
-            try:
-                await store.check(
-                    access.tenant, namespace, values.get(namespace, {}),
-                    deletes=deletes.get(namespace, ()), expect=expect.get(namespace, {}),
-                    actor=access.actor, reason=access.why(reason),
-                )  # fmt: skip
-            except SchemaViolation as exc:  # every namespace's problems, as the write lists them
-                problems.extend(across(namespace, exc.problems))
-    if problems:
-        raise SchemaViolation(problems)
-    current, revision = await _current(access, names, create=create)
-    missing = [
-        f"{ns}/{key}" for ns in names for key in deletes.get(ns, ()) if key not in current[ns]
-    ]
-    if missing and not any(_conflicts(current[ns], e) for ns, e in expect.items()):
-        # the write script names them, after its compare-and-set conflicts
-        raise KeyNotFound(access.tenant, "*", missing)
     previews = []
-    for ns in names:
+    for ns in checked.names:
         changed, removed, expected = values.get(ns, {}), deletes.get(ns, ()), expect.get(ns, {})
-        previews.append(await _diff(access, ns, revision, current[ns], changed, removed, expected))
+        previews.append(
+            await _diff(
+                access, ns, checked.revision, checked.current[ns], changed, removed, expected
+            )
+        )
     return {
         "dry_run": True,
         "tenant": access.tenant,
-        "revision": revision,
+        "revision": checked.revision,
         "would_commit": all(p["would_commit"] for p in previews),
         "namespaces": previews,
     }
-
-
-async def _current(
-    access: Access, namespaces: list[str], *, create: bool
-) -> tuple[dict[str, dict[str, Entry]], int]:
-    """The current entries of ``namespaces`` and the revision, read atomically.
-
-    A tenant that does not exist reads as empty at revision 0 when the write
-    would create it; a soft-deleted one (or a missing one with ``create``
-    false) raises :class:`TenantNotFound` as the write would.
-    """
-    store = access.store
-    try:
-        state = await store.read_state(access.tenant, namespaces)
-    except TenantNotFound:
-        if not create:
-            raise
-        try:
-            deleted = await store.is_deleted(access.tenant)
-        except TenantNotFound:  # no such tenant: the write would create it
-            deleted = False
-        if deleted:  # soft-deleted: the write is refused too
-            raise
-        return {ns: {} for ns in namespaces}, 0
-    return {ns: state.namespaces.get(ns, {}) for ns in namespaces}, state.revision
 
 
 async def _diff(
@@ -156,23 +113,13 @@ async def _diff(
             "key": key, "change": "removed", "old": mask(key, entry.value),
             "old_version": entry.version, "new": None,
         })  # fmt: skip
-    conflicts = _conflicts(current, expect)
+    found = [msgspec.structs.asdict(c) for c in conflicts(current, expect)]
     return {
         "dry_run": True,
         "tenant": access.tenant,
         "namespace": namespace,
         "revision": revision,
-        "would_commit": not conflicts,
-        "conflicts": conflicts,
+        "would_commit": not found,
+        "conflicts": found,
         "changes": changes,
     }
-
-
-def _conflicts(current: Mapping[str, Entry], expect: Mapping[str, int]) -> list[dict[str, Any]]:
-    """The compare-and-set mismatches of one namespace (``-1``: the key exists, any version)."""
-    found = []
-    for key, wanted in expect.items():
-        actual = current[key].version if key in current else 0
-        if (wanted == ANY_VERSION and actual == 0) or wanted not in (ANY_VERSION, actual):
-            found.append({"key": key, "expected": wanted, "actual": actual})
-    return found

@@ -11,20 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._codec import same_value
-from .._redis.names import validate_tenant
-from .._store.ops import ANY_VERSION
-from .._store.plan import across, plan_across
-from ..exceptions import (
-    KeyConflict,
-    KeyNotFound,
-    SchemaProblem,
-    SchemaViolation,
-    TenantNotFound,
-    VersionConflict,
-)
+from .._store.dryrun import check_across, conflicts
+from ..exceptions import KeyNotFound, VersionConflict
 from ..models import Entry, KeySpec
 from ..schema import mask_value
-from ..store import Store, tenant_keys
+from ..store import Store
 from ._output import Format, emit, line, text
 
 
@@ -84,14 +75,9 @@ async def namespace_changes(
     missing = [k for k in deletes if k not in current]
     if missing:
         raise KeyNotFound(tenant, namespace, missing)
-    versions = {k: current[k].version if k in current else 0 for k in expect or {}}
-    conflicts = [
-        KeyConflict(k, v, versions[k])
-        for k, v in (expect or {}).items()
-        if (v == ANY_VERSION and versions[k] == 0) or (v != ANY_VERSION and v != versions[k])
-    ]
-    if conflicts:
-        raise VersionConflict(tenant, namespace, conflicts)
+    found = conflicts(current, expect or {})
+    if found:
+        raise VersionConflict(tenant, namespace, found)
     specs = await store.specs(tenant, namespace) if state is not None else {}
     return changes(namespace, current, values, deletes, specs, show_secrets)
 
@@ -116,56 +102,15 @@ async def across_changes(
     soft-deleted one), deleted keys that do not exist, and ``expect``
     mismatches (:class:`VersionConflict` naming ``namespace/key``).
     """
-    settings = store.settings
-    plan_across(
-        tenant_keys(validate_tenant(tenant)), values, deletes, expect,
-        max_keys=settings.max_keys_per_write, max_value_bytes=settings.max_value_bytes,
-    )  # fmt: skip
-    names = list({**dict.fromkeys(values), **dict.fromkeys(deletes)})
-    problems: list[SchemaProblem] = []
-    for ns in names:
-        if not (values.get(ns) or deletes.get(ns)):
-            continue  # an empty entry: the write skips it too
-        try:
-            await store.check(tenant, ns, values.get(ns, {}), deletes=deletes.get(ns, ()),
-                              expect=expect.get(ns), actor=actor, reason=reason)  # fmt: skip
-        except SchemaViolation as exc:
-            problems.extend(across(ns, exc.problems))
-    if problems:
-        raise SchemaViolation(problems)
-    try:
-        state = await store.read_state(tenant, names)
-    except TenantNotFound:
-        if not create:
-            raise
-        try:
-            deleted = await store.is_deleted(tenant)
-        except TenantNotFound:  # no such tenant: the write would create it
-            deleted = False
-        if deleted:
-            raise
-        current: dict[str, Mapping[str, Entry]] = {ns: {} for ns in names}
-        known = False
-    else:
-        current = {ns: state.namespaces.get(ns, {}) for ns in names}
-        known = True
-    conflicts = []
-    for ns, wanted in expect.items():
-        for key, version in wanted.items():
-            actual = current[ns][key].version if key in current[ns] else 0
-            if (version == ANY_VERSION and actual == 0) or version not in (ANY_VERSION, actual):
-                conflicts.append(KeyConflict(f"{ns}/{key}", version, actual))
-    if conflicts:
-        raise VersionConflict(tenant, "*", sorted(conflicts, key=lambda c: c.key))
-    # after the conflicts, as the write script checks them
-    missing = [f"{ns}/{k}" for ns in names for k in deletes.get(ns, ()) if k not in current[ns]]
-    if missing:
-        raise KeyNotFound(tenant, "*", missing)
+    checked = await check_across(store, tenant, values, deletes, expect, create=create,
+                                 actor=actor, reason=reason)  # fmt: skip
+    if checked.conflicts:
+        raise VersionConflict(tenant, "*", checked.conflicts)
     rows: list[dict[str, Any]] = []
-    for ns in names:
-        specs = await store.specs(tenant, ns) if known else {}
-        rows.extend(changes(ns, current[ns], values.get(ns, {}), deletes.get(ns, ()), specs,
-                            show_secrets))  # fmt: skip
+    for ns in checked.names:
+        specs = await store.specs(tenant, ns) if checked.known else {}
+        rows.extend(changes(ns, checked.current[ns], values.get(ns, {}), deletes.get(ns, ()),
+                            specs, show_secrets))  # fmt: skip
     return rows
 
 
