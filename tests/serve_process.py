@@ -47,9 +47,11 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) 
 
 
 @contextmanager
-def serving(data: Path, redis_url: str | None, admin: str, **env: str) -> Iterator[tuple[str, Any]]:
-    """``kvconf serve`` on a free loopback port (``env``: more variables, e.g.
-    ``KVCONF_LOG_LIMIT``); yields its base URL and process."""
+def serving(
+    data: Path, redis_url: str | None, admin: str | None, **env: str
+) -> Iterator[tuple[str, Any]]:
+    """``kvconf serve`` on a free loopback port (``admin`` None: no admin token;
+    ``env``: more variables, e.g. ``KVCONF_LOG_LIMIT``); yields its base URL and process."""
     port = free_port()
     args = ["--port", str(port), "--data-dir", str(data)]
     if redis_url is not None:
@@ -57,7 +59,7 @@ def serving(data: Path, redis_url: str | None, admin: str, **env: str) -> Iterat
     cmd = [sys.executable, "-c", "from kvconf.cli import main; main()", "serve", *args]
     proc = subprocess.Popen(
         cmd,
-        env=serve_env(KVCONF_ADMIN_TOKEN=admin, **env),
+        env=serve_env(**({"KVCONF_ADMIN_TOKEN": admin} if admin else {}), **env),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

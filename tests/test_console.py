@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import subprocess
-import sys
 import time
 import tomllib
 import uuid
@@ -28,12 +26,12 @@ import httpx
 import pytest
 import redis
 
-from kvconf._redis.names import TOKEN_NAMES_KEY, TOKENS_KEY, TOKENS_USED_KEY
 from kvconf.api.routes.console import ASSETS, CSP
 
+from . import serve_process
 from .api_helpers import ADMIN, client, running_app
-from .redis_server import RedisServer, free_port
-from .serve_process import ROOT, serve_env, wait_ready
+from .redis_server import RedisServer
+from .serve_process import ROOT, forget_tokens
 
 ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
 CHROMIUM = "/usr/bin/chromium"
@@ -133,30 +131,12 @@ class Server:
 @contextmanager
 def serving(data: Path, redis_url: str | None, admin: str | None) -> Iterator[str]:
     """``kvconf serve`` on a free loopback port; yields its base URL."""
-    port = free_port()
-    args = ["--port", str(port), "--data-dir", str(data)]
-    if redis_url is not None:
-        args += ["--redis-url", redis_url]
-    env = serve_env(KVCONF_ADMIN_TOKEN=admin) if admin else serve_env()
-    cmd = [sys.executable, "-c", "from kvconf.cli import main; main()", "serve", *args]
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, proc)
-        yield base
+        with serve_process.serving(data, redis_url, admin) as (base, _proc):
+            yield base
     finally:
-        proc.terminate()
-        try:
-            out = proc.communicate(timeout=5)[0].decode()
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out = proc.communicate()[0].decode()
         if redis_url is not None:  # tokens left on the shared server close others' open mode
-            with redis.Redis.from_url(redis_url) as client:
-                client.delete(TOKENS_KEY, TOKEN_NAMES_KEY, TOKENS_USED_KEY)
-        assert "Traceback" not in out, out
+            forget_tokens(redis_url)
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis"])
